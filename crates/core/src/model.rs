@@ -1,0 +1,272 @@
+//! The in-memory reference model: the specification of store semantics, written as plainly
+//! as possible. Property tests run the same operations against it and a real database and
+//! compare every result. It is not a store for production use and never stands in for a
+//! database in a test of an adapter.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use chrono::Utc;
+
+use crate::domain::{
+    check_stock_level, Capabilities, DeductRequest, LedgerEntry, LedgerPage, LedgerReason,
+    PoolStatus, Quantity, Receipt, RestockReceipt, SkuId, SkuSnapshot, StockLevel, Strategy,
+    STOCK_MAX,
+};
+use crate::error::{DeductError, InvalidInput};
+use crate::store::InventoryStore;
+
+#[derive(Debug, Clone)]
+struct SkuState {
+    initial_stock: i64,
+    stock: i64,
+}
+
+/// Sequential semantics of every strategy (they differ only in how they wait).
+#[derive(Debug, Default, Clone)]
+pub struct ReferenceModel {
+    skus: BTreeMap<SkuId, SkuState>,
+    ledger: Vec<LedgerEntry>,
+    by_key: HashMap<String, usize>,
+}
+
+impl ReferenceModel {
+    /// An empty model.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// See [`InventoryStore::create_sku`].
+    pub fn create_sku(&mut self, sku: &SkuId, initial_stock: i64) -> Result<StockLevel, DeductError> {
+        check_stock_level(initial_stock)?;
+        if self.skus.contains_key(sku) {
+            return Err(DeductError::AlreadyExists);
+        }
+        self.skus.insert(
+            sku.clone(),
+            SkuState {
+                initial_stock,
+                stock: initial_stock,
+            },
+        );
+        Ok(StockLevel {
+            sku: sku.clone(),
+            stock: initial_stock,
+            initial_stock,
+        })
+    }
+
+    /// See [`InventoryStore::restock`].
+    pub fn restock(&mut self, sku: &SkuId, quantity: Quantity) -> Result<RestockReceipt, DeductError> {
+        let state = self.skus.get_mut(sku).ok_or(DeductError::NotFound)?;
+        let stock_after = state.stock + quantity.get();
+        if stock_after > STOCK_MAX {
+            return Err(InvalidInput::StockOutOfRange {
+                given: stock_after,
+                max: STOCK_MAX,
+            }
+            .into());
+        }
+        state.stock = stock_after;
+        let ledger_id = self.push_ledger(sku, quantity.get(), stock_after, LedgerReason::Restock, None);
+        Ok(RestockReceipt {
+            sku: sku.clone(),
+            quantity,
+            stock_after,
+            ledger_id,
+        })
+    }
+
+    /// See [`InventoryStore::deduct`]. The strategy does not change the sequential result.
+    pub fn deduct(&mut self, request: &DeductRequest) -> Result<Receipt, DeductError> {
+        if let Some(key) = &request.idempotency_key {
+            if let Some(&index) = self.by_key.get(key.as_str()) {
+                let entry = &self.ledger[index];
+                return replay(entry, &request.sku, request.quantity, 1);
+            }
+        }
+        let state = self.skus.get_mut(&request.sku).ok_or(DeductError::NotFound)?;
+        let requested = request.quantity.get();
+        if state.stock < requested {
+            return Err(DeductError::InsufficientStock {
+                requested,
+                available: state.stock,
+            });
+        }
+        state.stock -= requested;
+        let remaining = state.stock;
+        let ledger_id = self.push_ledger(
+            &request.sku,
+            -requested,
+            remaining,
+            LedgerReason::Deduct,
+            request.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
+        );
+        Ok(Receipt {
+            sku: request.sku.clone(),
+            quantity: request.quantity,
+            remaining,
+            ledger_id,
+            attempts: 1,
+            replayed: false,
+            lock_wait_us: 0,
+        })
+    }
+
+    /// See [`InventoryStore::stock`].
+    pub fn stock(&self, sku: &SkuId) -> Result<StockLevel, DeductError> {
+        let state = self.skus.get(sku).ok_or(DeductError::NotFound)?;
+        Ok(StockLevel {
+            sku: sku.clone(),
+            stock: state.stock,
+            initial_stock: state.initial_stock,
+        })
+    }
+
+    /// See [`InventoryStore::ledger`].
+    pub fn ledger(&self, sku: &SkuId, page: LedgerPage) -> Result<Vec<LedgerEntry>, DeductError> {
+        if !self.skus.contains_key(sku) {
+            return Err(DeductError::NotFound);
+        }
+        let after = page.after_id.unwrap_or(i64::MIN);
+        Ok(self
+            .ledger
+            .iter()
+            .filter(|e| &e.sku == sku && e.id > after)
+            .take(page.limit as usize)
+            .cloned()
+            .collect())
+    }
+
+    /// See [`InventoryStore::snapshot`].
+    pub fn snapshot(&self) -> Vec<SkuSnapshot> {
+        self.skus
+            .iter()
+            .map(|(sku, state)| {
+                let rows = self.ledger.iter().filter(|e| &e.sku == sku);
+                SkuSnapshot {
+                    sku: sku.clone(),
+                    initial_stock: state.initial_stock,
+                    stock: state.stock,
+                    ledger_delta_sum: rows.clone().map(|e| e.delta).sum(),
+                    ledger_rows: rows.count() as i64,
+                }
+            })
+            .collect()
+    }
+
+    fn push_ledger(
+        &mut self,
+        sku: &SkuId,
+        delta: i64,
+        stock_after: i64,
+        reason: LedgerReason,
+        idempotency_key: Option<String>,
+    ) -> i64 {
+        let id = self.ledger.len() as i64 + 1;
+        if let Some(key) = &idempotency_key {
+            self.by_key.insert(key.clone(), self.ledger.len());
+        }
+        self.ledger.push(LedgerEntry {
+            id,
+            sku: sku.clone(),
+            delta,
+            stock_after,
+            reason,
+            idempotency_key,
+            created_at: Utc::now(),
+        });
+        id
+    }
+}
+
+/// The replay rule shared by every adapter: a key used before returns the first receipt if
+/// it was for the same SKU and quantity, and `IdempotencyKeyReused` otherwise.
+pub fn replay(
+    entry: &LedgerEntry,
+    sku: &SkuId,
+    quantity: Quantity,
+    attempts: u32,
+) -> Result<Receipt, DeductError> {
+    if entry.reason != LedgerReason::Deduct || &entry.sku != sku || entry.delta != -quantity.get() {
+        return Err(DeductError::IdempotencyKeyReused);
+    }
+    Ok(Receipt {
+        sku: sku.clone(),
+        quantity,
+        remaining: entry.stock_after,
+        ledger_id: entry.id,
+        attempts,
+        replayed: true,
+        lock_wait_us: 0,
+    })
+}
+
+/// The reference model behind the store trait, so the conformance suite can be checked
+/// against the specification itself.
+#[derive(Debug, Default)]
+pub struct ReferenceStore {
+    model: Mutex<ReferenceModel>,
+}
+
+impl ReferenceStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut ReferenceModel) -> T) -> T {
+        f(&mut self.model.lock().expect("reference model poisoned"))
+    }
+}
+
+impl InventoryStore for ReferenceStore {
+    fn backend(&self) -> &'static str {
+        "reference"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            strategies: Strategy::ALL.to_vec(),
+            row_level_locking: false,
+        }
+    }
+
+    async fn create_sku(&self, sku: &SkuId, initial_stock: i64) -> Result<StockLevel, DeductError> {
+        self.with(|m| m.create_sku(sku, initial_stock))
+    }
+
+    async fn restock(&self, sku: &SkuId, quantity: Quantity) -> Result<RestockReceipt, DeductError> {
+        self.with(|m| m.restock(sku, quantity))
+    }
+
+    async fn deduct(&self, request: DeductRequest) -> Result<Receipt, DeductError> {
+        self.with(|m| m.deduct(&request))
+    }
+
+    async fn stock(&self, sku: &SkuId) -> Result<StockLevel, DeductError> {
+        self.with(|m| m.stock(sku))
+    }
+
+    async fn ledger(&self, sku: &SkuId, page: LedgerPage) -> Result<Vec<LedgerEntry>, DeductError> {
+        self.with(|m| m.ledger(sku, page))
+    }
+
+    async fn snapshot(&self) -> Result<Vec<SkuSnapshot>, DeductError> {
+        Ok(self.with(|m| m.snapshot()))
+    }
+
+    async fn ping(&self) -> Result<(), DeductError> {
+        Ok(())
+    }
+
+    fn pool_status(&self) -> PoolStatus {
+        PoolStatus {
+            size: 0,
+            idle: 0,
+            max_size: 0,
+        }
+    }
+
+    async fn close(&self) {}
+}

@@ -1,0 +1,78 @@
+//! The store trait every adapter implements.
+
+use std::future::Future;
+
+use crate::domain::{
+    AuditReport, Capabilities, DeductRequest, LedgerEntry, LedgerPage, PoolStatus, Quantity,
+    Receipt, RestockReceipt, SkuId, SkuSnapshot, StockLevel,
+};
+use crate::error::DeductError;
+
+/// A durable inventory with a ledger.
+///
+/// Contract, for every implementation and every strategy:
+/// - stock never goes below zero;
+/// - every stock change writes exactly one ledger row in the same transaction, so
+///   `initial_stock + Σ ledger deltas = stock` for every SKU at every commit;
+/// - a refused request changes nothing;
+/// - a deduction carrying an idempotency key that was already used for the same SKU and
+///   quantity returns the first receipt (with `replayed = true`) and changes nothing, even
+///   when both calls race; used for anything else it fails with `IdempotencyKeyReused`.
+///
+/// Methods return `impl Future + Send` rather than using `async_trait`, so the trait is
+/// used generically (the api holds its store as a type parameter), never as `dyn`.
+pub trait InventoryStore: Send + Sync + 'static {
+    /// A short name for the backend: `postgres`, `mariadb`, `mysql`, `sqlite`.
+    fn backend(&self) -> &'static str;
+
+    /// What this adapter supports.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Creates a SKU with `initial_stock` units (0..=`STOCK_MAX`). Creation writes no ledger
+    /// row: the audit reconciles against `initial_stock`.
+    fn create_sku(
+        &self,
+        sku: &SkuId,
+        initial_stock: i64,
+    ) -> impl Future<Output = Result<StockLevel, DeductError>> + Send;
+
+    /// Adds `quantity` units and writes one ledger row with a positive delta.
+    fn restock(
+        &self,
+        sku: &SkuId,
+        quantity: Quantity,
+    ) -> impl Future<Output = Result<RestockReceipt, DeductError>> + Send;
+
+    /// Deducts `request.quantity` using `request.strategy`.
+    fn deduct(
+        &self,
+        request: DeductRequest,
+    ) -> impl Future<Output = Result<Receipt, DeductError>> + Send;
+
+    /// Current stock of one SKU.
+    fn stock(&self, sku: &SkuId) -> impl Future<Output = Result<StockLevel, DeductError>> + Send;
+
+    /// A page of one SKU's ledger, oldest first. An unknown SKU is `NotFound`.
+    fn ledger(
+        &self,
+        sku: &SkuId,
+        page: LedgerPage,
+    ) -> impl Future<Output = Result<Vec<LedgerEntry>, DeductError>> + Send;
+
+    /// The per-SKU figures the audit reconciles, computed inside the database in one query.
+    fn snapshot(&self) -> impl Future<Output = Result<Vec<SkuSnapshot>, DeductError>> + Send;
+
+    /// Reconciles every SKU: stock ≥ 0 and `initial + Σ ledger deltas = stock`.
+    fn audit(&self) -> impl Future<Output = Result<AuditReport, DeductError>> + Send {
+        async move { Ok(AuditReport::from_snapshots(&self.snapshot().await?)) }
+    }
+
+    /// Succeeds when the database answers a trivial query.
+    fn ping(&self) -> impl Future<Output = Result<(), DeductError>> + Send;
+
+    /// Pool occupancy.
+    fn pool_status(&self) -> PoolStatus;
+
+    /// Stops accepting coalesced work, flushes queued batches and closes the pool.
+    fn close(&self) -> impl Future<Output = ()> + Send;
+}
