@@ -526,7 +526,7 @@ macro_rules! conformance_suite {
     (setup = $setup:path, strategies = [$($name:ident : $strategy:ident),+ $(,)?]) => {
         #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn restock_and_paging() {
-            let provisioned = $setup().await;
+            let Some(provisioned) = $setup().await else { return };
             $crate::conformance::restock_and_paging(&*provisioned.store).await;
         }
 
@@ -537,25 +537,25 @@ macro_rules! conformance_suite {
 
                 #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sequential_semantics() {
-                    let provisioned = $setup().await;
+                    let Some(provisioned) = $setup().await else { return };
                     $crate::conformance::sequential_semantics(&*provisioned.store, STRATEGY).await;
                 }
 
                 #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn idempotency_race() {
-                    let provisioned = $setup().await;
+                    let Some(provisioned) = $setup().await else { return };
                     $crate::conformance::idempotency_race(provisioned.store.clone(), STRATEGY).await;
                 }
 
                 #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn concurrent_one_hot_sku() {
-                    let provisioned = $setup().await;
+                    let Some(provisioned) = $setup().await else { return };
                     $crate::conformance::concurrent_invariants(provisioned.store.clone(), STRATEGY, 1, 400).await;
                 }
 
                 #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn concurrent_hundred_skus() {
-                    let provisioned = $setup().await;
+                    let Some(provisioned) = $setup().await else { return };
                     $crate::conformance::concurrent_invariants(provisioned.store.clone(), STRATEGY, 100, 30).await;
                 }
 
@@ -566,7 +566,7 @@ macro_rules! conformance_suite {
                         .enable_all()
                         .build()
                         .expect("runtime");
-                    let provisioned = runtime.block_on($setup());
+                    let Some(provisioned) = runtime.block_on($setup()) else { return };
                     $crate::conformance::state_machine(&runtime, provisioned.store.clone(), STRATEGY);
                     drop(provisioned);
                 }
