@@ -15,15 +15,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use proptest::prelude::{prop_assert, prop_assert_eq, prop_oneof, Just};
+use proptest::prelude::{Just, prop_assert, prop_assert_eq, prop_oneof};
 use proptest::strategy::Strategy as _;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 use rand::{Rng, SeedableRng};
 
 use crate::model::ReferenceModel;
 use crate::{
-    DeductError, DeductRequest, IdempotencyKey, InvalidInput, InventoryStore, LedgerEntry,
-    LedgerPage, LedgerReason, Quantity, SkuId, Strategy, LEDGER_PAGE_MAX, STOCK_MAX,
+    DeductError, DeductRequest, IdempotencyKey, InvalidInput, InventoryStore, LEDGER_PAGE_MAX, LedgerEntry,
+    LedgerPage, LedgerReason, Quantity, STOCK_MAX, SkuId, Strategy,
 };
 
 /// A store for one test, plus whatever keeps its database alive (dropped after the store).
@@ -98,43 +98,94 @@ pub async fn sequential_semantics<S: InventoryStore>(store: &S, strategy: Strate
     let prefix = format!("seq-{}", strategy.as_str());
     let a = sku(&format!("{prefix}-a"));
     assert_eq!(store.create_sku(&a, 10).await.expect("create").stock, 10);
-    assert!(matches!(store.create_sku(&a, 5).await, Err(DeductError::AlreadyExists)));
+    assert!(matches!(
+        store.create_sku(&a, 5).await,
+        Err(DeductError::AlreadyExists)
+    ));
     assert!(matches!(
         store.create_sku(&sku(&format!("{prefix}-neg")), -1).await,
         Err(DeductError::InvalidInput(InvalidInput::StockOutOfRange { .. }))
     ));
     assert!(matches!(
-        store.create_sku(&sku(&format!("{prefix}-big")), STOCK_MAX + 1).await,
+        store
+            .create_sku(&sku(&format!("{prefix}-big")), STOCK_MAX + 1)
+            .await,
         Err(DeductError::InvalidInput(InvalidInput::StockOutOfRange { .. }))
     ));
-    assert!(matches!(store.stock(&sku(&format!("{prefix}-neg"))).await, Err(DeductError::NotFound)));
+    assert!(matches!(
+        store.stock(&sku(&format!("{prefix}-neg"))).await,
+        Err(DeductError::NotFound)
+    ));
 
-    let first = store.deduct(DeductRequest::new(a.clone(), qty(3), strategy)).await.expect("deduct 3");
-    assert_eq!((first.remaining, first.replayed, first.quantity), (7, false, qty(3)));
+    let first = store
+        .deduct(DeductRequest::new(a.clone(), qty(3), strategy))
+        .await
+        .expect("deduct 3");
+    assert_eq!(
+        (first.remaining, first.replayed, first.quantity),
+        (7, false, qty(3))
+    );
     assert!(first.attempts >= 1);
 
-    let refused = store.deduct(DeductRequest::new(a.clone(), qty(8), strategy)).await;
+    let refused = store
+        .deduct(DeductRequest::new(a.clone(), qty(8), strategy))
+        .await;
     assert!(
-        matches!(refused, Err(DeductError::InsufficientStock { requested: 8, available: 7 })),
+        matches!(
+            refused,
+            Err(DeductError::InsufficientStock {
+                requested: 8,
+                available: 7
+            })
+        ),
         "{refused:?}"
     );
-    assert_eq!(store.stock(&a).await.expect("stock").stock, 7, "a refusal changes nothing");
+    assert_eq!(
+        store.stock(&a).await.expect("stock").stock,
+        7,
+        "a refusal changes nothing"
+    );
 
-    let last = store.deduct(DeductRequest::new(a.clone(), qty(7), strategy)).await.expect("deduct 7");
+    let last = store
+        .deduct(DeductRequest::new(a.clone(), qty(7), strategy))
+        .await
+        .expect("deduct 7");
     assert_eq!(last.remaining, 0);
     assert!(last.ledger_id > first.ledger_id);
-    let empty = store.deduct(DeductRequest::new(a.clone(), qty(1), strategy)).await;
-    assert!(matches!(empty, Err(DeductError::InsufficientStock { requested: 1, available: 0 })));
+    let empty = store
+        .deduct(DeductRequest::new(a.clone(), qty(1), strategy))
+        .await;
+    assert!(matches!(
+        empty,
+        Err(DeductError::InsufficientStock {
+            requested: 1,
+            available: 0
+        })
+    ));
 
     let ledger = full_ledger(store, &a).await;
-    let summary: Vec<(i64, i64, LedgerReason)> = ledger.iter().map(|e| (e.delta, e.stock_after, e.reason)).collect();
-    assert_eq!(summary, vec![(-3, 7, LedgerReason::Deduct), (-7, 0, LedgerReason::Deduct)]);
+    let summary: Vec<(i64, i64, LedgerReason)> = ledger
+        .iter()
+        .map(|e| (e.delta, e.stock_after, e.reason))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![(-3, 7, LedgerReason::Deduct), (-7, 0, LedgerReason::Deduct)]
+    );
     assert_eq!(ledger[0].id, first.ledger_id);
 
-    let missing = store.deduct(DeductRequest::new(sku(&format!("{prefix}-missing")), qty(1), strategy)).await;
+    let missing = store
+        .deduct(DeductRequest::new(
+            sku(&format!("{prefix}-missing")),
+            qty(1),
+            strategy,
+        ))
+        .await;
     assert!(matches!(missing, Err(DeductError::NotFound)), "{missing:?}");
     assert!(matches!(
-        store.ledger(&sku(&format!("{prefix}-missing")), LedgerPage::first(10).unwrap()).await,
+        store
+            .ledger(&sku(&format!("{prefix}-missing")), LedgerPage::first(10).unwrap())
+            .await,
         Err(DeductError::NotFound)
     ));
 
@@ -153,21 +204,37 @@ pub async fn sequential_semantics<S: InventoryStore>(store: &S, strategy: Strate
         .expect("replay");
     assert!(again.replayed);
     assert_eq!((again.ledger_id, again.remaining), (original.ledger_id, 3));
-    assert_eq!(store.stock(&b).await.unwrap().stock, 3, "a replay changes nothing");
+    assert_eq!(
+        store.stock(&b).await.unwrap().stock,
+        3,
+        "a replay changes nothing"
+    );
     let reused = store
         .deduct(DeductRequest::new(b.clone(), qty(1), strategy).with_idempotency_key(k.clone()))
         .await;
-    assert!(matches!(reused, Err(DeductError::IdempotencyKeyReused)), "{reused:?}");
+    assert!(
+        matches!(reused, Err(DeductError::IdempotencyKeyReused)),
+        "{reused:?}"
+    );
     let reused_elsewhere = store
         .deduct(DeductRequest::new(a.clone(), qty(2), strategy).with_idempotency_key(k))
         .await;
-    assert!(matches!(reused_elsewhere, Err(DeductError::IdempotencyKeyReused)), "{reused_elsewhere:?}");
+    assert!(
+        matches!(reused_elsewhere, Err(DeductError::IdempotencyKeyReused)),
+        "{reused_elsewhere:?}"
+    );
     // A refused keyed request records nothing, so the same key may succeed later.
     let k2 = key(&format!("{prefix}-key-2"));
     let too_much = store
         .deduct(DeductRequest::new(b.clone(), qty(4), strategy).with_idempotency_key(k2.clone()))
         .await;
-    assert!(matches!(too_much, Err(DeductError::InsufficientStock { requested: 4, available: 3 })));
+    assert!(matches!(
+        too_much,
+        Err(DeductError::InsufficientStock {
+            requested: 4,
+            available: 3
+        })
+    ));
     store.restock(&b, qty(10)).await.expect("restock");
     let later = store
         .deduct(DeductRequest::new(b.clone(), qty(4), strategy).with_idempotency_key(k2))
@@ -188,21 +255,43 @@ pub async fn restock_and_paging<S: InventoryStore>(store: &S) {
         let receipt = store.restock(&s, qty(i)).await.expect("restock");
         assert_eq!(receipt.stock_after, (1..=i).sum::<i64>());
     }
-    assert!(matches!(store.restock(&sku("page-missing"), qty(1)).await, Err(DeductError::NotFound)));
+    assert!(matches!(
+        store.restock(&sku("page-missing"), qty(1)).await,
+        Err(DeductError::NotFound)
+    ));
     let big = sku("page-big");
     store.create_sku(&big, STOCK_MAX).await.expect("create at max");
     assert!(matches!(
         store.restock(&big, qty(1)).await,
         Err(DeductError::InvalidInput(InvalidInput::StockOutOfRange { .. }))
     ));
-    assert_eq!(store.stock(&big).await.unwrap().stock, STOCK_MAX, "refused restock changes nothing");
+    assert_eq!(
+        store.stock(&big).await.unwrap().stock,
+        STOCK_MAX,
+        "refused restock changes nothing"
+    );
 
     let page1 = store.ledger(&s, LedgerPage::first(3).unwrap()).await.unwrap();
-    let page2 = store.ledger(&s, LedgerPage::after(page1.last().map(|e| e.id), 3).unwrap()).await.unwrap();
-    let page3 = store.ledger(&s, LedgerPage::after(page2.last().map(|e| e.id), 3).unwrap()).await.unwrap();
-    let deltas: Vec<i64> = page1.iter().chain(&page2).chain(&page3).map(|e| e.delta).collect();
+    let page2 = store
+        .ledger(&s, LedgerPage::after(page1.last().map(|e| e.id), 3).unwrap())
+        .await
+        .unwrap();
+    let page3 = store
+        .ledger(&s, LedgerPage::after(page2.last().map(|e| e.id), 3).unwrap())
+        .await
+        .unwrap();
+    let deltas: Vec<i64> = page1
+        .iter()
+        .chain(&page2)
+        .chain(&page3)
+        .map(|e| e.delta)
+        .collect();
     assert_eq!(deltas, vec![1, 2, 3, 4, 5, 6, 7]);
-    assert!(page1.iter().all(|e| e.reason == LedgerReason::Restock && e.sku == s));
+    assert!(
+        page1
+            .iter()
+            .all(|e| e.reason == LedgerReason::Restock && e.sku == s)
+    );
     let report = store.audit().await.unwrap();
     assert!(report.is_clean(), "{report:?}");
     assert_eq!(report.ledger_rows, 7);
@@ -217,15 +306,24 @@ pub async fn idempotency_race<S: InventoryStore>(store: Arc<S>, strategy: Strate
     for _ in 0..16 {
         let store = Arc::clone(&store);
         let request = DeductRequest::new(s.clone(), qty(5), strategy).with_idempotency_key(k.clone());
-        tasks.push(tokio::spawn(async move { deduct_patiently(&*store, request).await }));
+        tasks.push(tokio::spawn(
+            async move { deduct_patiently(&*store, request).await },
+        ));
     }
     let mut receipts = Vec::new();
     for task in tasks {
         receipts.push(task.await.expect("join").expect("every racer gets the receipt"));
     }
     let originals = receipts.iter().filter(|r| !r.replayed).count();
-    assert_eq!(originals, 1, "exactly one racer applies the deduction: {receipts:?}");
-    assert!(receipts.iter().all(|r| r.ledger_id == receipts[0].ledger_id && r.remaining == 995));
+    assert_eq!(
+        originals, 1,
+        "exactly one racer applies the deduction: {receipts:?}"
+    );
+    assert!(
+        receipts
+            .iter()
+            .all(|r| r.ledger_id == receipts[0].ledger_id && r.remaining == 995)
+    );
     assert_eq!(store.stock(&s).await.unwrap().stock, 995);
     assert_eq!(full_ledger(&*store, &s).await.len(), 1);
 }
@@ -258,7 +356,10 @@ pub async fn concurrent_invariants<S: InventoryStore>(
         store.create_sku(s, stock_per_sku).await.expect("create");
     }
     let seed: u64 = rand::random();
-    eprintln!("conformance concurrent_invariants: backend={} strategy={strategy} skus={sku_count} seed={seed}", store.backend());
+    eprintln!(
+        "conformance concurrent_invariants: backend={} strategy={strategy} skus={sku_count} seed={seed}",
+        store.backend()
+    );
     let deadline = Instant::now() + concurrency_duration();
     let skus = Arc::new(skus);
     let mut tasks = Vec::new();
@@ -266,7 +367,9 @@ pub async fn concurrent_invariants<S: InventoryStore>(
         let store = Arc::clone(&store);
         let skus = Arc::clone(&skus);
         tasks.push(tokio::spawn(async move {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (task_index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut rng = rand::rngs::StdRng::seed_from_u64(
+                seed ^ (task_index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
             let mut outcomes = Outcomes::default();
             let mut sold_out: std::collections::HashSet<usize> = Default::default();
             while Instant::now() < deadline && sold_out.len() < skus.len() {
@@ -286,7 +389,10 @@ pub async fn concurrent_invariants<S: InventoryStore>(
                     }
                     Err(DeductError::InsufficientStock { requested, available }) => {
                         assert_eq!(requested, units);
-                        assert!(available < requested, "refused {requested} with {available} available");
+                        assert!(
+                            available < requested,
+                            "refused {requested} with {available} available"
+                        );
                         tally.smallest_refused = Some(tally.smallest_refused.map_or(units, |m| m.min(units)));
                         if available == 0 {
                             sold_out.insert(index);
@@ -337,8 +443,14 @@ pub async fn concurrent_invariants<S: InventoryStore>(
             tally.succeeded_units,
             "{s}: initial − final must equal the units of successful deductions (seed {seed})"
         );
-        assert_eq!(-snap.ledger_delta_sum, tally.succeeded_units, "{s}: −Σ ledger deltas (seed {seed})");
-        assert_eq!(snap.ledger_rows, tally.successes, "{s}: one ledger row per success (seed {seed})");
+        assert_eq!(
+            -snap.ledger_delta_sum, tally.succeeded_units,
+            "{s}: −Σ ledger deltas (seed {seed})"
+        );
+        assert_eq!(
+            snap.ledger_rows, tally.successes,
+            "{s}: one ledger row per success (seed {seed})"
+        );
         if let Some(smallest) = tally.smallest_refused {
             assert!(
                 smallest > snap.stock,
@@ -354,7 +466,11 @@ pub async fn concurrent_invariants<S: InventoryStore>(
     let mut stock = stock_per_sku;
     for entry in &ledger {
         stock += entry.delta;
-        assert_eq!(entry.stock_after, stock, "ledger row {} breaks the serial history (seed {seed})", entry.id);
+        assert_eq!(
+            entry.stock_after, stock,
+            "ledger row {} breaks the serial history (seed {seed})",
+            entry.id
+        );
     }
     let report = store.audit().await.expect("audit");
     assert!(report.is_clean(), "{report:?}");
@@ -389,8 +505,14 @@ fn op_strategy() -> impl proptest::strategy::Strategy<Value = Op> {
 fn same_error(model: &DeductError, real: &DeductError) -> bool {
     match (model, real) {
         (
-            DeductError::InsufficientStock { requested: a, available: b },
-            DeductError::InsufficientStock { requested: c, available: d },
+            DeductError::InsufficientStock {
+                requested: a,
+                available: b,
+            },
+            DeductError::InsufficientStock {
+                requested: c,
+                available: d,
+            },
         ) => a == c && b == d,
         _ => model.kind() == real.kind(),
     }
@@ -398,7 +520,11 @@ fn same_error(model: &DeductError, real: &DeductError) -> bool {
 
 /// Random operation sequences run against the reference model and the real store; every
 /// result must match. Cases: `STOCKGUARD_PROPTEST_CASES` (default 24).
-pub fn state_machine<S: InventoryStore>(runtime: &tokio::runtime::Runtime, store: Arc<S>, strategy: Strategy) {
+pub fn state_machine<S: InventoryStore>(
+    runtime: &tokio::runtime::Runtime,
+    store: Arc<S>,
+    strategy: Strategy,
+) {
     let cases = std::env::var("STOCKGUARD_PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -414,11 +540,19 @@ pub fn state_machine<S: InventoryStore>(runtime: &tokio::runtime::Runtime, store
         runtime.block_on(run_case(&*store, strategy, case, &ops))
     });
     if let Err(failure) = result {
-        panic!("{} {strategy}: model and store disagree: {failure}", store.backend());
+        panic!(
+            "{} {strategy}: model and store disagree: {failure}",
+            store.backend()
+        );
     }
 }
 
-async fn run_case<S: InventoryStore>(store: &S, strategy: Strategy, case: u64, ops: &[Op]) -> Result<(), TestCaseError> {
+async fn run_case<S: InventoryStore>(
+    store: &S,
+    strategy: Strategy,
+    case: u64,
+    ops: &[Op],
+) -> Result<(), TestCaseError> {
     let prefix = format!("sm-{}-{case}", strategy.as_str());
     let name = |i: u8| sku(&format!("{prefix}-{i}"));
     let mut model = ReferenceModel::new();
@@ -456,7 +590,12 @@ async fn run_case<S: InventoryStore>(store: &S, strategy: Strategy, case: u64, o
                 let r = deduct_patiently(store, request).await;
                 match (&m, &r) {
                     (Ok(a), Ok(b)) => {
-                        prop_assert_eq!((a.remaining, a.replayed), (b.remaining, b.replayed), "{}", context);
+                        prop_assert_eq!(
+                            (a.remaining, a.replayed),
+                            (b.remaining, b.replayed),
+                            "{}",
+                            context
+                        );
                         if a.replayed {
                             prop_assert_eq!(ids.get(&a.ledger_id), Some(&b.ledger_id), "{}", context);
                         } else {
@@ -482,8 +621,30 @@ async fn run_case<S: InventoryStore>(store: &S, strategy: Strategy, case: u64, o
                 let r = store.ledger(&name(*sku), page).await;
                 match (&m, &r) {
                     (Ok(a), Ok(b)) => {
-                        let a: Vec<_> = a.iter().map(|e| (ids.get(&e.id).copied(), e.delta, e.stock_after, e.reason, e.idempotency_key.clone())).collect();
-                        let b: Vec<_> = b.iter().map(|e| (Some(e.id), e.delta, e.stock_after, e.reason, e.idempotency_key.clone())).collect();
+                        let a: Vec<_> = a
+                            .iter()
+                            .map(|e| {
+                                (
+                                    ids.get(&e.id).copied(),
+                                    e.delta,
+                                    e.stock_after,
+                                    e.reason,
+                                    e.idempotency_key.clone(),
+                                )
+                            })
+                            .collect();
+                        let b: Vec<_> = b
+                            .iter()
+                            .map(|e| {
+                                (
+                                    Some(e.id),
+                                    e.delta,
+                                    e.stock_after,
+                                    e.reason,
+                                    e.idempotency_key.clone(),
+                                )
+                            })
+                            .collect();
                         prop_assert_eq!(a, b, "{}", context);
                     }
                     (Err(a), Err(b)) => prop_assert!(same_error(a, b), "{}", context),
@@ -501,7 +662,10 @@ async fn run_case<S: InventoryStore>(store: &S, strategy: Strategy, case: u64, o
                 let mut real = real;
                 real.sort_by(|a, b| a.sku.cmp(&b.sku));
                 prop_assert_eq!(model.snapshot(), real, "{}", context);
-                let report = store.audit().await.map_err(|e| TestCaseError::fail(format!("{e}")))?;
+                let report = store
+                    .audit()
+                    .await
+                    .map_err(|e| TestCaseError::fail(format!("{e}")))?;
                 prop_assert!(report.is_clean(), "{}: {:?}", context, report);
             }
         }

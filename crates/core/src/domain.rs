@@ -37,7 +37,9 @@ impl SkuId {
             return Err(InvalidInput::EmptySku);
         }
         if raw.chars().count() > SKU_ID_MAX_LEN {
-            return Err(InvalidInput::SkuTooLong { max_len: SKU_ID_MAX_LEN });
+            return Err(InvalidInput::SkuTooLong {
+                max_len: SKU_ID_MAX_LEN,
+            });
         }
         if let Some(bad) = raw
             .chars()

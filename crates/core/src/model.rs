@@ -9,9 +9,8 @@ use std::sync::Mutex;
 use chrono::Utc;
 
 use crate::domain::{
-    check_stock_level, Capabilities, DeductRequest, LedgerEntry, LedgerPage, LedgerReason,
-    PoolStatus, Quantity, Receipt, RestockReceipt, SkuId, SkuSnapshot, StockLevel, Strategy,
-    STOCK_MAX,
+    Capabilities, DeductRequest, LedgerEntry, LedgerPage, LedgerReason, PoolStatus, Quantity, Receipt,
+    RestockReceipt, STOCK_MAX, SkuId, SkuSnapshot, StockLevel, Strategy, check_stock_level,
 };
 use crate::error::{DeductError, InvalidInput};
 use crate::store::InventoryStore;
@@ -79,11 +78,10 @@ impl ReferenceModel {
 
     /// See [`InventoryStore::deduct`]. The strategy does not change the sequential result.
     pub fn deduct(&mut self, request: &DeductRequest) -> Result<Receipt, DeductError> {
-        if let Some(key) = &request.idempotency_key {
-            if let Some(&index) = self.by_key.get(key.as_str()) {
-                let entry = &self.ledger[index];
-                return replay(entry, &request.sku, request.quantity, 1);
-            }
+        if let Some(key) = &request.idempotency_key
+            && let Some(&index) = self.by_key.get(key.as_str())
+        {
+            return replay(&self.ledger[index], &request.sku, request.quantity, 1);
         }
         let state = self.skus.get_mut(&request.sku).ok_or(DeductError::NotFound)?;
         let requested = request.quantity.get();
@@ -149,7 +147,7 @@ impl ReferenceModel {
                     initial_stock: state.initial_stock,
                     stock: state.stock,
                     ledger_delta_sum: rows.clone().map(|e| e.delta).sum(),
-                    ledger_rows: rows.count() as i64,
+                    ledger_rows: i64::try_from(rows.count()).expect("ledger fits i64"),
                 }
             })
             .collect()
@@ -163,7 +161,7 @@ impl ReferenceModel {
         reason: LedgerReason,
         idempotency_key: Option<String>,
     ) -> i64 {
-        let id = self.ledger.len() as i64 + 1;
+        let id = i64::try_from(self.ledger.len()).expect("ledger fits i64") + 1;
         if let Some(key) = &idempotency_key {
             self.by_key.insert(key.clone(), self.ledger.len());
         }

@@ -52,8 +52,7 @@ impl RetryPolicy {
 
     /// A full-jitter backoff: uniform in `[0, ceiling]` given a uniform sample in `[0, 1)`.
     pub fn backoff(&self, retry: u32, unit_sample: f64) -> Duration {
-        self.backoff_ceiling(retry)
-            .mul_f64(unit_sample.clamp(0.0, 1.0))
+        self.backoff_ceiling(retry).mul_f64(unit_sample.clamp(0.0, 1.0))
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or the policy is exhausted.

@@ -3,8 +3,8 @@
 use std::future::Future;
 
 use crate::domain::{
-    AuditReport, Capabilities, DeductRequest, LedgerEntry, LedgerPage, PoolStatus, Quantity,
-    Receipt, RestockReceipt, SkuId, SkuSnapshot, StockLevel,
+    AuditReport, Capabilities, DeductRequest, LedgerEntry, LedgerPage, PoolStatus, Quantity, Receipt,
+    RestockReceipt, SkuId, SkuSnapshot, StockLevel,
 };
 use crate::error::DeductError;
 
@@ -44,10 +44,7 @@ pub trait InventoryStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<RestockReceipt, DeductError>> + Send;
 
     /// Deducts `request.quantity` using `request.strategy`.
-    fn deduct(
-        &self,
-        request: DeductRequest,
-    ) -> impl Future<Output = Result<Receipt, DeductError>> + Send;
+    fn deduct(&self, request: DeductRequest) -> impl Future<Output = Result<Receipt, DeductError>> + Send;
 
     /// Current stock of one SKU.
     fn stock(&self, sku: &SkuId) -> impl Future<Output = Result<StockLevel, DeductError>> + Send;

@@ -22,20 +22,20 @@ pub fn classify(error: sqlx::Error) -> AttemptError {
             Some("40P01") => return AttemptError::Retry(RetryCause::Deadlock),
             Some("40001") => return AttemptError::Retry(RetryCause::SerializationFailure),
             Some("23505") if db.constraint().is_some_and(|c| c.contains("idempotency_key")) => {
-                return AttemptError::Retry(RetryCause::IdempotencyRace)
+                return AttemptError::Retry(RetryCause::IdempotencyRace);
             }
             Some("57014") => {
                 return AttemptError::Fail(DeductError::unavailable(
                     "statement timed out",
                     UNAVAILABLE_RETRY_AFTER,
                     error,
-                ))
+                ));
             }
             Some("23514") => {
                 return AttemptError::Fail(DeductError::internal(
                     "check constraint refused a write (a guard is broken)",
                     error,
-                ))
+                ));
             }
             _ => {}
         }
@@ -49,7 +49,9 @@ pub(crate) fn fail(error: sqlx::Error, context: &'static str) -> DeductError {
         sqlx::Error::PoolTimedOut => {
             DeductError::unavailable("connection pool exhausted", UNAVAILABLE_RETRY_AFTER, error)
         }
-        sqlx::Error::PoolClosed => DeductError::unavailable("connection pool closed", UNAVAILABLE_RETRY_AFTER, error),
+        sqlx::Error::PoolClosed => {
+            DeductError::unavailable("connection pool closed", UNAVAILABLE_RETRY_AFTER, error)
+        }
         sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => {
             DeductError::unavailable("database connection lost", UNAVAILABLE_RETRY_AFTER, error)
         }

@@ -15,13 +15,13 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use stockguard_core::{
-    model::replay, AttemptError, BatchExecutor, BatchItem, BatchPlan, Capabilities, Coalescer,
-    CoalescerConfig, DeductError, DeductRequest, IdempotencyKey, InvalidInput, InventoryStore,
-    LedgerEntry, LedgerPage, LedgerReason, PoolStatus, Quantity, Receipt, RestockReceipt,
-    RetryCause, RetryPolicy, SkuId, SkuSnapshot, StockLevel, Strategy, STOCK_MAX,
+    AttemptError, BatchExecutor, BatchItem, BatchPlan, Capabilities, Coalescer, CoalescerConfig, DeductError,
+    DeductRequest, IdempotencyKey, InvalidInput, InventoryStore, LedgerEntry, LedgerPage, LedgerReason,
+    PoolStatus, Quantity, Receipt, RestockReceipt, RetryCause, RetryPolicy, STOCK_MAX, SkuId, SkuSnapshot,
+    StockLevel, Strategy, model::replay,
 };
 
 pub use error::classify;
@@ -93,7 +93,10 @@ impl PgStore {
             .map_err(|e| DeductError::internal("parsing the PostgreSQL URL", e))?
             .options([
                 ("lock_timeout", format!("{}ms", millis(config.lock_timeout))),
-                ("statement_timeout", format!("{}ms", millis(config.statement_timeout))),
+                (
+                    "statement_timeout",
+                    format!("{}ms", millis(config.statement_timeout)),
+                ),
             ]);
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
@@ -132,17 +135,25 @@ impl PgStore {
 
 fn ledger_entry(row: &PgRow) -> Result<LedgerEntry, DeductError> {
     let sku: String = row.try_get("sku").map_err(|e| error::fail(e, "reading ledger"))?;
-    let reason: String = row.try_get("reason").map_err(|e| error::fail(e, "reading ledger"))?;
+    let reason: String = row
+        .try_get("reason")
+        .map_err(|e| error::fail(e, "reading ledger"))?;
     Ok(LedgerEntry {
         id: row.try_get("id").map_err(|e| error::fail(e, "reading ledger"))?,
         sku: SkuId::parse(sku).map_err(|e| DeductError::internal("stored sku id is invalid", e))?,
-        delta: row.try_get("delta").map_err(|e| error::fail(e, "reading ledger"))?,
-        stock_after: row.try_get("stock_after").map_err(|e| error::fail(e, "reading ledger"))?,
+        delta: row
+            .try_get("delta")
+            .map_err(|e| error::fail(e, "reading ledger"))?,
+        stock_after: row
+            .try_get("stock_after")
+            .map_err(|e| error::fail(e, "reading ledger"))?,
         reason: LedgerReason::from_db(&reason).ok_or(DeductError::Internal {
             context: "stored ledger reason is unknown",
             source: None,
         })?,
-        idempotency_key: row.try_get("idempotency_key").map_err(|e| error::fail(e, "reading ledger"))?,
+        idempotency_key: row
+            .try_get("idempotency_key")
+            .map_err(|e| error::fail(e, "reading ledger"))?,
         created_at: row
             .try_get::<DateTime<Utc>, _>("created_at")
             .map_err(|e| error::fail(e, "reading ledger"))?,
@@ -254,11 +265,12 @@ impl PgShared {
             return Ok(receipt);
         }
         // Re-read on every attempt: comparing against a stale version can never succeed.
-        let current: Option<(i64, i64)> = sqlx::query_as("SELECT stock, version FROM inventory WHERE sku = $1")
-            .bind(request.sku.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(classify)?;
+        let current: Option<(i64, i64)> =
+            sqlx::query_as("SELECT stock, version FROM inventory WHERE sku = $1")
+                .bind(request.sku.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(classify)?;
         let requested = request.quantity.get();
         let Some((stock, version)) = current else {
             return Err(DeductError::NotFound.into());
@@ -329,9 +341,6 @@ impl BatchExecutor for PgShared {
             .await
             .map_err(classify)?;
         let lock_wait_us = micros(lock_started.elapsed());
-        let Some(stock) = stock else {
-            return Ok(items.iter().map(|_| Err(DeductError::NotFound)).collect());
-        };
         let keys: Vec<&str> = items
             .iter()
             .filter_map(|i| i.idempotency_key.as_ref().map(IdempotencyKey::as_str))
@@ -350,10 +359,12 @@ impl BatchExecutor for PgShared {
         };
         let plan = BatchPlan::new(sku, stock, items, &prior);
         let mut ledger_ids = Vec::with_capacity(plan.new_rows.len());
+        // An unknown SKU plans no rows, so nothing is written.
         if !plan.new_rows.is_empty() {
             let quantities: Vec<i64> = plan.new_rows.iter().map(|r| r.quantity).collect();
             let stock_afters: Vec<i64> = plan.new_rows.iter().map(|r| r.stock_after).collect();
-            let row_keys: Vec<Option<String>> = plan.new_rows.iter().map(|r| r.idempotency_key.clone()).collect();
+            let row_keys: Vec<Option<String>> =
+                plan.new_rows.iter().map(|r| r.idempotency_key.clone()).collect();
             let rows: Vec<(i64, i64)> = sqlx::query_as(
                 "WITH u AS (UPDATE inventory SET stock = $2, version = version + 1 WHERE sku = $1 RETURNING sku) \
                  INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
@@ -371,7 +382,8 @@ impl BatchExecutor for PgShared {
             .map_err(classify)?;
             // stock_after strictly decreases within a batch, so it identifies each row even
             // though RETURNING order is not guaranteed.
-            let by_after: std::collections::HashMap<i64, i64> = rows.into_iter().map(|(id, after)| (after, id)).collect();
+            let by_after: std::collections::HashMap<i64, i64> =
+                rows.into_iter().map(|(id, after)| (after, id)).collect();
             for row in &plan.new_rows {
                 ledger_ids.push(*by_after.get(&row.stock_after).ok_or(DeductError::Internal {
                     context: "batch insert returned fewer rows than planned",
@@ -459,16 +471,40 @@ impl InventoryStore for PgStore {
         let shared = self.shared();
         let attempt_result = match request.strategy {
             Strategy::Coalesced => return self.coalescer.submit(request).await,
-            Strategy::Pessimistic => shared.config.retry.run(|_| shared.locked_attempt(&request, false)).await,
-            Strategy::NoWait => shared.config.retry.run(|_| shared.locked_attempt(&request, true)).await,
-            Strategy::Optimistic => shared.config.retry.run(|_| shared.optimistic_attempt(&request)).await,
-            Strategy::Guarded => shared.config.retry.run(|_| shared.guarded_attempt(&request)).await,
+            Strategy::Pessimistic => {
+                shared
+                    .config
+                    .retry
+                    .run(|_| shared.locked_attempt(&request, false))
+                    .await
+            }
+            Strategy::NoWait => {
+                shared
+                    .config
+                    .retry
+                    .run(|_| shared.locked_attempt(&request, true))
+                    .await
+            }
+            Strategy::Optimistic => {
+                shared
+                    .config
+                    .retry
+                    .run(|_| shared.optimistic_attempt(&request))
+                    .await
+            }
+            Strategy::Guarded => {
+                shared
+                    .config
+                    .retry
+                    .run(|_| shared.guarded_attempt(&request))
+                    .await
+            }
             other => {
                 return Err(InvalidInput::UnsupportedStrategy {
                     strategy: other,
                     backend: "postgres",
                 }
-                .into())
+                .into());
             }
         };
         let (mut receipt, attempts) = attempt_result?;
@@ -477,11 +513,12 @@ impl InventoryStore for PgStore {
     }
 
     async fn stock(&self, sku: &SkuId) -> Result<StockLevel, DeductError> {
-        let row: Option<(i64, i64)> = sqlx::query_as("SELECT stock, initial_stock FROM inventory WHERE sku = $1")
-            .bind(sku.as_str())
-            .fetch_optional(&self.shared().pool)
-            .await
-            .map_err(|e| error::fail(e, "reading stock"))?;
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT stock, initial_stock FROM inventory WHERE sku = $1")
+                .bind(sku.as_str())
+                .fetch_optional(&self.shared().pool)
+                .await
+                .map_err(|e| error::fail(e, "reading stock"))?;
         let (stock, initial_stock) = row.ok_or(DeductError::NotFound)?;
         Ok(StockLevel {
             sku: sku.clone(),
@@ -521,7 +558,8 @@ impl InventoryStore for PgStore {
         rows.into_iter()
             .map(|(sku, initial_stock, stock, ledger_delta_sum, ledger_rows)| {
                 Ok(SkuSnapshot {
-                    sku: SkuId::parse(sku).map_err(|e| DeductError::internal("stored sku id is invalid", e))?,
+                    sku: SkuId::parse(sku)
+                        .map_err(|e| DeductError::internal("stored sku id is invalid", e))?,
                     initial_stock,
                     stock,
                     ledger_delta_sum,

@@ -327,7 +327,10 @@ async fn start_container(server: Server) -> Result<Option<Located>, String> {
                 .start()
                 .await
                 .map_err(|e| e.to_string())?;
-            let port = container.get_host_port_ipv4(5432).await.map_err(|e| e.to_string())?;
+            let port = container
+                .get_host_port_ipv4(5432)
+                .await
+                .map_err(|e| e.to_string())?;
             let url = format!("postgres://postgres:postgres@127.0.0.1:{port}/postgres");
             Ok(Some((url, Some(Box::new(container)))))
         }
@@ -336,7 +339,10 @@ async fn start_container(server: Server) -> Result<Option<Located>, String> {
                 .start()
                 .await
                 .map_err(|e| e.to_string())?;
-            let port = container.get_host_port_ipv4(3306).await.map_err(|e| e.to_string())?;
+            let port = container
+                .get_host_port_ipv4(3306)
+                .await
+                .map_err(|e| e.to_string())?;
             let url = format!("mysql://root@127.0.0.1:{port}/mysql");
             Ok(Some((url, Some(Box::new(container)))))
         }
@@ -358,6 +364,9 @@ mod tests {
             with_database("postgres://u@h:5432/postgres?sslmode=disable", "x"),
             "postgres://u@h:5432/x?sslmode=disable"
         );
-        assert_eq!(with_database("mysql://root@127.0.0.1:3306", "y"), "mysql://root@127.0.0.1:3306/y");
+        assert_eq!(
+            with_database("mysql://root@127.0.0.1:3306", "y"),
+            "mysql://root@127.0.0.1:3306/y"
+        );
     }
 }

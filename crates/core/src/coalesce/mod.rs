@@ -20,11 +20,11 @@ pub mod queue;
 mod sync;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{Notify, oneshot};
 
 pub use plan::{BatchItem, BatchPlan, NewLedgerRow};
 use queue::{HandoffQueues, Pushed};
@@ -201,7 +201,10 @@ impl<E: BatchExecutor> Coalescer<E> {
             }
             Pushed::Joined => {}
             Pushed::Full(_) => {
-                self.inner.stats.rejected_queue_full.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .stats
+                    .rejected_queue_full
+                    .fetch_add(1, Ordering::Relaxed);
                 return Err(DeductError::Unavailable {
                     reason: "coalescing queue full",
                     retry_after: Duration::from_millis(50),
@@ -209,9 +212,12 @@ impl<E: BatchExecutor> Coalescer<E> {
                 });
             }
         }
-        answer
-            .await
-            .unwrap_or_else(|_| Err(DeductError::Internal { context: "coalescer leader ended without replying", source: None }))
+        answer.await.unwrap_or_else(|_| {
+            Err(DeductError::Internal {
+                context: "coalescer leader ended without replying",
+                source: None,
+            })
+        })
     }
 
     /// Refuses new requests and waits until every queued batch has been applied.

@@ -39,6 +39,7 @@ enum Planned {
 
 #[derive(Debug, Clone, Copy)]
 enum SettledError {
+    NotFound,
     Insufficient { requested: i64, available: i64 },
     KeyReused,
 }
@@ -58,9 +59,12 @@ pub struct BatchPlan {
 }
 
 impl BatchPlan {
-    /// Plans `items` against `stock` (read under the row lock). `prior` holds ledger rows
-    /// already committed for any of the items' idempotency keys.
-    pub fn new(sku: &SkuId, stock: i64, items: &[BatchItem], prior: &[LedgerEntry]) -> Self {
+    /// Plans `items` against `stock` (read under the row lock; `None` when the SKU does not
+    /// exist). `prior` holds ledger rows already committed for any of the items' idempotency
+    /// keys. As for single requests, a used key is answered before the SKU is looked at.
+    pub fn new(sku: &SkuId, stock: Option<i64>, items: &[BatchItem], prior: &[LedgerEntry]) -> Self {
+        let exists = stock.is_some();
+        let stock = stock.unwrap_or(0);
         let prior_by_key: HashMap<&str, &LedgerEntry> = prior
             .iter()
             .filter_map(|e| e.idempotency_key.as_deref().map(|k| (k, e)))
@@ -87,6 +91,10 @@ impl BatchPlan {
                 }
             }
             let requested = item.quantity.get();
+            if !exists {
+                outcomes.push(Planned::Settled(Err(SettledError::NotFound)));
+                continue;
+            }
             if requested > left {
                 outcomes.push(Planned::Settled(Err(SettledError::Insufficient {
                     requested,
@@ -149,6 +157,7 @@ impl BatchPlan {
                     Planned::ReplayInBatch { row } => Ok(receipt(row, true)),
                     Planned::Settled(Ok(replayed)) => Ok(replayed),
                     Planned::Settled(Err(SettledError::KeyReused)) => Err(DeductError::IdempotencyKeyReused),
+                    Planned::Settled(Err(SettledError::NotFound)) => Err(DeductError::NotFound),
                     Planned::Settled(Err(SettledError::Insufficient { requested, available })) => {
                         Err(DeductError::InsufficientStock { requested, available })
                     }
@@ -173,14 +182,17 @@ mod tests {
     fn fifo_partial_fulfilment_lets_smaller_later_requests_fit() {
         let sku = SkuId::parse("s").unwrap();
         let items = [item(3, None), item(5, None), item(2, None), item(1, None)];
-        let plan = BatchPlan::new(&sku, 6, &items, &[]);
+        let plan = BatchPlan::new(&sku, Some(6), &items, &[]);
         assert_eq!(plan.stock_after, 0);
         assert_eq!(plan.total_quantity(), 6);
         let results = plan.into_results(&sku, &items, &[10, 11, 12], 0);
         assert_eq!(results[0].as_ref().unwrap().remaining, 3);
         assert!(matches!(
             results[1],
-            Err(DeductError::InsufficientStock { requested: 5, available: 3 })
+            Err(DeductError::InsufficientStock {
+                requested: 5,
+                available: 3
+            })
         ));
         assert_eq!(results[2].as_ref().unwrap().remaining, 1);
         assert_eq!(results[3].as_ref().unwrap().ledger_id, 12);
@@ -190,7 +202,7 @@ mod tests {
     fn duplicate_keys_inside_one_batch_apply_once() {
         let sku = SkuId::parse("s").unwrap();
         let items = [item(2, Some("k")), item(2, Some("k")), item(3, Some("k"))];
-        let plan = BatchPlan::new(&sku, 10, &items, &[]);
+        let plan = BatchPlan::new(&sku, Some(10), &items, &[]);
         assert_eq!(plan.new_rows.len(), 1);
         assert_eq!(plan.stock_after, 8);
         let results = plan.into_results(&sku, &items, &[7], 0);
