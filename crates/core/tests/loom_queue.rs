@@ -1,0 +1,115 @@
+//! Loom models of the group-commit handoff (`coalesce::queue`). They check, over every
+//! interleaving loom explores, that each pushed request is taken by exactly one leader
+//! exactly once: none lost when a leader finishes while new requests arrive, none taken
+//! twice, and at most one leader per SKU at any time.
+//!
+//! Run with `just loom` (`RUSTFLAGS="--cfg loom" cargo test -p stockguard-core --test loom_queue --release`).
+#![cfg(loom)]
+
+use loom::sync::Arc;
+use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::thread;
+use stockguard_core::coalesce::queue::{HandoffQueues, Pushed};
+
+/// What a request records when a leader takes it: how often it was taken.
+struct Slot {
+    taken: AtomicUsize,
+}
+
+/// A leader: take batches until the queue says stop, answering each request once.
+/// `applying` counts leaders inside a batch: with one leader per key it never exceeds 1.
+fn lead(queues: &HandoffQueues<u8, Arc<Slot>>, key: u8, applying: &AtomicUsize, max_batch: usize) {
+    while let Some(batch) = queues.take_batch(&key, max_batch) {
+        assert_eq!(
+            applying.fetch_add(1, Ordering::SeqCst),
+            0,
+            "two leaders applying one key's batches at once"
+        );
+        for slot in batch {
+            slot.taken.fetch_add(1, Ordering::SeqCst);
+        }
+        // Give other threads a chance to push while this batch is "in the database".
+        thread::yield_now();
+        applying.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn submit(
+    queues: &HandoffQueues<u8, Arc<Slot>>,
+    key: u8,
+    leaders_now: &AtomicUsize,
+    max_batch: usize,
+) -> Arc<Slot> {
+    let slot = Arc::new(Slot {
+        taken: AtomicUsize::new(0),
+    });
+    match queues.push(&key, Arc::clone(&slot)) {
+        Pushed::Lead => lead(queues, key, leaders_now, max_batch),
+        Pushed::Joined => {}
+        Pushed::Full(_) => panic!("depth limit not expected in this model"),
+    }
+    slot
+}
+
+fn check(requests: usize, max_batch: usize) {
+    // A preemption bound keeps the three-thread models to seconds; the races these models
+    // are after (a push landing between a leader's last batch and its exit) need at most two
+    // preemptions. `LOOM_MAX_PREEMPTIONS` overrides it for a deeper run.
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(3);
+    }
+    builder.check(move || {
+        let queues = Arc::new(HandoffQueues::<u8, Arc<Slot>>::new(16));
+        let leaders_now = Arc::new(AtomicUsize::new(0));
+        let handles: Vec<_> = (0..requests)
+            .map(|_| {
+                let queues = Arc::clone(&queues);
+                let leaders_now = Arc::clone(&leaders_now);
+                thread::spawn(move || submit(&queues, 7, &leaders_now, max_batch))
+            })
+            .collect();
+        let slots: Vec<Arc<Slot>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        for slot in &slots {
+            assert_eq!(
+                slot.taken.load(Ordering::SeqCst),
+                1,
+                "a request was lost or taken twice"
+            );
+        }
+        assert_eq!(queues.active_keys(), 0, "leadership left dangling");
+        assert_eq!(queues.total_depth(), 0);
+    });
+}
+
+#[test]
+fn two_requests_batch_of_one() {
+    check(2, 1);
+}
+
+#[test]
+fn three_requests_batch_of_two() {
+    check(3, 2);
+}
+
+#[test]
+fn three_requests_batch_of_one() {
+    check(3, 1);
+}
+
+#[test]
+fn depth_limit_hands_the_item_back_and_keys_are_independent() {
+    loom::model(|| {
+        let queues = Arc::new(HandoffQueues::<u8, u8>::new(2));
+        assert!(matches!(queues.push(&1, 10), Pushed::Lead));
+        assert!(matches!(queues.push(&1, 11), Pushed::Joined));
+        assert!(matches!(queues.push(&1, 12), Pushed::Full(12)));
+        let other = {
+            let queues = Arc::clone(&queues);
+            thread::spawn(move || matches!(queues.push(&2, 20), Pushed::Lead))
+        };
+        assert_eq!(queues.take_batch(&1, 8), Some(vec![10, 11]));
+        assert_eq!(queues.take_batch(&1, 8), None);
+        assert!(other.join().unwrap(), "another key has its own leader");
+    });
+}
