@@ -78,18 +78,23 @@ async fn full_ledger<S: InventoryStore>(store: &S, sku: &SkuId) -> Vec<LedgerEnt
     }
 }
 
-/// Retries `LockTimeout` (which `NoWait` returns by design) a bounded number of times.
+/// Retries the outcomes that mean "try again" (`LockTimeout`, which `NoWait` returns by
+/// design, and `Conflict`, optimistic retries exhausted) a bounded number of times.
 async fn deduct_patiently<S: InventoryStore>(
     store: &S,
     request: DeductRequest,
 ) -> Result<crate::Receipt, DeductError> {
+    let mut last = None;
     for _ in 0..2_000 {
         match store.deduct(request.clone()).await {
-            Err(DeductError::LockTimeout) => tokio::time::sleep(Duration::from_millis(1)).await,
+            Err(error @ (DeductError::LockTimeout | DeductError::Conflict { .. })) => {
+                last = Some(error);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
             other => return other,
         }
     }
-    Err(DeductError::LockTimeout)
+    Err(last.expect("at least one attempt"))
 }
 
 /// Exact results of single requests: remaining stock, refusals that change nothing,
@@ -349,7 +354,21 @@ pub async fn concurrent_invariants<S: InventoryStore>(
     sku_count: usize,
     stock_per_sku: i64,
 ) {
+    concurrent_invariants_across(vec![store], strategy, sku_count, stock_per_sku).await;
+}
+
+/// As [`concurrent_invariants`], with the 64 tasks spread over several independent store
+/// instances on one database, as several api processes would be. For `Coalesced` this shows
+/// that batches from different processes still serialise on the database row lock.
+pub async fn concurrent_invariants_across<S: InventoryStore>(
+    stores: Vec<Arc<S>>,
+    strategy: Strategy,
+    sku_count: usize,
+    stock_per_sku: i64,
+) {
     const TASKS: usize = 64;
+    assert!(!stores.is_empty());
+    let store = Arc::clone(&stores[0]);
     let prefix = format!("conc{sku_count}-{}", strategy.as_str());
     let skus: Vec<SkuId> = (0..sku_count).map(|i| sku(&format!("{prefix}-{i}"))).collect();
     for s in &skus {
@@ -364,7 +383,7 @@ pub async fn concurrent_invariants<S: InventoryStore>(
     let skus = Arc::new(skus);
     let mut tasks = Vec::new();
     for task_index in 0..TASKS {
-        let store = Arc::clone(&store);
+        let store = Arc::clone(&stores[task_index % stores.len()]);
         let skus = Arc::clone(&skus);
         tasks.push(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(
@@ -479,6 +498,61 @@ pub async fn concurrent_invariants<S: InventoryStore>(
         store.backend(),
         total.errors
     );
+}
+
+/// Callers that give up while their deduction is queued or in flight (their future is
+/// dropped) must not lose or double-apply it: after every caller retries with its own
+/// idempotency key until it gets a receipt, each key has exactly one ledger row and the
+/// stock and ledger reconcile.
+pub async fn cancelled_callers<S: InventoryStore>(store: Arc<S>, strategy: Strategy) {
+    const CALLERS: usize = 120;
+    let s = sku(&format!("cancel-{}", strategy.as_str()));
+    store.create_sku(&s, 100_000).await.expect("create");
+    let seed: u64 = rand::random();
+    eprintln!("conformance cancelled_callers: strategy={strategy} seed={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut tasks = Vec::new();
+    for caller in 0..CALLERS {
+        let store = Arc::clone(&store);
+        let request = DeductRequest::new(s.clone(), qty(1 + (caller % 3) as i64), strategy)
+            .with_idempotency_key(key(&format!("cancel-{}-{caller}", strategy.as_str())));
+        // Deadlines from "before the batch is taken" to "after it committed".
+        let patience = Duration::from_micros(rng.random_range(0..3_000));
+        tasks.push(tokio::spawn(async move {
+            let first_try = tokio::time::timeout(patience, store.deduct(request.clone())).await;
+            let gave_up = first_try.is_err();
+            let receipt = match first_try {
+                Ok(Ok(receipt)) => receipt,
+                Ok(Err(error)) if error.is_retryable() => deduct_patiently(&*store, request)
+                    .await
+                    .expect("retry after a retryable error"),
+                Ok(Err(error)) => panic!("uncancelled deduction failed: {error:?}"),
+                Err(_) => deduct_patiently(&*store, request)
+                    .await
+                    .expect("retry after cancelling"),
+            };
+            (gave_up, receipt)
+        }));
+    }
+    let mut units = 0;
+    let mut gave_up = 0;
+    let mut ids = std::collections::HashSet::new();
+    for task in tasks {
+        let (cancelled, receipt) = task.await.expect("join");
+        gave_up += usize::from(cancelled);
+        units += receipt.quantity.get();
+        assert!(ids.insert(receipt.ledger_id), "two callers got one ledger row");
+    }
+    let ledger = full_ledger(&*store, &s).await;
+    assert_eq!(
+        ledger.len(),
+        CALLERS,
+        "exactly one ledger row per caller ({gave_up} gave up once)"
+    );
+    assert_eq!(store.stock(&s).await.unwrap().stock, 100_000 - units);
+    let report = store.audit().await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    eprintln!("conformance cancelled_callers: strategy={strategy} callers={CALLERS} gave_up_once={gave_up}");
 }
 
 #[derive(Debug, Clone)]
@@ -715,6 +789,12 @@ macro_rules! conformance_suite {
                 async fn concurrent_one_hot_sku() {
                     let Some(provisioned) = $setup().await else { return };
                     $crate::conformance::concurrent_invariants(provisioned.store.clone(), STRATEGY, 1, 400).await;
+                }
+
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn cancelled_callers() {
+                    let Some(provisioned) = $setup().await else { return };
+                    $crate::conformance::cancelled_callers(provisioned.store.clone(), STRATEGY).await;
                 }
 
                 #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
