@@ -238,11 +238,18 @@ impl<E: BatchExecutor> Coalescer<E> {
 struct LeaderGuard<E> {
     inner: Arc<Inner<E>>,
     sku: SkuId,
+    /// Set when the leader saw its queue empty, which ended its leadership.
+    finished: bool,
 }
 
 impl<E> Drop for LeaderGuard<E> {
     fn drop(&mut self) {
-        while let Some(batch) = self.inner.queues.take_batch(&self.sku, usize::MAX) {
+        // After a normal exit leadership already ended inside `take_batch`, and the key may
+        // have a new leader by now whose queue is not ours to touch. Only a panic in the
+        // executor (tokio drops the task's future after catching it) leaves it open.
+        while !self.finished
+            && let Some(batch) = self.inner.queues.take_batch(&self.sku, usize::MAX)
+        {
             for waiter in batch {
                 let _ = waiter.reply.send(Err(DeductError::Internal {
                     context: "coalescer leader failed",
@@ -257,15 +264,17 @@ impl<E> Drop for LeaderGuard<E> {
 }
 
 async fn lead<E: BatchExecutor>(inner: Arc<Inner<E>>, sku: SkuId) {
-    let guard = LeaderGuard {
+    let mut guard = LeaderGuard {
         inner: Arc::clone(&inner),
         sku: sku.clone(),
+        finished: false,
     };
     loop {
         if !inner.config.max_wait.is_zero() && inner.queues.depth(&sku) < inner.config.max_batch_size {
             tokio::time::sleep(inner.config.max_wait).await;
         }
         let Some(batch) = inner.queues.take_batch(&sku, inner.config.max_batch_size) else {
+            guard.finished = true;
             break;
         };
         let (live, cancelled): (Vec<Waiter>, Vec<Waiter>) =
@@ -312,4 +321,117 @@ async fn lead<E: BatchExecutor>(inner: Arc<Inner<E>>, sku: SkuId) {
 
 fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::{Quantity, Strategy};
+
+    /// An in-process executor over the reference model: enough to exercise the queue and the
+    /// leader (adapters are tested against real databases by the conformance suite).
+    struct ModelExecutor {
+        model: std::sync::Mutex<crate::model::ReferenceModel>,
+        panic_next: AtomicBool,
+        batches: AtomicUsize,
+    }
+
+    impl BatchExecutor for ModelExecutor {
+        async fn execute_batch(
+            &self,
+            sku: &SkuId,
+            items: &[BatchItem],
+        ) -> Result<Vec<Result<Receipt, DeductError>>, AttemptError> {
+            tokio::task::yield_now().await;
+            assert!(
+                !self.panic_next.swap(false, Ordering::SeqCst),
+                "injected executor panic"
+            );
+            self.batches.fetch_add(1, Ordering::SeqCst);
+            let mut model = self.model.lock().unwrap();
+            Ok(items
+                .iter()
+                .map(|item| {
+                    model.deduct(&DeductRequest {
+                        sku: sku.clone(),
+                        quantity: item.quantity,
+                        idempotency_key: item.idempotency_key.clone(),
+                        strategy: Strategy::Coalesced,
+                    })
+                })
+                .collect())
+        }
+    }
+
+    fn coalescer(stock: i64) -> (Coalescer<ModelExecutor>, SkuId) {
+        let sku = SkuId::parse("hot").unwrap();
+        let mut model = crate::model::ReferenceModel::new();
+        model.create_sku(&sku, stock).unwrap();
+        let executor = ModelExecutor {
+            model: std::sync::Mutex::new(model),
+            panic_next: AtomicBool::new(false),
+            batches: AtomicUsize::new(0),
+        };
+        (Coalescer::new(executor, CoalescerConfig::default()), sku)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_requests_share_batches_and_all_get_answers() {
+        let (coalescer, sku) = coalescer(1_000);
+        let tasks: Vec<_> = (0..200)
+            .map(|_| {
+                let coalescer = coalescer.clone();
+                let sku = sku.clone();
+                tokio::spawn(async move {
+                    coalescer
+                        .submit(DeductRequest::new(
+                            sku,
+                            Quantity::new(1).unwrap(),
+                            Strategy::Coalesced,
+                        ))
+                        .await
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let batches = coalescer.executor().batches.load(Ordering::SeqCst);
+        assert!(batches < 200, "200 concurrent requests took {batches} batches");
+        assert_eq!(coalescer.stats().batched_requests.load(Ordering::Relaxed), 200);
+        assert_eq!(coalescer.queue_depth(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_executor_panic_fails_its_batch_and_releases_leadership() {
+        let (coalescer, sku) = coalescer(10);
+        coalescer.executor().panic_next.store(true, Ordering::SeqCst);
+        let request = DeductRequest::new(sku, Quantity::new(1).unwrap(), Strategy::Coalesced);
+        let failed = coalescer.submit(request.clone()).await;
+        assert!(matches!(failed, Err(DeductError::Internal { .. })), "{failed:?}");
+        let receipt = coalescer.submit(request).await.expect("a new leader takes over");
+        assert_eq!(receipt.remaining, 9);
+    }
+
+    #[tokio::test]
+    async fn close_refuses_new_requests() {
+        let (coalescer, sku) = coalescer(10);
+        coalescer.close().await;
+        let refused = coalescer
+            .submit(DeductRequest::new(
+                sku,
+                Quantity::new(1).unwrap(),
+                Strategy::Coalesced,
+            ))
+            .await;
+        assert!(matches!(
+            refused,
+            Err(DeductError::Unavailable {
+                reason: "shutting down",
+                ..
+            })
+        ));
+    }
 }
