@@ -514,8 +514,12 @@ pub async fn cancelled_callers<S: InventoryStore>(store: Arc<S>, strategy: Strat
     let mut tasks = Vec::new();
     for caller in 0..CALLERS {
         let store = Arc::clone(&store);
-        let request = DeductRequest::new(s.clone(), qty(1 + (caller % 3) as i64), strategy)
-            .with_idempotency_key(key(&format!("cancel-{}-{caller}", strategy.as_str())));
+        let request = DeductRequest::new(
+            s.clone(),
+            qty(1 + i64::from(caller % 3 == 1) + 2 * i64::from(caller % 3 == 2)),
+            strategy,
+        )
+        .with_idempotency_key(key(&format!("cancel-{}-{caller}", strategy.as_str())));
         // Deadlines from "before the batch is taken" to "after it committed".
         let patience = Duration::from_micros(rng.random_range(0..3_000));
         tasks.push(tokio::spawn(async move {

@@ -411,7 +411,11 @@ mod tests {
         let request = DeductRequest::new(sku, Quantity::new(1).unwrap(), Strategy::Coalesced);
         let failed = coalescer.submit(request.clone()).await;
         assert!(matches!(failed, Err(DeductError::Internal { .. })), "{failed:?}");
-        let receipt = coalescer.submit(request).await.expect("a new leader takes over");
+        // A stranded leader flag would park this request forever.
+        let receipt = tokio::time::timeout(Duration::from_secs(10), coalescer.submit(request))
+            .await
+            .expect("leadership was not released after the panic")
+            .expect("a new leader takes over");
         assert_eq!(receipt.remaining, 9);
     }
 
