@@ -516,7 +516,7 @@ pub async fn cancelled_callers<S: InventoryStore>(store: Arc<S>, strategy: Strat
         let store = Arc::clone(&store);
         let request = DeductRequest::new(
             s.clone(),
-            qty(1 + i64::from(caller % 3 == 1) + 2 * i64::from(caller % 3 == 2)),
+            qty([1, 2, 3][caller % 3]),
             strategy,
         )
         .with_idempotency_key(key(&format!("cancel-{}-{caller}", strategy.as_str())));
