@@ -1,1 +1,158 @@
-fn main() {}
+//! `stockguard`: serve the HTTP API, migrate, audit.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use stockguard_api::{CliSettings, Settings, open_store, server};
+use stockguard_core::InventoryStore;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(name = "stockguard", version, about = "Oversell-proof inventory deduction service")]
+struct Cli {
+    #[command(flatten)]
+    settings: CliSettings,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply migrations and serve the HTTP API until SIGTERM or Ctrl-C.
+    Serve {
+        /// Allow a non-loopback bind address without an auth token (anyone who can reach
+        /// the port can then deduct and restock).
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Reconcile every SKU (stock >= 0, initial + sum of ledger deltas = stock); print each
+    /// discrepancy and exit with status 1 if there is any.
+    Audit,
+    /// Print the OpenAPI document (the one checked into docs/openapi.json).
+    Openapi,
+    /// Benchmarks live in the harness: run `just bench` (see benches/).
+    Bench,
+}
+
+fn init_logging(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,tower_http=info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::resolve(&cli.settings) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("stockguard: invalid configuration: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(settings.json_logs);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("stockguard: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, settings)) {
+        Ok(code) => code,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("stockguard: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve { insecure } => serve(settings, insecure).await,
+        Command::Migrate => {
+            let store = open_store(&settings).await?;
+            store.close().await;
+            println!("migrations applied ({})", settings.database.redacted());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit => audit(settings).await,
+        Command::Openapi => {
+            print!("{}", stockguard_api::openapi_pretty_json());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench => {
+            println!(
+                "Benchmarks live in the harness crate (benches/). Run `just bench` from the \
+                 repository root; see README.md for workloads and options."
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn serve(settings: Settings, insecure: bool) -> anyhow::Result<ExitCode> {
+    if !settings.bind.ip().is_loopback() && settings.auth_token.is_none() {
+        if insecure {
+            tracing::warn!(bind = %settings.bind, "serving a non-loopback address WITHOUT an auth token (--insecure)");
+        } else {
+            anyhow::bail!(
+                "refusing to bind the non-loopback address {} without an auth token: set \
+                 STOCKGUARD_AUTH_TOKEN (or --auth-token / auth_token in the config file), or pass --insecure",
+                settings.bind
+            );
+        }
+    }
+    let store = Arc::new(open_store(&settings).await?);
+    let running = server::start(&settings, store)
+        .await
+        .with_context(|| format!("binding {}", settings.bind))?;
+    tracing::info!(
+        addr = %running.addr(),
+        default_strategy = %settings.default_strategy,
+        strategy_override = settings.allow_strategy_override,
+        auth = settings.auth_token.is_some(),
+        "serving; API docs at http://{}/docs", running.addr()
+    );
+    let trigger = running.shutdown_handle();
+    tokio::spawn(async move {
+        server::shutdown_signal().await;
+        let _ = trigger.send(true);
+    });
+    running.wait().await.context("serving")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn audit(settings: Settings) -> anyhow::Result<ExitCode> {
+    let store = open_store(&settings).await?;
+    let report = store.audit().await;
+    store.close().await;
+    let report = report.map_err(|e| anyhow::anyhow!("audit failed: {}", stockguard_api::problem::error_chain(&e)))?;
+    println!(
+        "audit: {} SKUs, {} ledger rows, {} discrepancies",
+        report.skus_checked,
+        report.ledger_rows,
+        report.discrepancies.len()
+    );
+    for d in &report.discrepancies {
+        println!(
+            "  {}: initial {} + ledger {} ({} rows) != stock {} (gap {}){}",
+            d.snapshot.sku,
+            d.snapshot.initial_stock,
+            d.snapshot.ledger_delta_sum,
+            d.snapshot.ledger_rows,
+            d.snapshot.stock,
+            d.ledger_gap,
+            if d.negative_stock { ", NEGATIVE STOCK" } else { "" }
+        );
+    }
+    Ok(if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

@@ -1,0 +1,457 @@
+//! `stockguard-bench`: runs every strategy on every available database across conflict
+//! levels, audits every run in the database, and writes results.json, report.md and plots.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use stockguard_bench::db::{self, Backend, RawPool};
+use stockguard_bench::report::{self, MachineInfo, Results};
+use stockguard_bench::runner::{Bounds, CaseSpec, StockSizing, Variant, run_case};
+use stockguard_bench::workload::{LevelSpec, QuantityDist};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Profile {
+    /// A few seconds per case on PostgreSQL and MariaDB: exercises the runner and the audit (CI).
+    Smoke,
+    /// What `just bench` runs: about 3 minutes on 2 cores.
+    Quick,
+    /// Thorough: more levels, longer runs.
+    Full,
+}
+
+/// Values a profile sets; every one can be overridden by a flag.
+#[derive(Debug, Clone)]
+struct ProfileValues {
+    databases: Vec<Backend>,
+    levels: Vec<String>,
+    sqlite_levels: Vec<String>,
+    requesters: usize,
+    duration_s: f64,
+    warmup_s: f64,
+}
+
+impl Profile {
+    fn values(self) -> ProfileValues {
+        let strings = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        match self {
+            Profile::Smoke => ProfileValues {
+                databases: vec![Backend::Postgres, Backend::Mariadb],
+                levels: strings(&["1", "10000"]),
+                sqlite_levels: strings(&["1"]),
+                requesters: 32,
+                duration_s: 1.0,
+                warmup_s: 0.3,
+            },
+            Profile::Quick => ProfileValues {
+                databases: vec![Backend::Postgres, Backend::Mariadb, Backend::Sqlite],
+                levels: strings(&["1", "16", "256", "100000"]),
+                sqlite_levels: strings(&["1", "100000"]),
+                requesters: 64,
+                duration_s: 1.2,
+                warmup_s: 0.4,
+            },
+            Profile::Full => ProfileValues {
+                databases: vec![Backend::Postgres, Backend::Mariadb, Backend::Sqlite],
+                levels: strings(&[
+                    "1",
+                    "2",
+                    "4",
+                    "16",
+                    "64",
+                    "256",
+                    "4096",
+                    "100000",
+                    "10000:zipf:1.1",
+                    "10000:hot:0.01:0.9",
+                ]),
+                sqlite_levels: strings(&["1", "16", "256", "100000"]),
+                requesters: 64,
+                duration_s: 10.0,
+                warmup_s: 2.0,
+            },
+        }
+    }
+}
+
+/// Runs every strategy on every available database across conflict levels, audits every run
+/// inside the database, and writes results.json, report.md and SVG plots to --out.
+#[derive(Debug, Parser)]
+#[command(name = "stockguard-bench", version)]
+struct Args {
+    /// Results directory (created if missing).
+    #[arg(long, short)]
+    out: PathBuf,
+    /// Profile: smoke (CI), quick (`just bench`), full (`just bench-full`).
+    #[arg(long, value_enum, default_value = "quick")]
+    profile: Profile,
+    /// Databases, comma-separated: postgres, mariadb, sqlite (default: the profile's).
+    #[arg(long, value_delimiter = ',')]
+    db: Vec<Backend>,
+    /// Strategies and variants, comma-separated (default: all). Library: pessimistic, no_wait,
+    /// optimistic, guarded, coalesced; raw: raw_guarded, raw_pessimistic; negative control:
+    /// unsafe_no_lock.
+    #[arg(long, value_delimiter = ',')]
+    strategies: Vec<String>,
+    /// Conflict levels, repeatable: SKUS[:SKEW], SKEW = uniform | zipf:S | hot:FRACTION:TRAFFIC.
+    /// Examples: 1, 100000, 10000:zipf:1.1, 1000:hot:0.01:0.9.
+    #[arg(long = "level")]
+    levels: Vec<String>,
+    /// Conflict levels for SQLite (one writer at a time, so fewer are informative).
+    #[arg(long = "sqlite-level")]
+    sqlite_levels: Vec<String>,
+    /// Concurrent requesters.
+    #[arg(long)]
+    requesters: Option<usize>,
+    /// Connections per pool (library and raw alike); default: requesters, at most 64.
+    #[arg(long)]
+    pool_size: Option<u32>,
+    /// Measured run length per case, seconds.
+    #[arg(long)]
+    duration_s: Option<f64>,
+    /// Warm-up per case, seconds (its rate sizes the stock).
+    #[arg(long)]
+    warmup_s: Option<f64>,
+    /// Stop each requester after this many requests (in addition to the duration).
+    #[arg(long)]
+    ops_per_requester: Option<u64>,
+    /// Quantity distribution: fixed:N or uniform:MIN:MAX.
+    #[arg(long, default_value = "fixed:1")]
+    quantity: String,
+    /// Initial stock per SKU: `auto` (sized from the warm-up so SKUs sell out near the end)
+    /// or a fixed number of units.
+    #[arg(long, default_value = "auto")]
+    initial_stock: String,
+    /// With `--initial-stock auto`: fraction of the expected demand to stock.
+    #[arg(long, default_value_t = 0.9)]
+    stock_fill: f64,
+    /// Seed for every request stream (default: random, printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Fail when a selected database server is unreachable (also on with CI=true or
+    /// STOCKGUARD_REQUIRE_DB=1).
+    #[arg(long)]
+    require_db: bool,
+}
+
+/// Most requesters one run may have (each is a task; the pool bounds the database side).
+const REQUESTERS_MAX: usize = 4_096;
+/// Largest pool the harness opens (PostgreSQL's default max_connections is 100).
+const POOL_SIZE_MAX: u32 = 64;
+
+struct Plan {
+    specs: Vec<CaseSpec>,
+    results: Results,
+    out: PathBuf,
+}
+
+async fn plan(args: Args) -> anyhow::Result<Plan> {
+    let profile = args.profile.values();
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let requesters = args.requesters.unwrap_or(profile.requesters);
+    if !(1..=REQUESTERS_MAX).contains(&requesters) {
+        bail!("--requesters must be in 1..={REQUESTERS_MAX}");
+    }
+    let pool_size = args
+        .pool_size
+        .unwrap_or_else(|| u32::try_from(requesters).unwrap_or(u32::MAX).min(POOL_SIZE_MAX));
+    if !(1..=POOL_SIZE_MAX).contains(&pool_size) {
+        bail!("--pool-size must be in 1..={POOL_SIZE_MAX}");
+    }
+    let duration_s = args.duration_s.unwrap_or(profile.duration_s);
+    let warmup_s = args.warmup_s.unwrap_or(profile.warmup_s);
+    if !(0.05..=3600.0).contains(&duration_s) || !(0.0..=600.0).contains(&warmup_s) {
+        bail!("--duration-s must be in 0.05..=3600 and --warmup-s in 0..=600");
+    }
+    let quantity: QuantityDist = args.quantity.parse()?;
+    let stock = match args.initial_stock.as_str() {
+        "auto" => {
+            if !(0.01..=10.0).contains(&args.stock_fill) {
+                bail!("--stock-fill must be in 0.01..=10");
+            }
+            StockSizing::Auto { fill: args.stock_fill }
+        }
+        units => {
+            let units: i64 = units.parse().context("--initial-stock must be `auto` or a number")?;
+            stockguard_core::check_stock_level(units)?;
+            StockSizing::Fixed { units }
+        }
+    };
+    let parse_levels = |raw: &[String]| raw.iter().map(|l| l.parse()).collect::<anyhow::Result<Vec<LevelSpec>>>();
+    let levels = parse_levels(if args.levels.is_empty() { &profile.levels } else { &args.levels })?;
+    let sqlite_levels = parse_levels(if !args.sqlite_levels.is_empty() {
+        &args.sqlite_levels
+    } else if !args.levels.is_empty() {
+        &args.levels
+    } else {
+        &profile.sqlite_levels
+    })?;
+    let variants: Vec<Variant> = if args.strategies.is_empty() {
+        Variant::all()
+    } else {
+        args.strategies
+            .iter()
+            .map(|s| Variant::parse(s))
+            .collect::<anyhow::Result<_>>()?
+    };
+
+    let required = args.require_db || stockguard_testkit::database_required();
+    let wanted = if args.db.is_empty() { profile.databases } else { args.db };
+    let mut databases = Vec::new();
+    let mut skipped = BTreeMap::new();
+    for backend in wanted {
+        if !compiled(backend) {
+            let reason = format!("this build has no {backend} adapter");
+            if required && backend != Backend::Sqlite {
+                bail!("{reason}, and a database is required (CI=true / --require-db)");
+            }
+            eprintln!("warning: skipping {backend}: {reason}");
+            skipped.insert(backend, reason);
+            continue;
+        }
+        match db::reachable(backend).await {
+            Ok(()) => databases.push(backend),
+            Err(reason) => {
+                if required {
+                    bail!(
+                        "{backend} is unreachable ({reason}) and a database is required here \
+                         (CI=true, STOCKGUARD_REQUIRE_DB=1 or --require-db). Start the server or set \
+                         STOCKGUARD_PG_URL / STOCKGUARD_MYSQL_URL."
+                    );
+                }
+                eprintln!("\n*** WARNING: {backend} is unreachable ({reason}); skipping it. ***\n");
+                skipped.insert(backend, format!("unreachable: {reason}"));
+            }
+        }
+    }
+    let servers = databases.iter().any(|b| *b != Backend::Sqlite);
+    let mut sqlite_fallback = false;
+    if !servers {
+        eprintln!(
+            "\n**********************************************************************\n\
+             *** NO DATABASE SERVER REACHABLE: falling back to embedded SQLite. ***\n\
+             *** PostgreSQL/MariaDB figures will be missing from this report.  ***\n\
+             **********************************************************************\n"
+        );
+        if !compiled(Backend::Sqlite) {
+            bail!("no database server is reachable and this build has no SQLite adapter");
+        }
+        if !databases.contains(&Backend::Sqlite) {
+            databases.push(Backend::Sqlite);
+        }
+        sqlite_fallback = true;
+    }
+
+    let mut specs = Vec::new();
+    for backend in &databases {
+        let backend_levels = if *backend == Backend::Sqlite { &sqlite_levels } else { &levels };
+        for level in backend_levels {
+            for variant in &variants {
+                specs.push(CaseSpec {
+                    backend: *backend,
+                    variant: *variant,
+                    level: *level,
+                    requesters,
+                    pool_size: if *backend == Backend::Sqlite {
+                        pool_size.min(db::SQLITE_POOL_MAX)
+                    } else {
+                        pool_size
+                    },
+                    warmup: Duration::from_secs_f64(warmup_s),
+                    bounds: Bounds {
+                        duration: Duration::from_secs_f64(duration_s),
+                        ops_per_requester: args.ops_per_requester,
+                    },
+                    quantity,
+                    stock,
+                    seed,
+                });
+            }
+        }
+    }
+
+    let mut environments = BTreeMap::new();
+    for backend in &databases {
+        environments.insert(*backend, environment(*backend).await?);
+    }
+    let profile_name = format!("{:?}", args.profile).to_lowercase();
+    Ok(Plan {
+        specs,
+        out: args.out,
+        results: Results {
+            started_at: chrono::Utc::now().to_rfc3339(),
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            profile: profile_name,
+            seed,
+            machine: MachineInfo::detect(),
+            databases: environments,
+            skipped_databases: skipped,
+            sqlite_fallback,
+            cases: Vec::new(),
+            case_errors: Vec::new(),
+        },
+    })
+}
+
+fn compiled(backend: Backend) -> bool {
+    match backend {
+        Backend::Postgres => true,
+        Backend::Mariadb => cfg!(feature = "mysql"),
+        Backend::Sqlite => cfg!(feature = "sqlite"),
+    }
+}
+
+/// Version and durability settings, read from a throwaway database (SQLite: with the same
+/// pragmas the raw pool uses; the adapter's own settings are in its docs).
+async fn environment(backend: Backend) -> anyhow::Result<BTreeMap<String, String>> {
+    let database = db::FreshDatabase::create(backend).await?;
+    let pool = RawPool::connect(backend, database.url(), 1).await?;
+    let env = pool.environment().await;
+    pool.close().await;
+    database.drop_now().await?;
+    env
+}
+
+async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let Plan { specs, mut results, out } = plan(args).await?;
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let seed = results.seed;
+    eprintln!(
+        "stockguard-bench: profile {} · seed {seed} (rerun with --seed {seed}) · {} cases on {} · results in {}",
+        results.profile,
+        specs.len(),
+        results
+            .databases
+            .keys()
+            .map(|b| b.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        out.display()
+    );
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::with_draw_target(Some(specs.len() as u64), ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let log = |line: String| {
+        if bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
+        }
+    };
+    let started = Instant::now();
+    for spec in specs {
+        let label = format!(
+            "{} {} {} x{}",
+            spec.backend, spec.variant, spec.level, spec.requesters
+        );
+        bar.set_message(label.clone());
+        match run_case(spec).await {
+            Ok(case) => {
+                log(format!(
+                    "{label:<44} {:>9.0} ok/s {:>8.0} refused/s  p99 {:>8.2} ms  conflict {:>3.0}%  audit {}",
+                    case.successes_per_s,
+                    case.refused_per_s,
+                    case.latency_us_p99 as f64 / 1000.0,
+                    case.conflict_rate * 100.0,
+                    case.audit.verdict()
+                ));
+                results.cases.push(case);
+            }
+            Err(error) => {
+                let message = format!("{label} (seed {seed}): {error:#}");
+                log(format!("CASE FAILED: {message}"));
+                results.case_errors.push(message);
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+
+    let json = serde_json::to_string_pretty(&results)?;
+    std::fs::write(out.join("results.json"), json).context("writing results.json")?;
+    report::write_markdown(&results, &out.join("report.md"))?;
+    let plots = report::write_plots(&results, &out)?;
+    eprintln!(
+        "wrote {}/results.json, report.md and {} plots in {:.0} s",
+        out.display(),
+        plots.len(),
+        started.elapsed().as_secs_f64()
+    );
+
+    // Exit status: any library or baseline violation, any failed case, or a negative
+    // control that went uncaught where the race must happen, fails the run.
+    let mut failed = false;
+    for case in &results.cases {
+        let spec = &case.spec;
+        if spec.variant.is_negative_control() {
+            if case.audit.passed() && spec.level.sku_count == 1 && spec.requesters >= 8 && case.successes > 0 {
+                eprintln!(
+                    "HARNESS BROKEN: the negative control unsafe_no_lock passed the audit on {} at 1 hot SKU × {} \
+                     requesters (seed {seed}); the audit should have caught its lost updates",
+                    spec.backend, spec.requesters
+                );
+                failed = true;
+            }
+            continue;
+        }
+        if !case.audit.passed() {
+            eprintln!(
+                "AUDIT FAILED: strategy {} on {} at level {} × {} requesters, seed {seed}: {}",
+                spec.variant,
+                spec.backend,
+                spec.level,
+                spec.requesters,
+                case.audit.messages.join("; ")
+            );
+            failed = true;
+        }
+        if let Some(count) = case.errors.get("internal").filter(|c| **c > 0) {
+            eprintln!(
+                "UNEXPECTED ERRORS: strategy {} on {} at level {}, seed {seed}: {count} internal errors",
+                spec.variant, spec.backend, spec.level
+            );
+            failed = true;
+        }
+    }
+    for error in &results.case_errors {
+        eprintln!("CASE FAILED: {error}");
+        failed = true;
+    }
+    if failed {
+        eprintln!("stockguard-bench: FAILED (seed {seed}); see {}/report.md", out.display());
+        Ok(ExitCode::FAILURE)
+    } else {
+        eprintln!("stockguard-bench: every audit passed (seed {seed})");
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("stockguard-bench: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("stockguard-bench: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! Service configuration. Precedence, highest first: command-line flags, `STOCKGUARD_*`
+//! environment variables (clap reads both), the optional TOML config file, built-in defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use stockguard_core::Strategy;
+
+/// Where `serve` keeps its data when no database URL is configured.
+pub const DEFAULT_SQLITE_PATH: &str = "./stockguard.db";
+/// Default listen address: loopback only, so a fresh install is not exposed by accident.
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+/// Default largest accepted request body, in bytes. Every request body is a few small fields.
+pub const DEFAULT_BODY_LIMIT_BYTES: usize = 16 * 1024;
+/// Default number of `/v1` requests served at once; beyond it requests are shed with 503.
+pub const DEFAULT_CONCURRENCY_LIMIT: usize = 512;
+/// Default time a `/v1` request may take before it is answered with 503.
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// Default pool size.
+pub const DEFAULT_POOL_SIZE: u32 = 16;
+/// Default wait for a pooled connection.
+pub const DEFAULT_ACQUIRE_TIMEOUT_MS: u64 = 2_000;
+/// Default wait for a row lock (PostgreSQL/MySQL) or the write lock (SQLite busy timeout).
+pub const DEFAULT_LOCK_TIMEOUT_MS: u64 = 2_000;
+/// Default time in-flight requests get to finish after a shutdown signal.
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 15_000;
+
+/// The optional TOML config file. Every key is optional; keys mirror the long flag names
+/// with `_` for `-`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Database URL (`postgres://…`, `mysql://…`, `mariadb://…`, `sqlite://…` or a file path).
+    pub database_url: Option<String>,
+    /// Strategy used when a request names none.
+    pub default_strategy: Option<Strategy>,
+    /// Whether a request may choose its own strategy.
+    pub allow_strategy_override: Option<bool>,
+    /// Most pooled connections.
+    pub pool_size: Option<u32>,
+    /// Wait for a pooled connection.
+    pub acquire_timeout_ms: Option<u64>,
+    /// Wait for a row lock.
+    pub lock_timeout_ms: Option<u64>,
+    /// Time a request may take.
+    pub request_timeout_ms: Option<u64>,
+    /// Listen address.
+    pub bind: Option<SocketAddr>,
+    /// Bearer token required on mutations.
+    pub auth_token: Option<String>,
+    /// Largest request body.
+    pub body_limit_bytes: Option<usize>,
+    /// Requests served at once.
+    pub concurrency_limit: Option<usize>,
+    /// JSON log lines instead of text.
+    pub json_logs: Option<bool>,
+    /// Time in-flight requests get after a shutdown signal.
+    pub shutdown_grace_ms: Option<u64>,
+}
+
+impl FileConfig {
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading config file {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("parsing config file {}: {e}", path.display()))
+    }
+}
+
+/// Settings given on the command line or in the environment (clap fills both); `None`
+/// means "not given here", so the config file or the default applies.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CliSettings {
+    /// TOML config file (lowest precedence after the defaults).
+    #[arg(long, env = "STOCKGUARD_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Database URL: postgres://…, mysql://… or mariadb://…, sqlite://PATH or a plain file path.
+    /// Without one, the embedded SQLite file ./stockguard.db is used.
+    #[arg(long, env = "STOCKGUARD_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Strategy used when a request names none: pessimistic, no_wait, optimistic, guarded, coalesced.
+    #[arg(long, env = "STOCKGUARD_DEFAULT_STRATEGY", global = true)]
+    pub default_strategy: Option<Strategy>,
+    /// Whether a deduct request may name its own strategy (true/false).
+    #[arg(long, env = "STOCKGUARD_ALLOW_STRATEGY_OVERRIDE", global = true)]
+    pub allow_strategy_override: Option<bool>,
+    /// Most pooled database connections.
+    #[arg(long, env = "STOCKGUARD_POOL_SIZE", global = true)]
+    pub pool_size: Option<u32>,
+    /// Wait for a pooled connection before answering 503, in milliseconds.
+    #[arg(long, env = "STOCKGUARD_ACQUIRE_TIMEOUT_MS", global = true)]
+    pub acquire_timeout_ms: Option<u64>,
+    /// Wait for a row lock (SQLite: the write lock) before answering 503, in milliseconds.
+    #[arg(long, env = "STOCKGUARD_LOCK_TIMEOUT_MS", global = true)]
+    pub lock_timeout_ms: Option<u64>,
+    /// Time a /v1 request may take before it is answered with 503, in milliseconds.
+    #[arg(long, env = "STOCKGUARD_REQUEST_TIMEOUT_MS", global = true)]
+    pub request_timeout_ms: Option<u64>,
+    /// Listen address (default 127.0.0.1:8080).
+    #[arg(long, env = "STOCKGUARD_BIND", global = true)]
+    pub bind: Option<SocketAddr>,
+    /// Bearer token required on every mutation (POST). Prefer the env var over the flag,
+    /// which shows up in process listings.
+    #[arg(long, env = "STOCKGUARD_AUTH_TOKEN", global = true, hide_env_values = true)]
+    pub auth_token: Option<String>,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "STOCKGUARD_BODY_LIMIT_BYTES", global = true)]
+    pub body_limit_bytes: Option<usize>,
+    /// /v1 requests served at once; more are shed with 503.
+    #[arg(long, env = "STOCKGUARD_CONCURRENCY_LIMIT", global = true)]
+    pub concurrency_limit: Option<usize>,
+    /// Log JSON lines instead of text (true/false).
+    #[arg(long, env = "STOCKGUARD_JSON_LOGS", global = true)]
+    pub json_logs: Option<bool>,
+    /// Time in-flight requests get to finish after SIGTERM/Ctrl-C, in milliseconds.
+    #[arg(long, env = "STOCKGUARD_SHUTDOWN_GRACE_MS", global = true)]
+    pub shutdown_grace_ms: Option<u64>,
+}
+
+/// Where the data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseTarget {
+    /// A `postgres://` URL.
+    Postgres(String),
+    /// A `mysql://` URL (`mariadb://` is rewritten to `mysql://`).
+    MySql(String),
+    /// A SQLite file path.
+    Sqlite(PathBuf),
+}
+
+impl DatabaseTarget {
+    /// Classifies a database URL by its scheme; anything without a known scheme is a SQLite path.
+    pub fn parse(url: &str) -> anyhow::Result<Self> {
+        let url = url.trim();
+        if url.is_empty() {
+            anyhow::bail!("the database URL is empty");
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(url.to_owned()));
+        }
+        if url.starts_with("mysql://") {
+            return Ok(Self::MySql(url.to_owned()));
+        }
+        if let Some(rest) = url.strip_prefix("mariadb://") {
+            // sqlx speaks the MySQL protocol to MariaDB under the mysql:// scheme.
+            return Ok(Self::MySql(format!("mysql://{rest}")));
+        }
+        if let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            let path = rest.split('?').next().unwrap_or(rest);
+            if path.is_empty() || path == ":memory:" {
+                anyhow::bail!("sqlite needs a file path (an in-memory database would lose its data)");
+            }
+            return Ok(Self::Sqlite(PathBuf::from(path)));
+        }
+        if let Some((scheme, _)) = url.split_once("://") {
+            anyhow::bail!("unsupported database scheme {scheme:?}: use postgres://, mysql://, mariadb:// or sqlite://");
+        }
+        Ok(Self::Sqlite(PathBuf::from(url)))
+    }
+
+    /// A description safe for logs: the scheme and host part without credentials.
+    pub fn redacted(&self) -> String {
+        fn strip_credentials(url: &str) -> String {
+            match (url.split_once("://"), url.rfind('@')) {
+                (Some((scheme, _)), Some(at)) => format!("{scheme}://***@{}", &url[at + 1..]),
+                _ => url.to_owned(),
+            }
+        }
+        match self {
+            Self::Postgres(url) | Self::MySql(url) => strip_credentials(url),
+            Self::Sqlite(path) => format!("sqlite file {}", path.display()),
+        }
+    }
+}
+
+/// The resolved settings the service runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where the data lives.
+    pub database: DatabaseTarget,
+    /// True when no URL was configured and the embedded SQLite default is in use.
+    pub database_is_default: bool,
+    /// Strategy used when a request names none.
+    pub default_strategy: Strategy,
+    /// Whether a request may name its own strategy.
+    pub allow_strategy_override: bool,
+    /// Most pooled connections.
+    pub pool_size: u32,
+    /// Wait for a pooled connection.
+    pub acquire_timeout: Duration,
+    /// Wait for a row lock / the SQLite write lock.
+    pub lock_timeout: Duration,
+    /// Time a /v1 request may take.
+    pub request_timeout: Duration,
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// Bearer token for mutations.
+    pub auth_token: Option<String>,
+    /// Largest request body, in bytes.
+    pub body_limit_bytes: usize,
+    /// /v1 requests served at once.
+    pub concurrency_limit: usize,
+    /// JSON log lines.
+    pub json_logs: bool,
+    /// Time in-flight requests get after a shutdown signal.
+    pub shutdown_grace: Duration,
+}
+
+impl Settings {
+    /// Applies flags/env over the config file (if any) over the defaults.
+    pub fn resolve(cli: &CliSettings) -> anyhow::Result<Self> {
+        let file = match &cli.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        Self::merge(cli.clone(), file)
+    }
+
+    /// The precedence rule itself, separate from file reading so it can be tested.
+    pub fn merge(cli: CliSettings, file: FileConfig) -> anyhow::Result<Self> {
+        let url = cli.database_url.or(file.database_url);
+        let database_is_default = url.is_none();
+        let database = match url {
+            Some(url) => DatabaseTarget::parse(&url)?,
+            None => DatabaseTarget::Sqlite(PathBuf::from(DEFAULT_SQLITE_PATH)),
+        };
+        let auth_token = cli.auth_token.or(file.auth_token).filter(|t| !t.is_empty());
+        let settings = Self {
+            database,
+            database_is_default,
+            default_strategy: cli
+                .default_strategy
+                .or(file.default_strategy)
+                .unwrap_or(Strategy::Guarded),
+            allow_strategy_override: cli
+                .allow_strategy_override
+                .or(file.allow_strategy_override)
+                .unwrap_or(true),
+            pool_size: cli.pool_size.or(file.pool_size).unwrap_or(DEFAULT_POOL_SIZE),
+            acquire_timeout: Duration::from_millis(
+                cli.acquire_timeout_ms
+                    .or(file.acquire_timeout_ms)
+                    .unwrap_or(DEFAULT_ACQUIRE_TIMEOUT_MS),
+            ),
+            lock_timeout: Duration::from_millis(
+                cli.lock_timeout_ms
+                    .or(file.lock_timeout_ms)
+                    .unwrap_or(DEFAULT_LOCK_TIMEOUT_MS),
+            ),
+            request_timeout: Duration::from_millis(
+                cli.request_timeout_ms
+                    .or(file.request_timeout_ms)
+                    .unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS),
+            ),
+            bind: match cli.bind.or(file.bind) {
+                Some(bind) => bind,
+                None => DEFAULT_BIND.parse()?,
+            },
+            auth_token,
+            body_limit_bytes: cli
+                .body_limit_bytes
+                .or(file.body_limit_bytes)
+                .unwrap_or(DEFAULT_BODY_LIMIT_BYTES),
+            concurrency_limit: cli
+                .concurrency_limit
+                .or(file.concurrency_limit)
+                .unwrap_or(DEFAULT_CONCURRENCY_LIMIT),
+            json_logs: cli.json_logs.or(file.json_logs).unwrap_or(false),
+            shutdown_grace: Duration::from_millis(
+                cli.shutdown_grace_ms
+                    .or(file.shutdown_grace_ms)
+                    .unwrap_or(DEFAULT_SHUTDOWN_GRACE_MS),
+            ),
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.pool_size >= 1, "pool_size must be at least 1");
+        anyhow::ensure!(self.concurrency_limit >= 1, "concurrency_limit must be at least 1");
+        anyhow::ensure!(self.body_limit_bytes >= 64, "body_limit_bytes must be at least 64");
+        anyhow::ensure!(
+            !self.request_timeout.is_zero() && !self.acquire_timeout.is_zero() && !self.lock_timeout.is_zero(),
+            "timeouts must be positive"
+        );
+        Ok(())
+    }
+
+    /// Settings for tests and the in-process benchmark: given database, port 0, defaults otherwise.
+    pub fn for_database(database: DatabaseTarget) -> Self {
+        let mut settings = Self::merge(CliSettings::default(), FileConfig::default()).expect("defaults are valid");
+        settings.database = database;
+        settings.database_is_default = false;
+        settings.bind = "127.0.0.1:0".parse().expect("literal address");
+        settings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_and_env_beat_the_file_which_beats_defaults() {
+        let cli = CliSettings {
+            pool_size: Some(3),
+            ..CliSettings::default()
+        };
+        let file = FileConfig {
+            pool_size: Some(9),
+            concurrency_limit: Some(7),
+            ..FileConfig::default()
+        };
+        let settings = Settings::merge(cli, file).unwrap();
+        assert_eq!(settings.pool_size, 3);
+        assert_eq!(settings.concurrency_limit, 7);
+        assert_eq!(settings.body_limit_bytes, DEFAULT_BODY_LIMIT_BYTES);
+        assert!(settings.database_is_default);
+        assert_eq!(settings.database, DatabaseTarget::Sqlite(DEFAULT_SQLITE_PATH.into()));
+    }
+
+    #[test]
+    fn database_urls_are_classified_by_scheme() {
+        assert!(matches!(DatabaseTarget::parse("postgres://u@h/db").unwrap(), DatabaseTarget::Postgres(_)));
+        assert_eq!(
+            DatabaseTarget::parse("mariadb://root@h:3306/db").unwrap(),
+            DatabaseTarget::MySql("mysql://root@h:3306/db".into())
+        );
+        assert_eq!(
+            DatabaseTarget::parse("sqlite://data/x.db").unwrap(),
+            DatabaseTarget::Sqlite("data/x.db".into())
+        );
+        assert_eq!(DatabaseTarget::parse("x.db").unwrap(), DatabaseTarget::Sqlite("x.db".into()));
+        assert!(DatabaseTarget::parse("redis://h").is_err());
+        assert!(DatabaseTarget::parse("sqlite::memory:").is_err());
+        assert_eq!(
+            DatabaseTarget::parse("postgres://user:secret@h/db").unwrap().redacted(),
+            "postgres://***@h/db"
+        );
+    }
+}

@@ -1,0 +1,224 @@
+//! Error responses as `application/problem+json` (RFC 9457).
+//!
+//! Every `type` is `urn:stockguard:problem:<kind>`, where `<kind>` is stable: clients branch on
+//! it, never on `title` or `detail`. A 500 says nothing about its cause; the cause is logged.
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use stockguard_core::DeductError;
+use utoipa::ToSchema;
+
+/// Prefix of every problem `type`.
+pub const PROBLEM_TYPE_PREFIX: &str = "urn:stockguard:problem:";
+/// Media type of every error body.
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProblemDetails {
+    /// Stable identifier of the problem kind, `urn:stockguard:problem:<kind>`.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    /// Short human-readable summary of the kind.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// Human-readable explanation of this occurrence.
+    pub detail: String,
+    /// Units on hand when a deduction was refused (insufficient_stock only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub available: Option<i64>,
+    /// Units requested (insufficient_stock only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested: Option<i64>,
+    /// Attempts made before giving up (conflict only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+}
+
+/// An error response: a problem document plus the headers that go with it.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    status: StatusCode,
+    body: ProblemDetails,
+    retry_after: Option<Duration>,
+    www_authenticate: bool,
+}
+
+impl ApiError {
+    /// A problem of `kind` with the given status, title and detail.
+    pub fn new(status: StatusCode, kind: &str, title: &str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: ProblemDetails {
+                problem_type: format!("{PROBLEM_TYPE_PREFIX}{kind}"),
+                title: title.to_owned(),
+                status: status.as_u16(),
+                detail: detail.into(),
+                available: None,
+                requested: None,
+                attempts: None,
+            },
+            retry_after: None,
+            www_authenticate: false,
+        }
+    }
+
+    /// 422 for input that was refused before anything changed.
+    pub fn invalid_input(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", "Invalid input", detail)
+    }
+
+    /// 401 for a missing or wrong bearer token.
+    pub fn unauthorized() -> Self {
+        let mut error = Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            "this request needs a valid `Authorization: Bearer <token>` header",
+        );
+        error.www_authenticate = true;
+        error
+    }
+
+    /// 413 for a body over the configured limit.
+    pub fn payload_too_large(limit_bytes: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "Payload too large",
+            format!("the request body exceeds the limit of {limit_bytes} bytes"),
+        )
+    }
+
+    /// 503 with `Retry-After`.
+    pub fn unavailable(kind: &str, title: &str, detail: impl Into<String>, retry_after: Duration) -> Self {
+        let mut error = Self::new(StatusCode::SERVICE_UNAVAILABLE, kind, title, detail);
+        error.retry_after = Some(retry_after);
+        error
+    }
+
+    /// 500 with nothing about the cause; the caller must have logged it.
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal server error",
+            "an unexpected error occurred; it has been logged",
+        )
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The problem document.
+    pub fn body(&self) -> &ProblemDetails {
+        &self.body
+    }
+}
+
+impl From<DeductError> for ApiError {
+    fn from(error: DeductError) -> Self {
+        match error {
+            DeductError::InsufficientStock { requested, available } => {
+                let mut problem = Self::new(
+                    StatusCode::CONFLICT,
+                    "insufficient_stock",
+                    "Insufficient stock",
+                    format!("requested {requested} units but only {available} are available"),
+                );
+                problem.body.available = Some(available);
+                problem.body.requested = Some(requested);
+                problem
+            }
+            DeductError::NotFound => Self::new(StatusCode::NOT_FOUND, "not_found", "SKU not found", "no SKU has this id"),
+            DeductError::AlreadyExists => Self::new(
+                StatusCode::CONFLICT,
+                "already_exists",
+                "SKU already exists",
+                "a SKU with this id already exists",
+            ),
+            DeductError::Conflict { attempts } => {
+                let mut problem = Self::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    "Conflict after retries",
+                    format!("gave up after {attempts} conflicting attempts; nothing was changed, safe to retry"),
+                );
+                problem.body.attempts = Some(attempts);
+                problem
+            }
+            DeductError::LockTimeout => Self::unavailable(
+                "lock_timeout",
+                "Lock timeout",
+                "the SKU is busy; nothing was changed, retry later",
+                Duration::from_secs(1),
+            ),
+            DeductError::Unavailable {
+                reason,
+                retry_after,
+                source,
+            } => {
+                if let Some(source) = &source {
+                    tracing::warn!(reason, error = %source, "store unavailable");
+                }
+                Self::unavailable(
+                    "unavailable",
+                    "Service unavailable",
+                    format!("{reason}; nothing was changed, retry later"),
+                    retry_after,
+                )
+            }
+            DeductError::IdempotencyKeyReused => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "Idempotency key reused",
+                "this Idempotency-Key was already used for a different request",
+            ),
+            DeductError::InvalidInput(input) => Self::invalid_input(input.to_string()),
+            internal @ DeductError::Internal { .. } => {
+                tracing::error!(error = %error_chain(&internal), "internal error");
+                Self::internal()
+            }
+            other => {
+                tracing::error!(error = %error_chain(&other), "unmapped store error");
+                Self::internal()
+            }
+        }
+    }
+}
+
+/// The error and all its sources, for logs.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.body).unwrap_or_default();
+        let mut response = (self.status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
+        if let Some(retry_after) = self.retry_after {
+            // Retry-After takes whole seconds; round up so clients never retry early.
+            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
+        if self.www_authenticate {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

@@ -1,0 +1,150 @@
+//! Running the service: bind, serve, and shut down gracefully.
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use stockguard_core::InventoryStore;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Settings;
+use crate::http::{AppState, router};
+use crate::store::AnyStore;
+
+/// A server running on a tokio task.
+#[derive(Debug)]
+pub struct RunningServer {
+    addr: SocketAddr,
+    state: AppState,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// The address it listens on (the real port when bound to port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://addr`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The handlers' shared state (store and metrics).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// A handle that starts the graceful shutdown when sent `true`.
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the grace period), then
+    /// closes the store (flushing coalesced batches and closing the pool).
+    pub async fn shutdown(self) -> std::io::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.wait().await
+    }
+
+    /// Waits until the server has stopped (after a shutdown signal).
+    pub async fn wait(self) -> std::io::Result<()> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(join_error) => Err(std::io::Error::other(join_error)),
+        }
+    }
+}
+
+/// Binds `settings.bind` and serves `store` until the returned server is shut down.
+pub async fn start(settings: &Settings, store: Arc<AnyStore>) -> std::io::Result<RunningServer> {
+    let listener = TcpListener::bind(settings.bind).await?;
+    let addr = listener.local_addr()?;
+    let state = AppState::new(Arc::clone(&store), settings);
+    let app = router(state.clone(), settings);
+    let (shutdown, signal) = watch::channel(false);
+    let grace = settings.shutdown_grace;
+    let task = tokio::spawn(async move {
+        let mut graceful_signal = signal.clone();
+        let serve = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = graceful_signal.wait_for(|stop| *stop).await;
+                tracing::info!("shutdown: no longer accepting connections; finishing in-flight requests");
+            })
+            .into_future();
+        let mut grace_signal = signal;
+        let outcome = tokio::select! {
+            served = serve => served,
+            () = async {
+                let _ = grace_signal.wait_for(|stop| *stop).await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!(grace_ms = grace.as_millis(), "shutdown: grace period over, dropping requests still in flight");
+                Ok(())
+            }
+        };
+        tracing::info!("shutdown: flushing coalesced batches and closing the pool");
+        store.close().await;
+        tracing::info!("shutdown complete");
+        outcome
+    });
+    Ok(RunningServer {
+        addr,
+        state,
+        shutdown,
+        task,
+    })
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received Ctrl-C"),
+        () = terminate => tracing::info!("received SIGTERM"),
+    }
+}
+
+/// Opens the configured store and applies migrations, logging where the data lives.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<AnyStore> {
+    if settings.database_is_default {
+        tracing::warn!(
+            path = crate::config::DEFAULT_SQLITE_PATH,
+            "no database URL configured (--database-url / STOCKGUARD_DATABASE_URL / config file): \
+             using the embedded SQLite file {}",
+            crate::config::DEFAULT_SQLITE_PATH
+        );
+    }
+    tracing::info!(database = %settings.database.redacted(), "connecting");
+    let store = AnyStore::connect(settings)
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to {}: {}", settings.database.redacted(), crate::problem::error_chain(&e)))?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| anyhow::anyhow!("migrating: {}", crate::problem::error_chain(&e)))?;
+    tracing::info!(backend = store.backend(), "database ready (migrations applied)");
+    Ok(store)
+}

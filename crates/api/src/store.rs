@@ -1,0 +1,127 @@
+//! The store the service runs on, chosen at start-up from the database URL.
+//!
+//! `InventoryStore` is generic (its methods return `impl Future`), so it cannot be a trait
+//! object; an enum that delegates each call keeps the service monomorphic without `dyn`.
+
+use stockguard_core::coalesce::CoalescerStats;
+use stockguard_core::{
+    AuditReport, Capabilities, DeductError, DeductRequest, InventoryStore, LedgerEntry, LedgerPage, PoolStatus,
+    Quantity, Receipt, RestockReceipt, SkuId, SkuSnapshot, StockLevel,
+};
+use stockguard_mysql::{MySqlConfig, MySqlStore};
+use stockguard_postgres::{PgConfig, PgStore};
+use stockguard_sqlite::{SqliteConfig, SqliteStore};
+
+use crate::config::{DatabaseTarget, Settings};
+
+/// One of the supported stores.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum AnyStore {
+    /// PostgreSQL.
+    Postgres(PgStore),
+    /// MySQL 8 or MariaDB.
+    MySql(MySqlStore),
+    /// An embedded SQLite file.
+    Sqlite(SqliteStore),
+}
+
+/// Runs `$body` with `$store` bound to the inner store, whatever the variant.
+macro_rules! delegate {
+    ($self:expr, $store:ident => $body:expr) => {
+        match $self {
+            AnyStore::Postgres($store) => $body,
+            AnyStore::MySql($store) => $body,
+            AnyStore::Sqlite($store) => $body,
+        }
+    };
+}
+
+impl AnyStore {
+    /// Connects to the configured database (creating a SQLite file if missing). Does not migrate.
+    pub async fn connect(settings: &Settings) -> Result<Self, DeductError> {
+        match &settings.database {
+            DatabaseTarget::Postgres(url) => {
+                let mut config = PgConfig::new(url.clone());
+                config.max_connections = settings.pool_size;
+                config.acquire_timeout = settings.acquire_timeout;
+                config.lock_timeout = settings.lock_timeout;
+                Ok(Self::Postgres(PgStore::connect(config).await?))
+            }
+            DatabaseTarget::MySql(url) => {
+                let mut config = MySqlConfig::new(url.clone());
+                config.max_connections = settings.pool_size;
+                config.acquire_timeout = settings.acquire_timeout;
+                config.lock_timeout = settings.lock_timeout;
+                Ok(Self::MySql(MySqlStore::connect(config).await?))
+            }
+            DatabaseTarget::Sqlite(path) => {
+                let mut config = SqliteConfig::new(path.clone());
+                config.max_connections = settings.pool_size;
+                config.acquire_timeout = settings.acquire_timeout;
+                config.busy_timeout = settings.lock_timeout;
+                Ok(Self::Sqlite(SqliteStore::connect(config).await?))
+            }
+        }
+    }
+
+    /// Applies the adapter's embedded migrations.
+    pub async fn migrate(&self) -> Result<(), DeductError> {
+        delegate!(self, store => store.migrate().await)
+    }
+
+    /// Group-commit counters and the number of requests queued right now.
+    pub fn coalescer_stats(&self) -> (&CoalescerStats, usize) {
+        delegate!(self, store => (store.coalescer().stats(), store.coalescer().queue_depth()))
+    }
+}
+
+impl InventoryStore for AnyStore {
+    fn backend(&self) -> &'static str {
+        delegate!(self, store => store.backend())
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        delegate!(self, store => store.capabilities())
+    }
+
+    async fn create_sku(&self, sku: &SkuId, initial_stock: i64) -> Result<StockLevel, DeductError> {
+        delegate!(self, store => store.create_sku(sku, initial_stock).await)
+    }
+
+    async fn restock(&self, sku: &SkuId, quantity: Quantity) -> Result<RestockReceipt, DeductError> {
+        delegate!(self, store => store.restock(sku, quantity).await)
+    }
+
+    async fn deduct(&self, request: DeductRequest) -> Result<Receipt, DeductError> {
+        delegate!(self, store => store.deduct(request).await)
+    }
+
+    async fn stock(&self, sku: &SkuId) -> Result<StockLevel, DeductError> {
+        delegate!(self, store => store.stock(sku).await)
+    }
+
+    async fn ledger(&self, sku: &SkuId, page: LedgerPage) -> Result<Vec<LedgerEntry>, DeductError> {
+        delegate!(self, store => store.ledger(sku, page).await)
+    }
+
+    async fn snapshot(&self) -> Result<Vec<SkuSnapshot>, DeductError> {
+        delegate!(self, store => store.snapshot().await)
+    }
+
+    async fn audit(&self) -> Result<AuditReport, DeductError> {
+        delegate!(self, store => store.audit().await)
+    }
+
+    async fn ping(&self) -> Result<(), DeductError> {
+        delegate!(self, store => store.ping().await)
+    }
+
+    fn pool_status(&self) -> PoolStatus {
+        delegate!(self, store => store.pool_status())
+    }
+
+    async fn close(&self) {
+        delegate!(self, store => store.close().await)
+    }
+}
