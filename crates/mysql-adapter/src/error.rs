@@ -37,7 +37,9 @@ const IDEMPOTENCY_KEY_INDEX: &str = "inventory_ledger_idempotency_key";
 /// The server's error number, if this is an error the server sent.
 pub(crate) fn error_number(error: &sqlx::Error) -> Option<u16> {
     match error {
-        sqlx::Error::Database(db) => db.try_downcast_ref::<MySqlDatabaseError>().map(MySqlDatabaseError::number),
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<MySqlDatabaseError>()
+            .map(MySqlDatabaseError::number),
         _ => None,
     }
 }
@@ -69,11 +71,9 @@ pub fn classify(error: sqlx::Error) -> AttemptError {
         Some(DUPLICATE_ENTRY) if duplicate_key_name(&error) == Some(IDEMPOTENCY_KEY_INDEX) => {
             AttemptError::Retry(RetryCause::IdempotencyRace)
         }
-        Some(STATEMENT_TIMEOUT_MARIADB | STATEMENT_TIMEOUT_MYSQL) => AttemptError::Fail(DeductError::unavailable(
-            "statement timed out",
-            UNAVAILABLE_RETRY_AFTER,
-            error,
-        )),
+        Some(STATEMENT_TIMEOUT_MARIADB | STATEMENT_TIMEOUT_MYSQL) => AttemptError::Fail(
+            DeductError::unavailable("statement timed out", UNAVAILABLE_RETRY_AFTER, error),
+        ),
         Some(CHECK_VIOLATION_MARIADB | CHECK_VIOLATION_MYSQL) => AttemptError::Fail(DeductError::internal(
             "check constraint refused a write (a guard is broken)",
             error,

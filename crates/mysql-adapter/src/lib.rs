@@ -256,7 +256,10 @@ async fn roll_back(transaction: MySqlTransaction) {
 }
 
 /// Commits on success, rolls back explicitly on failure.
-async fn finish<T>(transaction: MySqlTransaction, outcome: Result<T, AttemptError>) -> Result<T, AttemptError> {
+async fn finish<T>(
+    transaction: MySqlTransaction,
+    outcome: Result<T, AttemptError>,
+) -> Result<T, AttemptError> {
     match outcome {
         Ok(value) => {
             transaction.commit().await.map_err(classify)?;
@@ -449,11 +452,12 @@ impl MySqlShared {
         }
         // Re-read on every attempt, outside any transaction: an autocommit read sees the
         // latest committed version, and comparing against a stale one can never succeed.
-        let current: Option<(i64, i64)> = sqlx::query_as("SELECT stock, version FROM inventory WHERE sku = ?")
-            .bind(request.sku.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(classify)?;
+        let current: Option<(i64, i64)> =
+            sqlx::query_as("SELECT stock, version FROM inventory WHERE sku = ?")
+                .bind(request.sku.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(classify)?;
         let requested = request.quantity.get();
         let Some((stock, version)) = current else {
             return Err(DeductError::NotFound.into());
@@ -479,13 +483,15 @@ impl MySqlShared {
         let write_started = Instant::now();
         let requested = request.quantity.get();
         let remaining = stock - requested;
-        let updated = sqlx::query("UPDATE inventory SET stock = ?, version = version + 1 WHERE sku = ? AND version = ?")
-            .bind(remaining)
-            .bind(request.sku.as_str())
-            .bind(version)
-            .execute(&mut **transaction)
-            .await
-            .map_err(classify)?;
+        let updated = sqlx::query(
+            "UPDATE inventory SET stock = ?, version = version + 1 WHERE sku = ? AND version = ?",
+        )
+        .bind(remaining)
+        .bind(request.sku.as_str())
+        .bind(version)
+        .execute(&mut **transaction)
+        .await
+        .map_err(classify)?;
         if updated.rows_affected() == 0 {
             return Err(AttemptError::Retry(RetryCause::VersionMismatch));
         }
@@ -498,7 +504,12 @@ impl MySqlShared {
             request.idempotency_key.as_ref(),
         )
         .await?;
-        Ok(Self::receipt(request, ledger_id, remaining, micros(write_started.elapsed())))
+        Ok(Self::receipt(
+            request,
+            ledger_id,
+            remaining,
+            micros(write_started.elapsed()),
+        ))
     }
 
     async fn guarded_attempt(&self, request: &DeductRequest) -> Result<Receipt, AttemptError> {
@@ -646,13 +657,14 @@ impl MySqlShared {
         // lock mode). Instead: every ledger writer locks the SKU's inventory row before its
         // INSERT, and we hold that lock, so no other transaction can have written a row for
         // this SKU with an id at or above our first one. Those rows are exactly ours.
-        let rows: Vec<(i64, i64)> =
-            sqlx::query_as("SELECT id, stock_after FROM inventory_ledger WHERE sku = ? AND id >= ? ORDER BY id")
-                .bind(sku.as_str())
-                .bind(first_id)
-                .fetch_all(&mut **transaction)
-                .await
-                .map_err(classify)?;
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT id, stock_after FROM inventory_ledger WHERE sku = ? AND id >= ? ORDER BY id",
+        )
+        .bind(sku.as_str())
+        .bind(first_id)
+        .fetch_all(&mut **transaction)
+        .await
+        .map_err(classify)?;
         if rows.len() != plan.new_rows.len() {
             return Err(DeductError::Internal {
                 context: "batch read-back found a different number of ledger rows than planned",
@@ -804,11 +816,12 @@ impl InventoryStore for MySqlStore {
     }
 
     async fn stock(&self, sku: &SkuId) -> Result<StockLevel, DeductError> {
-        let row: Option<(i64, i64)> = sqlx::query_as("SELECT stock, initial_stock FROM inventory WHERE sku = ?")
-            .bind(sku.as_str())
-            .fetch_optional(&self.shared().pool)
-            .await
-            .map_err(|e| error::fail(e, "reading stock"))?;
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT stock, initial_stock FROM inventory WHERE sku = ?")
+                .bind(sku.as_str())
+                .fetch_optional(&self.shared().pool)
+                .await
+                .map_err(|e| error::fail(e, "reading stock"))?;
         let (stock, initial_stock) = row.ok_or(DeductError::NotFound)?;
         Ok(StockLevel {
             sku: sku.clone(),
@@ -851,7 +864,8 @@ impl InventoryStore for MySqlStore {
         rows.into_iter()
             .map(|(sku, initial_stock, stock, ledger_delta_sum, ledger_rows)| {
                 Ok(SkuSnapshot {
-                    sku: SkuId::parse(sku).map_err(|e| DeductError::internal("stored sku id is invalid", e))?,
+                    sku: SkuId::parse(sku)
+                        .map_err(|e| DeductError::internal("stored sku id is invalid", e))?,
                     initial_stock,
                     stock,
                     ledger_delta_sum,

@@ -24,12 +24,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
+use sqlx::{Connection, Row};
 use stockguard_core::{
     AttemptError, BatchExecutor, BatchItem, BatchPlan, Capabilities, Coalescer, CoalescerConfig, DeductError,
     DeductRequest, IdempotencyKey, InvalidInput, InventoryStore, LedgerEntry, LedgerPage, LedgerReason,
@@ -110,7 +110,10 @@ fn micros(duration: Duration) -> u64 {
 const BUSY_TIMEOUT_MAX_MS: u128 = 2_147_483_647;
 
 fn busy_timeout_pragma(busy_timeout: Duration) -> String {
-    format!("PRAGMA busy_timeout = {}", busy_timeout.as_millis().min(BUSY_TIMEOUT_MAX_MS))
+    format!(
+        "PRAGMA busy_timeout = {}",
+        busy_timeout.as_millis().min(BUSY_TIMEOUT_MAX_MS)
+    )
 }
 
 impl SqliteStore {
@@ -204,7 +207,10 @@ impl std::fmt::Debug for ZeroBusyWait {
     }
 }
 
-async fn find_key(conn: &mut SqliteConnection, key: &IdempotencyKey) -> Result<Option<LedgerEntry>, AttemptError> {
+async fn find_key(
+    conn: &mut SqliteConnection,
+    key: &IdempotencyKey,
+) -> Result<Option<LedgerEntry>, AttemptError> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {LEDGER_COLUMNS} FROM inventory_ledger WHERE idempotency_key = ?1"
     )))
@@ -337,29 +343,26 @@ impl SqliteShared {
             .await
             .map_err(classify)?;
         let lock_started = Instant::now();
-        let begun = guard.conn.begin_with(BEGIN_WRITE).await;
-        let lock_wait_us = micros(lock_started.elapsed());
-        let mut tx = match begun {
+        let busy = match guard.conn.begin_with(BEGIN_WRITE).await {
             Ok(mut tx) => {
+                let lock_wait_us = micros(lock_started.elapsed());
                 sqlx::query(sqlx::AssertSqlSafe(restore))
                     .execute(&mut *tx)
                     .await
                     .map_err(classify)?;
-                tx
-            }
-            Err(busy) => {
-                sqlx::query(sqlx::AssertSqlSafe(restore))
-                    .execute(&mut *guard.conn)
-                    .await
-                    .map_err(classify)?;
                 guard.restored = true;
-                return Err(classify(busy));
+                let receipt = deduct_under_write_lock(&mut tx, request, lock_wait_us).await?;
+                tx.commit().await.map_err(classify)?;
+                return Ok(receipt);
             }
+            Err(busy) => busy,
         };
+        sqlx::query(sqlx::AssertSqlSafe(restore))
+            .execute(&mut *guard.conn)
+            .await
+            .map_err(classify)?;
         guard.restored = true;
-        let receipt = deduct_under_write_lock(&mut tx, request, lock_wait_us).await?;
-        tx.commit().await.map_err(classify)?;
-        Ok(receipt)
+        Err(classify(busy))
     }
 
     async fn optimistic_attempt(&self, request: &DeductRequest) -> Result<Receipt, AttemptError> {
@@ -369,11 +372,12 @@ impl SqliteShared {
         }
         // Re-read on every attempt, outside any transaction: comparing against a stale
         // version can never succeed.
-        let current: Option<(i64, i64)> = sqlx::query_as("SELECT stock, version FROM inventory WHERE sku = ?1")
-            .bind(request.sku.as_str())
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(classify)?;
+        let current: Option<(i64, i64)> =
+            sqlx::query_as("SELECT stock, version FROM inventory WHERE sku = ?1")
+                .bind(request.sku.as_str())
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(classify)?;
         let Some((stock, version)) = current else {
             return Err(DeductError::NotFound.into());
         };
@@ -481,10 +485,14 @@ async fn insert_batch_rows(
         // batch (every quantity is ≥ 1), so it identifies each row.
         let by_stock_after: HashMap<i64, i64> = returned.into_iter().map(|(id, after)| (after, id)).collect();
         for row in chunk {
-            ids.push(*by_stock_after.get(&row.stock_after).ok_or(DeductError::Internal {
-                context: "batch insert returned fewer rows than planned",
-                source: None,
-            })?);
+            ids.push(
+                *by_stock_after
+                    .get(&row.stock_after)
+                    .ok_or(DeductError::Internal {
+                        context: "batch insert returned fewer rows than planned",
+                        source: None,
+                    })?,
+            );
         }
     }
     Ok(ids)
@@ -634,11 +642,12 @@ impl InventoryStore for SqliteStore {
     }
 
     async fn stock(&self, sku: &SkuId) -> Result<StockLevel, DeductError> {
-        let row: Option<(i64, i64)> = sqlx::query_as("SELECT stock, initial_stock FROM inventory WHERE sku = ?1")
-            .bind(sku.as_str())
-            .fetch_optional(&self.shared().pool)
-            .await
-            .map_err(|e| error::fail(e, "reading stock"))?;
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT stock, initial_stock FROM inventory WHERE sku = ?1")
+                .bind(sku.as_str())
+                .fetch_optional(&self.shared().pool)
+                .await
+                .map_err(|e| error::fail(e, "reading stock"))?;
         let (stock, initial_stock) = row.ok_or(DeductError::NotFound)?;
         Ok(StockLevel {
             sku: sku.clone(),
@@ -679,7 +688,8 @@ impl InventoryStore for SqliteStore {
         rows.into_iter()
             .map(|(sku, initial_stock, stock, ledger_delta_sum, ledger_rows)| {
                 Ok(SkuSnapshot {
-                    sku: SkuId::parse(sku).map_err(|e| DeductError::internal("stored sku id is invalid", e))?,
+                    sku: SkuId::parse(sku)
+                        .map_err(|e| DeductError::internal("stored sku id is invalid", e))?,
                     initial_stock,
                     stock,
                     ledger_delta_sum,

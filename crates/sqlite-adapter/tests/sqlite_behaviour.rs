@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use sqlx::Connection;
 use sqlx::sqlite::SqliteConnection;
 use stockguard_core::{
-    AttemptError, DeductError, DeductRequest, InventoryStore, Quantity, RetryCause, RetryPolicy, SkuId, Strategy,
+    AttemptError, DeductError, DeductRequest, InventoryStore, Quantity, RetryCause, RetryPolicy, SkuId,
+    Strategy,
 };
 use stockguard_sqlite::{SqliteConfig, SqliteStore, classify};
 use stockguard_testkit::TestSqliteFile;
@@ -46,12 +47,27 @@ async fn creates_the_file_and_runs_wal_full_sync_with_foreign_keys_and_the_busy_
     let store = open(&file, |c| c.busy_timeout = Duration::from_millis(1_234)).await;
     assert!(file.path().exists(), "connect creates the database file");
     let pool = store.pool();
-    let journal: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(pool).await.unwrap();
-    let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(pool).await.unwrap();
-    let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(pool).await.unwrap();
-    let busy_timeout_ms: i64 = sqlx::query_scalar("PRAGMA busy_timeout").fetch_one(pool).await.unwrap();
+    let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let busy_timeout_ms: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+        .fetch_one(pool)
+        .await
+        .unwrap();
     // synchronous: 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA.
-    assert_eq!((journal.as_str(), synchronous, foreign_keys, busy_timeout_ms), ("wal", 2, 1, 1_234));
+    assert_eq!(
+        (journal.as_str(), synchronous, foreign_keys, busy_timeout_ms),
+        ("wal", 2, 1, 1_234)
+    );
     assert_eq!(store.backend(), "sqlite");
     assert!(!store.capabilities().row_level_locking);
     store.close().await;
@@ -74,7 +90,9 @@ async fn no_wait_fails_at_once_and_pessimistic_waits_for_the_busy_timeout() {
 
     let mut holder = hold_write_lock(&file).await;
     let started = Instant::now();
-    let no_wait = store.deduct(DeductRequest::new(s.clone(), qty(1), Strategy::NoWait)).await;
+    let no_wait = store
+        .deduct(DeductRequest::new(s.clone(), qty(1), Strategy::NoWait))
+        .await;
     let no_wait_elapsed = started.elapsed();
     assert!(matches!(no_wait, Err(DeductError::LockTimeout)), "{no_wait:?}");
     assert!(
@@ -83,20 +101,35 @@ async fn no_wait_fails_at_once_and_pessimistic_waits_for_the_busy_timeout() {
     );
 
     let started = Instant::now();
-    let pessimistic = store.deduct(DeductRequest::new(s.clone(), qty(1), Strategy::Pessimistic)).await;
+    let pessimistic = store
+        .deduct(DeductRequest::new(s.clone(), qty(1), Strategy::Pessimistic))
+        .await;
     let pessimistic_elapsed = started.elapsed();
-    assert!(matches!(pessimistic, Err(DeductError::LockTimeout)), "{pessimistic:?}");
+    assert!(
+        matches!(pessimistic, Err(DeductError::LockTimeout)),
+        "{pessimistic:?}"
+    );
     assert!(
         pessimistic_elapsed >= busy_timeout,
         "Pessimistic waits the whole busy timeout before giving up (took {pessimistic_elapsed:?})"
     );
 
-    sqlx::query("ROLLBACK").execute(&mut holder).await.expect("release");
+    sqlx::query("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .expect("release");
     for strategy in [Strategy::NoWait, Strategy::Pessimistic] {
-        let receipt = store.deduct(DeductRequest::new(s.clone(), qty(1), strategy)).await.expect("lock free");
+        let receipt = store
+            .deduct(DeductRequest::new(s.clone(), qty(1), strategy))
+            .await
+            .expect("lock free");
         assert!(!receipt.replayed);
     }
-    assert_eq!(store.stock(&s).await.unwrap().stock, 8, "the refused requests changed nothing");
+    assert_eq!(
+        store.stock(&s).await.unwrap().stock,
+        8,
+        "the refused requests changed nothing"
+    );
     holder.close().await.expect("close holder");
     store.close().await;
 }
@@ -111,14 +144,22 @@ async fn a_waiting_pessimistic_request_proceeds_once_the_lock_is_released() {
     let waiting = {
         let store = store.clone();
         let s = s.clone();
-        tokio::spawn(async move { store.deduct(DeductRequest::new(s, qty(4), Strategy::Pessimistic)).await })
+        tokio::spawn(async move {
+            store
+                .deduct(DeductRequest::new(s, qty(4), Strategy::Pessimistic))
+                .await
+        })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!waiting.is_finished(), "the request waits for the write lock");
     sqlx::query("COMMIT").execute(&mut holder).await.expect("release");
     let receipt = waiting.await.expect("join").expect("granted after release");
     assert_eq!(receipt.remaining, 6);
-    assert!(receipt.lock_wait_us >= 150_000, "lock wait measured: {} µs", receipt.lock_wait_us);
+    assert!(
+        receipt.lock_wait_us >= 150_000,
+        "lock wait measured: {} µs",
+        receipt.lock_wait_us
+    );
     holder.close().await.expect("close holder");
     store.close().await;
 }
@@ -135,14 +176,20 @@ async fn constraint_violations_map_to_internal_and_idempotency_race() {
         .await
         .expect_err("CHECK (stock >= 0) refuses");
     assert!(
-        matches!(classify(negative), AttemptError::Fail(DeductError::Internal { .. })),
+        matches!(
+            classify(negative),
+            AttemptError::Fail(DeductError::Internal { .. })
+        ),
         "a CHECK violation is a broken guard"
     );
 
     let insert_keyed = "INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
                         VALUES ('c', -1, 2, 'deduct', 'k1')";
     sqlx::query(insert_keyed).execute(pool).await.expect("first key");
-    let duplicate = sqlx::query(insert_keyed).execute(pool).await.expect_err("UNIQUE key");
+    let duplicate = sqlx::query(insert_keyed)
+        .execute(pool)
+        .await
+        .expect_err("UNIQUE key");
     assert!(matches!(
         classify(duplicate),
         AttemptError::Retry(RetryCause::IdempotencyRace)
@@ -154,7 +201,10 @@ async fn constraint_violations_map_to_internal_and_idempotency_race() {
     .execute(pool)
     .await
     .expect_err("foreign keys are enforced");
-    assert!(matches!(classify(orphan), AttemptError::Fail(DeductError::Internal { .. })));
+    assert!(matches!(
+        classify(orphan),
+        AttemptError::Fail(DeductError::Internal { .. })
+    ));
     store.close().await;
 }
 
@@ -169,7 +219,9 @@ async fn coalesced_batches_map_ledger_ids_to_their_requests() {
         let store = store.clone();
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
-            store.deduct(DeductRequest::new(s, qty(units), Strategy::Coalesced)).await
+            store
+                .deduct(DeductRequest::new(s, qty(units), Strategy::Coalesced))
+                .await
         }));
     }
     let mut receipts = Vec::new();
@@ -182,13 +234,19 @@ async fn coalesced_batches_map_ledger_ids_to_their_requests() {
         .expect("ledger");
     assert_eq!(ledger.len(), 40);
     for receipt in &receipts {
-        let row = ledger.iter().find(|e| e.id == receipt.ledger_id).expect("receipt's row exists");
+        let row = ledger
+            .iter()
+            .find(|e| e.id == receipt.ledger_id)
+            .expect("receipt's row exists");
         assert_eq!(
             (row.delta, row.stock_after),
             (-receipt.quantity.get(), receipt.remaining),
             "the receipt names its own ledger row"
         );
     }
-    assert_eq!(store.stock(&s).await.unwrap().stock, 1_000 - (1..=40).sum::<i64>());
+    assert_eq!(
+        store.stock(&s).await.unwrap().stock,
+        1_000 - (1..=40).sum::<i64>()
+    );
     store.close().await;
 }
