@@ -148,7 +148,7 @@ impl<'a> BackendView<'a> {
     fn calm_point(&self) -> Option<(LevelSpec, usize)> {
         self.levels
             .iter()
-            .filter(|(l, _)| matches!(l.skew, crate::workload::Skew::Uniform))
+            .filter(|(l, _)| l.sku_count > 1 && matches!(l.skew, crate::workload::Skew::Uniform))
             .max_by_key(|(l, r)| (l.sku_count, *r))
             .copied()
     }
