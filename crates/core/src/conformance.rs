@@ -514,12 +514,8 @@ pub async fn cancelled_callers<S: InventoryStore>(store: Arc<S>, strategy: Strat
     let mut tasks = Vec::new();
     for caller in 0..CALLERS {
         let store = Arc::clone(&store);
-        let request = DeductRequest::new(
-            s.clone(),
-            qty([1, 2, 3][caller % 3]),
-            strategy,
-        )
-        .with_idempotency_key(key(&format!("cancel-{}-{caller}", strategy.as_str())));
+        let request = DeductRequest::new(s.clone(), qty([1, 2, 3][caller % 3]), strategy)
+            .with_idempotency_key(key(&format!("cancel-{}-{caller}", strategy.as_str())));
         // Deadlines from "before the batch is taken" to "after it committed".
         let patience = Duration::from_micros(rng.random_range(0..3_000));
         tasks.push(tokio::spawn(async move {
@@ -557,6 +553,42 @@ pub async fn cancelled_callers<S: InventoryStore>(store: Arc<S>, strategy: Strat
     let report = store.audit().await.unwrap();
     assert!(report.is_clean(), "{report:?}");
     eprintln!("conformance cancelled_callers: strategy={strategy} callers={CALLERS} gave_up_once={gave_up}");
+}
+
+/// With a per-SKU queue depth limit of a few requests, 200 simultaneous `Coalesced` callers
+/// must see some refusals with `Unavailable` ("coalescing queue full"): backpressure, not
+/// unbounded queueing. Refused requests change nothing; everything accepted reconciles.
+/// `store` must be configured with a small `max_queue_depth` (say 4).
+pub async fn coalesced_queue_depth_limit<S: InventoryStore>(store: Arc<S>) {
+    let s = sku("backpressure");
+    store.create_sku(&s, 10_000).await.expect("create");
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let request = DeductRequest::new(s.clone(), qty(1), Strategy::Coalesced);
+            tokio::spawn(async move { store.deduct(request).await })
+        })
+        .collect();
+    let (mut accepted, mut shed) = (0i64, 0);
+    for task in tasks {
+        match task.await.expect("join") {
+            Ok(_) => accepted += 1,
+            Err(DeductError::Unavailable { reason, .. }) => {
+                assert_eq!(reason, "coalescing queue full");
+                shed += 1;
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(shed > 0, "200 simultaneous callers must overflow a small queue");
+    assert_eq!(store.stock(&s).await.expect("stock").stock, 10_000 - accepted);
+    assert_eq!(
+        full_ledger(&*store, &s).await.len(),
+        usize::try_from(accepted).expect("count")
+    );
+    let report = store.audit().await.expect("audit");
+    assert!(report.is_clean(), "{report:?}");
+    eprintln!("conformance coalesced_queue_depth_limit: accepted={accepted} shed={shed}");
 }
 
 #[derive(Debug, Clone)]

@@ -36,3 +36,50 @@ mod mariadb {
         ]
     );
 }
+
+/// Group commit across processes: two independent stores (two pools, two coalescers) on one
+/// database, as two api instances would be. Their batches serialise on the row lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mariadb_coalesced_two_instances_one_database() {
+    let Some(database) = TestDatabase::mysql().await else {
+        return;
+    };
+    let connect = || async {
+        let mut config = MySqlConfig::new(database.url());
+        config.acquire_timeout = Duration::from_secs(30);
+        config.lock_timeout = Duration::from_secs(10);
+        Arc::new(MySqlStore::connect(config).await.expect("connect"))
+    };
+    let first = connect().await;
+    first.migrate().await.expect("migrate");
+    let second = connect().await;
+    stockguard_core::conformance::concurrent_invariants_across(
+        vec![first, second],
+        stockguard_core::Strategy::Coalesced,
+        1,
+        400,
+    )
+    .await;
+}
+
+/// A full per-SKU queue refuses at once with `Unavailable` (backpressure).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mariadb_coalesced_queue_depth_limit() {
+    let Some(database) = TestDatabase::mysql().await else {
+        return;
+    };
+    let mut config = MySqlConfig::new(database.url());
+    config.coalescer.max_queue_depth = 4;
+    config.coalescer.max_batch_size = 2;
+    let store = Arc::new(MySqlStore::connect(config).await.expect("connect"));
+    store.migrate().await.expect("migrate");
+    stockguard_core::conformance::coalesced_queue_depth_limit(Arc::clone(&store)).await;
+    assert!(
+        store
+            .coalescer()
+            .stats()
+            .rejected_queue_full
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+}

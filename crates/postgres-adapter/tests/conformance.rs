@@ -60,11 +60,9 @@ async fn postgres_coalesced_two_instances_one_database() {
     .await;
 }
 
-/// A full per-SKU queue refuses at once with `Unavailable` (backpressure) and changes nothing;
-/// everything accepted still reconciles.
+/// A full per-SKU queue refuses at once with `Unavailable` (backpressure).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_coalesced_queue_depth_limit() {
-    use stockguard_core::{DeductError, DeductRequest, InventoryStore, Quantity, SkuId, Strategy};
     let Some(database) = TestDatabase::postgres().await else {
         return;
     };
@@ -73,43 +71,13 @@ async fn postgres_coalesced_queue_depth_limit() {
     config.coalescer.max_batch_size = 2;
     let store = Arc::new(PgStore::connect(config).await.expect("connect"));
     store.migrate().await.expect("migrate");
-    let sku = SkuId::parse("bp").unwrap();
-    store.create_sku(&sku, 10_000).await.unwrap();
-    let tasks: Vec<_> = (0..200)
-        .map(|_| {
-            let store = Arc::clone(&store);
-            let sku = sku.clone();
-            tokio::spawn(async move {
-                store
-                    .deduct(DeductRequest::new(
-                        sku,
-                        Quantity::new(1).unwrap(),
-                        Strategy::Coalesced,
-                    ))
-                    .await
-            })
-        })
-        .collect();
-    let (mut accepted, mut shed) = (0i64, 0);
-    for task in tasks {
-        match task.await.unwrap() {
-            Ok(_) => accepted += 1,
-            Err(DeductError::Unavailable { reason, .. }) => {
-                assert_eq!(reason, "coalescing queue full");
-                shed += 1;
-            }
-            Err(other) => panic!("unexpected {other:?}"),
-        }
-    }
-    assert!(shed > 0, "200 simultaneous callers must overflow a queue of 4");
-    assert_eq!(store.stock(&sku).await.unwrap().stock, 10_000 - accepted);
-    assert!(store.audit().await.unwrap().is_clean());
+    stockguard_core::conformance::coalesced_queue_depth_limit(Arc::clone(&store)).await;
     assert!(
         store
             .coalescer()
             .stats()
             .rejected_queue_full
             .load(std::sync::atomic::Ordering::Relaxed)
-            >= shed
+            > 0
     );
 }
