@@ -9,7 +9,9 @@ pub mod model;
 mod retry;
 mod store;
 
-pub use coalesce::{BatchExecutor, BatchItem, BatchPlan, Coalescer, CoalescerConfig, NewLedgerRow};
+pub use coalesce::{
+    BatchExecutor, BatchItem, BatchPlan, Coalescer, CoalescerConfig, NewLedgerRow, single_item_outcome,
+};
 pub use domain::*;
 pub use error::{AttemptError, DeductError, InvalidInput, RetryCause};
 pub use retry::RetryPolicy;

@@ -21,7 +21,7 @@ use stockguard_core::{
     AttemptError, BatchExecutor, BatchItem, BatchPlan, Capabilities, Coalescer, CoalescerConfig, DeductError,
     DeductRequest, IdempotencyKey, InvalidInput, InventoryStore, LedgerEntry, LedgerPage, LedgerReason,
     PoolStatus, Quantity, Receipt, RestockReceipt, RetryCause, RetryPolicy, STOCK_MAX, SkuId, SkuSnapshot,
-    StockLevel, Strategy, model::replay,
+    StockLevel, Strategy, model::replay, single_item_outcome,
 };
 
 pub use error::classify;
@@ -336,17 +336,8 @@ impl BatchExecutor for PgShared {
         // A batch of one is an uncontended SKU: the single guarded statement gives the same
         // result in one round trip instead of four, which keeps coalescing cheap at low conflict.
         if let [item] = items {
-            let request = DeductRequest {
-                sku: sku.clone(),
-                quantity: item.quantity,
-                idempotency_key: item.idempotency_key.clone(),
-                strategy: Strategy::Guarded,
-            };
-            return match self.guarded_attempt(&request).await {
-                Ok(receipt) => Ok(vec![Ok(receipt)]),
-                Err(AttemptError::Fail(error)) => Ok(vec![Err(error)]),
-                Err(retry) => Err(retry),
-            };
+            let request = item.to_request(sku, Strategy::Guarded);
+            return single_item_outcome(self.guarded_attempt(&request).await);
         }
         let mut tx = self.pool.begin().await.map_err(classify)?;
         let lock_started = Instant::now();

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, oneshot};
 
-pub use plan::{BatchItem, BatchPlan, NewLedgerRow};
+pub use plan::{BatchItem, BatchPlan, NewLedgerRow, single_item_outcome};
 use queue::{HandoffQueues, Pushed};
 
 use crate::domain::{DeductRequest, Receipt, SkuId};

@@ -16,6 +16,31 @@ pub struct BatchItem {
     pub idempotency_key: Option<IdempotencyKey>,
 }
 
+impl BatchItem {
+    /// The item as a stand-alone request, for an executor that runs a batch of one through a
+    /// single-request path.
+    pub fn to_request(&self, sku: &SkuId, strategy: crate::Strategy) -> crate::DeductRequest {
+        crate::DeductRequest {
+            sku: sku.clone(),
+            quantity: self.quantity,
+            idempotency_key: self.idempotency_key.clone(),
+            strategy,
+        }
+    }
+}
+
+/// The batch answer for a batch of one that ran as a single request: that request's failure
+/// is its own answer, while a retryable outcome retries the (one-item) batch.
+pub fn single_item_outcome(
+    result: Result<Receipt, crate::AttemptError>,
+) -> Result<Vec<Result<Receipt, DeductError>>, crate::AttemptError> {
+    match result {
+        Ok(receipt) => Ok(vec![Ok(receipt)]),
+        Err(crate::AttemptError::Fail(error)) => Ok(vec![Err(error)]),
+        Err(retry) => Err(retry),
+    }
+}
+
 /// A ledger row the batch will insert.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewLedgerRow {
