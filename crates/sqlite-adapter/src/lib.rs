@@ -29,7 +29,7 @@ use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Connection, Row};
+use sqlx::{Connection, Row, Transaction};
 use stockguard_core::{
     AttemptError, BatchExecutor, BatchItem, BatchPlan, Capabilities, Coalescer, CoalescerConfig, DeductError,
     DeductRequest, IdempotencyKey, InvalidInput, InventoryStore, LedgerEntry, LedgerPage, LedgerReason,
@@ -311,6 +311,27 @@ async fn deduct_under_write_lock(
     insert_deduct_row(conn, request, stock_after, lock_wait_us).await
 }
 
+/// Ends a write transaction: commits on success, and on failure rolls back *before*
+/// returning. Dropping a sqlx transaction only queues its ROLLBACK, and until that runs the
+/// database's write lock is still held, so the caller's very next request could find the
+/// database busy (and a `NoWait` request would fail with `LockTimeout` for no reason).
+async fn settle<T>(tx: Transaction<'_, Sqlite>, outcome: Result<T, AttemptError>) -> Result<T, AttemptError> {
+    match outcome {
+        Ok(value) => {
+            tx.commit().await.map_err(classify)?;
+            Ok(value)
+        }
+        Err(error) => {
+            if let Err(rollback) = tx.rollback().await {
+                // The connection is unusable; sqlx closes it. The request's own error is
+                // the one to report, and nothing was committed.
+                tracing::warn!(error = %rollback, "rolling back a failed write transaction");
+            }
+            Err(error)
+        }
+    }
+}
+
 impl SqliteShared {
     async fn acquire(&self) -> Result<PoolConnection<Sqlite>, AttemptError> {
         self.pool.acquire().await.map_err(classify)
@@ -322,9 +343,8 @@ impl SqliteShared {
         // Waits in SQLite's busy handler for at most `busy_timeout`, then SQLITE_BUSY.
         let mut tx = conn.begin_with(BEGIN_WRITE).await.map_err(classify)?;
         let lock_wait_us = micros(lock_started.elapsed());
-        let receipt = deduct_under_write_lock(&mut tx, request, lock_wait_us).await?;
-        tx.commit().await.map_err(classify)?;
-        Ok(receipt)
+        let outcome = deduct_under_write_lock(&mut tx, request, lock_wait_us).await;
+        settle(tx, outcome).await
     }
 
     /// `NoWait`: SQLite has no per-statement NOWAIT, so the connection's busy handler is
@@ -351,9 +371,8 @@ impl SqliteShared {
                     .await
                     .map_err(classify)?;
                 guard.restored = true;
-                let receipt = deduct_under_write_lock(&mut tx, request, lock_wait_us).await?;
-                tx.commit().await.map_err(classify)?;
-                return Ok(receipt);
+                let outcome = deduct_under_write_lock(&mut tx, request, lock_wait_us).await;
+                return settle(tx, outcome).await;
             }
             Err(busy) => busy,
         };
@@ -389,22 +408,8 @@ impl SqliteShared {
         let lock_started = Instant::now();
         let mut tx = conn.begin_with(BEGIN_WRITE).await.map_err(classify)?;
         let lock_wait_us = micros(lock_started.elapsed());
-        let swapped = sqlx::query(
-            "UPDATE inventory SET stock = ?2, version = version + 1 WHERE sku = ?1 AND version = ?3",
-        )
-        .bind(request.sku.as_str())
-        .bind(stock_after)
-        .bind(version)
-        .execute(&mut *tx)
-        .await
-        .map_err(classify)?;
-        if swapped.rows_affected() == 0 {
-            // Dropping the transaction rolls it back (nothing was written).
-            return Err(AttemptError::Retry(RetryCause::VersionMismatch));
-        }
-        let receipt = insert_deduct_row(&mut tx, request, stock_after, lock_wait_us).await?;
-        tx.commit().await.map_err(classify)?;
-        Ok(receipt)
+        let outcome = compare_and_set(&mut tx, request, stock_after, version, lock_wait_us).await;
+        settle(tx, outcome).await
     }
 
     async fn guarded_attempt(&self, request: &DeductRequest) -> Result<Receipt, AttemptError> {
@@ -412,32 +417,8 @@ impl SqliteShared {
         let lock_started = Instant::now();
         let mut tx = conn.begin_with(BEGIN_WRITE).await.map_err(classify)?;
         let lock_wait_us = micros(lock_started.elapsed());
-        if let Some(receipt) = replay_if_used(&mut tx, request).await? {
-            return Ok(receipt);
-        }
-        // The database decides: the row changes only if it still holds enough.
-        let stock_after: Option<i64> = sqlx::query_scalar(
-            "UPDATE inventory SET stock = stock - ?2, version = version + 1 \
-             WHERE sku = ?1 AND stock >= ?2 RETURNING stock",
-        )
-        .bind(request.sku.as_str())
-        .bind(request.quantity.get())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(classify)?;
-        let Some(stock_after) = stock_after else {
-            // Still inside the write transaction, so this read explains exactly the miss.
-            let stock = read_stock(&mut tx, &request.sku).await?;
-            check_fits(request, stock)?;
-            return Err(DeductError::Internal {
-                context: "guarded update matched no row although the stock suffices",
-                source: None,
-            }
-            .into());
-        };
-        let receipt = insert_deduct_row(&mut tx, request, stock_after, lock_wait_us).await?;
-        tx.commit().await.map_err(classify)?;
-        Ok(receipt)
+        let outcome = guarded_write(&mut tx, request, lock_wait_us).await;
+        settle(tx, outcome).await
     }
 }
 
@@ -508,26 +489,8 @@ impl BatchExecutor for SqliteShared {
         let lock_started = Instant::now();
         let mut tx = conn.begin_with(BEGIN_WRITE).await.map_err(classify)?;
         let lock_wait_us = micros(lock_started.elapsed());
-        let stock = read_stock(&mut tx, sku).await?;
-        let keys: Vec<&str> = items
-            .iter()
-            .filter_map(|i| i.idempotency_key.as_ref().map(IdempotencyKey::as_str))
-            .collect();
-        let prior = prior_rows(&mut tx, &keys).await?;
-        let plan = BatchPlan::new(sku, stock, items, &prior);
-        // An unknown SKU, or a batch of refusals and replays, plans no rows: nothing is written.
-        let ledger_ids = if plan.new_rows.is_empty() {
-            Vec::new()
-        } else {
-            sqlx::query("UPDATE inventory SET stock = ?2, version = version + 1 WHERE sku = ?1")
-                .bind(sku.as_str())
-                .bind(plan.stock_after)
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-            insert_batch_rows(&mut tx, sku, &plan.new_rows).await?
-        };
-        tx.commit().await.map_err(classify)?;
+        let outcome = apply_batch(&mut tx, sku, items).await;
+        let (plan, ledger_ids) = settle(tx, outcome).await?;
         Ok(plan.into_results(sku, items, &ledger_ids, lock_wait_us))
     }
 }
@@ -536,44 +499,137 @@ impl SqliteStore {
     async fn restock_attempt(&self, sku: &SkuId, quantity: Quantity) -> Result<RestockReceipt, AttemptError> {
         let mut conn = self.shared().acquire().await?;
         let mut tx = conn.begin_with(BEGIN_WRITE).await.map_err(classify)?;
-        let stock_after: Option<i64> = sqlx::query_scalar(
-            "UPDATE inventory SET stock = stock + ?2, version = version + 1 \
-             WHERE sku = ?1 AND stock <= ?3 - ?2 RETURNING stock",
-        )
-        .bind(sku.as_str())
-        .bind(quantity.get())
-        .bind(STOCK_MAX)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(classify)?;
-        let Some(stock_after) = stock_after else {
-            return match read_stock(&mut tx, sku).await? {
-                None => Err(DeductError::NotFound.into()),
-                Some(stock) => Err(InvalidInput::StockOutOfRange {
-                    given: stock + quantity.get(),
-                    max: STOCK_MAX,
-                }
-                .into()),
-            };
-        };
-        let ledger_id: i64 = sqlx::query_scalar(
-            "INSERT INTO inventory_ledger (sku, delta, stock_after, reason) \
-             VALUES (?1, ?2, ?3, 'restock') RETURNING id",
-        )
-        .bind(sku.as_str())
-        .bind(quantity.get())
-        .bind(stock_after)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(classify)?;
-        tx.commit().await.map_err(classify)?;
-        Ok(RestockReceipt {
-            sku: sku.clone(),
-            quantity,
-            stock_after,
-            ledger_id,
-        })
+        let outcome = restock_write(&mut tx, sku, quantity).await;
+        settle(tx, outcome).await
     }
+}
+
+/// The optimistic write, inside a transaction that holds the write lock: the
+/// compare-and-set on the version read earlier, then the ledger row.
+async fn compare_and_set(
+    conn: &mut SqliteConnection,
+    request: &DeductRequest,
+    stock_after: i64,
+    version: i64,
+    lock_wait_us: u64,
+) -> Result<Receipt, AttemptError> {
+    let swapped =
+        sqlx::query("UPDATE inventory SET stock = ?2, version = version + 1 WHERE sku = ?1 AND version = ?3")
+            .bind(request.sku.as_str())
+            .bind(stock_after)
+            .bind(version)
+            .execute(&mut *conn)
+            .await
+            .map_err(classify)?;
+    if swapped.rows_affected() == 0 {
+        return Err(AttemptError::Retry(RetryCause::VersionMismatch));
+    }
+    insert_deduct_row(conn, request, stock_after, lock_wait_us).await
+}
+
+/// The guarded write, inside a transaction that holds the write lock.
+async fn guarded_write(
+    conn: &mut SqliteConnection,
+    request: &DeductRequest,
+    lock_wait_us: u64,
+) -> Result<Receipt, AttemptError> {
+    if let Some(receipt) = replay_if_used(conn, request).await? {
+        return Ok(receipt);
+    }
+    // The database decides: the row changes only if it still holds enough.
+    let stock_after: Option<i64> = sqlx::query_scalar(
+        "UPDATE inventory SET stock = stock - ?2, version = version + 1 \
+         WHERE sku = ?1 AND stock >= ?2 RETURNING stock",
+    )
+    .bind(request.sku.as_str())
+    .bind(request.quantity.get())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(classify)?;
+    let Some(stock_after) = stock_after else {
+        // Still inside the write transaction, so this read explains exactly the miss.
+        let stock = read_stock(conn, &request.sku).await?;
+        check_fits(request, stock)?;
+        return Err(DeductError::Internal {
+            context: "guarded update matched no row although the stock suffices",
+            source: None,
+        }
+        .into());
+    };
+    insert_deduct_row(conn, request, stock_after, lock_wait_us).await
+}
+
+/// Plans and writes one coalesced batch inside a transaction that holds the write lock.
+/// Returns the plan and the ids of its new ledger rows, in `plan.new_rows` order.
+async fn apply_batch(
+    conn: &mut SqliteConnection,
+    sku: &SkuId,
+    items: &[BatchItem],
+) -> Result<(BatchPlan, Vec<i64>), AttemptError> {
+    let stock = read_stock(conn, sku).await?;
+    let keys: Vec<&str> = items
+        .iter()
+        .filter_map(|i| i.idempotency_key.as_ref().map(IdempotencyKey::as_str))
+        .collect();
+    let prior = prior_rows(conn, &keys).await?;
+    let plan = BatchPlan::new(sku, stock, items, &prior);
+    // An unknown SKU, or a batch of refusals and replays, plans no rows: nothing is written.
+    let ledger_ids = if plan.new_rows.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query("UPDATE inventory SET stock = ?2, version = version + 1 WHERE sku = ?1")
+            .bind(sku.as_str())
+            .bind(plan.stock_after)
+            .execute(&mut *conn)
+            .await
+            .map_err(classify)?;
+        insert_batch_rows(conn, sku, &plan.new_rows).await?
+    };
+    Ok((plan, ledger_ids))
+}
+
+/// The restock write, inside a transaction that holds the write lock.
+async fn restock_write(
+    conn: &mut SqliteConnection,
+    sku: &SkuId,
+    quantity: Quantity,
+) -> Result<RestockReceipt, AttemptError> {
+    let stock_after: Option<i64> = sqlx::query_scalar(
+        "UPDATE inventory SET stock = stock + ?2, version = version + 1 \
+         WHERE sku = ?1 AND stock <= ?3 - ?2 RETURNING stock",
+    )
+    .bind(sku.as_str())
+    .bind(quantity.get())
+    .bind(STOCK_MAX)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(classify)?;
+    let Some(stock_after) = stock_after else {
+        return match read_stock(conn, sku).await? {
+            None => Err(DeductError::NotFound.into()),
+            Some(stock) => Err(InvalidInput::StockOutOfRange {
+                given: stock + quantity.get(),
+                max: STOCK_MAX,
+            }
+            .into()),
+        };
+    };
+    let ledger_id: i64 = sqlx::query_scalar(
+        "INSERT INTO inventory_ledger (sku, delta, stock_after, reason) \
+             VALUES (?1, ?2, ?3, 'restock') RETURNING id",
+    )
+    .bind(sku.as_str())
+    .bind(quantity.get())
+    .bind(stock_after)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(classify)?;
+    Ok(RestockReceipt {
+        sku: sku.clone(),
+        quantity,
+        stock_after,
+        ledger_id,
+    })
 }
 
 impl InventoryStore for SqliteStore {

@@ -37,3 +37,47 @@ mod sqlite {
         ]
     );
 }
+
+fn test_config(file: &TestSqliteFile) -> SqliteConfig {
+    let mut config = SqliteConfig::new(file.path());
+    config.acquire_timeout = Duration::from_secs(30);
+    config.busy_timeout = Duration::from_secs(10);
+    config
+}
+
+/// Group commit across processes: two independent stores (two pools, two coalescers) on one
+/// file, as two api instances would be. Their batches serialise on SQLite's write lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_coalesced_two_instances_one_file() {
+    let file = TestSqliteFile::new();
+    let first = Arc::new(SqliteStore::connect(test_config(&file)).await.expect("connect"));
+    first.migrate().await.expect("migrate");
+    let second = Arc::new(SqliteStore::connect(test_config(&file)).await.expect("connect"));
+    stockguard_core::conformance::concurrent_invariants_across(
+        vec![first, second],
+        stockguard_core::Strategy::Coalesced,
+        1,
+        400,
+    )
+    .await;
+}
+
+/// A full per-SKU queue refuses at once with `Unavailable` (backpressure).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_coalesced_queue_depth_limit() {
+    let file = TestSqliteFile::new();
+    let mut config = test_config(&file);
+    config.coalescer.max_queue_depth = 4;
+    config.coalescer.max_batch_size = 2;
+    let store = Arc::new(SqliteStore::connect(config).await.expect("connect"));
+    store.migrate().await.expect("migrate");
+    stockguard_core::conformance::coalesced_queue_depth_limit(Arc::clone(&store)).await;
+    assert!(
+        store
+            .coalescer()
+            .stats()
+            .rejected_queue_full
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+}
