@@ -147,7 +147,10 @@ impl DatabaseTarget {
             // sqlx speaks the MySQL protocol to MariaDB under the mysql:// scheme.
             return Ok(Self::MySql(format!("mysql://{rest}")));
         }
-        if let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        if let Some(rest) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
             let path = rest.split('?').next().unwrap_or(rest);
             if path.is_empty() || path == ":memory:" {
                 anyhow::bail!("sqlite needs a file path (an in-memory database would lose its data)");
@@ -155,7 +158,9 @@ impl DatabaseTarget {
             return Ok(Self::Sqlite(PathBuf::from(path)));
         }
         if let Some((scheme, _)) = url.split_once("://") {
-            anyhow::bail!("unsupported database scheme {scheme:?}: use postgres://, mysql://, mariadb:// or sqlite://");
+            anyhow::bail!(
+                "unsupported database scheme {scheme:?}: use postgres://, mysql://, mariadb:// or sqlite://"
+            );
         }
         Ok(Self::Sqlite(PathBuf::from(url)))
     }
@@ -280,10 +285,18 @@ impl Settings {
 
     fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.pool_size >= 1, "pool_size must be at least 1");
-        anyhow::ensure!(self.concurrency_limit >= 1, "concurrency_limit must be at least 1");
-        anyhow::ensure!(self.body_limit_bytes >= 64, "body_limit_bytes must be at least 64");
         anyhow::ensure!(
-            !self.request_timeout.is_zero() && !self.acquire_timeout.is_zero() && !self.lock_timeout.is_zero(),
+            self.concurrency_limit >= 1,
+            "concurrency_limit must be at least 1"
+        );
+        anyhow::ensure!(
+            self.body_limit_bytes >= 64,
+            "body_limit_bytes must be at least 64"
+        );
+        anyhow::ensure!(
+            !self.request_timeout.is_zero()
+                && !self.acquire_timeout.is_zero()
+                && !self.lock_timeout.is_zero(),
             "timeouts must be positive"
         );
         Ok(())
@@ -291,7 +304,8 @@ impl Settings {
 
     /// Settings for tests and the in-process benchmark: given database, port 0, defaults otherwise.
     pub fn for_database(database: DatabaseTarget) -> Self {
-        let mut settings = Self::merge(CliSettings::default(), FileConfig::default()).expect("defaults are valid");
+        let mut settings =
+            Self::merge(CliSettings::default(), FileConfig::default()).expect("defaults are valid");
         settings.database = database;
         settings.database_is_default = false;
         settings.bind = "127.0.0.1:0".parse().expect("literal address");
@@ -319,12 +333,18 @@ mod tests {
         assert_eq!(settings.concurrency_limit, 7);
         assert_eq!(settings.body_limit_bytes, DEFAULT_BODY_LIMIT_BYTES);
         assert!(settings.database_is_default);
-        assert_eq!(settings.database, DatabaseTarget::Sqlite(DEFAULT_SQLITE_PATH.into()));
+        assert_eq!(
+            settings.database,
+            DatabaseTarget::Sqlite(DEFAULT_SQLITE_PATH.into())
+        );
     }
 
     #[test]
     fn database_urls_are_classified_by_scheme() {
-        assert!(matches!(DatabaseTarget::parse("postgres://u@h/db").unwrap(), DatabaseTarget::Postgres(_)));
+        assert!(matches!(
+            DatabaseTarget::parse("postgres://u@h/db").unwrap(),
+            DatabaseTarget::Postgres(_)
+        ));
         assert_eq!(
             DatabaseTarget::parse("mariadb://root@h:3306/db").unwrap(),
             DatabaseTarget::MySql("mysql://root@h:3306/db".into())
@@ -333,11 +353,16 @@ mod tests {
             DatabaseTarget::parse("sqlite://data/x.db").unwrap(),
             DatabaseTarget::Sqlite("data/x.db".into())
         );
-        assert_eq!(DatabaseTarget::parse("x.db").unwrap(), DatabaseTarget::Sqlite("x.db".into()));
+        assert_eq!(
+            DatabaseTarget::parse("x.db").unwrap(),
+            DatabaseTarget::Sqlite("x.db".into())
+        );
         assert!(DatabaseTarget::parse("redis://h").is_err());
         assert!(DatabaseTarget::parse("sqlite::memory:").is_err());
         assert_eq!(
-            DatabaseTarget::parse("postgres://user:secret@h/db").unwrap().redacted(),
+            DatabaseTarget::parse("postgres://user:secret@h/db")
+                .unwrap()
+                .redacted(),
             "postgres://***@h/db"
         );
     }

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Path, Query, Request, State};
+use axum::extract::{
+    DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Path, Query, Request, State,
+};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -600,10 +602,15 @@ async fn ledger(
     let sku = sku_from_path(path)?;
     let Query(query) = query.map_err(|e| ApiError::invalid_input(format!("invalid query: {e}")))?;
     let limit = query.limit.unwrap_or(DEFAULT_LEDGER_PAGE_LIMIT);
-    let page = LedgerPage::after(query.after_id, limit).map_err(|e| ApiError::invalid_input(e.to_string()))?;
+    let page =
+        LedgerPage::after(query.after_id, limit).map_err(|e| ApiError::invalid_input(e.to_string()))?;
     let entries = state.store.ledger(&sku, page).await?;
     let full_page = u32::try_from(entries.len()).is_ok_and(|n| n == limit);
-    let next_after_id = if full_page { entries.last().map(|e| e.id) } else { None };
+    let next_after_id = if full_page {
+        entries.last().map(|e| e.id)
+    } else {
+        None
+    };
     Ok(Json(LedgerPageResponse {
         entries: entries.into_iter().map(LedgerRow::from).collect(),
         next_after_id,
@@ -666,7 +673,10 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<HealthResponse>, A
 async fn metrics_text(State(state): State<AppState>) -> Response {
     let text = state.metrics.render(&state.store);
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
         text,
     )
         .into_response()
@@ -681,7 +691,12 @@ async fn openapi_json() -> Response {
 }
 
 async fn route_not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "Not found", "no such route")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "route_not_found",
+        "Not found",
+        "no such route",
+    )
 }
 
 async fn method_not_allowed() -> ApiError {

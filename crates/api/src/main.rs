@@ -10,7 +10,11 @@ use stockguard_core::InventoryStore;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
-#[command(name = "stockguard", version, about = "Oversell-proof inventory deduction service")]
+#[command(
+    name = "stockguard",
+    version,
+    about = "Oversell-proof inventory deduction service"
+)]
 struct Cli {
     #[command(flatten)]
     settings: CliSettings,
@@ -40,7 +44,9 @@ enum Command {
 
 fn init_logging(json: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,tower_http=info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -135,7 +141,8 @@ async fn audit(settings: Settings) -> anyhow::Result<ExitCode> {
     let store = open_store(&settings).await?;
     let report = store.audit().await;
     store.close().await;
-    let report = report.map_err(|e| anyhow::anyhow!("audit failed: {}", stockguard_api::problem::error_chain(&e)))?;
+    let report =
+        report.map_err(|e| anyhow::anyhow!("audit failed: {}", stockguard_api::problem::error_chain(&e)))?;
     println!(
         "audit: {} SKUs, {} ledger rows, {} discrepancies",
         report.skus_checked,
@@ -154,5 +161,9 @@ async fn audit(settings: Settings) -> anyhow::Result<ExitCode> {
             if d.negative_stock { ", NEGATIVE STOCK" } else { "" }
         );
     }
-    Ok(if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

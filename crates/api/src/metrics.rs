@@ -145,7 +145,9 @@ impl Metrics {
 
         out.push_str("# HELP stockguard_http_request_duration_seconds HTTP request latency by method, route template and status.\n");
         out.push_str("# TYPE stockguard_http_request_duration_seconds histogram\n");
-        for ((method, route, status), histogram) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for ((method, route, status), histogram) in
+            self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter()
+        {
             histogram.render(
                 &mut out,
                 "stockguard_http_request_duration_seconds",
@@ -155,10 +157,18 @@ impl Metrics {
 
         out.push_str("# HELP stockguard_http_shed_total Requests refused with 503 because the concurrency limit was reached.\n");
         out.push_str("# TYPE stockguard_http_shed_total counter\n");
-        let _ = writeln!(out, "stockguard_http_shed_total {}", self.shed.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "stockguard_http_shed_total {}",
+            self.shed.load(Ordering::Relaxed)
+        );
         out.push_str("# HELP stockguard_http_timeouts_total Requests answered with 503 because they passed the request timeout.\n");
         out.push_str("# TYPE stockguard_http_timeouts_total counter\n");
-        let _ = writeln!(out, "stockguard_http_timeouts_total {}", self.timed_out.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "stockguard_http_timeouts_total {}",
+            self.timed_out.load(Ordering::Relaxed)
+        );
 
         let (stats, queue_depth) = store.coalescer_stats();
         out.push_str("# HELP stockguard_coalescer_batch_size Requests per group-commit batch.\n");
@@ -171,14 +181,19 @@ impl Metrics {
             );
         }
         let batches = stats.batches.load(Ordering::Relaxed);
-        let _ = writeln!(out, "stockguard_coalescer_batch_size_bucket{{le=\"+Inf\"}} {batches}");
+        let _ = writeln!(
+            out,
+            "stockguard_coalescer_batch_size_bucket{{le=\"+Inf\"}} {batches}"
+        );
         let _ = writeln!(
             out,
             "stockguard_coalescer_batch_size_sum {}",
             stats.batched_requests.load(Ordering::Relaxed)
         );
         let _ = writeln!(out, "stockguard_coalescer_batch_size_count {batches}");
-        out.push_str("# HELP stockguard_coalescer_queue_depth Deductions queued for group commit right now.\n");
+        out.push_str(
+            "# HELP stockguard_coalescer_queue_depth Deductions queued for group commit right now.\n",
+        );
         out.push_str("# TYPE stockguard_coalescer_queue_depth gauge\n");
         let _ = writeln!(out, "stockguard_coalescer_queue_depth {queue_depth}");
         out.push_str("# HELP stockguard_coalescer_rejected_total Deductions refused because their SKU's queue was full.\n");

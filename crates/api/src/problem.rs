@@ -69,7 +69,12 @@ impl ApiError {
 
     /// 422 for input that was refused before anything changed.
     pub fn invalid_input(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", "Invalid input", detail)
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+            "Invalid input",
+            detail,
+        )
     }
 
     /// 401 for a missing or wrong bearer token.
@@ -136,7 +141,12 @@ impl From<DeductError> for ApiError {
                 problem.body.requested = Some(requested);
                 problem
             }
-            DeductError::NotFound => Self::new(StatusCode::NOT_FOUND, "not_found", "SKU not found", "no SKU has this id"),
+            DeductError::NotFound => Self::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "SKU not found",
+                "no SKU has this id",
+            ),
             DeductError::AlreadyExists => Self::new(
                 StatusCode::CONFLICT,
                 "already_exists",
@@ -148,7 +158,9 @@ impl From<DeductError> for ApiError {
                     StatusCode::CONFLICT,
                     "conflict",
                     "Conflict after retries",
-                    format!("gave up after {attempts} conflicting attempts; nothing was changed, safe to retry"),
+                    format!(
+                        "gave up after {attempts} conflicting attempts; nothing was changed, safe to retry"
+                    ),
                 );
                 problem.body.attempts = Some(attempts);
                 problem
@@ -210,7 +222,10 @@ impl IntoResponse for ApiError {
         let body = serde_json::to_vec(&self.body).unwrap_or_default();
         let mut response = (self.status, body).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
+        );
         if let Some(retry_after) = self.retry_after {
             // Retry-After takes whole seconds; round up so clients never retry early.
             let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);

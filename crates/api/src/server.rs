@@ -138,9 +138,13 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<AnyStore> {
         );
     }
     tracing::info!(database = %settings.database.redacted(), "connecting");
-    let store = AnyStore::connect(settings)
-        .await
-        .map_err(|e| anyhow::anyhow!("connecting to {}: {}", settings.database.redacted(), crate::problem::error_chain(&e)))?;
+    let store = AnyStore::connect(settings).await.map_err(|e| {
+        anyhow::anyhow!(
+            "connecting to {}: {}",
+            settings.database.redacted(),
+            crate::problem::error_chain(&e)
+        )
+    })?;
     store
         .migrate()
         .await

@@ -5,8 +5,8 @@
 
 use stockguard_core::coalesce::CoalescerStats;
 use stockguard_core::{
-    AuditReport, Capabilities, DeductError, DeductRequest, InventoryStore, LedgerEntry, LedgerPage, PoolStatus,
-    Quantity, Receipt, RestockReceipt, SkuId, SkuSnapshot, StockLevel,
+    AuditReport, Capabilities, DeductError, DeductRequest, InventoryStore, LedgerEntry, LedgerPage,
+    PoolStatus, Quantity, Receipt, RestockReceipt, SkuId, SkuSnapshot, StockLevel,
 };
 use stockguard_mysql::{MySqlConfig, MySqlStore};
 use stockguard_postgres::{PgConfig, PgStore};

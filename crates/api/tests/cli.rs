@@ -46,7 +46,12 @@ fn env_and_config_file_are_read_with_flags_winning() {
     let config = dir.path().with_file_name("stockguard.toml");
     std::fs::write(&config, "pool_size = 0\n").unwrap();
     // The file's invalid pool size is reported…
-    let output = stockguard().arg("--config").arg(&config).arg("migrate").output().unwrap();
+    let output = stockguard()
+        .arg("--config")
+        .arg(&config)
+        .arg("migrate")
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("pool_size"));
     // …unless the environment overrides it, and a flag beats the environment.
@@ -58,30 +63,58 @@ fn env_and_config_file_are_read_with_flags_winning() {
         .args(["--pool-size", "2", "--database-url", &db_url, "migrate"])
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     std::fs::write(&config, "unknown_key = 1\n").unwrap();
-    let output = stockguard().arg("--config").arg(&config).arg("migrate").output().unwrap();
+    let output = stockguard()
+        .arg("--config")
+        .arg(&config)
+        .arg("migrate")
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2), "unknown keys are refused");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn audit_exits_non_zero_on_a_discrepancy() {
-    let Some(db) = TestDb::create(Backend::Postgres).await else { return };
+    let Some(db) = TestDb::create(Backend::Postgres).await else {
+        return;
+    };
     let url = db.url();
-    let migrate = stockguard().args(["--database-url", &url, "migrate"]).output().unwrap();
-    assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
+    let migrate = stockguard()
+        .args(["--database-url", &url, "migrate"])
+        .output()
+        .unwrap();
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
     common::execute_sql(
         &db,
         "INSERT INTO inventory (sku, stock, initial_stock) VALUES ('ok-sku', 5, 5), ('tampered', 4, 5)",
     )
     .await;
-    let audit = stockguard().args(["--database-url", &url, "audit"]).output().unwrap();
+    let audit = stockguard()
+        .args(["--database-url", &url, "audit"])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&audit.stdout);
     assert_eq!(audit.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("1 discrepancies"), "{stdout}");
     assert!(stdout.contains("tampered"), "{stdout}");
     assert!(!stdout.contains("ok-sku"), "{stdout}");
     common::execute_sql(&db, "UPDATE inventory SET stock = 5 WHERE sku = 'tampered'").await;
-    let audit = stockguard().args(["--database-url", &url, "audit"]).output().unwrap();
-    assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stdout));
+    let audit = stockguard()
+        .args(["--database-url", &url, "audit"])
+        .output()
+        .unwrap();
+    assert!(
+        audit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&audit.stdout)
+    );
 }

@@ -34,16 +34,22 @@ per_backend!(
 );
 
 async fn documented_statuses(backend: Backend) {
-    let Some(h) = Harness::start(backend).await else { return };
+    let Some(h) = Harness::start(backend).await else {
+        return;
+    };
 
     // 201 + receipt.
-    let created = h.post_json("/v1/skus", json!({"sku": "tee-red", "initial_stock": 3})).await;
+    let created = h
+        .post_json("/v1/skus", json!({"sku": "tee-red", "initial_stock": 3}))
+        .await;
     assert_eq!(created.status(), 201);
     let created: serde_json::Value = created.json().await.unwrap();
     assert_eq!(created, json!({"sku": "tee-red", "stock": 3, "initial_stock": 3}));
 
     // 409 already exists.
-    let again = h.post_json("/v1/skus", json!({"sku": "tee-red", "initial_stock": 1})).await;
+    let again = h
+        .post_json("/v1/skus", json!({"sku": "tee-red", "initial_stock": 1}))
+        .await;
     expect_problem(again, 409, "already_exists").await;
 
     // 200 stock.
@@ -51,7 +57,9 @@ async fn documented_statuses(backend: Backend) {
     assert_eq!(stock["stock"], 3);
 
     // 200 deduct receipt.
-    let deducted = h.post_json("/v1/skus/tee-red/deduct", json!({"quantity": 2})).await;
+    let deducted = h
+        .post_json("/v1/skus/tee-red/deduct", json!({"quantity": 2}))
+        .await;
     assert_eq!(deducted.status(), 200);
     let receipt: serde_json::Value = deducted.json().await.unwrap();
     assert_eq!(receipt["remaining"], 1);
@@ -60,7 +68,9 @@ async fn documented_statuses(backend: Backend) {
     assert!(receipt["ledger_id"].as_i64().unwrap() > 0);
 
     // 409 insufficient stock with `available`, and nothing changed.
-    let oversell = h.post_json("/v1/skus/tee-red/deduct", json!({"quantity": 2})).await;
+    let oversell = h
+        .post_json("/v1/skus/tee-red/deduct", json!({"quantity": 2}))
+        .await;
     let problem = expect_problem(oversell, 409, "insufficient_stock").await;
     assert_eq!(problem["available"], 1);
     assert_eq!(problem["requested"], 2);
@@ -72,11 +82,17 @@ async fn documented_statuses(backend: Backend) {
         let sku = format!("s-{strategy}");
         h.create_sku(&sku, 1).await;
         let ok = h
-            .post_json(&format!("/v1/skus/{sku}/deduct"), json!({"quantity": 1, "strategy": strategy}))
+            .post_json(
+                &format!("/v1/skus/{sku}/deduct"),
+                json!({"quantity": 1, "strategy": strategy}),
+            )
             .await;
         assert_eq!(ok.status(), 200, "{strategy}: {}", ok.text().await.unwrap());
         let refused = h
-            .post_json(&format!("/v1/skus/{sku}/deduct"), json!({"quantity": 1, "strategy": strategy}))
+            .post_json(
+                &format!("/v1/skus/{sku}/deduct"),
+                json!({"quantity": 1, "strategy": strategy}),
+            )
             .await;
         let problem = expect_problem(refused, 409, "insufficient_stock").await;
         assert_eq!(problem["available"], 0, "{strategy}");
@@ -85,8 +101,18 @@ async fn documented_statuses(backend: Backend) {
     // 404 unknown SKU on every SKU route.
     expect_problem(h.get("/v1/skus/nope").await, 404, "not_found").await;
     expect_problem(h.get("/v1/skus/nope/ledger").await, 404, "not_found").await;
-    expect_problem(h.post_json("/v1/skus/nope/deduct", json!({"quantity": 1})).await, 404, "not_found").await;
-    expect_problem(h.post_json("/v1/skus/nope/restock", json!({"quantity": 1})).await, 404, "not_found").await;
+    expect_problem(
+        h.post_json("/v1/skus/nope/deduct", json!({"quantity": 1})).await,
+        404,
+        "not_found",
+    )
+    .await;
+    expect_problem(
+        h.post_json("/v1/skus/nope/restock", json!({"quantity": 1})).await,
+        404,
+        "not_found",
+    )
+    .await;
     // Unknown route and wrong method are problems too.
     expect_problem(h.get("/v1/nothing-here").await, 404, "route_not_found").await;
     let wrong_method = h.client.delete(h.url("/v1/skus/tee-red")).send().await.unwrap();
@@ -100,14 +126,23 @@ async fn documented_statuses(backend: Backend) {
         ("/v1/skus/tee-red/deduct", json!({"quantity": "one"})),
         ("/v1/skus/tee-red/deduct", json!({"quantity": 1.5})),
         ("/v1/skus/tee-red/deduct", json!({})),
-        ("/v1/skus/tee-red/deduct", json!({"quantity": 1, "strategy": "yolo"})),
-        ("/v1/skus/tee-red/deduct", json!({"quantity": 1, "surprise": true})),
+        (
+            "/v1/skus/tee-red/deduct",
+            json!({"quantity": 1, "strategy": "yolo"}),
+        ),
+        (
+            "/v1/skus/tee-red/deduct",
+            json!({"quantity": 1, "surprise": true}),
+        ),
         ("/v1/skus/tee-red/restock", json!({"quantity": 0})),
         ("/v1/skus", json!({"sku": "has space", "initial_stock": 1})),
         ("/v1/skus", json!({"sku": "", "initial_stock": 1})),
         ("/v1/skus", json!({"sku": "x".repeat(65), "initial_stock": 1})),
         ("/v1/skus", json!({"sku": "neg", "initial_stock": -1})),
-        ("/v1/skus", json!({"sku": "huge", "initial_stock": 1_000_000_000_000_001_i64})),
+        (
+            "/v1/skus",
+            json!({"sku": "huge", "initial_stock": 1_000_000_000_000_001_i64}),
+        ),
         ("/v1/skus", json!([1, 2, 3])),
     ] {
         let response = h.post_json(path, body.clone()).await;
@@ -124,15 +159,31 @@ async fn documented_statuses(backend: Backend) {
         .unwrap();
     expect_problem(malformed, 422, "invalid_input").await;
     expect_problem(
-        h.post_json("/v1/skus/bad%20sku/deduct", json!({"quantity": 1})).await,
+        h.post_json("/v1/skus/bad%20sku/deduct", json!({"quantity": 1}))
+            .await,
         422,
         "invalid_input",
     )
     .await;
     expect_problem(h.get("/v1/skus/bad%21").await, 422, "invalid_input").await;
-    expect_problem(h.get("/v1/skus/tee-red/ledger?limit=0").await, 422, "invalid_input").await;
-    expect_problem(h.get("/v1/skus/tee-red/ledger?limit=1001").await, 422, "invalid_input").await;
-    expect_problem(h.get("/v1/skus/tee-red/ledger?after_id=abc").await, 422, "invalid_input").await;
+    expect_problem(
+        h.get("/v1/skus/tee-red/ledger?limit=0").await,
+        422,
+        "invalid_input",
+    )
+    .await;
+    expect_problem(
+        h.get("/v1/skus/tee-red/ledger?limit=1001").await,
+        422,
+        "invalid_input",
+    )
+    .await;
+    expect_problem(
+        h.get("/v1/skus/tee-red/ledger?after_id=abc").await,
+        422,
+        "invalid_input",
+    )
+    .await;
     // A restock past the stock maximum is refused and changes nothing.
     h.create_sku("full", 1_000_000_000_000_000).await;
     expect_problem(
@@ -153,13 +204,20 @@ async fn documented_statuses(backend: Backend) {
     expect_problem(not_json, 415, "unsupported_media_type").await;
 
     // Restock: 200 receipt and a ledger row.
-    let restocked = h.post_json("/v1/skus/tee-red/restock", json!({"quantity": 5})).await;
+    let restocked = h
+        .post_json("/v1/skus/tee-red/restock", json!({"quantity": 5}))
+        .await;
     assert_eq!(restocked.status(), 200);
     let restocked: serde_json::Value = restocked.json().await.unwrap();
     assert_eq!(restocked["stock_after"], 6);
 
     // Ledger pagination: two rows (deduct 2, restock 5), one per page.
-    let first: serde_json::Value = h.get("/v1/skus/tee-red/ledger?limit=1").await.json().await.unwrap();
+    let first: serde_json::Value = h
+        .get("/v1/skus/tee-red/ledger?limit=1")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(first["entries"].as_array().unwrap().len(), 1);
     assert_eq!(first["entries"][0]["delta"], -2);
     assert_eq!(first["entries"][0]["reason"], "deduct");
@@ -191,7 +249,9 @@ async fn documented_statuses(backend: Backend) {
 }
 
 async fn idempotent_replay(backend: Backend) {
-    let Some(h) = Harness::start(backend).await else { return };
+    let Some(h) = Harness::start(backend).await else {
+        return;
+    };
     h.create_sku("mug", 10).await;
     let deduct = |key: &'static str, quantity: i64| {
         h.client
@@ -229,7 +289,12 @@ async fn idempotent_replay(backend: Backend) {
     assert_eq!(other_strategy["ledger_id"], first["ledger_id"]);
 
     // Same key, different body: 422 and nothing changes.
-    expect_problem(deduct("order-42", 4).await.unwrap(), 422, "idempotency_key_reused").await;
+    expect_problem(
+        deduct("order-42", 4).await.unwrap(),
+        422,
+        "idempotency_key_reused",
+    )
+    .await;
     let stock: serde_json::Value = h.get("/v1/skus/mug").await.json().await.unwrap();
     assert_eq!(stock["stock"], 7);
     let ledger: serde_json::Value = h.get("/v1/skus/mug/ledger").await.json().await.unwrap();
@@ -259,7 +324,13 @@ async fn auth_on_mutations(backend: Backend) {
     let missing = h.post_json("/v1/skus", body.clone()).await;
     assert_eq!(missing.headers()["www-authenticate"], "Bearer");
     expect_problem(missing, 401, "unauthorized").await;
-    for header in ["Bearer wrong", "Bearer s3cret-toke", "Bearer s3cret-token-x", "Basic s3cret-token", "s3cret-token"] {
+    for header in [
+        "Bearer wrong",
+        "Bearer s3cret-toke",
+        "Bearer s3cret-token-x",
+        "Basic s3cret-token",
+        "s3cret-token",
+    ] {
         let response = h
             .client
             .post(h.url("/v1/skus"))
@@ -271,7 +342,12 @@ async fn auth_on_mutations(backend: Backend) {
         expect_problem(response, 401, "unauthorized").await;
     }
     // Auth is checked before the body: a bad body without a token is still 401.
-    expect_problem(h.post_json("/v1/skus", json!({"nope": 1})).await, 401, "unauthorized").await;
+    expect_problem(
+        h.post_json("/v1/skus", json!({"nope": 1})).await,
+        401,
+        "unauthorized",
+    )
+    .await;
     let with_token = |path: &str, body: serde_json::Value| {
         h.client
             .post(h.url(path))
@@ -281,23 +357,31 @@ async fn auth_on_mutations(backend: Backend) {
     };
     assert_eq!(with_token("/v1/skus", body.clone()).await.unwrap().status(), 201);
     expect_problem(
-        h.post_json("/v1/skus/locked/deduct", json!({"quantity": 1})).await,
+        h.post_json("/v1/skus/locked/deduct", json!({"quantity": 1}))
+            .await,
         401,
         "unauthorized",
     )
     .await;
     expect_problem(
-        h.post_json("/v1/skus/locked/restock", json!({"quantity": 1})).await,
+        h.post_json("/v1/skus/locked/restock", json!({"quantity": 1}))
+            .await,
         401,
         "unauthorized",
     )
     .await;
     assert_eq!(
-        with_token("/v1/skus/locked/deduct", json!({"quantity": 1})).await.unwrap().status(),
+        with_token("/v1/skus/locked/deduct", json!({"quantity": 1}))
+            .await
+            .unwrap()
+            .status(),
         200
     );
     assert_eq!(
-        with_token("/v1/skus/locked/restock", json!({"quantity": 1})).await.unwrap().status(),
+        with_token("/v1/skus/locked/restock", json!({"quantity": 1}))
+            .await
+            .unwrap()
+            .status(),
         200
     );
     // Reads stay open.
@@ -305,7 +389,10 @@ async fn auth_on_mutations(backend: Backend) {
     assert_eq!(h.get("/v1/skus/locked/ledger").await.status(), 200);
     assert_eq!(h.get("/v1/audit").await.status(), 200);
     let stock: serde_json::Value = h.get("/v1/skus/locked").await.json().await.unwrap();
-    assert_eq!(stock["stock"], 5, "only the authorized deduct and restock applied");
+    assert_eq!(
+        stock["stock"], 5,
+        "only the authorized deduct and restock applied"
+    );
     h.shutdown().await;
 }
 
@@ -315,7 +402,9 @@ async fn concurrent_clients_never_oversell(backend: Backend) {
     const CLIENTS: usize = 64;
     const REQUESTS_PER_CLIENT: usize = 5;
     const INITIAL_STOCK: i64 = 150;
-    let Some(h) = Harness::start_with(backend, |s| s.pool_size = 8).await else { return };
+    let Some(h) = Harness::start_with(backend, |s| s.pool_size = 8).await else {
+        return;
+    };
     for strategy in ["pessimistic", "no_wait", "optimistic", "guarded", "coalesced"] {
         let sku = format!("hot-{strategy}");
         h.create_sku(&sku, INITIAL_STOCK).await;
@@ -327,7 +416,7 @@ async fn concurrent_clients_never_oversell(backend: Backend) {
                 for request in 0..REQUESTS_PER_CLIENT {
                     let response = http
                         .post(&url)
-                        .header("Idempotency-Key", format!("{client}-{request}"))
+                        .header("Idempotency-Key", format!("{strategy}-{client}-{request}"))
                         .json(&json!({"quantity": 1, "strategy": strategy}))
                         .send()
                         .await
@@ -359,7 +448,11 @@ async fn concurrent_clients_never_oversell(backend: Backend) {
             }
         }
         let stock: serde_json::Value = h.get(&format!("/v1/skus/{sku}")).await.json().await.unwrap();
-        assert_eq!(stock["stock"].as_i64().unwrap(), INITIAL_STOCK - successes, "{strategy}");
+        assert_eq!(
+            stock["stock"].as_i64().unwrap(),
+            INITIAL_STOCK - successes,
+            "{strategy}"
+        );
         assert!(successes <= INITIAL_STOCK, "{strategy}: oversold");
         if strategy != "no_wait" {
             // Blocking strategies serve every unit: 320 requests for 150 units.
@@ -377,7 +470,11 @@ async fn concurrent_clients_never_oversell(backend: Backend) {
             .iter()
             .filter(|e| e["reason"] == "deduct")
             .count();
-        assert_eq!(i64::try_from(deduct_rows).unwrap(), successes, "{strategy}: successes = ledger rows");
+        assert_eq!(
+            i64::try_from(deduct_rows).unwrap(),
+            successes,
+            "{strategy}: successes = ledger rows"
+        );
     }
     let audit: serde_json::Value = h.get("/v1/audit").await.json().await.unwrap();
     assert_eq!(audit["clean"], true, "{audit}");
@@ -385,7 +482,9 @@ async fn concurrent_clients_never_oversell(backend: Backend) {
 }
 
 async fn operations_endpoints(backend: Backend) {
-    let Some(h) = Harness::start(backend).await else { return };
+    let Some(h) = Harness::start(backend).await else {
+        return;
+    };
     let health: serde_json::Value = h.get("/healthz").await.json().await.unwrap();
     assert_eq!(health["status"], "ok");
     let ready = h.get("/readyz").await;
@@ -396,11 +495,16 @@ async fn operations_endpoints(backend: Backend) {
     h.create_sku("metered", 2).await;
     for strategy in ["guarded", "coalesced"] {
         let response = h
-            .post_json("/v1/skus/metered/deduct", json!({"quantity": 1, "strategy": strategy}))
+            .post_json(
+                "/v1/skus/metered/deduct",
+                json!({"quantity": 1, "strategy": strategy}),
+            )
             .await;
         assert_eq!(response.status(), 200);
     }
-    let _ = h.post_json("/v1/skus/metered/deduct", json!({"quantity": 1})).await;
+    let _ = h
+        .post_json("/v1/skus/metered/deduct", json!({"quantity": 1}))
+        .await;
     let metrics = h.get("/metrics").await;
     assert!(
         metrics.headers()["content-type"]
@@ -436,7 +540,9 @@ async fn operations_endpoints(backend: Backend) {
 }
 
 async fn body_limit(backend: Backend) {
-    let Some(h) = Harness::start_with(backend, |s| s.body_limit_bytes = 256).await else { return };
+    let Some(h) = Harness::start_with(backend, |s| s.body_limit_bytes = 256).await else {
+        return;
+    };
     h.create_sku("big", 1).await;
     let padding = "x".repeat(300);
     let oversized = h
@@ -445,4 +551,3 @@ async fn body_limit(backend: Backend) {
     expect_problem(oversized, 413, "payload_too_large").await;
     h.shutdown().await;
 }
-

@@ -36,7 +36,11 @@ per_backend!(
 );
 
 fn assert_retry_after(response: &reqwest::Response) {
-    let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(retry_after >= 1);
 }
 
@@ -48,7 +52,10 @@ async fn lock_timeout_is_503_with_retry_after(backend: Backend) {
     let holder = LockHolder::hold(&h.db, "busy").await;
     for strategy in ["pessimistic", "no_wait"] {
         let response = h
-            .post_json("/v1/skus/busy/deduct", json!({"quantity": 1, "strategy": strategy}))
+            .post_json(
+                "/v1/skus/busy/deduct",
+                json!({"quantity": 1, "strategy": strategy}),
+            )
             .await;
         assert_retry_after(&response);
         let body = expect_problem(response, 503, "lock_timeout").await;
@@ -89,7 +96,11 @@ async fn load_shedding_is_503(backend: Backend) {
     // Operations endpoints are outside the limit.
     assert_eq!(h.get("/healthz").await.status(), 200);
     holder.release().await;
-    assert_eq!(waiting.await.unwrap().status(), 200, "the in-flight request completes");
+    assert_eq!(
+        waiting.await.unwrap().status(),
+        200,
+        "the in-flight request completes"
+    );
     assert_eq!(h.get("/v1/skus/queue").await.status(), 200, "capacity is back");
     let metrics = h.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("stockguard_http_shed_total 1"), "{metrics}");
@@ -108,7 +119,10 @@ async fn request_timeout_is_503(backend: Backend) {
     h.create_sku("slow", 5).await;
     let holder = LockHolder::hold(&h.db, "slow").await;
     let response = h
-        .post_json("/v1/skus/slow/deduct", json!({"quantity": 1, "strategy": "pessimistic"}))
+        .post_json(
+            "/v1/skus/slow/deduct",
+            json!({"quantity": 1, "strategy": "pessimistic"}),
+        )
         .await;
     assert_retry_after(&response);
     expect_problem(response, 503, "request_timeout").await;
@@ -141,7 +155,9 @@ async fn pool_exhaustion_is_503(backend: Backend) {
         }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let starved = h.post_json("/v1/skus/scarce/restock", json!({"quantity": 1})).await;
+    let starved = h
+        .post_json("/v1/skus/scarce/restock", json!({"quantity": 1}))
+        .await;
     assert_retry_after(&starved);
     let body = expect_problem(starved, 503, "unavailable").await;
     assert!(body["detail"].as_str().unwrap().contains("pool"), "{body}");
@@ -151,11 +167,19 @@ async fn pool_exhaustion_is_503(backend: Backend) {
 }
 
 async fn internal_error_is_opaque_500(backend: Backend) {
-    let Some(h) = Harness::start(backend).await else { return };
+    let Some(h) = Harness::start(backend).await else {
+        return;
+    };
     h.create_sku("broken", 5).await;
     // A schema the code does not expect: an internal error, not the client's fault.
-    execute_sql(&h.db, "ALTER TABLE inventory_ledger RENAME TO inventory_ledger_moved").await;
-    let response = h.post_json("/v1/skus/broken/deduct", json!({"quantity": 1})).await;
+    execute_sql(
+        &h.db,
+        "ALTER TABLE inventory_ledger RENAME TO inventory_ledger_moved",
+    )
+    .await;
+    let response = h
+        .post_json("/v1/skus/broken/deduct", json!({"quantity": 1}))
+        .await;
     let body = expect_problem(response, 500, "internal").await;
     let text = body.to_string().to_lowercase();
     for leak in ["inventory_ledger", "relation", "table", "sql", "exist"] {
@@ -185,10 +209,16 @@ async fn graceful_shutdown_finishes_in_flight_requests(backend: Backend) {
     let common::Harness { server, db, base, .. } = h;
     let stopping = tokio::spawn(server.shutdown());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!stopping.is_finished(), "shutdown waits for the in-flight deduction");
+    assert!(
+        !stopping.is_finished(),
+        "shutdown waits for the in-flight deduction"
+    );
     // New connections are refused once shutdown began.
     let fresh = reqwest::Client::new();
-    assert!(fresh.get(format!("{base}/healthz")).send().await.is_err(), "no longer accepting");
+    assert!(
+        fresh.get(format!("{base}/healthz")).send().await.is_err(),
+        "no longer accepting"
+    );
     holder.release().await;
     let response = in_flight.await.unwrap();
     assert_eq!(response.status(), 200, "the in-flight deduction finished");
@@ -196,12 +226,10 @@ async fn graceful_shutdown_finishes_in_flight_requests(backend: Backend) {
     // The deduction is durable: a new server on the same database sees it.
     let settings = stockguard_api::Settings::for_database(db.target());
     let store = stockguard_api::open_store(&settings).await.unwrap();
-    let stock = stockguard_core::InventoryStore::stock(
-        &store,
-        &stockguard_core::SkuId::parse("last-call").unwrap(),
-    )
-    .await
-    .unwrap();
+    let stock =
+        stockguard_core::InventoryStore::stock(&store, &stockguard_core::SkuId::parse("last-call").unwrap())
+            .await
+            .unwrap();
     assert_eq!(stock.stock, 3);
     stockguard_core::InventoryStore::close(&store).await;
 }

@@ -91,7 +91,12 @@ impl Harness {
     }
 
     pub async fn post_json(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
-        self.client.post(self.url(path)).json(&body).send().await.expect("request")
+        self.client
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
@@ -100,9 +105,17 @@ impl Harness {
 
     pub async fn create_sku(&self, sku: &str, stock: i64) {
         let response = self
-            .post_json("/v1/skus", serde_json::json!({"sku": sku, "initial_stock": stock}))
+            .post_json(
+                "/v1/skus",
+                serde_json::json!({"sku": sku, "initial_stock": stock}),
+            )
             .await;
-        assert_eq!(response.status(), 201, "create {sku}: {}", response.text().await.unwrap());
+        assert_eq!(
+            response.status(),
+            201,
+            "create {sku}: {}",
+            response.text().await.unwrap()
+        );
     }
 
     pub async fn shutdown(self) {
@@ -120,11 +133,21 @@ pub async fn expect_problem(response: reqwest::Response, status: u16, kind: &str
         .unwrap_or_default();
     let text = response.text().await.expect("body");
     assert_eq!(got, status, "status (body: {text})");
-    assert_eq!(content_type, "application/problem+json", "content type (body: {text})");
+    assert_eq!(
+        content_type, "application/problem+json",
+        "content type (body: {text})"
+    );
     let body: serde_json::Value = serde_json::from_str(&text).expect("problem body is JSON");
-    assert_eq!(body["type"], format!("urn:stockguard:problem:{kind}"), "type (body: {text})");
+    assert_eq!(
+        body["type"],
+        format!("urn:stockguard:problem:{kind}"),
+        "type (body: {text})"
+    );
     assert_eq!(body["status"], status, "status field (body: {text})");
-    assert!(body["title"].is_string() && body["detail"].is_string(), "title/detail: {text}");
+    assert!(
+        body["title"].is_string() && body["detail"].is_string(),
+        "title/detail: {text}"
+    );
     body
 }
 
