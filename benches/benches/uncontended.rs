@@ -12,7 +12,12 @@ use stockguard_core::{DeductRequest, InventoryStore, Quantity, SkuId, Strategy};
 /// Stock per benchmark SKU: far more than any sample count deducts.
 const BENCH_STOCK: i64 = 1_000_000_000;
 
-fn bench_store<S: InventoryStore>(c: &mut Criterion, runtime: &tokio::runtime::Runtime, backend: Backend, store: S) {
+fn bench_store<S: InventoryStore>(
+    c: &mut Criterion,
+    runtime: &tokio::runtime::Runtime,
+    backend: Backend,
+    store: S,
+) {
     let mut group = c.benchmark_group(format!("uncontended_deduct/{backend}"));
     group
         .sample_size(10)
@@ -46,12 +51,16 @@ fn uncontended(c: &mut Criterion) {
             eprintln!("*** skipping {backend} micro-bench: unreachable ({reason}) ***");
             continue;
         }
-        let database = runtime.block_on(FreshDatabase::create(backend)).expect("fresh database");
+        let database = runtime
+            .block_on(FreshDatabase::create(backend))
+            .expect("fresh database");
         let url = database.url().to_owned();
         match backend {
             Backend::Postgres => {
                 let store = runtime
-                    .block_on(stockguard_postgres::PgStore::connect(stockguard_postgres::PgConfig::new(url)))
+                    .block_on(stockguard_postgres::PgStore::connect(
+                        stockguard_postgres::PgConfig::new(url),
+                    ))
                     .expect("connect");
                 runtime.block_on(store.migrate()).expect("migrate");
                 bench_store(c, &runtime, backend, store);
@@ -59,7 +68,9 @@ fn uncontended(c: &mut Criterion) {
             #[cfg(feature = "mysql")]
             Backend::Mariadb => {
                 let store = runtime
-                    .block_on(stockguard_mysql::MySqlStore::connect(stockguard_mysql::MySqlConfig::new(url)))
+                    .block_on(stockguard_mysql::MySqlStore::connect(
+                        stockguard_mysql::MySqlConfig::new(url),
+                    ))
                     .expect("connect");
                 runtime.block_on(store.migrate()).expect("migrate");
                 bench_store(c, &runtime, backend, store);
@@ -67,9 +78,9 @@ fn uncontended(c: &mut Criterion) {
             #[cfg(feature = "sqlite")]
             Backend::Sqlite => {
                 let store = runtime
-                    .block_on(stockguard_sqlite::SqliteStore::connect(stockguard_sqlite::SqliteConfig::new(
-                        url,
-                    )))
+                    .block_on(stockguard_sqlite::SqliteStore::connect(
+                        stockguard_sqlite::SqliteConfig::new(url),
+                    ))
                     .expect("connect");
                 runtime.block_on(store.migrate()).expect("migrate");
                 bench_store(c, &runtime, backend, store);
@@ -77,7 +88,9 @@ fn uncontended(c: &mut Criterion) {
             #[allow(unreachable_patterns)]
             other => eprintln!("*** skipping {other} micro-bench: adapter not in this build ***"),
         }
-        runtime.block_on(database.drop_now()).expect("drop the bench database");
+        runtime
+            .block_on(database.drop_now())
+            .expect("drop the bench database");
     }
 }
 

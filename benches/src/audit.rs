@@ -73,12 +73,21 @@ impl AuditOutcome {
 
 /// Reconciles the database rows with the harness tally. `sku_names[i]` is SKU index `i`;
 /// `initial_stocks[i]` is the stock the harness set for it before the measured run.
-pub fn audit(db_rows: &[DbSkuRow], sku_names: &[String], initial_stocks: &[i64], tally: &Tally) -> AuditOutcome {
+pub fn audit(
+    db_rows: &[DbSkuRow],
+    sku_names: &[String],
+    initial_stocks: &[i64],
+    tally: &Tally,
+) -> AuditOutcome {
     let mut outcome = AuditOutcome {
         skus_checked: db_rows.len() as u64,
         ..AuditOutcome::default()
     };
-    let index_of: HashMap<&str, usize> = sku_names.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+    let index_of: HashMap<&str, usize> = sku_names
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.as_str(), i))
+        .collect();
     if db_rows.len() != sku_names.len() {
         outcome.initial_stock_mismatch_skus += 1;
         outcome.note(format!(
@@ -191,7 +200,13 @@ mod tests {
             } else {
                 Outcome::Refused
             };
-            tally.record(sku, units, outcome, Duration::from_micros(100), Duration::from_millis(1));
+            tally.record(
+                sku,
+                units,
+                outcome,
+                Duration::from_micros(100),
+                Duration::from_millis(1),
+            );
         }
         tally
     }

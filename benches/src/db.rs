@@ -67,7 +67,9 @@ impl FromStr for Backend {
 pub fn admin_url(backend: Backend) -> Option<String> {
     match backend {
         Backend::Postgres => Some(std::env::var(PG_URL_ENV).unwrap_or_else(|_| DEFAULT_PG_URL.to_owned())),
-        Backend::Mariadb => Some(std::env::var(MYSQL_URL_ENV).unwrap_or_else(|_| DEFAULT_MYSQL_URL.to_owned())),
+        Backend::Mariadb => {
+            Some(std::env::var(MYSQL_URL_ENV).unwrap_or_else(|_| DEFAULT_MYSQL_URL.to_owned()))
+        }
         Backend::Sqlite => None,
     }
 }
@@ -377,9 +379,21 @@ impl RawPool {
 
     async fn sku_count(&self) -> anyhow::Result<usize> {
         let count: i64 = match self {
-            RawPool::Postgres(pool) => sqlx::query_scalar("SELECT COUNT(*) FROM inventory").fetch_one(pool).await?,
-            RawPool::Mariadb(pool) => sqlx::query_scalar("SELECT COUNT(*) FROM inventory").fetch_one(pool).await?,
-            RawPool::Sqlite(pool) => sqlx::query_scalar("SELECT COUNT(*) FROM inventory").fetch_one(pool).await?,
+            RawPool::Postgres(pool) => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM inventory")
+                    .fetch_one(pool)
+                    .await?
+            }
+            RawPool::Mariadb(pool) => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM inventory")
+                    .fetch_one(pool)
+                    .await?
+            }
+            RawPool::Sqlite(pool) => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM inventory")
+                    .fetch_one(pool)
+                    .await?
+            }
         };
         Ok(usize::try_from(count)?)
     }
@@ -421,13 +435,15 @@ impl RawPool {
         };
         Ok(rows
             .into_iter()
-            .map(|(sku, stock, initial_stock, ledger_delta_sum, ledger_rows)| DbSkuRow {
-                sku,
-                stock,
-                initial_stock,
-                ledger_delta_sum,
-                ledger_rows,
-            })
+            .map(
+                |(sku, stock, initial_stock, ledger_delta_sum, ledger_rows)| DbSkuRow {
+                    sku,
+                    stock,
+                    initial_stock,
+                    ledger_delta_sum,
+                    ledger_rows,
+                },
+            )
             .collect())
     }
 
@@ -480,7 +496,9 @@ impl RawPool {
                 }
             }
             RawPool::Sqlite(pool) => {
-                let version: String = sqlx::query_scalar("SELECT sqlite_version()").fetch_one(pool).await?;
+                let version: String = sqlx::query_scalar("SELECT sqlite_version()")
+                    .fetch_one(pool)
+                    .await?;
                 out.insert("version".to_owned(), format!("SQLite {version}"));
                 let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(pool).await?;
                 let synchronous_name = match synchronous {
@@ -490,7 +508,10 @@ impl RawPool {
                     3 => "EXTRA",
                     _ => "unknown",
                 };
-                out.insert("synchronous".to_owned(), format!("{synchronous} ({synchronous_name})"));
+                out.insert(
+                    "synchronous".to_owned(),
+                    format!("{synchronous} ({synchronous_name})"),
+                );
                 let journal: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(pool).await?;
                 out.insert("journal_mode".to_owned(), journal);
             }

@@ -174,16 +174,28 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
             if !(0.01..=10.0).contains(&args.stock_fill) {
                 bail!("--stock-fill must be in 0.01..=10");
             }
-            StockSizing::Auto { fill: args.stock_fill }
+            StockSizing::Auto {
+                fill: args.stock_fill,
+            }
         }
         units => {
-            let units: i64 = units.parse().context("--initial-stock must be `auto` or a number")?;
+            let units: i64 = units
+                .parse()
+                .context("--initial-stock must be `auto` or a number")?;
             stockguard_core::check_stock_level(units)?;
             StockSizing::Fixed { units }
         }
     };
-    let parse_levels = |raw: &[String]| raw.iter().map(|l| l.parse()).collect::<anyhow::Result<Vec<LevelSpec>>>();
-    let levels = parse_levels(if args.levels.is_empty() { &profile.levels } else { &args.levels })?;
+    let parse_levels = |raw: &[String]| {
+        raw.iter()
+            .map(|l| l.parse())
+            .collect::<anyhow::Result<Vec<LevelSpec>>>()
+    };
+    let levels = parse_levels(if args.levels.is_empty() {
+        &profile.levels
+    } else {
+        &args.levels
+    })?;
     let sqlite_levels = parse_levels(if !args.sqlite_levels.is_empty() {
         &args.sqlite_levels
     } else if !args.levels.is_empty() {
@@ -201,7 +213,11 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
     };
 
     let required = args.require_db || stockguard_testkit::database_required();
-    let wanted = if args.db.is_empty() { profile.databases } else { args.db };
+    let wanted = if args.db.is_empty() {
+        profile.databases
+    } else {
+        args.db
+    };
     let mut databases = Vec::new();
     let mut skipped = BTreeMap::new();
     for backend in wanted {
@@ -249,7 +265,11 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
 
     let mut specs = Vec::new();
     for backend in &databases {
-        let backend_levels = if *backend == Backend::Sqlite { &sqlite_levels } else { &levels };
+        let backend_levels = if *backend == Backend::Sqlite {
+            &sqlite_levels
+        } else {
+            &levels
+        };
         for level in backend_levels {
             for variant in &variants {
                 specs.push(CaseSpec {
@@ -318,7 +338,11 @@ async fn environment(backend: Backend) -> anyhow::Result<BTreeMap<String, String
 }
 
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let Plan { specs, mut results, out } = plan(args).await?;
+    let Plan {
+        specs,
+        mut results,
+        out,
+    } = plan(args).await?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let seed = results.seed;
     eprintln!(
@@ -396,7 +420,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     for case in &results.cases {
         let spec = &case.spec;
         if spec.variant.is_negative_control() {
-            if case.audit.passed() && spec.level.sku_count == 1 && spec.requesters >= 8 && case.successes > 0 {
+            if case.audit.passed() && spec.level.sku_count == 1 && spec.requesters >= 8 && case.successes > 0
+            {
                 eprintln!(
                     "HARNESS BROKEN: the negative control unsafe_no_lock passed the audit on {} at 1 hot SKU × {} \
                      requesters (seed {seed}); the audit should have caught its lost updates",
@@ -430,7 +455,10 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         failed = true;
     }
     if failed {
-        eprintln!("stockguard-bench: FAILED (seed {seed}); see {}/report.md", out.display());
+        eprintln!(
+            "stockguard-bench: FAILED (seed {seed}); see {}/report.md",
+            out.display()
+        );
         Ok(ExitCode::FAILURE)
     } else {
         eprintln!("stockguard-bench: every audit passed (seed {seed})");

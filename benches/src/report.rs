@@ -77,7 +77,13 @@ pub struct Results {
 }
 
 /// Conflict bands of the recommendation table, as fractions: `[low, high)`.
-pub const CONFLICT_BANDS: [(f64, f64); 5] = [(0.0, 0.05), (0.05, 0.15), (0.15, 0.30), (0.30, 0.60), (0.60, 1.01)];
+pub const CONFLICT_BANDS: [(f64, f64); 5] = [
+    (0.0, 0.05),
+    (0.05, 0.15),
+    (0.15, 0.30),
+    (0.30, 0.60),
+    (0.60, 1.01),
+];
 
 /// A case's library-or-raw strategy is out of the winner race when more than this fraction
 /// of its requests failed on contention (NoWait sheds load rather than serving it).
@@ -160,7 +166,11 @@ fn shed_fraction(case: &CaseResult) -> f64 {
         .map(|k| case.errors.get(k).copied().unwrap_or(0))
         .sum();
     let total = case.successes + case.refused + case.errors.values().sum::<u64>();
-    if total == 0 { 0.0 } else { shed as f64 / total as f64 }
+    if total == 0 {
+        0.0
+    } else {
+        shed as f64 / total as f64
+    }
 }
 
 fn ratio(a: Option<&&CaseResult>, b: Option<&&CaseResult>) -> Option<f64> {
@@ -227,7 +237,11 @@ pub fn write_markdown(results: &Results, path: &Path) -> anyhow::Result<()> {
         "- started: {} · profile `{}` · seed `{}` (rerun with `--seed {}`)",
         results.started_at, results.profile, results.seed, results.seed
     )?;
-    writeln!(md, "- machine: {} · {} cores · {} · kernel {}", m.os, m.cores, m.cpu, m.kernel)?;
+    writeln!(
+        md,
+        "- machine: {} · {} cores · {} · kernel {}",
+        m.os, m.cores, m.cpu, m.kernel
+    )?;
     writeln!(md, "- command: `{}`", results.command)?;
     if results.sqlite_fallback {
         writeln!(
@@ -266,10 +280,18 @@ pub fn write_markdown(results: &Results, path: &Path) -> anyhow::Result<()> {
             "Every library strategy and raw baseline passed the audit in all {} of its cases \
              (stock ≥ 0; initial − final = Σ successful quantities = −Σ ledger deltas; ledger rows = \
              successes; exact sell-out).",
-            results.cases.iter().filter(|c| !c.spec.variant.is_negative_control()).count()
+            results
+                .cases
+                .iter()
+                .filter(|c| !c.spec.variant.is_negative_control())
+                .count()
         )?;
     } else {
-        writeln!(md, "**{} of {audited} cases VIOLATED an invariant:**\n", violations.len())?;
+        writeln!(
+            md,
+            "**{} of {audited} cases VIOLATED an invariant:**\n",
+            violations.len()
+        )?;
         for case in violations {
             writeln!(
                 md,
@@ -288,7 +310,11 @@ pub fn write_markdown(results: &Results, path: &Path) -> anyhow::Result<()> {
         "\nNegative control `unsafe_no_lock` (the seed article's read-check-write with no lock; \
          harness only, not in the library):\n"
     )?;
-    for case in results.cases.iter().filter(|c| c.spec.variant.is_negative_control()) {
+    for case in results
+        .cases
+        .iter()
+        .filter(|c| c.spec.variant.is_negative_control())
+    {
         writeln!(
             md,
             "- {} at {} × {}: {} — callers were told {} deductions succeeded; {}",
@@ -328,7 +354,10 @@ pub fn write_markdown(results: &Results, path: &Path) -> anyhow::Result<()> {
             md,
             "| level | requesters | level conflict | strategy | successes/s | refused/s | attempts/success | own conflict | p50 ms | p95 ms | p99 ms | max ms | errors | sold-out SKUs | audit |"
         )?;
-        writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
+        writeln!(
+            md,
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        )?;
         for (level, requesters) in &view.levels {
             let level_rate = view.level_conflict_rate(level, *requesters);
             for (variant, case) in view.at(level, *requesters).into_iter().flatten() {
@@ -359,7 +388,12 @@ pub fn write_markdown(results: &Results, path: &Path) -> anyhow::Result<()> {
     std::fs::write(path, md).with_context(|| format!("writing {}", path.display()))
 }
 
-fn hot_point_table(md: &mut String, view: &BackendView<'_>, level: LevelSpec, requesters: usize) -> anyhow::Result<()> {
+fn hot_point_table(
+    md: &mut String,
+    view: &BackendView<'_>,
+    level: LevelSpec,
+    requesters: usize,
+) -> anyhow::Result<()> {
     let Some(cases) = view.at(&level, requesters) else {
         return Ok(());
     };
@@ -405,7 +439,10 @@ fn hot_point_table(md: &mut String, view: &BackendView<'_>, level: LevelSpec, re
 
 fn ratios(md: &mut String, view: &BackendView<'_>) -> anyhow::Result<()> {
     writeln!(md, "\n### Ratios (same run)\n")?;
-    writeln!(md, "| point | coalesced / pessimistic | coalesced / guarded | guarded / raw_guarded (library overhead) | pessimistic / raw_pessimistic | coalesced p99 < pessimistic p99 |")?;
+    writeln!(
+        md,
+        "| point | coalesced / pessimistic | coalesced / guarded | guarded / raw_guarded (library overhead) | pessimistic / raw_pessimistic | coalesced p99 < pessimistic p99 |"
+    )?;
     writeln!(md, "|---|---|---|---|---|---|")?;
     let mut points = Vec::new();
     if let Some(hot) = view.hot_point() {
@@ -422,7 +459,11 @@ fn ratios(md: &mut String, view: &BackendView<'_>) -> anyhow::Result<()> {
         let p99 = match (get(Strategy::Coalesced), get(Strategy::Pessimistic)) {
             (Some(c), Some(p)) => format!(
                 "{} ({} vs {} ms)",
-                if c.latency_us_p99 < p.latency_us_p99 { "yes" } else { "no" },
+                if c.latency_us_p99 < p.latency_us_p99 {
+                    "yes"
+                } else {
+                    "no"
+                },
                 fmt_ms(c.latency_us_p99),
                 fmt_ms(p.latency_us_p99)
             ),
@@ -433,7 +474,10 @@ fn ratios(md: &mut String, view: &BackendView<'_>) -> anyhow::Result<()> {
             "| {label}: {level} × {requesters} | {} | {} | {} | {} | {p99} |",
             fmt_ratio(ratio(get(Strategy::Coalesced), get(Strategy::Pessimistic))),
             fmt_ratio(ratio(get(Strategy::Coalesced), get(Strategy::Guarded))),
-            fmt_ratio(ratio(get(Strategy::Guarded), cases.get(&Variant::Raw(RawOp::Guarded)))),
+            fmt_ratio(ratio(
+                get(Strategy::Guarded),
+                cases.get(&Variant::Raw(RawOp::Guarded))
+            )),
             fmt_ratio(ratio(
                 get(Strategy::Pessimistic),
                 cases.get(&Variant::Raw(RawOp::Pessimistic))
@@ -452,7 +496,10 @@ fn recommendation(md: &mut String, view: &BackendView<'_>) -> anyhow::Result<()>
          without `coalesced`.\n",
         SHED_FRACTION_MAX * 100.0
     )?;
-    writeln!(md, "| conflict band | measured levels | winner | best per-request | optimistic / pessimistic |")?;
+    writeln!(
+        md,
+        "| conflict band | measured levels | winner | best per-request | optimistic / pessimistic |"
+    )?;
     writeln!(md, "|---|---|---|---|---|")?;
     let levels = view.levels_by_conflict();
     for (low, high) in CONFLICT_BANDS {
@@ -600,7 +647,12 @@ pub fn write_plots(results: &Results, dir: &Path) -> anyhow::Result<Vec<String>>
     Ok(written)
 }
 
-fn plot(path: &Path, title: &str, y_label: &str, series: &BTreeMap<Variant, Vec<(f64, f64)>>) -> anyhow::Result<()> {
+fn plot(
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    series: &BTreeMap<Variant, Vec<(f64, f64)>>,
+) -> anyhow::Result<()> {
     let values = series.values().flatten().map(|p| p.1);
     let (min, max) = values.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let (y_low, y_high) = (min / 2.0, max * 2.0);
@@ -624,7 +676,11 @@ fn plot(path: &Path, title: &str, y_label: &str, series: &BTreeMap<Variant, Vec<
         let mut points = points.clone();
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
         let dashed = matches!(variant, Variant::Raw(_));
-        let style = if dashed { color.stroke_width(1) } else { color.stroke_width(2) };
+        let style = if dashed {
+            color.stroke_width(1)
+        } else {
+            color.stroke_width(2)
+        };
         chart
             .draw_series(LineSeries::new(points.clone(), style))
             .map_err(|e| anyhow::anyhow!("{e}"))?

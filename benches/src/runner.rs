@@ -165,7 +165,13 @@ pub async fn drive<D: Deductor>(
                 let sent = Instant::now();
                 let outcome = deductor.deduct(request.sku_index, request.units).await;
                 let done = Instant::now();
-                tally.record(request.sku_index, request.units, outcome, done - sent, done - started);
+                tally.record(
+                    request.sku_index,
+                    request.units,
+                    outcome,
+                    done - sent,
+                    done - started,
+                );
                 issued += 1;
             }
             tally
@@ -467,7 +473,13 @@ async fn measure<D: Deductor>(
         tally.last_success_at
     };
     let hist = &tally.success_latency_us;
-    let percentile = |q: f64| if hist.is_empty() { 0 } else { hist.value_at_quantile(q) };
+    let percentile = |q: f64| {
+        if hist.is_empty() {
+            0
+        } else {
+            hist.value_at_quantile(q)
+        }
+    };
     Ok(CaseResult {
         spec: spec.clone(),
         database: String::new(),

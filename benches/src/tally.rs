@@ -75,7 +75,8 @@ pub struct Tally {
 impl Default for Tally {
     fn default() -> Self {
         Self {
-            success_latency_us: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid histogram bounds"),
+            success_latency_us: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3)
+                .expect("valid histogram bounds"),
             successes: 0,
             refused: 0,
             errors: BTreeMap::new(),
@@ -92,9 +93,19 @@ impl Default for Tally {
 
 impl Tally {
     /// Records one request's outcome.
-    pub fn record(&mut self, sku_index: usize, units: u32, outcome: Outcome, latency: Duration, at: Duration) {
+    pub fn record(
+        &mut self,
+        sku_index: usize,
+        units: u32,
+        outcome: Outcome,
+        latency: Duration,
+        at: Duration,
+    ) {
         match outcome {
-            Outcome::Success { attempts, lock_wait_us } => {
+            Outcome::Success {
+                attempts,
+                lock_wait_us,
+            } => {
                 let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
                 self.success_latency_us
                     .saturating_record(latency_us.clamp(1, LATENCY_MAX_US));
@@ -167,14 +178,22 @@ impl Tally {
     pub fn conflict_rate(&self) -> f64 {
         let contended = self.conflicted_successes + self.contention_failures();
         let total = self.successes + self.contention_failures();
-        if total == 0 { 0.0 } else { contended as f64 / total as f64 }
+        if total == 0 {
+            0.0
+        } else {
+            contended as f64 / total as f64
+        }
     }
 
     /// Fraction of attempts that failed a version check or hit a deadlock and were retried.
     /// Every success has exactly one successful attempt, so attempts = successes + failed.
     pub fn failed_attempt_rate(&self) -> f64 {
         let attempts = self.successes + self.failed_attempts;
-        if attempts == 0 { 0.0 } else { self.failed_attempts as f64 / attempts as f64 }
+        if attempts == 0 {
+            0.0
+        } else {
+            self.failed_attempts as f64 / attempts as f64
+        }
     }
 
     /// Mean attempts per successful deduction.
@@ -201,12 +220,48 @@ mod tests {
         let mut tally = Tally::default();
         let at = Duration::from_millis(5);
         let quick = Duration::from_micros(300);
-        tally.record(0, 1, Outcome::Success { attempts: 1, lock_wait_us: 10 }, quick, at);
-        tally.record(0, 1, Outcome::Success { attempts: 3, lock_wait_us: 10 }, quick, at);
-        tally.record(1, 2, Outcome::Success { attempts: 1, lock_wait_us: 5_000 }, quick, at);
+        tally.record(
+            0,
+            1,
+            Outcome::Success {
+                attempts: 1,
+                lock_wait_us: 10,
+            },
+            quick,
+            at,
+        );
+        tally.record(
+            0,
+            1,
+            Outcome::Success {
+                attempts: 3,
+                lock_wait_us: 10,
+            },
+            quick,
+            at,
+        );
+        tally.record(
+            1,
+            2,
+            Outcome::Success {
+                attempts: 1,
+                lock_wait_us: 5_000,
+            },
+            quick,
+            at,
+        );
         tally.record(1, 4, Outcome::Refused, quick, at);
         tally.record(1, 3, Outcome::Refused, quick, at);
-        tally.record(0, 1, Outcome::Error { kind: "conflict", attempts: 10 }, quick, at);
+        tally.record(
+            0,
+            1,
+            Outcome::Error {
+                kind: "conflict",
+                attempts: 10,
+            },
+            quick,
+            at,
+        );
         assert_eq!(tally.successes, 3);
         assert_eq!(tally.conflicted_successes, 2);
         // (2 conflicted successes + 1 conflict failure) / (3 successes + 1 failure)

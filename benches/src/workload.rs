@@ -52,7 +52,10 @@ impl FromStr for Skew {
     /// `uniform`, `zipf:S`, or `hot:FRACTION:TRAFFIC` (e.g. `hot:0.01:0.9`).
     fn from_str(raw: &str) -> anyhow::Result<Self> {
         let parts: Vec<&str> = raw.split(':').collect();
-        let number = |s: &str| s.parse::<f64>().with_context(|| format!("not a number: {s:?} in {raw:?}"));
+        let number = |s: &str| {
+            s.parse::<f64>()
+                .with_context(|| format!("not a number: {s:?} in {raw:?}"))
+        };
         match parts.as_slice() {
             ["uniform"] => Ok(Skew::Uniform),
             ["zipf", s] => {
@@ -120,7 +123,9 @@ impl FromStr for QuantityDist {
     fn from_str(raw: &str) -> anyhow::Result<Self> {
         let parts: Vec<&str> = raw.split(':').collect();
         let units = |s: &str| -> anyhow::Result<u32> {
-            let n: u32 = s.parse().with_context(|| format!("not a count: {s:?} in {raw:?}"))?;
+            let n: u32 = s
+                .parse()
+                .with_context(|| format!("not a count: {s:?} in {raw:?}"))?;
             if !(1..=QUANTITY_LIMIT).contains(&n) {
                 bail!("quantities must be in 1..={QUANTITY_LIMIT} (got {n})");
             }
@@ -200,7 +205,11 @@ impl LevelSpec {
                     .map(|i| {
                         if i < hot {
                             // With no cold SKUs, the hot set takes all traffic.
-                            if cold == 0 { 1.0 / hot as f64 } else { hot_traffic / hot as f64 }
+                            if cold == 0 {
+                                1.0 / hot as f64
+                            } else {
+                                hot_traffic / hot as f64
+                            }
                         } else {
                             (1.0 - hot_traffic) / cold as f64
                         }
@@ -361,7 +370,10 @@ mod tests {
         let top = requests.iter().filter(|r| r.sku_index == 0).count();
         let probabilities = zipf.access_probabilities();
         let expected = probabilities[0] * 20_000.0;
-        assert!((top as f64 - expected).abs() < expected * 0.15, "{top} vs {expected}");
+        assert!(
+            (top as f64 - expected).abs() < expected * 0.15,
+            "{top} vs {expected}"
+        );
         assert!((probabilities.iter().sum::<f64>() - 1.0).abs() < 1e-9);
         assert!((hot.access_probabilities().iter().sum::<f64>() - 1.0).abs() < 1e-9);
     }

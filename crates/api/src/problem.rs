@@ -43,7 +43,8 @@ pub struct ProblemDetails {
 #[derive(Debug, Clone)]
 pub struct ApiError {
     status: StatusCode,
-    body: ProblemDetails,
+    // Boxed so that `Result<_, ApiError>` stays small on the success path.
+    body: Box<ProblemDetails>,
     retry_after: Option<Duration>,
     www_authenticate: bool,
 }
@@ -53,7 +54,7 @@ impl ApiError {
     pub fn new(status: StatusCode, kind: &str, title: &str, detail: impl Into<String>) -> Self {
         Self {
             status,
-            body: ProblemDetails {
+            body: Box::new(ProblemDetails {
                 problem_type: format!("{PROBLEM_TYPE_PREFIX}{kind}"),
                 title: title.to_owned(),
                 status: status.as_u16(),
@@ -61,7 +62,7 @@ impl ApiError {
                 available: None,
                 requested: None,
                 attempts: None,
-            },
+            }),
             retry_after: None,
             www_authenticate: false,
         }
