@@ -150,14 +150,14 @@ pub fn audit(
                 row.initial_stock
             ));
         }
-        if let Some(smallest_refused) = sku_tally.smallest_refused {
-            if i64::from(smallest_refused) <= row.stock {
-                outcome.inexact_sell_out_skus += 1;
-                outcome.note(format!(
-                    "{sku}: a request for {smallest_refused} was refused for insufficient stock, but {} units remain",
-                    row.stock
-                ));
-            }
+        if let Some(smallest_refused) = sku_tally.smallest_refused
+            && i64::from(smallest_refused) <= row.stock
+        {
+            outcome.inexact_sell_out_skus += 1;
+            outcome.note(format!(
+                "{sku}: a request for {smallest_refused} was refused for insufficient stock, but {} units remain",
+                row.stock
+            ));
         }
         if sku_tally.smallest_refused.is_some() || row.stock == 0 {
             outcome.sold_out_skus += 1;

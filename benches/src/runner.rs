@@ -17,8 +17,7 @@ use crate::tally::{Outcome, Tally};
 use crate::workload::{LevelSpec, QuantityDist, RequestStream, sku_name};
 
 /// One deduction path under test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(tag = "kind", content = "name", rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Variant {
     /// A library strategy, through `InventoryStore::deduct`.
     Library(Strategy),
@@ -62,6 +61,14 @@ impl Variant {
     /// True for the seed's unsafe flow, whose audit failure is expected.
     pub fn is_negative_control(self) -> bool {
         self == Variant::Raw(RawOp::UnsafeNoLock)
+    }
+}
+
+// Serialized as its report name (`guarded`, `raw_guarded`, …) so library strategies and raw
+// baselines can never be confused in results.json.
+impl Serialize for Variant {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.name())
     }
 }
 

@@ -67,7 +67,7 @@ impl FromStr for Skew {
             }
             ["hot", fraction, traffic] => {
                 let (hot_fraction, hot_traffic) = (number(fraction)?, number(traffic)?);
-                if !(hot_fraction > 0.0 && hot_fraction <= 1.0) || !(0.0..=1.0).contains(&hot_traffic) {
+                if !(hot_fraction > 0.0 && hot_fraction <= 1.0 && (0.0..=1.0).contains(&hot_traffic)) {
                     bail!("hot set needs 0 < fraction <= 1 and 0 <= traffic <= 1 (got {raw:?})");
                 }
                 Ok(Skew::HotSet {
