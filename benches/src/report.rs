@@ -130,7 +130,9 @@ impl<'a> BackendView<'a> {
         let cases = self.at(level, requesters)?;
         match cases.get(&Variant::Library(Strategy::Optimistic)) {
             Some(optimistic) => Some(optimistic.failed_attempt_rate),
-            None => cases.get(&Variant::Library(Strategy::Pessimistic)).map(|c| c.conflict_rate),
+            None => cases
+                .get(&Variant::Library(Strategy::Pessimistic))
+                .map(|c| c.conflict_rate),
         }
     }
 

@@ -785,7 +785,7 @@ async fn run_case<S: InventoryStore>(
 
 /// Generates the conformance tests for one adapter.
 ///
-/// ```ignore
+/// ```text
 /// mod postgres {
 ///     stockguard_core::conformance_suite!(
 ///         setup = crate::setup,
