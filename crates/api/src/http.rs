@@ -102,6 +102,10 @@ pub enum StrategyName {
     Guarded,
     /// Group commit of concurrent deductions of one SKU.
     Coalesced,
+    /// Stock spread over bucket rows, one free bucket per deduction (PostgreSQL and
+    /// MySQL/MariaDB; 422 on SQLite). `remaining` is an estimate while other deductions of
+    /// the SKU are in flight.
+    Sharded,
 }
 
 impl From<StrategyName> for Strategy {
@@ -112,6 +116,7 @@ impl From<StrategyName> for Strategy {
             StrategyName::Optimistic => Strategy::Optimistic,
             StrategyName::Guarded => Strategy::Guarded,
             StrategyName::Coalesced => Strategy::Coalesced,
+            StrategyName::Sharded => Strategy::Sharded,
         }
     }
 }

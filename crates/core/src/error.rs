@@ -63,6 +63,14 @@ pub enum InvalidInput {
         /// The adapter.
         backend: &'static str,
     },
+    /// A `Sharded` bucket count outside 1..=max (an adapter setting).
+    #[error("shard bucket count must be between 1 and {max} (got {given})")]
+    ShardBucketsOutOfRange {
+        /// What was given.
+        given: u32,
+        /// The limit.
+        max: u32,
+    },
     /// A ledger page size outside 1..=max.
     #[error("page limit must be between 1 and {max} (got {given})")]
     PageLimitOutOfRange {

@@ -7,6 +7,7 @@ mod domain;
 mod error;
 pub mod model;
 mod retry;
+pub mod sharding;
 mod store;
 
 pub use coalesce::{

@@ -8,6 +8,14 @@
 //! | `Optimistic` | `SELECT stock, version`; then one CTE: `UPDATE … WHERE version = $v` + ledger insert; retried on a miss |
 //! | `Guarded` | one CTE: `UPDATE … SET stock = stock − q WHERE stock >= q` + ledger insert |
 //! | `Coalesced` | per batch: `BEGIN; SELECT … FOR UPDATE;` one CTE: `UPDATE` + `INSERT … SELECT FROM UNNEST(…)`; `COMMIT`. A batch of one runs the `Guarded` statement. |
+//! | `Sharded` | one CTE: pick a bucket with room `FOR UPDATE SKIP LOCKED`, `UPDATE` it, insert the ledger row; else the same waiting for one random bucket with room; else `BEGIN;` lock the SKU row (`FOR NO KEY UPDATE`) and every bucket, deduct from the total, re-spread it; `COMMIT` |
+//!
+//! A SKU's stock is its row's `stock` plus its buckets' (`inventory_bucket`), see
+//! [`stockguard_core::sharding`]. The strategies other than `Sharded` take from the row and,
+//! before refusing, empty the buckets into it. The consistent `Sharded` path locks the SKU row
+//! `FOR NO KEY UPDATE`, not `FOR UPDATE`: the ledger insert's foreign-key check takes
+//! `FOR KEY SHARE` on that row while holding a bucket, and the two must not conflict or a
+//! bucket deduction and a re-spread would deadlock.
 
 mod error;
 
@@ -21,7 +29,10 @@ use stockguard_core::{
     AttemptError, BatchExecutor, BatchItem, BatchPlan, Capabilities, Coalescer, CoalescerConfig, DeductError,
     DeductRequest, IdempotencyKey, InvalidInput, InventoryStore, LedgerEntry, LedgerPage, LedgerReason,
     PoolStatus, Quantity, Receipt, RestockReceipt, RetryCause, RetryPolicy, STOCK_MAX, SkuId, SkuSnapshot,
-    StockLevel, Strategy, model::replay, single_item_outcome,
+    StockLevel, Strategy,
+    model::replay,
+    sharding::{self, Gathered},
+    single_item_outcome,
 };
 
 pub use error::classify;
@@ -46,6 +57,8 @@ pub struct PgConfig {
     pub retry: RetryPolicy,
     /// Group-commit limits for `Coalesced`.
     pub coalescer: CoalescerConfig,
+    /// Buckets a SKU's stock is spread over by `Sharded` (1..=`SHARD_BUCKETS_MAX`).
+    pub shard_buckets: u32,
 }
 
 impl PgConfig {
@@ -59,6 +72,7 @@ impl PgConfig {
             statement_timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
             coalescer: CoalescerConfig::default(),
+            shard_buckets: sharding::DEFAULT_SHARD_BUCKETS,
         }
     }
 }
@@ -78,6 +92,60 @@ pub struct PgStore {
 
 const LEDGER_COLUMNS: &str = "id, sku, delta, stock_after, reason, idempotency_key, created_at";
 
+/// Units of SKU `$1` held in `Sharded` buckets, as a bigint (`SUM(bigint)` is numeric).
+/// Added to the row's stock wherever the SKU's total is reported.
+macro_rules! bucket_stock_of_param1 {
+    () => {
+        "COALESCE((SELECT SUM(stock) FROM inventory_bucket WHERE sku = $1), 0)::bigint"
+    };
+}
+
+/// The `stock_after` a row-based write (CTE `u` returning the row's new `stock`) records for
+/// SKU `$1` whose stock changed by `$delta`: exact (`u.stock`) while the SKU holds no bucket
+/// stock; otherwise the total in this statement's snapshot plus `$delta`, the same estimate
+/// `Sharded` records. Not `u.stock + <bucket stock>`: `u.stock` comes from the row's latest
+/// version, read after waiting for its lock, while the bucket sum comes from the snapshot
+/// taken before the wait, so a gather committed in between would be counted twice.
+macro_rules! total_after {
+    ($delta:literal) => {
+        concat!(
+            "(SELECT CASE WHEN t.bucket_stock = 0 THEN u.stock \
+                          ELSE GREATEST(t.row_stock + t.bucket_stock + ",
+            $delta,
+            ", 0) END \
+              FROM (SELECT stock AS row_stock, ",
+            bucket_stock_of_param1!(),
+            " AS bucket_stock FROM inventory WHERE sku = $1) t)"
+        )
+    };
+}
+
+/// `Sharded` fast path: one bucket of SKU `$1` with at least `$2` units, chosen at random,
+/// decremented and logged in one statement. `$pick` is how the bucket is chosen:
+/// - `FOR UPDATE SKIP LOCKED`: only a bucket no one holds, never waiting;
+/// - nothing: the `UPDATE` waits for that one bucket and rechecks `stock >= $2` on its latest
+///   version. Deliberately not `FOR UPDATE` in the pick: a locking pick whose row fails the
+///   recheck keeps that lock and moves on to wait for the next row, and holding one bucket
+///   while waiting for another deadlocks against the consistent path (seen in testing).
+///
+/// `stock_after` is the statement snapshot's total less this deduction.
+macro_rules! bucket_deduct_sql {
+    ($pick:literal) => {
+        concat!(
+            "WITH b AS (SELECT bucket FROM inventory_bucket WHERE sku = $1 AND stock >= $2 \
+                        ORDER BY random() LIMIT 1 ",
+            $pick,
+            "), \
+             u AS (UPDATE inventory_bucket ib SET stock = ib.stock - $2 FROM b \
+                   WHERE ib.sku = $1 AND ib.bucket = b.bucket AND ib.stock >= $2 RETURNING ib.stock) \
+             INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
+             SELECT $1, -$2, GREATEST((SELECT stock FROM inventory WHERE sku = $1) + ",
+            bucket_stock_of_param1!(),
+            " - $2, 0), 'deduct', $3 FROM u RETURNING id, stock_after"
+        )
+    };
+}
+
 fn millis(duration: Duration) -> u128 {
     duration.as_millis().max(1)
 }
@@ -89,6 +157,7 @@ fn micros(duration: Duration) -> u64 {
 impl PgStore {
     /// Opens the pool (failing fast if the server is unreachable). Does not migrate.
     pub async fn connect(config: PgConfig) -> Result<Self, DeductError> {
+        sharding::check_bucket_count(config.shard_buckets)?;
         let options = PgConnectOptions::from_str(&config.url)
             .map_err(|e| DeductError::internal("parsing the PostgreSQL URL", e))?
             .options([
@@ -243,11 +312,13 @@ impl PgShared {
         }
         // The application computes the new value from what it read under the lock. Without
         // the lock this is the classic lost update; the conformance suite catches it.
-        let row = sqlx::query(
+        let row = sqlx::query(concat!(
             "WITH u AS (UPDATE inventory SET stock = $2, version = version + 1 WHERE sku = $1 RETURNING stock) \
              INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
-             SELECT $1, $3, u.stock, 'deduct', $4 FROM u RETURNING id, stock_after",
-        )
+             SELECT $1, $3, ",
+            total_after!("$3"),
+            ", 'deduct', $4 FROM u RETURNING id, stock_after"
+        ))
         .bind(request.sku.as_str())
         .bind(stock - requested)
         .bind(-requested)
@@ -283,12 +354,14 @@ impl PgShared {
             .into());
         }
         let write_started = Instant::now();
-        let row = sqlx::query(
+        let row = sqlx::query(concat!(
             "WITH u AS (UPDATE inventory SET stock = $2, version = version + 1 \
                         WHERE sku = $1 AND version = $5 RETURNING stock) \
              INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
-             SELECT $1, $3, u.stock, 'deduct', $4 FROM u RETURNING id, stock_after",
-        )
+             SELECT $1, $3, ",
+            total_after!("$3"),
+            ", 'deduct', $4 FROM u RETURNING id, stock_after"
+        ))
         .bind(request.sku.as_str())
         .bind(stock - requested)
         .bind(-requested)
@@ -308,12 +381,14 @@ impl PgShared {
             return Ok(receipt);
         }
         let write_started = Instant::now();
-        let row = sqlx::query(
+        let row = sqlx::query(concat!(
             "WITH u AS (UPDATE inventory SET stock = stock - $2, version = version + 1 \
                         WHERE sku = $1 AND stock >= $2 RETURNING stock) \
              INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
-             SELECT $1, -$2, u.stock, 'deduct', $3 FROM u RETURNING id, stock_after",
-        )
+             SELECT $1, -$2, ",
+            total_after!("-$2"),
+            ", 'deduct', $3 FROM u RETURNING id, stock_after"
+        ))
         .bind(request.sku.as_str())
         .bind(request.quantity.get())
         .bind(request.idempotency_key.as_ref().map(IdempotencyKey::as_str))
@@ -324,6 +399,161 @@ impl PgShared {
             Some(row) => Self::receipt(request, &row, micros(write_started.elapsed())),
             None => self.explain_miss(request).await,
         }
+    }
+
+    /// `Sharded`: a free bucket with room; else wait for one with room; else the consistent
+    /// path, which also creates the buckets on a SKU's first `Sharded` deduction.
+    async fn sharded_attempt(&self, request: &DeductRequest) -> Result<Receipt, AttemptError> {
+        if let Some(receipt) = self.replay_if_used(request).await? {
+            return Ok(receipt);
+        }
+        for sql in [bucket_deduct_sql!("FOR UPDATE SKIP LOCKED"), bucket_deduct_sql!("")] {
+            let started = Instant::now();
+            let row = sqlx::query(sql)
+                .bind(request.sku.as_str())
+                .bind(request.quantity.get())
+                .bind(request.idempotency_key.as_ref().map(IdempotencyKey::as_str))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(classify)?;
+            if let Some(row) = row {
+                return Self::receipt(request, &row, micros(started.elapsed()));
+            }
+        }
+        self.spread_attempt(request).await
+    }
+
+    /// Locks SKU `sku`'s row and then every bucket, in bucket order (the one lock order every
+    /// multi-row path uses). `None` when the SKU does not exist.
+    async fn lock_sku_and_buckets(
+        tx: &mut sqlx::PgConnection,
+        sku: &SkuId,
+    ) -> Result<Option<(i64, Vec<(i32, i64)>)>, AttemptError> {
+        let row: Option<i64> = sqlx::query_scalar("SELECT stock FROM inventory WHERE sku = $1 FOR NO KEY UPDATE")
+            .bind(sku.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(classify)?;
+        let Some(row) = row else { return Ok(None) };
+        let buckets: Vec<(i32, i64)> = sqlx::query_as(
+            "SELECT bucket, stock FROM inventory_bucket WHERE sku = $1 ORDER BY bucket FOR UPDATE",
+        )
+        .bind(sku.as_str())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(classify)?;
+        Ok(Some((row, buckets)))
+    }
+
+    /// The consistent `Sharded` path: with the SKU and all its buckets locked, the total is
+    /// exact, so a refusal here is exact too. What is left is spread evenly over the buckets.
+    async fn spread_attempt(&self, request: &DeductRequest) -> Result<Receipt, AttemptError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let lock_started = Instant::now();
+        let Some((row_stock, buckets)) = Self::lock_sku_and_buckets(&mut tx, &request.sku).await? else {
+            return Err(DeductError::NotFound.into());
+        };
+        let lock_wait_us = micros(lock_started.elapsed());
+        let total = row_stock + buckets.iter().map(|(_, stock)| stock).sum::<i64>();
+        let requested = request.quantity.get();
+        if total < requested {
+            return Err(DeductError::InsufficientStock {
+                requested,
+                available: total,
+            }
+            .into());
+        }
+        let left = total - requested;
+        let shares = sharding::spread(left, self.config.shard_buckets);
+        // Buckets beyond the configured count (it was lowered) are emptied.
+        let highest = buckets
+            .iter()
+            .map(|(b, _)| *b + 1)
+            .max()
+            .unwrap_or(0)
+            .max(i32::try_from(shares.len()).unwrap_or(i32::MAX));
+        let ids: Vec<i32> = (0..highest).collect();
+        let stocks: Vec<i64> = ids
+            .iter()
+            .map(|b| shares.get(usize::try_from(*b).unwrap_or(usize::MAX)).copied().unwrap_or(0))
+            .collect();
+        let row = sqlx::query(
+            "WITH spread AS (INSERT INTO inventory_bucket (sku, bucket, stock) \
+                             SELECT $1, t.b, t.s FROM UNNEST($2::int[], $3::bigint[]) AS t(b, s) \
+                             ON CONFLICT (sku, bucket) DO UPDATE SET stock = EXCLUDED.stock), \
+                  emptied AS (UPDATE inventory SET stock = 0, version = version + 1 WHERE sku = $1) \
+             INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
+             VALUES ($1, -$4, $5, 'deduct', $6) RETURNING id, stock_after",
+        )
+        .bind(request.sku.as_str())
+        .bind(&ids)
+        .bind(&stocks)
+        .bind(requested)
+        .bind(left)
+        .bind(request.idempotency_key.as_ref().map(IdempotencyKey::as_str))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let receipt = Self::receipt(request, &row, lock_wait_us)?;
+        tx.commit().await.map_err(classify)?;
+        Ok(receipt)
+    }
+
+    /// Before a row-based strategy refuses `requested` units: is the SKU's total short, or
+    /// could buckets cover it? If they could, they are emptied into the row (no ledger row:
+    /// the total is unchanged) and the caller runs its request again.
+    async fn gather(&self, sku: &SkuId, requested: i64) -> Result<Gathered, DeductError> {
+        // One statement, one snapshot: a total below `requested` here was the total at an
+        // instant, so refusing on it is exact. Most SKUs have no buckets and stop here.
+        let totals: Option<(i64, i64)> = sqlx::query_as(concat!(
+            "SELECT stock, ",
+            bucket_stock_of_param1!(),
+            " FROM inventory WHERE sku = $1"
+        ))
+        .bind(sku.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| error::fail(e, "reading a sku's total"))?;
+        let Some((row_stock, bucket_stock)) = totals else {
+            return Err(DeductError::NotFound);
+        };
+        if row_stock + bucket_stock < requested {
+            return Ok(Gathered::Short {
+                total: row_stock + bucket_stock,
+            });
+        }
+        if bucket_stock == 0 {
+            // Restocked since the refusal: simply run again.
+            return Ok(Gathered::Retry);
+        }
+        let (gathered, _) = self
+            .config
+            .retry
+            .run(|_| async {
+                let mut tx = self.pool.begin().await.map_err(classify)?;
+                let Some((row_stock, buckets)) = Self::lock_sku_and_buckets(&mut tx, sku).await? else {
+                    return Err(DeductError::NotFound.into());
+                };
+                let bucket_stock: i64 = buckets.iter().map(|(_, stock)| stock).sum();
+                if row_stock + bucket_stock < requested {
+                    return Ok(Gathered::Short {
+                        total: row_stock + bucket_stock,
+                    });
+                }
+                sqlx::query(
+                    "WITH emptied AS (UPDATE inventory_bucket SET stock = 0 WHERE sku = $1 AND stock > 0) \
+                     UPDATE inventory SET stock = stock + $2, version = version + 1 WHERE sku = $1",
+                )
+                .bind(sku.as_str())
+                .bind(bucket_stock)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+                tx.commit().await.map_err(classify)?;
+                Ok(Gathered::Retry)
+            })
+            .await?;
+        Ok(gathered)
     }
 }
 
@@ -341,12 +571,19 @@ impl BatchExecutor for PgShared {
         }
         let mut tx = self.pool.begin().await.map_err(classify)?;
         let lock_started = Instant::now();
-        let stock: Option<i64> = sqlx::query_scalar("SELECT stock FROM inventory WHERE sku = $1 FOR UPDATE")
-            .bind(sku.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(classify)?;
+        // The locked row's latest stock, plus the snapshot's row stock and bucket stock for
+        // the estimate `total_after!` describes.
+        let locked: Option<(i64, i64, i64)> = sqlx::query_as(concat!(
+            "SELECT stock, (SELECT stock FROM inventory WHERE sku = $1), ",
+            bucket_stock_of_param1!(),
+            " FROM inventory WHERE sku = $1 FOR UPDATE"
+        ))
+        .bind(sku.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?;
         let lock_wait_us = micros(lock_started.elapsed());
+        let stock = locked.map(|(row_stock, _, _)| row_stock);
         let keys: Vec<&str> = items
             .iter()
             .filter_map(|i| i.idempotency_key.as_ref().map(IdempotencyKey::as_str))
@@ -363,20 +600,25 @@ impl BatchExecutor for PgShared {
             .map_err(classify)?;
             rows.iter().map(ledger_entry).collect::<Result<Vec<_>, _>>()?
         };
-        let plan = BatchPlan::new(sku, stock, items, &prior);
-        let mut ledger_ids = Vec::with_capacity(plan.new_rows.len());
+        let mut plan = BatchPlan::new(sku, stock, items, &prior);
+        if let Some((row_stock, snapshot_row_stock, bucket_stock)) = locked
+            && bucket_stock > 0
+        {
+            plan.report_total_stock(snapshot_row_stock + bucket_stock - row_stock);
+        }
+        let mut ledger_ids = Vec::new();
         // An unknown SKU plans no rows, so nothing is written.
         if !plan.new_rows.is_empty() {
             let quantities: Vec<i64> = plan.new_rows.iter().map(|r| r.quantity).collect();
             let stock_afters: Vec<i64> = plan.new_rows.iter().map(|r| r.stock_after).collect();
             let row_keys: Vec<Option<String>> =
                 plan.new_rows.iter().map(|r| r.idempotency_key.clone()).collect();
-            let rows: Vec<(i64, i64)> = sqlx::query_as(
+            let mut ids: Vec<i64> = sqlx::query_scalar(
                 "WITH u AS (UPDATE inventory SET stock = $2, version = version + 1 WHERE sku = $1 RETURNING sku) \
                  INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
                  SELECT u.sku, -t.q, t.after, 'deduct', t.k \
                  FROM u, UNNEST($3::bigint[], $4::bigint[], $5::varchar[]) WITH ORDINALITY AS t(q, after, k, ord) \
-                 ORDER BY t.ord RETURNING id, stock_after",
+                 ORDER BY t.ord RETURNING id",
             )
             .bind(sku.as_str())
             .bind(plan.stock_after)
@@ -386,19 +628,68 @@ impl BatchExecutor for PgShared {
             .fetch_all(&mut *tx)
             .await
             .map_err(classify)?;
-            // stock_after strictly decreases within a batch, so it identifies each row even
-            // though RETURNING order is not guaranteed.
-            let by_after: std::collections::HashMap<i64, i64> =
-                rows.into_iter().map(|(id, after)| (after, id)).collect();
-            for row in &plan.new_rows {
-                ledger_ids.push(*by_after.get(&row.stock_after).ok_or(DeductError::Internal {
-                    context: "batch insert returned fewer rows than planned",
+            // Identity values are drawn as the ordered SELECT feeds the insert, so ascending
+            // ids follow the plan's order even though RETURNING's order is not guaranteed.
+            ids.sort_unstable();
+            if ids.len() != plan.new_rows.len() {
+                return Err(DeductError::Internal {
+                    context: "batch insert returned a different number of rows than planned",
                     source: None,
-                })?);
+                }
+                .into());
             }
+            ledger_ids = ids;
         }
         tx.commit().await.map_err(classify)?;
         Ok(plan.into_results(sku, items, &ledger_ids, lock_wait_us))
+    }
+}
+
+impl PgStore {
+    /// The strategies that take from the SKU row (every one but `Sharded`), one run.
+    async fn deduct_from_row(&self, request: &DeductRequest) -> Result<Receipt, DeductError> {
+        let shared = self.shared();
+        let attempt_result = match request.strategy {
+            Strategy::Coalesced => return self.coalescer.submit(request.clone()).await,
+            Strategy::Pessimistic => {
+                shared
+                    .config
+                    .retry
+                    .run(|_| shared.locked_attempt(request, false))
+                    .await
+            }
+            Strategy::NoWait => {
+                shared
+                    .config
+                    .retry
+                    .run(|_| shared.locked_attempt(request, true))
+                    .await
+            }
+            Strategy::Optimistic => {
+                shared
+                    .config
+                    .retry
+                    .run(|_| shared.optimistic_attempt(request))
+                    .await
+            }
+            Strategy::Guarded => {
+                shared
+                    .config
+                    .retry
+                    .run(|_| shared.guarded_attempt(request))
+                    .await
+            }
+            other => {
+                return Err(InvalidInput::UnsupportedStrategy {
+                    strategy: other,
+                    backend: "postgres",
+                }
+                .into());
+            }
+        };
+        let (mut receipt, attempts) = attempt_result?;
+        receipt.attempts = attempts;
+        Ok(receipt)
     }
 }
 
@@ -440,12 +731,17 @@ impl InventoryStore for PgStore {
             .config
             .retry
             .run(|_| async {
-                let row: Option<(i64, i64)> = sqlx::query_as(
+                // Restocks go to the SKU row; the total (row + buckets) stays within STOCK_MAX.
+                let row: Option<(i64, i64)> = sqlx::query_as(concat!(
                     "WITH u AS (UPDATE inventory SET stock = stock + $2, version = version + 1 \
-                                WHERE sku = $1 AND stock <= $3 - $2 RETURNING stock) \
+                                WHERE sku = $1 AND stock + ",
+                    bucket_stock_of_param1!(),
+                    " <= $3 - $2 RETURNING stock) \
                      INSERT INTO inventory_ledger (sku, delta, stock_after, reason) \
-                     SELECT $1, $2, u.stock, 'restock' FROM u RETURNING id, stock_after",
-                )
+                     SELECT $1, $2, ",
+                    total_after!("$2"),
+                    ", 'restock' FROM u RETURNING id, stock_after"
+                ))
                 .bind(sku.as_str())
                 .bind(quantity.get())
                 .bind(STOCK_MAX)
@@ -475,56 +771,34 @@ impl InventoryStore for PgStore {
 
     async fn deduct(&self, request: DeductRequest) -> Result<Receipt, DeductError> {
         let shared = self.shared();
-        let attempt_result = match request.strategy {
-            Strategy::Coalesced => return self.coalescer.submit(request).await,
-            Strategy::Pessimistic => {
-                shared
-                    .config
-                    .retry
-                    .run(|_| shared.locked_attempt(&request, false))
-                    .await
-            }
-            Strategy::NoWait => {
-                shared
-                    .config
-                    .retry
-                    .run(|_| shared.locked_attempt(&request, true))
-                    .await
-            }
-            Strategy::Optimistic => {
-                shared
-                    .config
-                    .retry
-                    .run(|_| shared.optimistic_attempt(&request))
-                    .await
-            }
-            Strategy::Guarded => {
-                shared
-                    .config
-                    .retry
-                    .run(|_| shared.guarded_attempt(&request))
-                    .await
-            }
-            other => {
-                return Err(InvalidInput::UnsupportedStrategy {
-                    strategy: other,
-                    backend: "postgres",
-                }
-                .into());
-            }
-        };
-        let (mut receipt, attempts) = attempt_result?;
-        receipt.attempts = attempts;
-        Ok(receipt)
+        if request.strategy == Strategy::Sharded {
+            let (mut receipt, attempts) = shared
+                .config
+                .retry
+                .run(|_| shared.sharded_attempt(&request))
+                .await?;
+            receipt.attempts = attempts;
+            return Ok(receipt);
+        }
+        // The other strategies see only the SKU row; buckets count before any refusal.
+        sharding::refuse_only_on_total(
+            request.quantity.get(),
+            || self.deduct_from_row(&request),
+            |requested| shared.gather(&request.sku, requested),
+        )
+        .await
     }
 
     async fn stock(&self, sku: &SkuId) -> Result<StockLevel, DeductError> {
-        let row: Option<(i64, i64)> =
-            sqlx::query_as("SELECT stock, initial_stock FROM inventory WHERE sku = $1")
-                .bind(sku.as_str())
-                .fetch_optional(&self.shared().pool)
-                .await
-                .map_err(|e| error::fail(e, "reading stock"))?;
+        let row: Option<(i64, i64)> = sqlx::query_as(concat!(
+            "SELECT stock + ",
+            bucket_stock_of_param1!(),
+            ", initial_stock FROM inventory WHERE sku = $1"
+        ))
+        .bind(sku.as_str())
+        .fetch_optional(&self.shared().pool)
+        .await
+        .map_err(|e| error::fail(e, "reading stock"))?;
         let (stock, initial_stock) = row.ok_or(DeductError::NotFound)?;
         Ok(StockLevel {
             sku: sku.clone(),
@@ -532,7 +806,6 @@ impl InventoryStore for PgStore {
             initial_stock,
         })
     }
-
     async fn ledger(&self, sku: &SkuId, page: LedgerPage) -> Result<Vec<LedgerEntry>, DeductError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {LEDGER_COLUMNS} FROM inventory_ledger WHERE sku = $1 AND id > $2 ORDER BY id LIMIT $3"
@@ -552,10 +825,13 @@ impl InventoryStore for PgStore {
 
     async fn snapshot(&self) -> Result<Vec<SkuSnapshot>, DeductError> {
         let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
-            "SELECT i.sku, i.initial_stock, i.stock, COALESCE(l.delta_sum, 0)::bigint, COALESCE(l.row_count, 0)::bigint \
+            "SELECT i.sku, i.initial_stock, (i.stock + COALESCE(b.bucket_stock, 0))::bigint, \
+                    COALESCE(l.delta_sum, 0)::bigint, COALESCE(l.row_count, 0)::bigint \
              FROM inventory i \
              LEFT JOIN (SELECT sku, SUM(delta) AS delta_sum, COUNT(*) AS row_count FROM inventory_ledger GROUP BY sku) l \
                ON l.sku = i.sku \
+             LEFT JOIN (SELECT sku, SUM(stock) AS bucket_stock FROM inventory_bucket GROUP BY sku) b \
+               ON b.sku = i.sku \
              ORDER BY i.sku",
         )
         .fetch_all(&self.shared().pool)

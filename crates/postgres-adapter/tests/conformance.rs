@@ -31,6 +31,7 @@ mod postgres {
             optimistic: Optimistic,
             guarded: Guarded,
             coalesced: Coalesced,
+            sharded: Sharded,
         ]
     );
 }

@@ -639,7 +639,12 @@ impl InventoryStore for SqliteStore {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            strategies: Strategy::ALL.to_vec(),
+            // Not `Sharded`: SQLite admits one writer at a time, so spreading a SKU over
+            // bucket rows cannot let two deductions proceed at once.
+            strategies: Strategy::ALL
+                .into_iter()
+                .filter(|s| *s != Strategy::Sharded)
+                .collect(),
             // BEGIN IMMEDIATE locks the whole database, not a row.
             row_level_locking: false,
         }

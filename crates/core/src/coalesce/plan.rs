@@ -149,6 +149,16 @@ impl BatchPlan {
         }
     }
 
+    /// For a SKU with `Sharded` bucket stock: reports each new row's `stock_after` (and so
+    /// each receipt's `remaining`) as an estimate of the SKU's total, the row's stock shifted
+    /// by `offset` (the snapshot total minus the locked row stock), never below zero. The row
+    /// itself is still written with [`BatchPlan::stock_after`]. See [`crate::sharding`].
+    pub fn report_total_stock(&mut self, offset: i64) {
+        for row in &mut self.new_rows {
+            row.stock_after = (row.stock_after + offset).max(0);
+        }
+    }
+
     /// Units the batch deducts in total.
     pub fn total_quantity(&self) -> i64 {
         self.stock_before - self.stock_after
