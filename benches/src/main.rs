@@ -272,6 +272,9 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
         };
         for level in backend_levels {
             for variant in &variants {
+                if !db::supports(*backend, *variant) {
+                    continue;
+                }
                 specs.push(CaseSpec {
                     backend: *backend,
                     variant: *variant,

@@ -447,9 +447,9 @@ fn ratios(md: &mut String, view: &BackendView<'_>) -> anyhow::Result<()> {
     writeln!(md, "\n### Ratios (same run)\n")?;
     writeln!(
         md,
-        "| point | coalesced / pessimistic | coalesced / guarded | guarded / raw_guarded (library overhead) | pessimistic / raw_pessimistic | coalesced p99 < pessimistic p99 |"
+        "| point | coalesced / pessimistic | coalesced / guarded | sharded / pessimistic | sharded / guarded | guarded / raw_guarded (library overhead) | pessimistic / raw_pessimistic | coalesced p99 < pessimistic p99 |"
     )?;
-    writeln!(md, "|---|---|---|---|---|---|")?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|")?;
     let mut points = Vec::new();
     if let Some(hot) = view.hot_point() {
         points.push(("hot", hot));
@@ -477,9 +477,11 @@ fn ratios(md: &mut String, view: &BackendView<'_>) -> anyhow::Result<()> {
         };
         writeln!(
             md,
-            "| {label}: {level} × {requesters} | {} | {} | {} | {} | {p99} |",
+            "| {label}: {level} × {requesters} | {} | {} | {} | {} | {} | {} | {p99} |",
             fmt_ratio(ratio(get(Strategy::Coalesced), get(Strategy::Pessimistic))),
             fmt_ratio(ratio(get(Strategy::Coalesced), get(Strategy::Guarded))),
+            fmt_ratio(ratio(get(Strategy::Sharded), get(Strategy::Pessimistic))),
+            fmt_ratio(ratio(get(Strategy::Sharded), get(Strategy::Guarded))),
             fmt_ratio(ratio(
                 get(Strategy::Guarded),
                 cases.get(&Variant::Raw(RawOp::Guarded))

@@ -13,6 +13,14 @@
 //! | `Optimistic` | `SELECT stock, version` (autocommit); `BEGIN; UPDATE … WHERE version = ?` (0 rows → retry)`; INSERT ledger; COMMIT` |
 //! | `Guarded` | `BEGIN; UPDATE … SET stock = stock − q WHERE stock >= q` (0 rows → refuse)`; SELECT stock; INSERT ledger; COMMIT` |
 //! | `Coalesced` | per batch: `BEGIN; SELECT … FOR UPDATE; UPDATE; INSERT … VALUES (…), (…); SELECT id … WHERE id >= LAST_INSERT_ID(); COMMIT` |
+//! | `Sharded` | `BEGIN; SELECT … LOCK IN SHARE MODE` (the SKU row); `SELECT bucket … FOR UPDATE SKIP LOCKED` (else wait for one random bucket with room); `UPDATE` it; `SELECT SUM(stock)`; `INSERT ledger; COMMIT`. If no bucket has room: `BEGIN;` lock the row and every bucket `FOR UPDATE`, deduct from the total, re-spread it; `COMMIT` |
+//!
+//! A SKU's stock is its row's `stock` plus its buckets' (`inventory_bucket`), see
+//! [`stockguard_core::sharding`]. The strategies other than `Sharded` take from the row and,
+//! before refusing, empty the buckets into it. Lock order is always the SKU row, then
+//! buckets: a `Sharded` deduction share-locks the row before it takes a bucket (the ledger
+//! insert's foreign-key check would take that shared lock anyway, but after the bucket,
+//! which deadlocks against the consistent path holding the row and waiting for buckets).
 
 mod error;
 
@@ -27,7 +35,10 @@ use stockguard_core::{
     AttemptError, BatchExecutor, BatchItem, BatchPlan, Capabilities, Coalescer, CoalescerConfig, DeductError,
     DeductRequest, IdempotencyKey, InvalidInput, InventoryStore, LedgerEntry, LedgerPage, LedgerReason,
     PoolStatus, Quantity, Receipt, RestockReceipt, RetryCause, RetryPolicy, STOCK_MAX, SkuId, SkuSnapshot,
-    StockLevel, Strategy, model::replay, single_item_outcome,
+    StockLevel, Strategy,
+    model::replay,
+    sharding::{self, Gathered},
+    single_item_outcome,
 };
 
 pub use error::classify;
@@ -54,6 +65,8 @@ pub struct MySqlConfig {
     pub retry: RetryPolicy,
     /// Group-commit limits for `Coalesced`.
     pub coalescer: CoalescerConfig,
+    /// Buckets a SKU's stock is spread over by `Sharded` (1..=`SHARD_BUCKETS_MAX`).
+    pub shard_buckets: u32,
 }
 
 impl MySqlConfig {
@@ -67,6 +80,7 @@ impl MySqlConfig {
             statement_timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
             coalescer: CoalescerConfig::default(),
+            shard_buckets: sharding::DEFAULT_SHARD_BUCKETS,
         }
     }
 }
@@ -174,6 +188,7 @@ impl MySqlStore {
     /// Detects the server flavour and opens the pool (failing fast if the server is
     /// unreachable). Does not migrate.
     pub async fn connect(config: MySqlConfig) -> Result<Self, DeductError> {
+        sharding::check_bucket_count(config.shard_buckets)?;
         let options = MySqlConnectOptions::from_str(&config.url)
             .map_err(|e| DeductError::internal("parsing the MySQL URL", e))?;
         let flavor = detect_flavor(&options).await?;
@@ -320,11 +335,33 @@ async fn insert_ledger_row(
         .map_err(|e| DeductError::internal("ledger id does not fit in BIGINT", e).into())
 }
 
-/// Reads back the stock this transaction just wrote. A transaction always sees its own
-/// changes, and the `UPDATE` that preceded this holds the row's exclusive lock, so the value
-/// is exactly the one this transaction wrote (the replacement for `UPDATE … RETURNING`).
+/// Reads back the SKU's total after this transaction's write to its row: the row's stock
+/// (a transaction always sees its own changes, and the `UPDATE` that preceded this holds the
+/// row's exclusive lock, so the value is exactly the one this transaction wrote: the
+/// replacement for `UPDATE … RETURNING`) plus, for a sharded SKU, its bucket stock.
 async fn read_back_stock(transaction: &mut MySqlTransaction, sku: &SkuId) -> Result<i64, AttemptError> {
-    sqlx::query_scalar("SELECT stock FROM inventory WHERE sku = ?")
+    let (row_stock, sharded): (i64, bool) = sqlx::query_as("SELECT stock, sharded FROM inventory WHERE sku = ?")
+        .bind(sku.as_str())
+        .fetch_one(&mut **transaction)
+        .await
+        .map_err(classify)?;
+    Ok(row_stock + bucket_stock_if(sharded, transaction, sku).await?)
+}
+
+/// Units in a sharded SKU's buckets (0 for a SKU never sharded, without a query). Exact when
+/// the caller holds the SKU row's exclusive lock: bucket stock only moves under the row's
+/// exclusive lock, and every `Sharded` deduction holds the row's shared lock until it
+/// commits, so none is in flight.
+async fn bucket_stock_if(
+    sharded: bool,
+    transaction: &mut MySqlTransaction,
+    sku: &SkuId,
+) -> Result<i64, AttemptError> {
+    if !sharded {
+        return Ok(0);
+    }
+    // SUM over BIGINT is DECIMAL; CAST … AS SIGNED brings it back to BIGINT.
+    sqlx::query_scalar("SELECT CAST(COALESCE(SUM(stock), 0) AS SIGNED) FROM inventory_bucket WHERE sku = ?")
         .bind(sku.as_str())
         .fetch_one(&mut **transaction)
         .await
@@ -404,18 +441,18 @@ impl MySqlShared {
     ) -> Result<Receipt, AttemptError> {
         let lock_started = Instant::now();
         let select = if no_wait {
-            "SELECT stock FROM inventory WHERE sku = ? FOR UPDATE NOWAIT"
+            "SELECT stock, sharded FROM inventory WHERE sku = ? FOR UPDATE NOWAIT"
         } else {
-            "SELECT stock FROM inventory WHERE sku = ? FOR UPDATE"
+            "SELECT stock, sharded FROM inventory WHERE sku = ? FOR UPDATE"
         };
-        let stock: Option<i64> = sqlx::query_scalar(select)
+        let locked: Option<(i64, bool)> = sqlx::query_as(select)
             .bind(request.sku.as_str())
             .fetch_optional(&mut **transaction)
             .await
             .map_err(classify)?;
         let lock_wait_us = micros(lock_started.elapsed());
         let requested = request.quantity.get();
-        let Some(stock) = stock else {
+        let Some((stock, sharded)) = locked else {
             return Err(DeductError::NotFound.into());
         };
         if stock < requested {
@@ -427,13 +464,14 @@ impl MySqlShared {
         }
         // The application computes the new value from what it read under the lock. Without
         // the lock this is the classic lost update; the conformance suite catches it.
-        let remaining = stock - requested;
+        let row_remaining = stock - requested;
         sqlx::query("UPDATE inventory SET stock = ?, version = version + 1 WHERE sku = ?")
-            .bind(remaining)
+            .bind(row_remaining)
             .bind(request.sku.as_str())
             .execute(&mut **transaction)
             .await
             .map_err(classify)?;
+        let remaining = row_remaining + bucket_stock_if(sharded, transaction, &request.sku).await?;
         let ledger_id = insert_ledger_row(
             transaction,
             &request.sku,
@@ -452,14 +490,14 @@ impl MySqlShared {
         }
         // Re-read on every attempt, outside any transaction: an autocommit read sees the
         // latest committed version, and comparing against a stale one can never succeed.
-        let current: Option<(i64, i64)> =
-            sqlx::query_as("SELECT stock, version FROM inventory WHERE sku = ?")
+        let current: Option<(i64, i64, bool)> =
+            sqlx::query_as("SELECT stock, version, sharded FROM inventory WHERE sku = ?")
                 .bind(request.sku.as_str())
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(classify)?;
         let requested = request.quantity.get();
-        let Some((stock, version)) = current else {
+        let Some((stock, version, sharded)) = current else {
             return Err(DeductError::NotFound.into());
         };
         if stock < requested {
@@ -470,7 +508,7 @@ impl MySqlShared {
             .into());
         }
         let mut transaction = self.begin().await?;
-        let outcome = Self::compare_and_set(&mut transaction, request, stock, version).await;
+        let outcome = Self::compare_and_set(&mut transaction, request, stock, version, sharded).await;
         finish(transaction, outcome).await
     }
 
@@ -479,14 +517,15 @@ impl MySqlShared {
         request: &DeductRequest,
         stock: i64,
         version: i64,
+        sharded: bool,
     ) -> Result<Receipt, AttemptError> {
         let write_started = Instant::now();
         let requested = request.quantity.get();
-        let remaining = stock - requested;
+        let row_remaining = stock - requested;
         let updated = sqlx::query(
             "UPDATE inventory SET stock = ?, version = version + 1 WHERE sku = ? AND version = ?",
         )
-        .bind(remaining)
+        .bind(row_remaining)
         .bind(request.sku.as_str())
         .bind(version)
         .execute(&mut **transaction)
@@ -495,6 +534,8 @@ impl MySqlShared {
         if updated.rows_affected() == 0 {
             return Err(AttemptError::Retry(RetryCause::VersionMismatch));
         }
+        // The version matched, so `sharded` (read with it) is current: spreading bumps it.
+        let remaining = row_remaining + bucket_stock_if(sharded, transaction, &request.sku).await?;
         let ledger_id = insert_ledger_row(
             transaction,
             &request.sku,
@@ -562,6 +603,294 @@ impl MySqlShared {
             remaining,
             micros(write_started.elapsed()),
         )))
+    }
+
+    /// `Sharded`: a free bucket with room; else wait for one with room; else the consistent
+    /// path, which also creates the buckets on a SKU's first `Sharded` deduction.
+    async fn sharded_attempt(&self, request: &DeductRequest) -> Result<Receipt, AttemptError> {
+        if let Some(receipt) = self.replay_if_used(request).await? {
+            return Ok(receipt);
+        }
+        let mut transaction = self.begin().await?;
+        let outcome = self.bucket_deduct(&mut transaction, request).await;
+        if let Some(receipt) = finish(transaction, outcome).await? {
+            return Ok(receipt);
+        }
+        let mut transaction = self.begin().await?;
+        let outcome = self.spread_deduct(&mut transaction, request).await;
+        finish(transaction, outcome).await
+    }
+
+    /// Takes the request from one bucket, or returns `None` (nothing written) when no
+    /// bucket has room.
+    async fn bucket_deduct(
+        &self,
+        transaction: &mut MySqlTransaction,
+        request: &DeductRequest,
+    ) -> Result<Option<Receipt>, AttemptError> {
+        let started = Instant::now();
+        let sku = request.sku.as_str();
+        let requested = request.quantity.get();
+        // Row first, then bucket: the lock order of every path (see the module docs). The
+        // shared lock lets any number of `Sharded` deductions run at once; it also keeps the
+        // row (and so the bucket set) from changing until this commits.
+        let row_stock: Option<i64> =
+            sqlx::query_scalar("SELECT stock FROM inventory WHERE sku = ? LOCK IN SHARE MODE")
+                .bind(sku)
+                .fetch_optional(&mut **transaction)
+                .await
+                .map_err(classify)?;
+        let Some(row_stock) = row_stock else {
+            return Err(DeductError::NotFound.into());
+        };
+        // A free bucket with room, scanning from a random bucket and wrapping around. The
+        // scan walks the primary key in order and stops at the first match, so it locks only
+        // the bucket it returns (READ COMMITTED releases rows that fail the condition).
+        let start: i64 = i64::from(rand::random_range(0..self.config.shard_buckets));
+        let mut chosen: Option<i64> = None;
+        for range in [
+            "SELECT bucket FROM inventory_bucket WHERE sku = ? AND bucket >= ? AND stock >= ? \
+             ORDER BY bucket LIMIT 1 FOR UPDATE SKIP LOCKED",
+            "SELECT bucket FROM inventory_bucket WHERE sku = ? AND bucket < ? AND stock >= ? \
+             ORDER BY bucket LIMIT 1 FOR UPDATE SKIP LOCKED",
+        ] {
+            chosen = sqlx::query_scalar(range)
+                .bind(sku)
+                .bind(start)
+                .bind(requested)
+                .fetch_optional(&mut **transaction)
+                .await
+                .map_err(classify)?;
+            if chosen.is_some() {
+                break;
+            }
+        }
+        let taken = match chosen {
+            // Locked and checked: the decrement cannot miss.
+            Some(bucket) => Self::take_from_bucket(transaction, sku, bucket, requested).await?,
+            None => {
+                // Every bucket with room is busy: wait for one of them, chosen at random. A
+                // guarded single-row UPDATE waits for that row only and re-checks its stock.
+                let candidate: Option<i64> = sqlx::query_scalar(
+                    "SELECT bucket FROM inventory_bucket WHERE sku = ? AND stock >= ? ORDER BY RAND() LIMIT 1",
+                )
+                .bind(sku)
+                .bind(requested)
+                .fetch_optional(&mut **transaction)
+                .await
+                .map_err(classify)?;
+                match candidate {
+                    Some(bucket) => Self::take_from_bucket(transaction, sku, bucket, requested).await?,
+                    None => false,
+                }
+            }
+        };
+        if !taken {
+            return Ok(None);
+        }
+        // The row is share-locked, so its stock is exact; other buckets may have deductions
+        // in flight, so the total is an estimate (see `Strategy::Sharded`).
+        let bucket_stock: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(stock), 0) AS SIGNED) FROM inventory_bucket WHERE sku = ?",
+        )
+        .bind(sku)
+        .fetch_one(&mut **transaction)
+        .await
+        .map_err(classify)?;
+        let remaining = row_stock + bucket_stock;
+        let ledger_id = insert_ledger_row(
+            transaction,
+            &request.sku,
+            -requested,
+            remaining,
+            LedgerReason::Deduct,
+            request.idempotency_key.as_ref(),
+        )
+        .await?;
+        Ok(Some(Self::receipt(
+            request,
+            ledger_id,
+            remaining,
+            micros(started.elapsed()),
+        )))
+    }
+
+    /// Decrements one bucket if it still has room; false when it does not.
+    async fn take_from_bucket(
+        transaction: &mut MySqlTransaction,
+        sku: &str,
+        bucket: i64,
+        requested: i64,
+    ) -> Result<bool, AttemptError> {
+        let updated = sqlx::query(
+            "UPDATE inventory_bucket SET stock = stock - ? WHERE sku = ? AND bucket = ? AND stock >= ?",
+        )
+        .bind(requested)
+        .bind(sku)
+        .bind(bucket)
+        .bind(requested)
+        .execute(&mut **transaction)
+        .await
+        .map_err(classify)?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    /// Locks SKU `sku`'s row and then every bucket, in bucket order. `None` when the SKU
+    /// does not exist.
+    async fn lock_sku_and_buckets(
+        transaction: &mut MySqlTransaction,
+        sku: &SkuId,
+    ) -> Result<Option<(i64, Vec<(i64, i64)>)>, AttemptError> {
+        let row_stock: Option<i64> = sqlx::query_scalar("SELECT stock FROM inventory WHERE sku = ? FOR UPDATE")
+            .bind(sku.as_str())
+            .fetch_optional(&mut **transaction)
+            .await
+            .map_err(classify)?;
+        let Some(row_stock) = row_stock else {
+            return Ok(None);
+        };
+        let buckets: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT bucket, stock FROM inventory_bucket WHERE sku = ? ORDER BY bucket FOR UPDATE",
+        )
+        .bind(sku.as_str())
+        .fetch_all(&mut **transaction)
+        .await
+        .map_err(classify)?;
+        Ok(Some((row_stock, buckets)))
+    }
+
+    /// The consistent `Sharded` path: with the SKU and all its buckets locked, the total is
+    /// exact, so a refusal here is exact too. What is left is spread evenly over the buckets.
+    async fn spread_deduct(
+        &self,
+        transaction: &mut MySqlTransaction,
+        request: &DeductRequest,
+    ) -> Result<Receipt, AttemptError> {
+        let lock_started = Instant::now();
+        let Some((row_stock, buckets)) = Self::lock_sku_and_buckets(transaction, &request.sku).await? else {
+            return Err(DeductError::NotFound.into());
+        };
+        let lock_wait_us = micros(lock_started.elapsed());
+        let total = row_stock + buckets.iter().map(|(_, stock)| stock).sum::<i64>();
+        let requested = request.quantity.get();
+        if total < requested {
+            return Err(DeductError::InsufficientStock {
+                requested,
+                available: total,
+            }
+            .into());
+        }
+        let left = total - requested;
+        let shares = sharding::spread(left, self.config.shard_buckets);
+        // Buckets beyond the configured count (it was lowered) are emptied.
+        let highest = buckets
+            .iter()
+            .map(|(bucket, _)| bucket + 1)
+            .max()
+            .unwrap_or(0)
+            .max(i64::try_from(shares.len()).unwrap_or(i64::MAX));
+        let rows: Vec<(i64, i64)> = (0..highest)
+            .map(|bucket| {
+                let share = usize::try_from(bucket)
+                    .ok()
+                    .and_then(|i| shares.get(i).copied())
+                    .unwrap_or(0);
+                (bucket, share)
+            })
+            .collect();
+        for chunk in rows.chunks(ROWS_PER_STATEMENT_MAX) {
+            let sql = format!(
+                "INSERT INTO inventory_bucket (sku, bucket, stock) VALUES {} \
+                 ON DUPLICATE KEY UPDATE stock = VALUES(stock)",
+                repeated("(?, ?, ?)", chunk.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (bucket, share) in chunk {
+                query = query.bind(request.sku.as_str()).bind(*bucket).bind(*share);
+            }
+            query.execute(&mut **transaction).await.map_err(classify)?;
+        }
+        sqlx::query("UPDATE inventory SET stock = 0, sharded = TRUE, version = version + 1 WHERE sku = ?")
+            .bind(request.sku.as_str())
+            .execute(&mut **transaction)
+            .await
+            .map_err(classify)?;
+        let ledger_id = insert_ledger_row(
+            transaction,
+            &request.sku,
+            -requested,
+            left,
+            LedgerReason::Deduct,
+            request.idempotency_key.as_ref(),
+        )
+        .await?;
+        Ok(Self::receipt(request, ledger_id, left, lock_wait_us))
+    }
+
+    /// Before a row-based strategy refuses `requested` units: is the SKU's total short, or
+    /// could buckets cover it? If they could, they are emptied into the row (no ledger row:
+    /// the total is unchanged) and the caller runs its request again.
+    async fn gather(&self, sku: &SkuId, requested: i64) -> Result<Gathered, DeductError> {
+        // One statement, one read view: a total below `requested` here was the total at an
+        // instant, so refusing on it is exact. Most SKUs have no buckets and stop here.
+        let totals: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT i.stock, CAST(COALESCE((SELECT SUM(b.stock) FROM inventory_bucket b WHERE b.sku = i.sku), 0) AS SIGNED) \
+             FROM inventory i WHERE i.sku = ?",
+        )
+        .bind(sku.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| error::fail(e, "reading a sku's total"))?;
+        let Some((row_stock, bucket_stock)) = totals else {
+            return Err(DeductError::NotFound);
+        };
+        if row_stock + bucket_stock < requested {
+            return Ok(Gathered::Short {
+                total: row_stock + bucket_stock,
+            });
+        }
+        if bucket_stock == 0 {
+            // Restocked since the refusal: simply run again.
+            return Ok(Gathered::Retry);
+        }
+        let (gathered, _) = self
+            .config
+            .retry
+            .run(|_| async {
+                let mut transaction = self.begin().await?;
+                let outcome = Self::gather_in(&mut transaction, sku, requested).await;
+                finish(transaction, outcome).await
+            })
+            .await?;
+        Ok(gathered)
+    }
+
+    async fn gather_in(
+        transaction: &mut MySqlTransaction,
+        sku: &SkuId,
+        requested: i64,
+    ) -> Result<Gathered, AttemptError> {
+        let Some((row_stock, buckets)) = Self::lock_sku_and_buckets(transaction, sku).await? else {
+            return Err(DeductError::NotFound.into());
+        };
+        let bucket_stock: i64 = buckets.iter().map(|(_, stock)| stock).sum();
+        if row_stock + bucket_stock < requested {
+            return Ok(Gathered::Short {
+                total: row_stock + bucket_stock,
+            });
+        }
+        sqlx::query("UPDATE inventory_bucket SET stock = 0 WHERE sku = ? AND stock > 0")
+            .bind(sku.as_str())
+            .execute(&mut **transaction)
+            .await
+            .map_err(classify)?;
+        sqlx::query("UPDATE inventory SET stock = stock + ?, version = version + 1 WHERE sku = ?")
+            .bind(bucket_stock)
+            .bind(sku.as_str())
+            .execute(&mut **transaction)
+            .await
+            .map_err(classify)?;
+        Ok(Gathered::Retry)
     }
 
     /// `None` when the guard matched no row (unknown SKU or the result would pass `STOCK_MAX`).
@@ -694,18 +1023,23 @@ impl MySqlShared {
         items: &[BatchItem],
     ) -> Result<Vec<Result<Receipt, DeductError>>, AttemptError> {
         let lock_started = Instant::now();
-        let stock: Option<i64> = sqlx::query_scalar("SELECT stock FROM inventory WHERE sku = ? FOR UPDATE")
-            .bind(sku.as_str())
-            .fetch_optional(&mut **transaction)
-            .await
-            .map_err(classify)?;
+        let locked: Option<(i64, bool)> =
+            sqlx::query_as("SELECT stock, sharded FROM inventory WHERE sku = ? FOR UPDATE")
+                .bind(sku.as_str())
+                .fetch_optional(&mut **transaction)
+                .await
+                .map_err(classify)?;
         let lock_wait_us = micros(lock_started.elapsed());
+        let stock = locked.map(|(row_stock, _)| row_stock);
+        let bucket_stock =
+            bucket_stock_if(locked.is_some_and(|(_, sharded)| sharded), transaction, sku).await?;
         let keys: Vec<&str> = items
             .iter()
             .filter_map(|i| i.idempotency_key.as_ref().map(IdempotencyKey::as_str))
             .collect();
         let prior = Self::prior_entries(transaction, &keys).await?;
-        let plan = BatchPlan::new(sku, stock, items, &prior);
+        let mut plan = BatchPlan::new(sku, stock, items, &prior);
+        plan.report_total_stock(bucket_stock);
         // An unknown SKU plans no rows, so nothing is written.
         let ledger_ids = if plan.new_rows.is_empty() {
             Vec::new()
@@ -731,6 +1065,31 @@ impl BatchExecutor for MySqlShared {
         let mut transaction = self.begin().await?;
         let outcome = Self::batch_in(&mut transaction, sku, items).await;
         finish(transaction, outcome).await
+    }
+}
+
+impl MySqlStore {
+    /// The strategies that take from the SKU row (every one but `Sharded`), one run.
+    async fn deduct_from_row(&self, request: &DeductRequest) -> Result<Receipt, DeductError> {
+        let shared = self.shared();
+        let retry = &shared.config.retry;
+        let attempt_result = match request.strategy {
+            Strategy::Coalesced => return self.coalescer.submit(request.clone()).await,
+            Strategy::Pessimistic => retry.run(|_| shared.locked_attempt(request, false)).await,
+            Strategy::NoWait => retry.run(|_| shared.locked_attempt(request, true)).await,
+            Strategy::Optimistic => retry.run(|_| shared.optimistic_attempt(request)).await,
+            Strategy::Guarded => retry.run(|_| shared.guarded_attempt(request)).await,
+            other => {
+                return Err(InvalidInput::UnsupportedStrategy {
+                    strategy: other,
+                    backend: shared.flavor.backend(),
+                }
+                .into());
+            }
+        };
+        let (mut receipt, attempts) = attempt_result?;
+        receipt.attempts = attempts;
+        Ok(receipt)
     }
 }
 
@@ -801,29 +1160,29 @@ impl InventoryStore for MySqlStore {
 
     async fn deduct(&self, request: DeductRequest) -> Result<Receipt, DeductError> {
         let shared = self.shared();
-        let retry = &shared.config.retry;
-        let attempt_result = match request.strategy {
-            Strategy::Coalesced => return self.coalescer.submit(request).await,
-            Strategy::Pessimistic => retry.run(|_| shared.locked_attempt(&request, false)).await,
-            Strategy::NoWait => retry.run(|_| shared.locked_attempt(&request, true)).await,
-            Strategy::Optimistic => retry.run(|_| shared.optimistic_attempt(&request)).await,
-            Strategy::Guarded => retry.run(|_| shared.guarded_attempt(&request)).await,
-            other => {
-                return Err(InvalidInput::UnsupportedStrategy {
-                    strategy: other,
-                    backend: shared.flavor.backend(),
-                }
-                .into());
-            }
-        };
-        let (mut receipt, attempts) = attempt_result?;
-        receipt.attempts = attempts;
-        Ok(receipt)
+        if request.strategy == Strategy::Sharded {
+            let (mut receipt, attempts) = shared
+                .config
+                .retry
+                .run(|_| shared.sharded_attempt(&request))
+                .await?;
+            receipt.attempts = attempts;
+            return Ok(receipt);
+        }
+        // The other strategies see only the SKU row; buckets count before any refusal.
+        sharding::refuse_only_on_total(
+            request.quantity.get(),
+            || self.deduct_from_row(&request),
+            |requested| shared.gather(&request.sku, requested),
+        )
+        .await
     }
-
     async fn stock(&self, sku: &SkuId) -> Result<StockLevel, DeductError> {
         let row: Option<(i64, i64)> =
-            sqlx::query_as("SELECT stock, initial_stock FROM inventory WHERE sku = ?")
+            sqlx::query_as(
+                "SELECT CAST(stock + COALESCE((SELECT SUM(b.stock) FROM inventory_bucket b WHERE b.sku = i.sku), 0) AS SIGNED), \
+                        initial_stock FROM inventory i WHERE i.sku = ?",
+            )
                 .bind(sku.as_str())
                 .fetch_optional(&self.shared().pool)
                 .await
@@ -856,12 +1215,14 @@ impl InventoryStore for MySqlStore {
     async fn snapshot(&self) -> Result<Vec<SkuSnapshot>, DeductError> {
         // SUM over BIGINT is DECIMAL in MySQL; CAST … AS SIGNED brings it back to BIGINT.
         let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
-            "SELECT i.sku, i.initial_stock, i.stock, \
+            "SELECT i.sku, i.initial_stock, CAST(i.stock + COALESCE(b.bucket_stock, 0) AS SIGNED), \
                     CAST(COALESCE(l.delta_sum, 0) AS SIGNED), CAST(COALESCE(l.row_count, 0) AS SIGNED) \
              FROM inventory i \
              LEFT JOIN (SELECT sku, SUM(delta) AS delta_sum, COUNT(*) AS row_count \
                         FROM inventory_ledger GROUP BY sku) l \
                ON l.sku = i.sku \
+             LEFT JOIN (SELECT sku, SUM(stock) AS bucket_stock FROM inventory_bucket GROUP BY sku) b \
+               ON b.sku = i.sku \
              ORDER BY i.sku",
         )
         .fetch_all(&self.shared().pool)

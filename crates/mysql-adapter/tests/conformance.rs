@@ -33,6 +33,7 @@ mod mariadb {
             optimistic: Optimistic,
             guarded: Guarded,
             coalesced: Coalesced,
+            sharded: Sharded,
         ]
     );
 }
