@@ -77,7 +77,8 @@ pub fn admin_url(backend: Backend) -> Option<String> {
 /// False for a library strategy the backend's adapter does not implement (SQLite has no
 /// `Sharded`: one writer at a time leaves nothing to spread). Such cases are not run.
 pub fn supports(backend: Backend, variant: crate::runner::Variant) -> bool {
-    !(backend == Backend::Sqlite && variant == crate::runner::Variant::Library(stockguard_core::Strategy::Sharded))
+    !(backend == Backend::Sqlite
+        && variant == crate::runner::Variant::Library(stockguard_core::Strategy::Sharded))
 }
 
 /// Checks that a server answers within 5 s.
@@ -314,7 +315,8 @@ impl RawPool {
             RawPool::Mariadb(pool) => {
                 pool.execute("DELETE FROM inventory_ledger").await?;
                 pool.execute("DELETE FROM inventory_bucket").await?;
-                pool.execute("UPDATE inventory SET sharded = FALSE WHERE sharded").await?;
+                pool.execute("UPDATE inventory SET sharded = FALSE WHERE sharded")
+                    .await?;
             }
             RawPool::Sqlite(pool) => {
                 pool.execute("DELETE FROM inventory_ledger").await?;

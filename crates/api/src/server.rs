@@ -149,7 +149,11 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<AnyStore> {
         .migrate()
         .await
         .map_err(|e| anyhow::anyhow!("migrating: {}", crate::problem::error_chain(&e)))?;
-    if !store.capabilities().strategies.contains(&settings.default_strategy) {
+    if !store
+        .capabilities()
+        .strategies
+        .contains(&settings.default_strategy)
+    {
         anyhow::bail!(
             "the default strategy {} is not supported on {} (supported: {})",
             settings.default_strategy,

@@ -13,7 +13,7 @@
 //! | `Optimistic` | `SELECT stock, version` (autocommit); `BEGIN; UPDATE … WHERE version = ?` (0 rows → retry)`; INSERT ledger; COMMIT` |
 //! | `Guarded` | `BEGIN; UPDATE … SET stock = stock − q WHERE stock >= q` (0 rows → refuse)`; SELECT stock; INSERT ledger; COMMIT` |
 //! | `Coalesced` | per batch: `BEGIN; SELECT … FOR UPDATE; UPDATE; INSERT … VALUES (…), (…); SELECT id … WHERE id >= LAST_INSERT_ID(); COMMIT` |
-//! | `Sharded` | `BEGIN; SELECT … LOCK IN SHARE MODE` (the SKU row); `SELECT bucket … FOR UPDATE SKIP LOCKED` (else wait for one random bucket with room); `UPDATE` it; `SELECT SUM(stock)`; `INSERT ledger; COMMIT`. If no bucket has room: `BEGIN;` lock the row and every bucket `FOR UPDATE`, deduct from the total, re-spread it; `COMMIT` |
+//! | `Sharded` | `BEGIN; SELECT stock, sharded … FOR UPDATE SKIP LOCKED` (the SKU row: if free and unsharded, take from it like `Pessimistic`); else `SELECT … LOCK IN SHARE MODE`; `SELECT bucket … FOR UPDATE SKIP LOCKED` (else wait for one random bucket with room); `UPDATE` it; `SELECT SUM(stock)`; `INSERT ledger; COMMIT`. If no bucket has room: `BEGIN;` lock the row and every bucket `FOR UPDATE`, deduct from the total, re-spread it; `COMMIT` |
 //!
 //! A SKU's stock is its row's `stock` plus its buckets' (`inventory_bucket`), see
 //! [`stockguard_core::sharding`]. The strategies other than `Sharded` take from the row and,
@@ -67,6 +67,9 @@ pub struct MySqlConfig {
     pub coalescer: CoalescerConfig,
     /// Buckets a SKU's stock is spread over by `Sharded` (1..=`SHARD_BUCKETS_MAX`).
     pub shard_buckets: u32,
+    /// `Sharded` spreads a SKU on its first deduction instead of the first time a deduction
+    /// finds the SKU's row busy. For SKUs known to be hot before the sale starts.
+    pub spread_eagerly: bool,
 }
 
 impl MySqlConfig {
@@ -81,6 +84,7 @@ impl MySqlConfig {
             retry: RetryPolicy::default(),
             coalescer: CoalescerConfig::default(),
             shard_buckets: sharding::DEFAULT_SHARD_BUCKETS,
+            spread_eagerly: false,
         }
     }
 }
@@ -340,11 +344,12 @@ async fn insert_ledger_row(
 /// row's exclusive lock, so the value is exactly the one this transaction wrote: the
 /// replacement for `UPDATE … RETURNING`) plus, for a sharded SKU, its bucket stock.
 async fn read_back_stock(transaction: &mut MySqlTransaction, sku: &SkuId) -> Result<i64, AttemptError> {
-    let (row_stock, sharded): (i64, bool) = sqlx::query_as("SELECT stock, sharded FROM inventory WHERE sku = ?")
-        .bind(sku.as_str())
-        .fetch_one(&mut **transaction)
-        .await
-        .map_err(classify)?;
+    let (row_stock, sharded): (i64, bool) =
+        sqlx::query_as("SELECT stock, sharded FROM inventory WHERE sku = ?")
+            .bind(sku.as_str())
+            .fetch_one(&mut **transaction)
+            .await
+            .map_err(classify)?;
     Ok(row_stock + bucket_stock_if(sharded, transaction, sku).await?)
 }
 
@@ -605,8 +610,10 @@ impl MySqlShared {
         )))
     }
 
-    /// `Sharded`: a free bucket with room; else wait for one with room; else the consistent
-    /// path, which also creates the buckets on a SKU's first `Sharded` deduction.
+    /// `Sharded`: take from the row while the SKU is unsharded and its row is free, or from
+    /// a free bucket with room; else wait for one bucket with room; else the consistent path,
+    /// which spreads the SKU over buckets (so a SKU is spread the first time two deductions
+    /// meet on its row, or on its first deduction with `spread_eagerly`).
     async fn sharded_attempt(&self, request: &DeductRequest) -> Result<Receipt, AttemptError> {
         if let Some(receipt) = self.replay_if_used(request).await? {
             return Ok(receipt);
@@ -621,8 +628,10 @@ impl MySqlShared {
         finish(transaction, outcome).await
     }
 
-    /// Takes the request from one bucket, or returns `None` (nothing written) when no
-    /// bucket has room.
+    /// Takes the request from the row of an unsharded SKU that no one holds, or from one
+    /// bucket of a sharded SKU. `None` (nothing written) sends the caller to the consistent
+    /// path: no bucket has room, or an unsharded SKU's row is busy, which is the signal to
+    /// spread it (or `spread_eagerly` is set).
     async fn bucket_deduct(
         &self,
         transaction: &mut MySqlTransaction,
@@ -631,17 +640,66 @@ impl MySqlShared {
         let started = Instant::now();
         let sku = request.sku.as_str();
         let requested = request.quantity.get();
-        // Row first, then bucket: the lock order of every path (see the module docs). The
-        // shared lock lets any number of `Sharded` deductions run at once; it also keeps the
-        // row (and so the bucket set) from changing until this commits.
-        let row_stock: Option<i64> =
-            sqlx::query_scalar("SELECT stock FROM inventory WHERE sku = ? LOCK IN SHARE MODE")
+        // Row first, then bucket: the lock order of every path (see the module docs).
+        let free_row: Option<(i64, bool)> =
+            sqlx::query_as("SELECT stock, sharded FROM inventory WHERE sku = ? FOR UPDATE SKIP LOCKED")
                 .bind(sku)
                 .fetch_optional(&mut **transaction)
                 .await
                 .map_err(classify)?;
-        let Some(row_stock) = row_stock else {
-            return Err(DeductError::NotFound.into());
+        let row_stock = match free_row {
+            Some((row_stock, false)) if !self.config.spread_eagerly => {
+                // Unsharded and uncontended: the row alone holds the stock, and it is ours.
+                if row_stock < requested {
+                    return Err(DeductError::InsufficientStock {
+                        requested,
+                        available: row_stock,
+                    }
+                    .into());
+                }
+                let remaining = row_stock - requested;
+                sqlx::query("UPDATE inventory SET stock = ?, version = version + 1 WHERE sku = ?")
+                    .bind(remaining)
+                    .bind(sku)
+                    .execute(&mut **transaction)
+                    .await
+                    .map_err(classify)?;
+                let ledger_id = insert_ledger_row(
+                    transaction,
+                    &request.sku,
+                    -requested,
+                    remaining,
+                    LedgerReason::Deduct,
+                    request.idempotency_key.as_ref(),
+                )
+                .await?;
+                return Ok(Some(Self::receipt(
+                    request,
+                    ledger_id,
+                    remaining,
+                    micros(started.elapsed()),
+                )));
+            }
+            Some((_, false)) => return Ok(None),
+            // Sharded, and the row was free: hold it while taking from a bucket (no bucket
+            // can be held by anyone else meanwhile, so the total below is exact).
+            Some((row_stock, true)) => row_stock,
+            None => {
+                // Busy (or missing). The shared lock lets any number of `Sharded` deductions
+                // run at once; it also keeps the row (and so the bucket set) from changing
+                // until this commits.
+                let shared: Option<(i64, bool)> =
+                    sqlx::query_as("SELECT stock, sharded FROM inventory WHERE sku = ? LOCK IN SHARE MODE")
+                        .bind(sku)
+                        .fetch_optional(&mut **transaction)
+                        .await
+                        .map_err(classify)?;
+                match shared {
+                    None => return Err(DeductError::NotFound.into()),
+                    Some((_, false)) => return Ok(None),
+                    Some((row_stock, true)) => row_stock,
+                }
+            }
         };
         // A free bucket with room, scanning from a random bucket and wrapping around. The
         // scan walks the primary key in order and stops at the first match, so it locks only
@@ -741,11 +799,12 @@ impl MySqlShared {
         transaction: &mut MySqlTransaction,
         sku: &SkuId,
     ) -> Result<Option<(i64, Vec<(i64, i64)>)>, AttemptError> {
-        let row_stock: Option<i64> = sqlx::query_scalar("SELECT stock FROM inventory WHERE sku = ? FOR UPDATE")
-            .bind(sku.as_str())
-            .fetch_optional(&mut **transaction)
-            .await
-            .map_err(classify)?;
+        let row_stock: Option<i64> =
+            sqlx::query_scalar("SELECT stock FROM inventory WHERE sku = ? FOR UPDATE")
+                .bind(sku.as_str())
+                .fetch_optional(&mut **transaction)
+                .await
+                .map_err(classify)?;
         let Some(row_stock) = row_stock else {
             return Ok(None);
         };

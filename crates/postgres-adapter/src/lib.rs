@@ -8,7 +8,7 @@
 //! | `Optimistic` | `SELECT stock, version`; then one CTE: `UPDATE … WHERE version = $v` + ledger insert; retried on a miss |
 //! | `Guarded` | one CTE: `UPDATE … SET stock = stock − q WHERE stock >= q` + ledger insert |
 //! | `Coalesced` | per batch: `BEGIN; SELECT … FOR UPDATE;` one CTE: `UPDATE` + `INSERT … SELECT FROM UNNEST(…)`; `COMMIT`. A batch of one runs the `Guarded` statement. |
-//! | `Sharded` | one CTE: pick a bucket with room `FOR UPDATE SKIP LOCKED`, `UPDATE` it, insert the ledger row; else the same waiting for one random bucket with room; else `BEGIN;` lock the SKU row (`FOR NO KEY UPDATE`) and every bucket, deduct from the total, re-spread it; `COMMIT` |
+//! | `Sharded` | one CTE: take from a free bucket with room (`FOR UPDATE SKIP LOCKED`), or from the free row of an unsharded SKU, and insert the ledger row; else wait for one random bucket with room; else `BEGIN;` lock the SKU row (`FOR NO KEY UPDATE`) and every bucket, deduct from the total, re-spread it; `COMMIT` |
 //!
 //! A SKU's stock is its row's `stock` plus its buckets' (`inventory_bucket`), see
 //! [`stockguard_core::sharding`]. The strategies other than `Sharded` take from the row and,
@@ -59,6 +59,9 @@ pub struct PgConfig {
     pub coalescer: CoalescerConfig,
     /// Buckets a SKU's stock is spread over by `Sharded` (1..=`SHARD_BUCKETS_MAX`).
     pub shard_buckets: u32,
+    /// `Sharded` spreads a SKU on its first deduction instead of the first time a deduction
+    /// finds the SKU's row busy. For SKUs known to be hot before the sale starts.
+    pub spread_eagerly: bool,
 }
 
 impl PgConfig {
@@ -73,6 +76,7 @@ impl PgConfig {
             retry: RetryPolicy::default(),
             coalescer: CoalescerConfig::default(),
             shard_buckets: sharding::DEFAULT_SHARD_BUCKETS,
+            spread_eagerly: false,
         }
     }
 }
@@ -120,31 +124,53 @@ macro_rules! total_after {
     };
 }
 
-/// `Sharded` fast path: one bucket of SKU `$1` with at least `$2` units, chosen at random,
-/// decremented and logged in one statement. `$pick` is how the bucket is chosen:
-/// - `FOR UPDATE SKIP LOCKED`: only a bucket no one holds, never waiting;
-/// - nothing: the `UPDATE` waits for that one bucket and rechecks `stock >= $2` on its latest
-///   version. Deliberately not `FOR UPDATE` in the pick: a locking pick whose row fails the
-///   recheck keeps that lock and moves on to wait for the next row, and holding one bucket
-///   while waiting for another deadlocks against the consistent path (seen in testing).
+/// `Sharded` first attempt, one statement that always returns one row `(id, stock_after,
+/// sharded)`; `id` is NULL when nothing was taken. For SKU `$1`, `$2` units, key `$3`:
+/// - a sharded SKU (it has bucket rows): a random bucket with room that no one holds
+///   (`FOR UPDATE SKIP LOCKED`), decremented; `stock_after` is the statement snapshot's total
+///   less this deduction;
+/// - an unsharded SKU: its row, if no one holds it (`FOR NO KEY UPDATE SKIP LOCKED`) and it has
+///   room (and `$4`, "take unsharded rows", is true), decremented like `Guarded`; `stock_after`
+///   is exact. A busy row is the signal to spread the SKU: the caller takes the consistent path.
 ///
-/// `stock_after` is the statement snapshot's total less this deduction.
-macro_rules! bucket_deduct_sql {
-    ($pick:literal) => {
-        concat!(
-            "WITH b AS (SELECT bucket FROM inventory_bucket WHERE sku = $1 AND stock >= $2 \
-                        ORDER BY random() LIMIT 1 ",
-            $pick,
-            "), \
-             u AS (UPDATE inventory_bucket ib SET stock = ib.stock - $2 FROM b \
-                   WHERE ib.sku = $1 AND ib.bucket = b.bucket AND ib.stock >= $2 RETURNING ib.stock) \
-             INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
-             SELECT $1, -$2, GREATEST((SELECT stock FROM inventory WHERE sku = $1) + ",
-            bucket_stock_of_param1!(),
-            " - $2, 0), 'deduct', $3 FROM u RETURNING id, stock_after"
-        )
-    };
-}
+/// The two branches exclude each other: both test "has bucket rows" in the same snapshot, and
+/// a spread committed after the snapshot changed the row, which fails the row's recheck.
+const SHARDED_FIRST_ATTEMPT_SQL: &str = concat!(
+    "WITH b AS (SELECT bucket FROM inventory_bucket WHERE sku = $1 AND stock >= $2 \
+                ORDER BY random() LIMIT 1 FOR UPDATE SKIP LOCKED), \
+          ub AS (UPDATE inventory_bucket ib SET stock = ib.stock - $2 FROM b \
+                 WHERE ib.sku = $1 AND ib.bucket = b.bucket AND ib.stock >= $2 RETURNING ib.stock), \
+          r AS (SELECT sku FROM inventory WHERE sku = $1 AND stock >= $2 AND $4 \
+                AND NOT EXISTS (SELECT 1 FROM inventory_bucket WHERE sku = $1) \
+                FOR NO KEY UPDATE SKIP LOCKED), \
+          ur AS (UPDATE inventory i SET stock = i.stock - $2, version = i.version + 1 FROM r \
+                 WHERE i.sku = r.sku AND i.stock >= $2 RETURNING i.stock), \
+          ins AS (INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
+                  SELECT $1, -$2, t.after, 'deduct', $3 FROM ( \
+                      SELECT GREATEST((SELECT stock FROM inventory WHERE sku = $1) + ",
+    bucket_stock_of_param1!(),
+    " - $2, 0) AS after FROM ub \
+                      UNION ALL SELECT ur.stock FROM ur) t \
+                  RETURNING id, stock_after) \
+     SELECT ins.id, ins.stock_after, EXISTS (SELECT 1 FROM inventory_bucket WHERE sku = $1) AS sharded \
+     FROM (SELECT 1) AS one LEFT JOIN ins ON true"
+);
+
+/// `Sharded` second attempt on a sharded SKU whose free buckets had no room: wait for one
+/// random bucket with room. The `UPDATE` waits for that one row and rechecks its stock.
+/// Deliberately no `FOR UPDATE` in the pick: a locking pick whose row fails the recheck keeps
+/// that lock and moves on to wait for the next row, and holding one bucket while waiting for
+/// another deadlocks against the consistent path (seen in testing).
+const SHARDED_WAIT_FOR_BUCKET_SQL: &str = concat!(
+    "WITH b AS (SELECT bucket FROM inventory_bucket WHERE sku = $1 AND stock >= $2 \
+                ORDER BY random() LIMIT 1), \
+          u AS (UPDATE inventory_bucket ib SET stock = ib.stock - $2 FROM b \
+                WHERE ib.sku = $1 AND ib.bucket = b.bucket AND ib.stock >= $2 RETURNING ib.stock) \
+     INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
+     SELECT $1, -$2, GREATEST((SELECT stock FROM inventory WHERE sku = $1) + ",
+    bucket_stock_of_param1!(),
+    " - $2, 0), 'deduct', $3 FROM u RETURNING id, stock_after"
+);
 
 fn millis(duration: Duration) -> u128 {
     duration.as_millis().max(1)
@@ -401,15 +427,38 @@ impl PgShared {
         }
     }
 
-    /// `Sharded`: a free bucket with room; else wait for one with room; else the consistent
-    /// path, which also creates the buckets on a SKU's first `Sharded` deduction.
+    /// `Sharded`: take from a free bucket with room, or from the row while the SKU is
+    /// unsharded and its row is free; else wait for one bucket with room; else the consistent
+    /// path, which spreads the SKU over buckets (so a SKU is spread the first time two
+    /// deductions meet on its row, or on its first deduction with `spread_eagerly`).
     async fn sharded_attempt(&self, request: &DeductRequest) -> Result<Receipt, AttemptError> {
         if let Some(receipt) = self.replay_if_used(request).await? {
             return Ok(receipt);
         }
-        for sql in [bucket_deduct_sql!("FOR UPDATE SKIP LOCKED"), bucket_deduct_sql!("")] {
+        let started = Instant::now();
+        let (ledger_id, stock_after, sharded): (Option<i64>, Option<i64>, bool) =
+            sqlx::query_as(SHARDED_FIRST_ATTEMPT_SQL)
+                .bind(request.sku.as_str())
+                .bind(request.quantity.get())
+                .bind(request.idempotency_key.as_ref().map(IdempotencyKey::as_str))
+                .bind(!self.config.spread_eagerly)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(classify)?;
+        if let (Some(ledger_id), Some(remaining)) = (ledger_id, stock_after) {
+            return Ok(Receipt {
+                sku: request.sku.clone(),
+                quantity: request.quantity,
+                ledger_id,
+                remaining,
+                attempts: 1,
+                replayed: false,
+                lock_wait_us: micros(started.elapsed()),
+            });
+        }
+        if sharded {
             let started = Instant::now();
-            let row = sqlx::query(sql)
+            let row = sqlx::query(SHARDED_WAIT_FOR_BUCKET_SQL)
                 .bind(request.sku.as_str())
                 .bind(request.quantity.get())
                 .bind(request.idempotency_key.as_ref().map(IdempotencyKey::as_str))
@@ -429,11 +478,12 @@ impl PgShared {
         tx: &mut sqlx::PgConnection,
         sku: &SkuId,
     ) -> Result<Option<(i64, Vec<(i32, i64)>)>, AttemptError> {
-        let row: Option<i64> = sqlx::query_scalar("SELECT stock FROM inventory WHERE sku = $1 FOR NO KEY UPDATE")
-            .bind(sku.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(classify)?;
+        let row: Option<i64> =
+            sqlx::query_scalar("SELECT stock FROM inventory WHERE sku = $1 FOR NO KEY UPDATE")
+                .bind(sku.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(classify)?;
         let Some(row) = row else { return Ok(None) };
         let buckets: Vec<(i32, i64)> = sqlx::query_as(
             "SELECT bucket, stock FROM inventory_bucket WHERE sku = $1 ORDER BY bucket FOR UPDATE",
@@ -475,7 +525,12 @@ impl PgShared {
         let ids: Vec<i32> = (0..highest).collect();
         let stocks: Vec<i64> = ids
             .iter()
-            .map(|b| shares.get(usize::try_from(*b).unwrap_or(usize::MAX)).copied().unwrap_or(0))
+            .map(|b| {
+                shares
+                    .get(usize::try_from(*b).unwrap_or(usize::MAX))
+                    .copied()
+                    .unwrap_or(0)
+            })
             .collect();
         let row = sqlx::query(
             "WITH spread AS (INSERT INTO inventory_bucket (sku, bucket, stock) \
@@ -672,13 +727,7 @@ impl PgStore {
                     .run(|_| shared.optimistic_attempt(request))
                     .await
             }
-            Strategy::Guarded => {
-                shared
-                    .config
-                    .retry
-                    .run(|_| shared.guarded_attempt(request))
-                    .await
-            }
+            Strategy::Guarded => shared.config.retry.run(|_| shared.guarded_attempt(request)).await,
             other => {
                 return Err(InvalidInput::UnsupportedStrategy {
                     strategy: other,
