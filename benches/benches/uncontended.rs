@@ -23,7 +23,7 @@ fn bench_store<S: InventoryStore>(
         .sample_size(10)
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(1));
-    for strategy in Strategy::ALL {
+    for strategy in store.capabilities().strategies {
         let sku = SkuId::parse(format!("uncontended-{}", strategy.as_str())).expect("valid sku");
         runtime
             .block_on(store.create_sku(&sku, BENCH_STOCK))

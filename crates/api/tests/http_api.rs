@@ -77,10 +77,31 @@ async fn documented_statuses(backend: Backend) {
     let stock: serde_json::Value = h.get("/v1/skus/tee-red").await.json().await.unwrap();
     assert_eq!(stock["stock"], 1);
 
-    // Every strategy the adapter supports answers the same way.
-    for strategy in ["pessimistic", "no_wait", "optimistic", "guarded", "coalesced"] {
+    // Every strategy the adapter supports answers the same way; SQLite has no `sharded`.
+    for strategy in [
+        "pessimistic",
+        "no_wait",
+        "optimistic",
+        "guarded",
+        "coalesced",
+        "sharded",
+    ] {
         let sku = format!("s-{strategy}");
         h.create_sku(&sku, 1).await;
+        if backend == Backend::Sqlite && strategy == "sharded" {
+            let unsupported = h
+                .post_json(
+                    &format!("/v1/skus/{sku}/deduct"),
+                    json!({"quantity": 1, "strategy": strategy}),
+                )
+                .await;
+            let problem = expect_problem(unsupported, 422, "invalid_input").await;
+            assert!(
+                problem["detail"].as_str().unwrap().contains("sharded"),
+                "{problem}"
+            );
+            continue;
+        }
         let ok = h
             .post_json(
                 &format!("/v1/skus/{sku}/deduct"),
@@ -405,7 +426,19 @@ async fn concurrent_clients_never_oversell(backend: Backend) {
     let Some(h) = Harness::start_with(backend, |s| s.pool_size = 8).await else {
         return;
     };
-    for strategy in ["pessimistic", "no_wait", "optimistic", "guarded", "coalesced"] {
+    let strategies: &[&str] = if backend == Backend::Sqlite {
+        &["pessimistic", "no_wait", "optimistic", "guarded", "coalesced"]
+    } else {
+        &[
+            "pessimistic",
+            "no_wait",
+            "optimistic",
+            "guarded",
+            "coalesced",
+            "sharded",
+        ]
+    };
+    for &strategy in strategies {
         let sku = format!("hot-{strategy}");
         h.create_sku(&sku, INITIAL_STOCK).await;
         let mut tasks = Vec::new();

@@ -204,6 +204,9 @@ pub enum RetryCause {
     /// A concurrent writer committed the same idempotency key between our check and insert;
     /// the next attempt finds the committed row and replays it.
     IdempotencyRace,
+    /// Another transaction spread the SKU over `Sharded` buckets while this one waited for
+    /// the SKU row; the next attempt sees the buckets.
+    BucketsChanged,
 }
 
 /// The outcome of one attempt: retry it, or report this error.

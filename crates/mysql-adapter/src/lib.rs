@@ -13,14 +13,13 @@
 //! | `Optimistic` | `SELECT stock, version` (autocommit); `BEGIN; UPDATE … WHERE version = ?` (0 rows → retry)`; INSERT ledger; COMMIT` |
 //! | `Guarded` | `BEGIN; UPDATE … SET stock = stock − q WHERE stock >= q` (0 rows → refuse)`; SELECT stock; INSERT ledger; COMMIT` |
 //! | `Coalesced` | per batch: `BEGIN; SELECT … FOR UPDATE; UPDATE; INSERT … VALUES (…), (…); SELECT id … WHERE id >= LAST_INSERT_ID(); COMMIT` |
-//! | `Sharded` | `BEGIN; SELECT stock, sharded … FOR UPDATE SKIP LOCKED` (the SKU row: if free and unsharded, take from it like `Pessimistic`); else `SELECT … LOCK IN SHARE MODE`; `SELECT bucket … FOR UPDATE SKIP LOCKED` (else wait for one random bucket with room); `UPDATE` it; `SELECT SUM(stock)`; `INSERT ledger; COMMIT`. If no bucket has room: `BEGIN;` lock the row and every bucket `FOR UPDATE`, deduct from the total, re-spread it; `COMMIT` |
+//! | `Sharded` | `BEGIN; SELECT stock, sharded, <bucket total>` (no lock); unsharded: `SELECT … FOR UPDATE SKIP LOCKED` on the row and, if free, take from it like `Pessimistic`; sharded: `SELECT bucket … FOR UPDATE SKIP LOCKED` (else wait for one random bucket with room), `UPDATE` it; `INSERT ledger; COMMIT`. If no bucket has room: `BEGIN;` lock the row and every bucket `FOR UPDATE`, deduct from the total, re-spread it; `COMMIT` |
 //!
 //! A SKU's stock is its row's `stock` plus its buckets' (`inventory_bucket`), see
 //! [`stockguard_core::sharding`]. The strategies other than `Sharded` take from the row and,
-//! before refusing, empty the buckets into it. Lock order is always the SKU row, then
-//! buckets: a `Sharded` deduction share-locks the row before it takes a bucket (the ledger
-//! insert's foreign-key check would take that shared lock anyway, but after the bucket,
-//! which deadlocks against the consistent path holding the row and waiting for buckets).
+//! before refusing, empty the buckets into it. A `Sharded` deduction holds one bucket and
+//! then, through the ledger insert's foreign-key check, a shared lock on the SKU row; so the
+//! paths that lock every bucket (spreading, gathering) take the buckets before the row.
 
 mod error;
 
@@ -309,9 +308,10 @@ fn ledger_entry(row: &MySqlRow) -> Result<LedgerEntry, DeductError> {
     })
 }
 
-/// Inserts one ledger row and returns its id. Every caller has already locked the SKU's
-/// inventory row in this transaction, so the foreign-key check's shared lock on that row is
-/// already covered by our exclusive lock and cannot deadlock.
+/// Inserts one ledger row and returns its id. The foreign-key check takes a shared lock on
+/// the SKU's inventory row: covered by the caller's own lock on it, except for a `Sharded`
+/// bucket deduction, which holds only its bucket (hence the bucket-then-row lock order of
+/// the paths that lock every bucket).
 async fn insert_ledger_row(
     transaction: &mut MySqlTransaction,
     sku: &SkuId,
@@ -354,9 +354,10 @@ async fn read_back_stock(transaction: &mut MySqlTransaction, sku: &SkuId) -> Res
 }
 
 /// Units in a sharded SKU's buckets (0 for a SKU never sharded, without a query). Exact when
-/// the caller holds the SKU row's exclusive lock: bucket stock only moves under the row's
-/// exclusive lock, and every `Sharded` deduction holds the row's shared lock until it
-/// commits, so none is in flight.
+/// the caller holds the SKU row's exclusive lock: stock moves between the row and buckets only
+/// under that lock, and a `Sharded` deduction not yet committed is still waiting for its
+/// ledger insert's shared lock on the row, so it commits after the caller and belongs after it
+/// in the ledger's order.
 async fn bucket_stock_if(
     sharded: bool,
     transaction: &mut MySqlTransaction,
@@ -640,67 +641,72 @@ impl MySqlShared {
         let started = Instant::now();
         let sku = request.sku.as_str();
         let requested = request.quantity.get();
-        // Row first, then bucket: the lock order of every path (see the module docs).
-        let free_row: Option<(i64, bool)> =
-            sqlx::query_as("SELECT stock, sharded FROM inventory WHERE sku = ? FOR UPDATE SKIP LOCKED")
-                .bind(sku)
-                .fetch_optional(&mut **transaction)
-                .await
-                .map_err(classify)?;
-        let row_stock = match free_row {
-            Some((row_stock, false)) if !self.config.spread_eagerly => {
-                // Unsharded and uncontended: the row alone holds the stock, and it is ours.
-                if row_stock < requested {
-                    return Err(DeductError::InsufficientStock {
-                        requested,
-                        available: row_stock,
-                    }
-                    .into());
-                }
-                let remaining = row_stock - requested;
-                sqlx::query("UPDATE inventory SET stock = ?, version = version + 1 WHERE sku = ?")
-                    .bind(remaining)
+        // A plain read (no lock) says whether the SKU is sharded, and gives the snapshot
+        // total that a bucket deduction reports as its estimate.
+        let current: Option<(i64, bool, i64)> = sqlx::query_as(
+            "SELECT stock, sharded, \
+                    CAST(COALESCE((SELECT SUM(b.stock) FROM inventory_bucket b WHERE b.sku = i.sku), 0) AS SIGNED) \
+             FROM inventory i WHERE i.sku = ?",
+        )
+        .bind(sku)
+        .fetch_optional(&mut **transaction)
+        .await
+        .map_err(classify)?;
+        let Some((_, sharded, _)) = current else {
+            return Err(DeductError::NotFound.into());
+        };
+        if !sharded {
+            if self.config.spread_eagerly {
+                return Ok(None);
+            }
+            // Unsharded: take from the row if no one holds it. A busy row is the signal to
+            // spread the SKU, which the consistent path does.
+            let free_row: Option<(i64, bool)> =
+                sqlx::query_as("SELECT stock, sharded FROM inventory WHERE sku = ? FOR UPDATE SKIP LOCKED")
                     .bind(sku)
-                    .execute(&mut **transaction)
+                    .fetch_optional(&mut **transaction)
                     .await
                     .map_err(classify)?;
-                let ledger_id = insert_ledger_row(
-                    transaction,
-                    &request.sku,
-                    -requested,
-                    remaining,
-                    LedgerReason::Deduct,
-                    request.idempotency_key.as_ref(),
-                )
-                .await?;
-                return Ok(Some(Self::receipt(
-                    request,
-                    ledger_id,
-                    remaining,
-                    micros(started.elapsed()),
-                )));
-            }
-            Some((_, false)) => return Ok(None),
-            // Sharded, and the row was free: hold it while taking from a bucket (no bucket
-            // can be held by anyone else meanwhile, so the total below is exact).
-            Some((row_stock, true)) => row_stock,
-            None => {
-                // Busy (or missing). The shared lock lets any number of `Sharded` deductions
-                // run at once; it also keeps the row (and so the bucket set) from changing
-                // until this commits.
-                let shared: Option<(i64, bool)> =
-                    sqlx::query_as("SELECT stock, sharded FROM inventory WHERE sku = ? LOCK IN SHARE MODE")
+            match free_row {
+                // Spread since the plain read: the consistent path handles it.
+                None | Some((_, true)) => return Ok(None),
+                Some((row_stock, false)) => {
+                    // The row alone holds the stock, and it is ours.
+                    if row_stock < requested {
+                        return Err(DeductError::InsufficientStock {
+                            requested,
+                            available: row_stock,
+                        }
+                        .into());
+                    }
+                    let remaining = row_stock - requested;
+                    sqlx::query("UPDATE inventory SET stock = ?, version = version + 1 WHERE sku = ?")
+                        .bind(remaining)
                         .bind(sku)
-                        .fetch_optional(&mut **transaction)
+                        .execute(&mut **transaction)
                         .await
                         .map_err(classify)?;
-                match shared {
-                    None => return Err(DeductError::NotFound.into()),
-                    Some((_, false)) => return Ok(None),
-                    Some((row_stock, true)) => row_stock,
+                    let ledger_id = insert_ledger_row(
+                        transaction,
+                        &request.sku,
+                        -requested,
+                        remaining,
+                        LedgerReason::Deduct,
+                        request.idempotency_key.as_ref(),
+                    )
+                    .await?;
+                    return Ok(Some(Self::receipt(
+                        request,
+                        ledger_id,
+                        remaining,
+                        micros(started.elapsed()),
+                    )));
                 }
             }
-        };
+        }
+        // Sharded: no lock on the SKU row here. The ledger insert's foreign-key check takes a
+        // shared lock on it after this transaction holds its bucket, which is why the
+        // consistent paths lock buckets before the row (see `lock_buckets_then_sku`).
         // A free bucket with room, scanning from a random bucket and wrapping around. The
         // scan walks the primary key in order and stops at the first match, so it locks only
         // the bucket it returns (READ COMMITTED releases rows that fail the condition).
@@ -746,16 +752,10 @@ impl MySqlShared {
         if !taken {
             return Ok(None);
         }
-        // The row is share-locked, so its stock is exact; other buckets may have deductions
-        // in flight, so the total is an estimate (see `Strategy::Sharded`).
-        let bucket_stock: i64 = sqlx::query_scalar(
-            "SELECT CAST(COALESCE(SUM(stock), 0) AS SIGNED) FROM inventory_bucket WHERE sku = ?",
-        )
-        .bind(sku)
-        .fetch_one(&mut **transaction)
-        .await
-        .map_err(classify)?;
-        let remaining = row_stock + bucket_stock;
+        // The snapshot's total less this deduction: other deductions may be in flight, so an
+        // estimate (see `Strategy::Sharded`).
+        let (row_stock, _, bucket_stock) = current.unwrap_or_default();
+        let remaining = (row_stock + bucket_stock - requested).max(0);
         let ledger_id = insert_ledger_row(
             transaction,
             &request.sku,
@@ -793,21 +793,16 @@ impl MySqlShared {
         Ok(updated.rows_affected() == 1)
     }
 
-    /// Locks SKU `sku`'s row and then every bucket, in bucket order. `None` when the SKU
-    /// does not exist.
-    async fn lock_sku_and_buckets(
+    /// Locks every bucket of SKU `sku` in bucket order, then its row. Buckets first: a
+    /// `Sharded` deduction holds its bucket when its ledger insert's foreign-key check asks
+    /// for a shared lock on the row, so holding the row while waiting for a bucket would
+    /// deadlock. Buckets are created only under the row's lock; if some appeared between the
+    /// two steps (another transaction spread the SKU meanwhile), this attempt retries rather
+    /// than wait for them while holding the row. `None` when the SKU does not exist.
+    async fn lock_buckets_then_sku(
         transaction: &mut MySqlTransaction,
         sku: &SkuId,
     ) -> Result<Option<(i64, Vec<(i64, i64)>)>, AttemptError> {
-        let row_stock: Option<i64> =
-            sqlx::query_scalar("SELECT stock FROM inventory WHERE sku = ? FOR UPDATE")
-                .bind(sku.as_str())
-                .fetch_optional(&mut **transaction)
-                .await
-                .map_err(classify)?;
-        let Some(row_stock) = row_stock else {
-            return Ok(None);
-        };
         let buckets: Vec<(i64, i64)> = sqlx::query_as(
             "SELECT bucket, stock FROM inventory_bucket WHERE sku = ? ORDER BY bucket FOR UPDATE",
         )
@@ -815,6 +810,20 @@ impl MySqlShared {
         .fetch_all(&mut **transaction)
         .await
         .map_err(classify)?;
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT stock, (SELECT COUNT(*) FROM inventory_bucket b WHERE b.sku = i.sku) \
+             FROM inventory i WHERE i.sku = ? FOR UPDATE",
+        )
+        .bind(sku.as_str())
+        .fetch_optional(&mut **transaction)
+        .await
+        .map_err(classify)?;
+        let Some((row_stock, bucket_rows)) = row else {
+            return Ok(None);
+        };
+        if usize::try_from(bucket_rows).ok() != Some(buckets.len()) {
+            return Err(AttemptError::Retry(RetryCause::BucketsChanged));
+        }
         Ok(Some((row_stock, buckets)))
     }
 
@@ -826,7 +835,7 @@ impl MySqlShared {
         request: &DeductRequest,
     ) -> Result<Receipt, AttemptError> {
         let lock_started = Instant::now();
-        let Some((row_stock, buckets)) = Self::lock_sku_and_buckets(transaction, &request.sku).await? else {
+        let Some((row_stock, buckets)) = Self::lock_buckets_then_sku(transaction, &request.sku).await? else {
             return Err(DeductError::NotFound.into());
         };
         let lock_wait_us = micros(lock_started.elapsed());
@@ -929,7 +938,7 @@ impl MySqlShared {
         sku: &SkuId,
         requested: i64,
     ) -> Result<Gathered, AttemptError> {
-        let Some((row_stock, buckets)) = Self::lock_sku_and_buckets(transaction, sku).await? else {
+        let Some((row_stock, buckets)) = Self::lock_buckets_then_sku(transaction, sku).await? else {
             return Err(DeductError::NotFound.into());
         };
         let bucket_stock: i64 = buckets.iter().map(|(_, stock)| stock).sum();
@@ -1042,9 +1051,10 @@ impl MySqlShared {
             source: None,
         })?;
         // Ids are not assumed consecutive (auto_increment_increment, Galera, interleaved
-        // lock mode). Instead: every ledger writer locks the SKU's inventory row before its
-        // INSERT, and we hold that lock, so no other transaction can have written a row for
-        // this SKU with an id at or above our first one. Those rows are exactly ours.
+        // lock mode). Instead: every ledger writer locks the SKU's inventory row before or
+        // during its INSERT (a `Sharded` bucket deduction through the foreign-key check), and
+        // we hold that lock, so no other transaction can have committed a row for this SKU
+        // with an id at or above our first one. Those rows are exactly ours.
         let rows: Vec<(i64, i64)> = sqlx::query_as(
             "SELECT id, stock_after FROM inventory_ledger WHERE sku = ? AND id >= ? ORDER BY id",
         )
