@@ -166,6 +166,10 @@ pub struct MySqlShared {
     pool: MySqlPool,
     config: MySqlConfig,
     flavor: ServerFlavor,
+    /// `Some(step)` when one multi-row `INSERT` gets consecutive ids `first, first + step, …`
+    /// (`innodb_autoinc_lock_mode` 0 or 1, where a "simple insert" reserves its whole range at
+    /// once), so a batch needs no read-back of its ledger ids. `None` otherwise.
+    consecutive_id_step: Option<i64>,
 }
 
 /// A stockguard store on MySQL 8 or MariaDB. Cheap to clone.
@@ -211,9 +215,24 @@ impl MySqlStore {
             .connect_with(options)
             .await
             .map_err(|e| error::fail(e, "connecting to MySQL"))?;
+        let (autoinc_lock_mode, id_step): (i64, i64) = sqlx::query_as(
+            "SELECT CAST(@@innodb_autoinc_lock_mode AS SIGNED), CAST(@@auto_increment_increment AS SIGNED)",
+        )
+        .fetch_one(&pool)
+        .await
+        .map_err(|e| error::fail(e, "reading auto-increment settings"))?;
+        let consecutive_id_step = (autoinc_lock_mode <= 1 && id_step >= 1).then_some(id_step);
         let coalescer_config = config.coalescer;
         Ok(Self {
-            coalescer: Coalescer::new(MySqlShared { pool, config, flavor }, coalescer_config),
+            coalescer: Coalescer::new(
+                MySqlShared {
+                    pool,
+                    config,
+                    flavor,
+                    consecutive_id_step,
+                },
+                coalescer_config,
+            ),
         })
     }
 
@@ -1018,6 +1037,7 @@ impl MySqlShared {
 
     /// Writes a planned batch and returns the ledger id of each planned row, in plan order.
     async fn write_batch(
+        &self,
         transaction: &mut MySqlTransaction,
         sku: &SkuId,
         plan: &BatchPlan,
@@ -1029,6 +1049,7 @@ impl MySqlShared {
             .await
             .map_err(classify)?;
         let mut first_id: Option<u64> = None;
+        let mut consecutive_ids = Vec::with_capacity(plan.new_rows.len());
         for chunk in plan.new_rows.chunks(ROWS_PER_STATEMENT_MAX) {
             let sql = format!(
                 "INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) VALUES {}",
@@ -1045,6 +1066,14 @@ impl MySqlShared {
             let done = query.execute(&mut **transaction).await.map_err(classify)?;
             // LAST_INSERT_ID() of a multi-row INSERT is the id of its first row.
             first_id.get_or_insert(done.last_insert_id());
+            if let Some(step) = self.consecutive_id_step {
+                let chunk_first = i64::try_from(done.last_insert_id())
+                    .map_err(|e| DeductError::internal("ledger id does not fit in BIGINT", e))?;
+                consecutive_ids.extend((0..).take(chunk.len()).map(|i: i64| chunk_first + i * step));
+            }
+        }
+        if self.consecutive_id_step.is_some() {
+            return Ok(consecutive_ids);
         }
         let first_id = first_id.ok_or(DeductError::Internal {
             context: "wrote a batch with no ledger rows",
@@ -1087,6 +1116,7 @@ impl MySqlShared {
     }
 
     async fn batch_in(
+        &self,
         transaction: &mut MySqlTransaction,
         sku: &SkuId,
         items: &[BatchItem],
@@ -1113,7 +1143,7 @@ impl MySqlShared {
         let ledger_ids = if plan.new_rows.is_empty() {
             Vec::new()
         } else {
-            Self::write_batch(transaction, sku, &plan).await?
+            self.write_batch(transaction, sku, &plan).await?
         };
         Ok(plan.into_results(sku, items, &ledger_ids, lock_wait_us))
     }
@@ -1132,7 +1162,7 @@ impl BatchExecutor for MySqlShared {
             return single_item_outcome(self.guarded_attempt(&request).await);
         }
         let mut transaction = self.begin().await?;
-        let outcome = Self::batch_in(&mut transaction, sku, items).await;
+        let outcome = self.batch_in(&mut transaction, sku, items).await;
         finish(transaction, outcome).await
     }
 }
