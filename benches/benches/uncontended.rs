@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use stockguard_bench::db::{self, Backend, FreshDatabase};
-use stockguard_core::{DeductRequest, InventoryStore, Quantity, SkuId, Strategy};
+use stockguard_core::{DeductRequest, InventoryStore, Quantity, SkuId};
 
 /// Stock per benchmark SKU: far more than any sample count deducts.
 const BENCH_STOCK: i64 = 1_000_000_000;
