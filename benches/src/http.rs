@@ -296,6 +296,11 @@ impl HttpDeductor {
             // reroute the measurement.
             .no_proxy()
             .http1_only()
+            // A redirect or a silent retry would hide what the service answered: every
+            // response is classified as it came.
+            .redirect(reqwest::redirect::Policy::none())
+            .retry(reqwest::retry::never())
+            .referer(false)
             // One idle keep-alive connection per requester, so no request pays a reconnect.
             .pool_max_idle_per_host(requesters)
             .tcp_nodelay(true)
