@@ -25,6 +25,10 @@ bench-full out="bench-results/full":
 bench-smoke out="target/bench-smoke":
     cargo run -p stockguard-bench -- --profile smoke --out {{out}}
 
+# HTTP vs in-process on PostgreSQL: every library strategy at 1 hot SKU and 100 000 SKUs, both transports.
+bench-http out="bench-results/http":
+    cargo run --release -p stockguard-bench -- --db postgres --level 1 --level 100000 --transport in-process,http --strategies pessimistic,no_wait,optimistic,guarded,coalesced --out {{out}}
+
 # Criterion micro-benches: uncontended single-deduction latency per strategy per DB.
 bench-micro:
     cargo bench -p stockguard-bench

@@ -1,9 +1,11 @@
 //! The stockguard simulation benchmark harness: seeded workloads driven through the real
-//! library (and raw-SQL baselines and a negative control) on real databases, with an
-//! in-database audit after every run. See docs/benchmarks.md.
+//! library, in-process or over the HTTP service (and raw-SQL baselines and a negative
+//! control), on real databases, with an in-database audit after every run. See
+//! docs/benchmarks.md.
 
 pub mod audit;
 pub mod db;
+pub mod http;
 pub mod report;
 pub mod runner;
 pub mod tally;

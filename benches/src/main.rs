@@ -12,8 +12,10 @@ use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use stockguard_bench::db::{self, Backend, RawPool};
 use stockguard_bench::report::{self, MachineInfo, Results};
-use stockguard_bench::runner::{Bounds, CaseSpec, StockSizing, Variant, run_case};
+use stockguard_bench::runner::{Bounds, CaseSpec, StockSizing, Transport, Variant, run_case};
+use stockguard_bench::tally::is_fatal_error_kind;
 use stockguard_bench::workload::{LevelSpec, QuantityDist};
+use stockguard_core::Strategy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Profile {
@@ -34,6 +36,29 @@ struct ProfileValues {
     requesters: usize,
     duration_s: f64,
     warmup_s: f64,
+    http: HttpCoverage,
+}
+
+/// Where a profile runs a library strategy over HTTP as well as in-process (when
+/// `--transport` is not given). Intersected with the run's databases, levels and strategies.
+#[derive(Debug, Clone)]
+struct HttpCoverage {
+    databases: Vec<Backend>,
+    /// `None`: every level the run has.
+    levels: Option<Vec<String>>,
+    /// `None`: every library strategy the run has.
+    strategies: Option<Vec<Strategy>>,
+}
+
+impl HttpCoverage {
+    fn covers(&self, backend: Backend, level: &LevelSpec, strategy: Strategy, levels: &[LevelSpec]) -> bool {
+        self.databases.contains(&backend)
+            && self
+                .strategies
+                .as_ref()
+                .is_none_or(|strategies| strategies.contains(&strategy))
+            && (self.levels.is_none() || levels.contains(level))
+    }
 }
 
 impl Profile {
@@ -47,6 +72,12 @@ impl Profile {
                 requesters: 32,
                 duration_s: 1.0,
                 warmup_s: 0.3,
+                // Two short cases so CI exercises the HTTP path (auth, mapping, shutdown).
+                http: HttpCoverage {
+                    databases: vec![Backend::Postgres],
+                    levels: Some(strings(&["1"])),
+                    strategies: Some(vec![Strategy::Guarded, Strategy::Coalesced]),
+                },
             },
             Profile::Quick => ProfileValues {
                 databases: vec![Backend::Postgres, Backend::Mariadb, Backend::Sqlite],
@@ -55,6 +86,12 @@ impl Profile {
                 requesters: 64,
                 duration_s: 1.2,
                 warmup_s: 0.4,
+                // The issue's two points: one hot SKU and 100 000 SKUs.
+                http: HttpCoverage {
+                    databases: vec![Backend::Postgres],
+                    levels: Some(strings(&["1", "100000"])),
+                    strategies: None,
+                },
             },
             Profile::Full => ProfileValues {
                 databases: vec![Backend::Postgres, Backend::Mariadb, Backend::Sqlite],
@@ -74,6 +111,13 @@ impl Profile {
                 requesters: 64,
                 duration_s: 10.0,
                 warmup_s: 2.0,
+                // Every server database and level; SQLite is embedded, so a service in front
+                // of it is not the deployment the ratio is about.
+                http: HttpCoverage {
+                    databases: vec![Backend::Postgres, Backend::Mariadb],
+                    levels: None,
+                    strategies: None,
+                },
             },
         }
     }
@@ -98,6 +142,11 @@ struct Args {
     /// unsafe_no_lock.
     #[arg(long, value_delimiter = ',')]
     strategies: Vec<String>,
+    /// Transports for the library strategies, comma-separated: in-process, http (default:
+    /// in-process everywhere, plus http where the profile adds it). The raw baselines and
+    /// the negative control bypass the library, so they always run in-process.
+    #[arg(long, value_delimiter = ',')]
+    transport: Vec<Transport>,
     /// Conflict levels, repeatable: SKUS[:SKEW], SKEW = uniform | zipf:S | hot:FRACTION:TRAFFIC.
     /// Examples: 1, 100000, 10000:zipf:1.1, 1000:hot:0.01:0.9.
     #[arg(long = "level")]
@@ -263,6 +312,19 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
         sqlite_fallback = true;
     }
 
+    // In report order; duplicates in the flag collapse.
+    let transports: Vec<Transport> = Transport::ALL
+        .into_iter()
+        .filter(|t| args.transport.contains(t))
+        .collect();
+    let http_levels = match &profile.http.levels {
+        Some(raw) => parse_levels(raw)?,
+        None => Vec::new(),
+    };
+    let case_transports = |backend: Backend, level: &LevelSpec, variant: Variant| {
+        transports_for(&transports, &profile.http, &http_levels, backend, level, variant)
+    };
+
     let mut specs = Vec::new();
     for backend in &databases {
         let backend_levels = if *backend == Backend::Sqlite {
@@ -271,29 +333,34 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
             &levels
         };
         for level in backend_levels {
+            // A strategy's transports run back to back, so the http / in-process ratio
+            // compares cases minutes apart at most.
             for variant in &variants {
                 if !db::supports(*backend, *variant) {
                     continue;
                 }
-                specs.push(CaseSpec {
-                    backend: *backend,
-                    variant: *variant,
-                    level: *level,
-                    requesters,
-                    pool_size: if *backend == Backend::Sqlite {
-                        pool_size.min(db::SQLITE_POOL_MAX)
-                    } else {
-                        pool_size
-                    },
-                    warmup: Duration::from_secs_f64(warmup_s),
-                    bounds: Bounds {
-                        duration: Duration::from_secs_f64(duration_s),
-                        ops_per_requester: args.ops_per_requester,
-                    },
-                    quantity,
-                    stock,
-                    seed,
-                });
+                for transport in case_transports(*backend, level, *variant) {
+                    specs.push(CaseSpec {
+                        backend: *backend,
+                        variant: *variant,
+                        transport,
+                        level: *level,
+                        requesters,
+                        pool_size: if *backend == Backend::Sqlite {
+                            pool_size.min(db::SQLITE_POOL_MAX)
+                        } else {
+                            pool_size
+                        },
+                        warmup: Duration::from_secs_f64(warmup_s),
+                        bounds: Bounds {
+                            duration: Duration::from_secs_f64(duration_s),
+                            ops_per_requester: args.ops_per_requester,
+                        },
+                        quantity,
+                        stock,
+                        seed,
+                    });
+                }
             }
         }
     }
@@ -319,6 +386,30 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
             case_errors: Vec::new(),
         },
     })
+}
+
+/// The transports one case runs over: the `--transport` list when given (`explicit`, never
+/// for raw variants, which bypass the library), else in-process plus http where the profile's
+/// coverage says so.
+fn transports_for(
+    explicit: &[Transport],
+    coverage: &HttpCoverage,
+    coverage_levels: &[LevelSpec],
+    backend: Backend,
+    level: &LevelSpec,
+    variant: Variant,
+) -> Vec<Transport> {
+    match variant {
+        Variant::Raw(_) => vec![Transport::InProcess],
+        Variant::Library(_) if !explicit.is_empty() => explicit.to_vec(),
+        Variant::Library(strategy) => {
+            let mut chosen = vec![Transport::InProcess];
+            if coverage.covers(backend, level, strategy, coverage_levels) {
+                chosen.push(Transport::Http);
+            }
+            chosen
+        }
+    }
 }
 
 fn compiled(backend: Backend) -> bool {
@@ -377,17 +468,27 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             bar.println(line);
         }
     };
+    let http_cases = specs.iter().filter(|s| s.transport == Transport::Http).count();
+    if http_cases > 0 {
+        eprintln!(
+            "stockguard-bench: {http_cases} cases over http: the service runs in this process on its own \
+             runtime and shares the machine's cores with the requesters and the database"
+        );
+    }
     let started = Instant::now();
     for spec in specs {
         let label = format!(
             "{} {} {} x{}",
-            spec.backend, spec.variant, spec.level, spec.requesters
+            spec.backend,
+            spec.path_name(),
+            spec.level,
+            spec.requesters
         );
         bar.set_message(label.clone());
         match run_case(spec).await {
             Ok(case) => {
                 log(format!(
-                    "{label:<44} {:>9.0} ok/s {:>8.0} refused/s  p99 {:>8.2} ms  conflict {:>3.0}%  audit {}",
+                    "{label:<52} {:>9.0} ok/s {:>8.0} refused/s  p99 {:>8.2} ms  conflict {:>3.0}%  audit {}",
                     case.successes_per_s,
                     case.refused_per_s,
                     case.latency_us_p99 as f64 / 1000.0,
@@ -437,7 +538,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         if !case.audit.passed() {
             eprintln!(
                 "AUDIT FAILED: strategy {} on {} at level {} × {} requesters, seed {seed}: {}",
-                spec.variant,
+                spec.path_name(),
                 spec.backend,
                 spec.level,
                 spec.requesters,
@@ -445,10 +546,16 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
             failed = true;
         }
-        if let Some(count) = case.errors.get("internal").filter(|c| **c > 0) {
+        for (kind, count) in case
+            .errors
+            .iter()
+            .filter(|(kind, count)| is_fatal_error_kind(kind) && **count > 0)
+        {
             eprintln!(
-                "UNEXPECTED ERRORS: strategy {} on {} at level {}, seed {seed}: {count} internal errors",
-                spec.variant, spec.backend, spec.level
+                "UNEXPECTED ERRORS: strategy {} on {} at level {}, seed {seed}: {count} {kind} errors",
+                spec.path_name(),
+                spec.backend,
+                spec.level
             );
             failed = true;
         }
@@ -484,5 +591,103 @@ fn main() -> ExitCode {
             eprintln!("stockguard-bench: {error:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use stockguard_bench::db::RawOp;
+
+    use super::*;
+
+    fn level(raw: &str) -> LevelSpec {
+        raw.parse().unwrap()
+    }
+
+    fn http_cases(profile: Profile, backend: Backend, level_raw: &str) -> Vec<Strategy> {
+        let coverage = profile.values().http;
+        let levels: Vec<LevelSpec> = coverage.levels.iter().flatten().map(|l| level(l)).collect();
+        Strategy::ALL
+            .into_iter()
+            .filter(|s| {
+                transports_for(
+                    &[],
+                    &coverage,
+                    &levels,
+                    backend,
+                    &level(level_raw),
+                    Variant::Library(*s),
+                )
+                .contains(&Transport::Http)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn profiles_add_http_where_the_issue_asks() {
+        assert_eq!(
+            http_cases(Profile::Smoke, Backend::Postgres, "1"),
+            vec![Strategy::Guarded, Strategy::Coalesced]
+        );
+        assert!(http_cases(Profile::Smoke, Backend::Postgres, "10000").is_empty());
+        assert!(http_cases(Profile::Smoke, Backend::Mariadb, "1").is_empty());
+        for sku_count in ["1", "100000"] {
+            assert_eq!(
+                http_cases(Profile::Quick, Backend::Postgres, sku_count),
+                Strategy::ALL.to_vec()
+            );
+        }
+        assert!(http_cases(Profile::Quick, Backend::Postgres, "16").is_empty());
+        assert!(http_cases(Profile::Quick, Backend::Mariadb, "1").is_empty());
+        for backend in [Backend::Postgres, Backend::Mariadb] {
+            assert_eq!(
+                http_cases(Profile::Full, backend, "10000:zipf:1.1"),
+                Strategy::ALL.to_vec()
+            );
+        }
+        assert!(http_cases(Profile::Full, Backend::Sqlite, "1").is_empty());
+    }
+
+    #[test]
+    fn an_explicit_transport_list_wins_but_raw_variants_stay_in_process() {
+        let coverage = Profile::Smoke.values().http;
+        let both = [Transport::InProcess, Transport::Http];
+        let library = Variant::Library(Strategy::Optimistic);
+        assert_eq!(
+            transports_for(&both, &coverage, &[], Backend::Mariadb, &level("16"), library),
+            both.to_vec()
+        );
+        assert_eq!(
+            transports_for(
+                &[Transport::InProcess],
+                &coverage,
+                &[],
+                Backend::Postgres,
+                &level("1"),
+                Variant::Library(Strategy::Guarded)
+            ),
+            vec![Transport::InProcess]
+        );
+        for raw in [RawOp::Guarded, RawOp::Pessimistic, RawOp::UnsafeNoLock] {
+            assert_eq!(
+                transports_for(
+                    &[Transport::Http],
+                    &coverage,
+                    &[],
+                    Backend::Postgres,
+                    &level("1"),
+                    Variant::Raw(raw)
+                ),
+                vec![Transport::InProcess]
+            );
+        }
+    }
+
+    #[test]
+    fn the_transport_flag_parses() {
+        let args = Args::try_parse_from(["stockguard-bench", "--out", "x", "--transport", "in-process,http"])
+            .unwrap();
+        assert_eq!(args.transport, vec![Transport::InProcess, Transport::Http]);
+        assert!(Args::try_parse_from(["stockguard-bench", "--out", "x", "--transport", "grpc"]).is_err());
     }
 }

@@ -4,10 +4,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use serde::Serialize;
 use stockguard_core::{DeductError, DeductRequest, InventoryStore, Quantity, SkuId, Strategy};
 
@@ -75,6 +76,58 @@ impl Serialize for Variant {
 impl fmt::Display for Variant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.name())
+    }
+}
+
+/// How requests reach the library.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// Requesters call `InventoryStore::deduct` directly ([`LibraryDeductor`]).
+    InProcess,
+    /// Requesters call the `stockguard` HTTP service (`POST /v1/skus/{sku}/deduct`), which
+    /// runs in the same process on its own runtime over the same kind of store
+    /// ([`crate::http::HttpDeductor`]).
+    Http,
+}
+
+impl Transport {
+    /// Every transport, in report order.
+    pub const ALL: [Transport; 2] = [Transport::InProcess, Transport::Http];
+
+    /// The name used in flags and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::InProcess => "in_process",
+            Transport::Http => "http",
+        }
+    }
+
+    /// Whether `variant` can run over this transport: HTTP reaches only the library (the raw
+    /// baselines and the negative control bypass it, so they always run in-process).
+    pub fn carries(self, variant: Variant) -> bool {
+        match self {
+            Transport::InProcess => true,
+            Transport::Http => matches!(variant, Variant::Library(_)),
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Transport {
+    type Err = anyhow::Error;
+    /// `in-process` (or `in_process`) or `http`.
+    fn from_str(raw: &str) -> anyhow::Result<Self> {
+        match raw {
+            "in-process" | "in_process" | "inprocess" => Ok(Transport::InProcess),
+            "http" => Ok(Transport::Http),
+            _ => bail!("unknown transport {raw:?}: use in-process or http"),
+        }
     }
 }
 
@@ -219,6 +272,8 @@ pub struct CaseSpec {
     pub backend: Backend,
     /// Deduction path.
     pub variant: Variant,
+    /// How requests reach it.
+    pub transport: Transport,
     /// Conflict level (SKU count and skew).
     pub level: LevelSpec,
     /// Concurrent requesters.
@@ -235,6 +290,16 @@ pub struct CaseSpec {
     pub stock: StockSizing,
     /// The run's seed.
     pub seed: u64,
+}
+
+impl CaseSpec {
+    /// `strategy` in-process, `strategy over http` otherwise: the name in logs and messages.
+    pub fn path_name(&self) -> String {
+        match self.transport {
+            Transport::InProcess => self.variant.name(),
+            Transport::Http => format!("{} over http", self.variant),
+        }
+    }
 }
 
 /// Measured figures and audit of one case.
@@ -306,33 +371,63 @@ pub async fn run_case(spec: CaseSpec) -> anyhow::Result<CaseResult> {
 async fn run_in(spec: &CaseSpec, database: &FreshDatabase) -> anyhow::Result<CaseResult> {
     let url = database.url().to_owned();
     let sku_names: Vec<String> = (0..spec.level.sku_count).map(sku_name).collect();
+    if !spec.transport.carries(spec.variant) {
+        bail!(
+            "{} bypasses the library, so it cannot run over {}",
+            spec.variant,
+            spec.transport
+        );
+    }
+    if spec.transport == Transport::Http {
+        return crate::http::run_over_http(spec, database, sku_names).await;
+    }
     match spec.backend {
         Backend::Postgres => {
-            let mut config = stockguard_postgres::PgConfig::new(url.clone());
-            config.max_connections = spec.pool_size;
-            let store = stockguard_postgres::PgStore::connect(config).await?;
+            let store = stockguard_postgres::PgStore::connect(pg_config(&url, spec.pool_size)).await?;
             store.migrate().await?;
             run_with_store(spec, database, store, sku_names).await
         }
         #[cfg(feature = "mysql")]
         Backend::Mariadb => {
-            let mut config = stockguard_mysql::MySqlConfig::new(url.clone());
-            config.max_connections = spec.pool_size;
-            let store = stockguard_mysql::MySqlStore::connect(config).await?;
+            let store = stockguard_mysql::MySqlStore::connect(mysql_config(&url, spec.pool_size)).await?;
             store.migrate().await?;
             run_with_store(spec, database, store, sku_names).await
         }
         #[cfg(feature = "sqlite")]
         Backend::Sqlite => {
-            let mut config = stockguard_sqlite::SqliteConfig::new(url.clone());
-            config.max_connections = spec.pool_size;
-            let store = stockguard_sqlite::SqliteStore::connect(config).await?;
+            let store = stockguard_sqlite::SqliteStore::connect(sqlite_config(&url, spec.pool_size)).await?;
             store.migrate().await?;
             run_with_store(spec, database, store, sku_names).await
         }
         #[allow(unreachable_patterns)]
         other => anyhow::bail!("this build has no {other} adapter (enable the `{other}` feature)"),
     }
+}
+
+// The store configurations of a case, shared by both transports so the service is measured
+// over exactly the store the in-process path gets: the adapter's defaults and the case's pool.
+
+/// PostgreSQL store configuration for a case.
+pub(crate) fn pg_config(url: &str, pool_size: u32) -> stockguard_postgres::PgConfig {
+    let mut config = stockguard_postgres::PgConfig::new(url.to_owned());
+    config.max_connections = pool_size;
+    config
+}
+
+/// MariaDB store configuration for a case.
+#[cfg(feature = "mysql")]
+pub(crate) fn mysql_config(url: &str, pool_size: u32) -> stockguard_mysql::MySqlConfig {
+    let mut config = stockguard_mysql::MySqlConfig::new(url.to_owned());
+    config.max_connections = pool_size;
+    config
+}
+
+/// SQLite store configuration for a case.
+#[cfg(feature = "sqlite")]
+pub(crate) fn sqlite_config(path: &str, pool_size: u32) -> stockguard_sqlite::SqliteConfig {
+    let mut config = stockguard_sqlite::SqliteConfig::new(path.to_owned());
+    config.max_connections = pool_size;
+    config
 }
 
 /// Batches the coalescer committed so far, when the store exposes it.
@@ -412,7 +507,8 @@ async fn run_with_store<S: InventoryStore + CoalescerCounters>(
     Ok(result)
 }
 
-async fn measure<D: Deductor>(
+/// Warm-up, stock sizing, measured run and audit of one case, whatever the deductor.
+pub(crate) async fn measure<D: Deductor>(
     spec: &CaseSpec,
     admin: &RawPool,
     deductor: Arc<D>,
@@ -519,4 +615,33 @@ async fn measure<D: Deductor>(
         }),
         audit,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transports_parse_and_http_carries_only_the_library() {
+        for (raw, transport) in [
+            ("in-process", Transport::InProcess),
+            ("in_process", Transport::InProcess),
+            ("http", Transport::Http),
+        ] {
+            assert_eq!(raw.parse::<Transport>().unwrap(), transport);
+        }
+        assert!("https".parse::<Transport>().is_err());
+        assert_eq!(
+            serde_json::to_string(&Transport::InProcess).unwrap(),
+            "\"in_process\""
+        );
+        for variant in Variant::all() {
+            assert!(Transport::InProcess.carries(variant));
+            assert_eq!(
+                Transport::Http.carries(variant),
+                matches!(variant, Variant::Library(_)),
+                "{variant}"
+            );
+        }
+    }
 }

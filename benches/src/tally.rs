@@ -13,6 +13,20 @@ pub const CONFLICT_WAIT_THRESHOLD_US: u64 = 1_000;
 /// Highest latency the histograms track: anything slower is clamped to it.
 pub const LATENCY_MAX_US: u64 = 120_000_000;
 
+/// Error kinds that mean the harness can no longer vouch for its tally or for the code under
+/// test, so any one of them fails the run (exit status non-zero):
+/// - `internal`: a guard fired inside the database or the library hit a bug;
+/// - `http_unexpected`: the service answered something the API does not promise for a
+///   deduction (wrong status, unparsable body, a receipt for another SKU or quantity);
+/// - `http_transport`: the request failed on the wire or timed out, so whether the deduction
+///   committed is unknown.
+pub const FATAL_ERROR_KINDS: [&str; 3] = ["internal", "http_unexpected", "http_transport"];
+
+/// True when an error of this kind must fail the run (see [`FATAL_ERROR_KINDS`]).
+pub fn is_fatal_error_kind(kind: &str) -> bool {
+    FATAL_ERROR_KINDS.contains(&kind)
+}
+
 /// The outcome of one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {

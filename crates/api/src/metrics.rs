@@ -61,6 +61,15 @@ fn strategy_index(strategy: Strategy) -> usize {
     Strategy::ALL.iter().position(|s| *s == strategy).unwrap_or(0)
 }
 
+/// The latency histogram of one (method, route template, status).
+#[derive(Debug)]
+struct RequestSeries {
+    method: String,
+    route: String,
+    status: u16,
+    latency: std::sync::Arc<Histogram>,
+}
+
 /// Every metric the service exports, except the store-owned gauges read at scrape time.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -68,8 +77,10 @@ pub struct Metrics {
     deductions: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     retries: [AtomicU64; Strategy::ALL.len()],
     lock_wait: [Histogram; Strategy::ALL.len()],
-    /// (method, route template, status) → latency histogram.
-    requests: Mutex<BTreeMap<(String, String, u16), std::sync::Arc<Histogram>>>,
+    /// Latency histogram per (method, route template, status). A short list scanned in place:
+    /// the set is small and closed, and a lookup by `&str` needs no allocation on the
+    /// per-request path (a `BTreeMap<(String, String, u16), _>` key would allocate twice).
+    requests: Mutex<Vec<RequestSeries>>,
     shed: AtomicU64,
     timed_out: AtomicU64,
 }
@@ -91,11 +102,23 @@ impl Metrics {
     /// Records one HTTP request's latency.
     pub fn record_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
         let histogram = {
-            let mut map = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-            std::sync::Arc::clone(
-                map.entry((method.to_owned(), route.to_owned(), status))
-                    .or_default(),
-            )
+            let mut series = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+            let found = series
+                .iter()
+                .find(|s| s.status == status && s.route == route && s.method == method);
+            match found {
+                Some(known) => std::sync::Arc::clone(&known.latency),
+                None => {
+                    let latency = std::sync::Arc::new(Histogram::default());
+                    series.push(RequestSeries {
+                        method: method.to_owned(),
+                        route: route.to_owned(),
+                        status,
+                        latency: std::sync::Arc::clone(&latency),
+                    });
+                    latency
+                }
+            }
         };
         histogram.observe(elapsed);
     }
@@ -145,9 +168,23 @@ impl Metrics {
 
         out.push_str("# HELP stockguard_http_request_duration_seconds HTTP request latency by method, route template and status.\n");
         out.push_str("# TYPE stockguard_http_request_duration_seconds histogram\n");
-        for ((method, route, status), histogram) in
-            self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter()
-        {
+        let mut series: Vec<(String, String, u16, std::sync::Arc<Histogram>)> = self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|s| {
+                (
+                    s.method.clone(),
+                    s.route.clone(),
+                    s.status,
+                    std::sync::Arc::clone(&s.latency),
+                )
+            })
+            .collect();
+        // Sorted, so the exposition order is stable whatever order the series appeared in.
+        series.sort_by(|a, b| (&a.0, &a.1, a.2).cmp(&(&b.0, &b.1, b.2)));
+        for (method, route, status, histogram) in &series {
             histogram.render(
                 &mut out,
                 "stockguard_http_request_duration_seconds",

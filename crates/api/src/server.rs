@@ -4,6 +4,7 @@ use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use stockguard_core::InventoryStore;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -63,6 +64,13 @@ impl RunningServer {
 pub async fn start(settings: &Settings, store: Arc<AnyStore>) -> std::io::Result<RunningServer> {
     let listener = TcpListener::bind(settings.bind).await?;
     let addr = listener.local_addr()?;
+    // Without TCP_NODELAY a response written in more than one segment can wait for the
+    // client's delayed ACK (up to 40 ms on Linux) under Nagle's algorithm.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY on an accepted connection");
+        }
+    });
     let state = AppState::new(Arc::clone(&store), settings);
     let app = router(state.clone(), settings);
     let (shutdown, signal) = watch::channel(false);
