@@ -27,7 +27,7 @@ bench-smoke out="target/bench-smoke":
 
 # HTTP vs in-process on PostgreSQL: every library strategy at 1 hot SKU and 100 000 SKUs, both transports.
 bench-http out="bench-results/http":
-    cargo run --release -p stockguard-bench -- --db postgres --level 1 --level 100000 --transport in-process,http --strategies pessimistic,no_wait,optimistic,guarded,coalesced --out {{out}}
+    cargo run --release -p stockguard-bench -- --db postgres --level 1 --level 100000 --transport in-process,http --strategies pessimistic,no_wait,optimistic,guarded,coalesced,sharded --out {{out}}
 
 # Criterion micro-benches: uncontended single-deduction latency per strategy per DB.
 bench-micro:

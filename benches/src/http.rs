@@ -47,9 +47,8 @@ const QUOTED_BODY_CHARS_MAX: usize = 300;
 
 /// The stockguard service serving one case's store on its own runtime.
 pub struct ServiceUnderTest {
-    // `Option` so `shutdown` can move them out and `Drop` can tell whether it ran.
-    runtime: Option<tokio::runtime::Runtime>,
-    server: Option<RunningServer>,
+    // `None` once `shutdown` has taken them, so `Drop` can tell whether it ran.
+    running: Option<(tokio::runtime::Runtime, RunningServer)>,
     store: Arc<AnyStore>,
     base_url: String,
     auth_token: String,
@@ -99,9 +98,8 @@ impl ServiceUnderTest {
             }
         };
         Ok(Self {
-            runtime: Some(runtime),
             base_url: server.base_url(),
-            server: Some(server),
+            running: Some((runtime, server)),
             store,
             auth_token,
         })
@@ -120,7 +118,7 @@ impl ServiceUnderTest {
     /// Graceful shutdown: stop accepting, finish in-flight requests, close the store (its
     /// coalescer flushes and its pool closes), then stop the runtime's threads.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        let (Some(runtime), Some(server)) = (self.runtime.take(), self.server.take()) else {
+        let Some((runtime, server)) = self.running.take() else {
             return Ok(());
         };
         let stopped = runtime.spawn(server.shutdown()).await;
@@ -139,7 +137,7 @@ impl Drop for ServiceUnderTest {
         // Reached without `shutdown` only on an error path: stop the threads without
         // blocking (this may run inside the harness's runtime). The case's database is
         // dropped with FORCE afterwards, which ends the store's connections.
-        if let Some(runtime) = self.runtime.take() {
+        if let Some((runtime, _server)) = self.running.take() {
             runtime.shutdown_background();
         }
     }
@@ -162,12 +160,10 @@ fn service_settings(spec: &CaseSpec, database_url: &str, auth_token: &str) -> an
     settings.concurrency_limit = spec.requesters.max(1) * CONCURRENCY_LIMIT_PER_REQUESTER;
     settings.request_timeout = SERVER_REQUEST_TIMEOUT;
     settings.shutdown_grace = SERVER_SHUTDOWN_GRACE;
-    // Informational: the harness opens the store itself (see `open_store`), with the
-    // adapter defaults the in-process path uses; these record the same values.
+    // `start` does not open the store: the harness does (see `open_store`), with the adapter
+    // configuration the in-process path uses, so `pool_size`, `acquire_timeout` and
+    // `lock_timeout` here do not apply. The pool size is recorded for anyone reading them.
     settings.pool_size = spec.pool_size;
-    let config = crate::runner::pg_config(database_url, spec.pool_size);
-    settings.acquire_timeout = config.acquire_timeout;
-    settings.lock_timeout = config.lock_timeout;
     Ok(settings)
 }
 
