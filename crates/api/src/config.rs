@@ -80,7 +80,8 @@ pub struct CliSettings {
     /// Without one, the embedded SQLite file ./stockguard.db is used.
     #[arg(long, env = "STOCKGUARD_DATABASE_URL", global = true)]
     pub database_url: Option<String>,
-    /// Strategy used when a request names none: pessimistic, no_wait, optimistic, guarded, coalesced.
+    /// Strategy used when a request names none: pessimistic, no_wait, optimistic, guarded,
+    /// coalesced, sharded (not on SQLite).
     #[arg(long, env = "STOCKGUARD_DEFAULT_STRATEGY", global = true)]
     pub default_strategy: Option<Strategy>,
     /// Whether a deduct request may name its own strategy (true/false).

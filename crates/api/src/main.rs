@@ -117,8 +117,22 @@ async fn serve(settings: Settings, insecure: bool) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let store = Arc::new(open_store(&settings).await?);
-    let running = server::start(&settings, store)
+    let store = open_store(&settings).await?;
+    let supported = store.capabilities().strategies;
+    if !supported.contains(&settings.default_strategy) {
+        store.close().await;
+        anyhow::bail!(
+            "the default strategy {} is not supported on {} (supported: {})",
+            settings.default_strategy,
+            store.backend(),
+            supported
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let running = server::start(&settings, Arc::new(store))
         .await
         .with_context(|| format!("binding {}", settings.bind))?;
     tracing::info!(

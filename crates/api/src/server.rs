@@ -157,24 +157,6 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<AnyStore> {
         .migrate()
         .await
         .map_err(|e| anyhow::anyhow!("migrating: {}", crate::problem::error_chain(&e)))?;
-    if !store
-        .capabilities()
-        .strategies
-        .contains(&settings.default_strategy)
-    {
-        anyhow::bail!(
-            "the default strategy {} is not supported on {} (supported: {})",
-            settings.default_strategy,
-            store.backend(),
-            store
-                .capabilities()
-                .strategies
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
     tracing::info!(backend = store.backend(), "database ready (migrations applied)");
     Ok(store)
 }

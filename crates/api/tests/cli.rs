@@ -118,3 +118,26 @@ async fn audit_exits_non_zero_on_a_discrepancy() {
         String::from_utf8_lossy(&audit.stdout)
     );
 }
+
+#[test]
+fn serve_refuses_a_default_strategy_the_database_lacks() {
+    let file = stockguard_testkit::TestSqliteFile::new();
+    let output = stockguard()
+        .args([
+            "--bind",
+            "127.0.0.1:0",
+            "--default-strategy",
+            "sharded",
+            "--database-url",
+        ])
+        .arg(file.path())
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("default strategy sharded is not supported on sqlite"),
+        "{stderr}"
+    );
+}
