@@ -624,6 +624,59 @@ pub async fn coalesced_queue_depth_limit<S: InventoryStore>(store: Arc<S>) {
     eprintln!("conformance coalesced_queue_depth_limit: accepted={accepted} shed={shed}");
 }
 
+/// `Sharded` spreads a SKU only when deductions meet on its row: 20 deductions one at a time
+/// leave it unsharded, 64 tasks at once spread it over the default bucket count.
+/// `bucket_rows` counts a SKU's bucket rows with the adapter's own SQL.
+pub async fn sharded_spreads_on_contention_only<S, F, Fut>(store: Arc<S>, bucket_rows: F)
+where
+    S: InventoryStore,
+    F: Fn(SkuId) -> Fut,
+    Fut: std::future::Future<Output = i64>,
+{
+    let one = qty(1);
+    let calm = sku("calm");
+    store.create_sku(&calm, 100).await.expect("create");
+    for _ in 0..20 {
+        store
+            .deduct(DeductRequest::new(calm.clone(), one, Strategy::Sharded))
+            .await
+            .expect("deduct");
+    }
+    assert_eq!(
+        bucket_rows(calm).await,
+        0,
+        "sequential deductions must not spread"
+    );
+
+    let hot = sku("hot");
+    store.create_sku(&hot, 10_000).await.expect("create");
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let hot = hot.clone();
+            tokio::spawn(async move {
+                for _ in 0..10 {
+                    store
+                        .deduct(DeductRequest::new(hot.clone(), one, Strategy::Sharded))
+                        .await
+                        .expect("deduct");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("join");
+    }
+    assert_eq!(
+        bucket_rows(hot.clone()).await,
+        i64::from(crate::sharding::DEFAULT_SHARD_BUCKETS),
+        "64 simultaneous deductions must spread the SKU"
+    );
+    assert_eq!(store.stock(&hot).await.expect("stock").stock, 10_000 - 640);
+    let report = store.audit().await.expect("audit");
+    assert!(report.is_clean(), "{report:?}");
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Create { sku: u8, initial: i64 },

@@ -50,6 +50,29 @@ pub fn spread(total: i64, buckets: u32) -> Vec<i64> {
     (0..n).map(|i| share + i64::from(i < extra)).collect()
 }
 
+/// The bucket rows a re-spread writes: `left` units spread over `buckets` buckets
+/// (`0..buckets`), plus a zero for every existing bucket at or beyond `buckets` (the count
+/// was lowered since), so that no units are left behind in a bucket no longer used. Pairs of
+/// (bucket, stock); Σ stock = left.
+pub fn respread(left: i64, buckets: u32, existing: impl IntoIterator<Item = i64>) -> Vec<(i64, i64)> {
+    let shares = spread(left, buckets);
+    let highest = existing
+        .into_iter()
+        .map(|bucket| bucket + 1)
+        .max()
+        .unwrap_or(0)
+        .max(i64::from(buckets));
+    (0..highest)
+        .map(|bucket| {
+            let share = usize::try_from(bucket)
+                .ok()
+                .and_then(|i| shares.get(i).copied())
+                .unwrap_or(0);
+            (bucket, share)
+        })
+        .collect()
+}
+
 /// What a gather found, under the SKU row's lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gathered {
@@ -60,6 +83,24 @@ pub enum Gathered {
     },
     /// The request may fit now (buckets were emptied into the row, or it was restocked).
     Retry,
+}
+
+impl Gathered {
+    /// The decision a gather can take from one snapshot of the SKU's row stock and bucket
+    /// stock, before locking anything: `Some` when the total is short (refusing is exact)
+    /// or the buckets are empty (the row was restocked: run again); `None` when the buckets
+    /// must be emptied into the row under the locks.
+    pub fn from_snapshot(row_stock: i64, bucket_stock: i64, requested: i64) -> Option<Self> {
+        if row_stock + bucket_stock < requested {
+            Some(Gathered::Short {
+                total: row_stock + bucket_stock,
+            })
+        } else if bucket_stock == 0 {
+            Some(Gathered::Retry)
+        } else {
+            None
+        }
+    }
 }
 
 /// Runs `deduct` (a non-`Sharded` strategy, which only sees the SKU row) and, when it is
@@ -112,6 +153,23 @@ mod tests {
             assert_eq!(parts.iter().sum::<i64>(), total);
             assert!(parts.iter().max().unwrap() - parts.iter().min().unwrap() <= 1);
         }
+    }
+
+    #[test]
+    fn respread_empties_buckets_beyond_the_count() {
+        assert_eq!(respread(5, 2, [0, 1]), vec![(0, 3), (1, 2)]);
+        assert_eq!(respread(5, 2, [0, 1, 2, 3]), vec![(0, 3), (1, 2), (2, 0), (3, 0)]);
+        assert_eq!(respread(4, 4, []), vec![(0, 1), (1, 1), (2, 1), (3, 1)]);
+    }
+
+    #[test]
+    fn gather_decisions_from_a_snapshot() {
+        assert_eq!(
+            Gathered::from_snapshot(1, 2, 5),
+            Some(Gathered::Short { total: 3 })
+        );
+        assert_eq!(Gathered::from_snapshot(6, 0, 5), Some(Gathered::Retry));
+        assert_eq!(Gathered::from_snapshot(1, 9, 5), None);
     }
 
     #[test]

@@ -438,6 +438,26 @@ impl MySqlShared {
         }
     }
 
+    /// Writes the ledger row of a deduction that left `remaining` units and builds its
+    /// receipt.
+    async fn log_deduction(
+        transaction: &mut MySqlTransaction,
+        request: &DeductRequest,
+        remaining: i64,
+        lock_wait_us: u64,
+    ) -> Result<Receipt, AttemptError> {
+        let ledger_id = insert_ledger_row(
+            transaction,
+            &request.sku,
+            -request.quantity.get(),
+            remaining,
+            LedgerReason::Deduct,
+            request.idempotency_key.as_ref(),
+        )
+        .await?;
+        Ok(Self::receipt(request, ledger_id, remaining, lock_wait_us))
+    }
+
     fn receipt(request: &DeductRequest, ledger_id: i64, remaining: i64, lock_wait_us: u64) -> Receipt {
         Receipt {
             sku: request.sku.clone(),
@@ -497,16 +517,7 @@ impl MySqlShared {
             .await
             .map_err(classify)?;
         let remaining = row_remaining + bucket_stock_if(sharded, transaction, &request.sku).await?;
-        let ledger_id = insert_ledger_row(
-            transaction,
-            &request.sku,
-            -requested,
-            remaining,
-            LedgerReason::Deduct,
-            request.idempotency_key.as_ref(),
-        )
-        .await?;
-        Ok(Self::receipt(request, ledger_id, remaining, lock_wait_us))
+        Self::log_deduction(transaction, request, remaining, lock_wait_us).await
     }
 
     async fn optimistic_attempt(&self, request: &DeductRequest) -> Result<Receipt, AttemptError> {
@@ -561,21 +572,7 @@ impl MySqlShared {
         }
         // The version matched, so `sharded` (read with it) is current: spreading bumps it.
         let remaining = row_remaining + bucket_stock_if(sharded, transaction, &request.sku).await?;
-        let ledger_id = insert_ledger_row(
-            transaction,
-            &request.sku,
-            -requested,
-            remaining,
-            LedgerReason::Deduct,
-            request.idempotency_key.as_ref(),
-        )
-        .await?;
-        Ok(Self::receipt(
-            request,
-            ledger_id,
-            remaining,
-            micros(write_started.elapsed()),
-        ))
+        Self::log_deduction(transaction, request, remaining, micros(write_started.elapsed())).await
     }
 
     async fn guarded_attempt(&self, request: &DeductRequest) -> Result<Receipt, AttemptError> {
@@ -613,21 +610,9 @@ impl MySqlShared {
             return Ok(None);
         }
         let remaining = read_back_stock(transaction, &request.sku).await?;
-        let ledger_id = insert_ledger_row(
-            transaction,
-            &request.sku,
-            -requested,
-            remaining,
-            LedgerReason::Deduct,
-            request.idempotency_key.as_ref(),
-        )
-        .await?;
-        Ok(Some(Self::receipt(
-            request,
-            ledger_id,
-            remaining,
-            micros(write_started.elapsed()),
-        )))
+        Self::log_deduction(transaction, request, remaining, micros(write_started.elapsed()))
+            .await
+            .map(Some)
     }
 
     /// `Sharded`: take from the row while the SKU is unsharded and its row is free, or from
@@ -705,21 +690,9 @@ impl MySqlShared {
                         .execute(&mut **transaction)
                         .await
                         .map_err(classify)?;
-                    let ledger_id = insert_ledger_row(
-                        transaction,
-                        &request.sku,
-                        -requested,
-                        remaining,
-                        LedgerReason::Deduct,
-                        request.idempotency_key.as_ref(),
-                    )
-                    .await?;
-                    return Ok(Some(Self::receipt(
-                        request,
-                        ledger_id,
-                        remaining,
-                        micros(started.elapsed()),
-                    )));
+                    return Self::log_deduction(transaction, request, remaining, micros(started.elapsed()))
+                        .await
+                        .map(Some);
                 }
             }
         }
@@ -775,21 +748,9 @@ impl MySqlShared {
         // estimate (see `Strategy::Sharded`).
         let (row_stock, _, bucket_stock) = current.unwrap_or_default();
         let remaining = (row_stock + bucket_stock - requested).max(0);
-        let ledger_id = insert_ledger_row(
-            transaction,
-            &request.sku,
-            -requested,
-            remaining,
-            LedgerReason::Deduct,
-            request.idempotency_key.as_ref(),
-        )
-        .await?;
-        Ok(Some(Self::receipt(
-            request,
-            ledger_id,
-            remaining,
-            micros(started.elapsed()),
-        )))
+        Self::log_deduction(transaction, request, remaining, micros(started.elapsed()))
+            .await
+            .map(Some)
     }
 
     /// Decrements one bucket if it still has room; false when it does not.
@@ -868,23 +829,11 @@ impl MySqlShared {
             .into());
         }
         let left = total - requested;
-        let shares = sharding::spread(left, self.config.shard_buckets);
-        // Buckets beyond the configured count (it was lowered) are emptied.
-        let highest = buckets
-            .iter()
-            .map(|(bucket, _)| bucket + 1)
-            .max()
-            .unwrap_or(0)
-            .max(i64::try_from(shares.len()).unwrap_or(i64::MAX));
-        let rows: Vec<(i64, i64)> = (0..highest)
-            .map(|bucket| {
-                let share = usize::try_from(bucket)
-                    .ok()
-                    .and_then(|i| shares.get(i).copied())
-                    .unwrap_or(0);
-                (bucket, share)
-            })
-            .collect();
+        let rows = sharding::respread(
+            left,
+            self.config.shard_buckets,
+            buckets.iter().map(|(bucket, _)| *bucket),
+        );
         for chunk in rows.chunks(ROWS_PER_STATEMENT_MAX) {
             let sql = format!(
                 "INSERT INTO inventory_bucket (sku, bucket, stock) VALUES {} \
@@ -902,16 +851,7 @@ impl MySqlShared {
             .execute(&mut **transaction)
             .await
             .map_err(classify)?;
-        let ledger_id = insert_ledger_row(
-            transaction,
-            &request.sku,
-            -requested,
-            left,
-            LedgerReason::Deduct,
-            request.idempotency_key.as_ref(),
-        )
-        .await?;
-        Ok(Self::receipt(request, ledger_id, left, lock_wait_us))
+        Self::log_deduction(transaction, request, left, lock_wait_us).await
     }
 
     /// Before a row-based strategy refuses `requested` units: is the SKU's total short, or
@@ -931,14 +871,8 @@ impl MySqlShared {
         let Some((row_stock, bucket_stock)) = totals else {
             return Err(DeductError::NotFound);
         };
-        if row_stock + bucket_stock < requested {
-            return Ok(Gathered::Short {
-                total: row_stock + bucket_stock,
-            });
-        }
-        if bucket_stock == 0 {
-            // Restocked since the refusal: simply run again.
-            return Ok(Gathered::Retry);
+        if let Some(decided) = Gathered::from_snapshot(row_stock, bucket_stock, requested) {
+            return Ok(decided);
         }
         let (gathered, _) = self
             .config

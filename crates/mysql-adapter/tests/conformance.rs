@@ -102,63 +102,22 @@ async fn mariadb_coalesced_queue_depth_limit() {
             > 0
     );
 }
-/// `Sharded` spreads a SKU only when deductions meet on its row: one caller at a time leaves
-/// it unsharded, 64 at once spread it over the configured buckets.
+/// `Sharded` spreads a SKU only when deductions meet on its row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mariadb_sharded_spreads_on_contention_only() {
-    use stockguard_core::{DeductRequest, InventoryStore, Quantity, SkuId, Strategy};
     let Some(provisioned) = setup().await else {
         return;
     };
-    let store = provisioned.store;
-    let bucket_rows = |sku: &'static str| {
-        let pool = store.pool().clone();
+    let pool = provisioned.store.pool().clone();
+    stockguard_core::conformance::sharded_spreads_on_contention_only(provisioned.store.clone(), move |sku| {
+        let pool = pool.clone();
         async move {
             sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM inventory_bucket WHERE sku = ?")
-                .bind(sku)
+                .bind(sku.as_str().to_owned())
                 .fetch_one(&pool)
                 .await
                 .expect("count buckets")
         }
-    };
-    let one = Quantity::new(1).unwrap();
-    let calm = SkuId::parse("calm").unwrap();
-    store.create_sku(&calm, 100).await.unwrap();
-    for _ in 0..20 {
-        store
-            .deduct(DeductRequest::new(calm.clone(), one, Strategy::Sharded))
-            .await
-            .unwrap();
-    }
-    assert_eq!(
-        bucket_rows("calm").await,
-        0,
-        "sequential deductions must not spread"
-    );
-
-    let hot = SkuId::parse("hot").unwrap();
-    store.create_sku(&hot, 10_000).await.unwrap();
-    let tasks: Vec<_> = (0..64)
-        .map(|_| {
-            let store = Arc::clone(&store);
-            let hot = hot.clone();
-            tokio::spawn(async move {
-                for _ in 0..10 {
-                    store
-                        .deduct(DeductRequest::new(hot.clone(), one, Strategy::Sharded))
-                        .await
-                        .expect("deduct");
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap();
-    }
-    assert_eq!(
-        bucket_rows("hot").await,
-        i64::from(stockguard_core::sharding::DEFAULT_SHARD_BUCKETS)
-    );
-    assert_eq!(store.stock(&hot).await.unwrap().stock, 10_000 - 640);
-    assert!(store.audit().await.unwrap().is_clean());
+    })
+    .await;
 }

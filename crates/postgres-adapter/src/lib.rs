@@ -514,24 +514,14 @@ impl PgShared {
             .into());
         }
         let left = total - requested;
-        let shares = sharding::spread(left, self.config.shard_buckets);
-        // Buckets beyond the configured count (it was lowered) are emptied.
-        let highest = buckets
-            .iter()
-            .map(|(b, _)| *b + 1)
-            .max()
-            .unwrap_or(0)
-            .max(i32::try_from(shares.len()).unwrap_or(i32::MAX));
-        let ids: Vec<i32> = (0..highest).collect();
-        let stocks: Vec<i64> = ids
-            .iter()
-            .map(|b| {
-                shares
-                    .get(usize::try_from(*b).unwrap_or(usize::MAX))
-                    .copied()
-                    .unwrap_or(0)
-            })
-            .collect();
+        let (ids, stocks): (Vec<i32>, Vec<i64>) = sharding::respread(
+            left,
+            self.config.shard_buckets,
+            buckets.iter().map(|(bucket, _)| i64::from(*bucket)),
+        )
+        .into_iter()
+        .map(|(bucket, stock)| (i32::try_from(bucket).unwrap_or(i32::MAX), stock))
+        .unzip();
         let row = sqlx::query(
             "WITH spread AS (INSERT INTO inventory_bucket (sku, bucket, stock) \
                              SELECT $1, t.b, t.s FROM UNNEST($2::int[], $3::bigint[]) AS t(b, s) \
@@ -572,14 +562,8 @@ impl PgShared {
         let Some((row_stock, bucket_stock)) = totals else {
             return Err(DeductError::NotFound);
         };
-        if row_stock + bucket_stock < requested {
-            return Ok(Gathered::Short {
-                total: row_stock + bucket_stock,
-            });
-        }
-        if bucket_stock == 0 {
-            // Restocked since the refusal: simply run again.
-            return Ok(Gathered::Retry);
+        if let Some(decided) = Gathered::from_snapshot(row_stock, bucket_stock, requested) {
+            return Ok(decided);
         }
         let (gathered, _) = self
             .config
