@@ -58,6 +58,10 @@ pub struct FileConfig {
     pub json_logs: Option<bool>,
     /// Time in-flight requests get after a shutdown signal.
     pub shutdown_grace_ms: Option<u64>,
+    /// Buckets a `sharded` SKU's stock is spread over.
+    pub shard_buckets: Option<u32>,
+    /// Spread a SKU on its first `sharded` deduction instead of on contention.
+    pub spread_eagerly: Option<bool>,
 }
 
 impl FileConfig {
@@ -118,6 +122,13 @@ pub struct CliSettings {
     /// Time in-flight requests get to finish after SIGTERM/Ctrl-C, in milliseconds.
     #[arg(long, env = "STOCKGUARD_SHUTDOWN_GRACE_MS", global = true)]
     pub shutdown_grace_ms: Option<u64>,
+    /// Buckets a `sharded` SKU's stock is spread over (1..=256; PostgreSQL and MySQL/MariaDB).
+    #[arg(long, env = "STOCKGUARD_SHARD_BUCKETS", global = true)]
+    pub shard_buckets: Option<u32>,
+    /// `sharded` spreads a SKU on its first deduction instead of the first time two
+    /// deductions meet on its row (true/false).
+    #[arg(long, env = "STOCKGUARD_SPREAD_EAGERLY", global = true)]
+    pub spread_eagerly: Option<bool>,
 }
 
 /// Where the data lives.
@@ -212,6 +223,10 @@ pub struct Settings {
     pub json_logs: bool,
     /// Time in-flight requests get after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Buckets a `sharded` SKU's stock is spread over.
+    pub shard_buckets: u32,
+    /// `sharded` spreads a SKU on its first deduction.
+    pub spread_eagerly: bool,
 }
 
 impl Settings {
@@ -279,6 +294,11 @@ impl Settings {
                     .or(file.shutdown_grace_ms)
                     .unwrap_or(DEFAULT_SHUTDOWN_GRACE_MS),
             ),
+            shard_buckets: cli
+                .shard_buckets
+                .or(file.shard_buckets)
+                .unwrap_or(stockguard_core::sharding::DEFAULT_SHARD_BUCKETS),
+            spread_eagerly: cli.spread_eagerly.or(file.spread_eagerly).unwrap_or(false),
         };
         settings.validate()?;
         Ok(settings)
@@ -300,6 +320,8 @@ impl Settings {
                 && !self.lock_timeout.is_zero(),
             "timeouts must be positive"
         );
+        stockguard_core::sharding::check_bucket_count(self.shard_buckets)
+            .map_err(|e| anyhow::anyhow!("shard_buckets: {e}"))?;
         Ok(())
     }
 
@@ -338,6 +360,32 @@ mod tests {
             settings.database,
             DatabaseTarget::Sqlite(DEFAULT_SQLITE_PATH.into())
         );
+    }
+
+    #[test]
+    fn shard_settings_default_and_are_bounded() {
+        let settings = Settings::merge(CliSettings::default(), FileConfig::default()).unwrap();
+        assert_eq!(
+            (settings.shard_buckets, settings.spread_eagerly),
+            (stockguard_core::sharding::DEFAULT_SHARD_BUCKETS, false)
+        );
+        let file = FileConfig {
+            shard_buckets: Some(0),
+            ..FileConfig::default()
+        };
+        let error = Settings::merge(CliSettings::default(), file).unwrap_err();
+        assert!(error.to_string().contains("shard_buckets"), "{error}");
+        let cli = CliSettings {
+            shard_buckets: Some(32),
+            spread_eagerly: Some(true),
+            ..CliSettings::default()
+        };
+        let file = FileConfig {
+            shard_buckets: Some(500),
+            ..FileConfig::default()
+        };
+        let settings = Settings::merge(cli, file).unwrap();
+        assert_eq!((settings.shard_buckets, settings.spread_eagerly), (32, true));
     }
 
     #[test]

@@ -46,6 +46,8 @@ impl AnyStore {
                 config.max_connections = settings.pool_size;
                 config.acquire_timeout = settings.acquire_timeout;
                 config.lock_timeout = settings.lock_timeout;
+                config.shard_buckets = settings.shard_buckets;
+                config.spread_eagerly = settings.spread_eagerly;
                 Ok(Self::Postgres(PgStore::connect(config).await?))
             }
             DatabaseTarget::MySql(url) => {
@@ -53,6 +55,8 @@ impl AnyStore {
                 config.max_connections = settings.pool_size;
                 config.acquire_timeout = settings.acquire_timeout;
                 config.lock_timeout = settings.lock_timeout;
+                config.shard_buckets = settings.shard_buckets;
+                config.spread_eagerly = settings.spread_eagerly;
                 Ok(Self::MySql(MySqlStore::connect(config).await?))
             }
             DatabaseTarget::Sqlite(path) => {
