@@ -311,6 +311,7 @@ impl RawPool {
             RawPool::Postgres(pool) => {
                 pool.execute("DELETE FROM inventory_ledger").await?;
                 pool.execute("DELETE FROM inventory_bucket").await?;
+                pool.execute("UPDATE inventory SET sharded = FALSE WHERE sharded").await?;
             }
             RawPool::Mariadb(pool) => {
                 pool.execute("DELETE FROM inventory_ledger").await?;

@@ -104,22 +104,25 @@ macro_rules! bucket_stock_of_param1 {
     };
 }
 
-/// The `stock_after` a row-based write (CTE `u` returning the row's new `stock`) records for
-/// SKU `$1` whose stock changed by `$delta`: exact (`u.stock`) while the SKU holds no bucket
-/// stock; otherwise the total in this statement's snapshot plus `$delta`, the same estimate
+/// The `stock_after` a row-based write (CTE `u` returning the row's new `stock` and its
+/// `sharded` flag) records for SKU `$1` whose stock changed by `$delta`: exact (`u.stock`) for
+/// a SKU never spread, without touching the buckets (the flag keeps the hot path at one row;
+/// the subqueries run only for a sharded SKU), and while a sharded SKU holds no bucket stock;
+/// otherwise the total in this statement's snapshot plus `$delta`, the same estimate
 /// `Sharded` records. Not `u.stock + <bucket stock>`: `u.stock` comes from the row's latest
 /// version, read after waiting for its lock, while the bucket sum comes from the snapshot
 /// taken before the wait, so a gather committed in between would be counted twice.
 macro_rules! total_after {
     ($delta:literal) => {
         concat!(
-            "(SELECT CASE WHEN t.bucket_stock = 0 THEN u.stock \
+            "CASE WHEN NOT u.sharded THEN u.stock ELSE \
+             (SELECT CASE WHEN t.bucket_stock = 0 THEN u.stock \
                           ELSE GREATEST(t.row_stock + t.bucket_stock + ",
             $delta,
             ", 0) END \
               FROM (SELECT stock AS row_stock, ",
             bucket_stock_of_param1!(),
-            " AS bucket_stock FROM inventory WHERE sku = $1) t)"
+            " AS bucket_stock FROM inventory WHERE sku = $1) t) END"
         )
     };
 }
@@ -339,7 +342,7 @@ impl PgShared {
         // The application computes the new value from what it read under the lock. Without
         // the lock this is the classic lost update; the conformance suite catches it.
         let row = sqlx::query(concat!(
-            "WITH u AS (UPDATE inventory SET stock = $2, version = version + 1 WHERE sku = $1 RETURNING stock) \
+            "WITH u AS (UPDATE inventory SET stock = $2, version = version + 1 WHERE sku = $1 RETURNING stock, sharded) \
              INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
              SELECT $1, $3, ",
             total_after!("$3"),
@@ -382,7 +385,7 @@ impl PgShared {
         let write_started = Instant::now();
         let row = sqlx::query(concat!(
             "WITH u AS (UPDATE inventory SET stock = $2, version = version + 1 \
-                        WHERE sku = $1 AND version = $5 RETURNING stock) \
+                        WHERE sku = $1 AND version = $5 RETURNING stock, sharded) \
              INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
              SELECT $1, $3, ",
             total_after!("$3"),
@@ -409,7 +412,7 @@ impl PgShared {
         let write_started = Instant::now();
         let row = sqlx::query(concat!(
             "WITH u AS (UPDATE inventory SET stock = stock - $2, version = version + 1 \
-                        WHERE sku = $1 AND stock >= $2 RETURNING stock) \
+                        WHERE sku = $1 AND stock >= $2 RETURNING stock, sharded) \
              INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
              SELECT $1, -$2, ",
             total_after!("-$2"),
@@ -526,7 +529,7 @@ impl PgShared {
             "WITH spread AS (INSERT INTO inventory_bucket (sku, bucket, stock) \
                              SELECT $1, t.b, t.s FROM UNNEST($2::int[], $3::bigint[]) AS t(b, s) \
                              ON CONFLICT (sku, bucket) DO UPDATE SET stock = EXCLUDED.stock), \
-                  emptied AS (UPDATE inventory SET stock = 0, version = version + 1 WHERE sku = $1) \
+                  emptied AS (UPDATE inventory SET stock = 0, sharded = TRUE, version = version + 1 WHERE sku = $1) \
              INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
              VALUES ($1, -$4, $5, 'deduct', $6) RETURNING id, stock_after",
         )
@@ -769,7 +772,7 @@ impl InventoryStore for PgStore {
                     "WITH u AS (UPDATE inventory SET stock = stock + $2, version = version + 1 \
                                 WHERE sku = $1 AND stock + ",
                     bucket_stock_of_param1!(),
-                    " <= $3 - $2 RETURNING stock) \
+                    " <= $3 - $2 RETURNING stock, sharded) \
                      INSERT INTO inventory_ledger (sku, delta, stock_after, reason) \
                      SELECT $1, $2, ",
                     total_after!("$2"),
