@@ -311,7 +311,8 @@ impl RawPool {
             RawPool::Postgres(pool) => {
                 pool.execute("DELETE FROM inventory_ledger").await?;
                 pool.execute("DELETE FROM inventory_bucket").await?;
-                pool.execute("UPDATE inventory SET sharded = FALSE WHERE sharded").await?;
+                pool.execute("UPDATE inventory SET sharded = FALSE WHERE sharded")
+                    .await?;
             }
             RawPool::Mariadb(pool) => {
                 pool.execute("DELETE FROM inventory_ledger").await?;
@@ -654,16 +655,7 @@ async fn pg_raw(pool: &PgPool, op: RawOp, sku: &str, units: i64) -> Result<Outco
                 tx.rollback().await?;
                 return Ok(Outcome::Refused);
             }
-            sqlx::query(
-                "WITH u AS (UPDATE inventory SET stock = $2, version = version + 1 WHERE sku = $1 RETURNING stock) \
-                 INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
-                 SELECT $1, $3, u.stock, 'deduct', NULL FROM u",
-            )
-            .bind(sku)
-            .bind(stock - units)
-            .bind(-units)
-            .execute(&mut *tx)
-            .await?;
+            pg_write_read_minus_units(&mut *tx, sku, stock, units).await?;
             tx.commit().await?;
             Ok(success(waited))
         }
@@ -677,16 +669,7 @@ async fn pg_raw(pool: &PgPool, op: RawOp, sku: &str, units: i64) -> Result<Outco
                 return Ok(Outcome::Refused);
             }
             let started = Instant::now();
-            sqlx::query(
-                "WITH u AS (UPDATE inventory SET stock = $2, version = version + 1 WHERE sku = $1 RETURNING stock) \
-                 INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
-                 SELECT $1, $3, u.stock, 'deduct', NULL FROM u",
-            )
-            .bind(sku)
-            .bind(stock - units)
-            .bind(-units)
-            .execute(pool)
-            .await?;
+            pg_write_read_minus_units(pool, sku, stock, units).await?;
             Ok(success(started.elapsed()))
         }
     }
@@ -740,20 +723,7 @@ async fn mysql_raw(pool: &MySqlPool, op: RawOp, sku: &str, units: i64) -> Result
                 tx.rollback().await?;
                 return Ok(Outcome::Refused);
             }
-            sqlx::query("UPDATE inventory SET stock = ?, version = version + 1 WHERE sku = ?")
-                .bind(stock - units)
-                .bind(sku)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
-                 VALUES (?, ?, ?, 'deduct', NULL)",
-            )
-            .bind(sku)
-            .bind(-units)
-            .bind(stock - units)
-            .execute(&mut *tx)
-            .await?;
+            mysql_write_read_minus_units(&mut tx, sku, stock, units).await?;
             tx.commit().await?;
             Ok(success(waited))
         }
@@ -772,6 +742,7 @@ async fn mysql_raw(pool: &MySqlPool, op: RawOp, sku: &str, units: i64) -> Result
                 .bind(sku)
                 .execute(&mut *tx)
                 .await?;
+            // Its wait is the UPDATE's row-lock wait alone, so not the shared helper.
             let waited = started.elapsed();
             sqlx::query(
                 "INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
@@ -835,20 +806,7 @@ async fn sqlite_raw(pool: &SqlitePool, op: RawOp, sku: &str, units: i64) -> Resu
                 if stock < units {
                     return Ok(false);
                 }
-                sqlx::query("UPDATE inventory SET stock = ?2, version = version + 1 WHERE sku = ?1")
-                    .bind(sku)
-                    .bind(stock - units)
-                    .execute(&mut *conn)
-                    .await?;
-                sqlx::query(
-                    "INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
-                     VALUES (?1, ?2, ?3, 'deduct', NULL)",
-                )
-                .bind(sku)
-                .bind(-units)
-                .bind(stock - units)
-                .execute(&mut *conn)
-                .await?;
+                sqlite_write_read_minus_units(&mut conn, sku, stock, units).await?;
                 Ok::<_, sqlx::Error>(true)
             }
             .await;
@@ -867,26 +825,83 @@ async fn sqlite_raw(pool: &SqlitePool, op: RawOp, sku: &str, units: i64) -> Resu
             conn.execute("BEGIN IMMEDIATE").await?;
             let waited = started.elapsed();
             let body = async {
-                sqlx::query("UPDATE inventory SET stock = ?2, version = version + 1 WHERE sku = ?1")
-                    .bind(sku)
-                    .bind(stock - units)
-                    .execute(&mut *conn)
-                    .await?;
-                sqlx::query(
-                    "INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
-                     VALUES (?1, ?2, ?3, 'deduct', NULL)",
-                )
-                .bind(sku)
-                .bind(-units)
-                .bind(stock - units)
-                .execute(&mut *conn)
-                .await?;
+                sqlite_write_read_minus_units(&mut conn, sku, stock, units).await?;
                 Ok::<_, sqlx::Error>(true)
             }
             .await;
             finish_sqlite(&mut conn, body, waited).await
         }
     }
+}
+
+/// The write of the read-check-write flows (pessimistic, and the unlocked negative control):
+/// stock := read − units, and its ledger row, in one statement.
+async fn pg_write_read_minus_units<'c>(
+    executor: impl sqlx::Executor<'c, Database = sqlx::Postgres>,
+    sku: &str,
+    stock: i64,
+    units: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "WITH u AS (UPDATE inventory SET stock = $2, version = version + 1 WHERE sku = $1 RETURNING stock) \
+         INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
+         SELECT $1, $3, u.stock, 'deduct', NULL FROM u",
+    )
+    .bind(sku)
+    .bind(stock - units)
+    .bind(-units)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// As [`pg_write_read_minus_units`]: `UPDATE`, then the ledger `INSERT`, in the caller's
+/// transaction.
+async fn mysql_write_read_minus_units(
+    tx: &mut sqlx::Transaction<'_, sqlx::MySql>,
+    sku: &str,
+    stock: i64,
+    units: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE inventory SET stock = ?, version = version + 1 WHERE sku = ?")
+        .bind(stock - units)
+        .bind(sku)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
+         VALUES (?, ?, ?, 'deduct', NULL)",
+    )
+    .bind(sku)
+    .bind(-units)
+    .bind(stock - units)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// As [`pg_write_read_minus_units`], inside the caller's `BEGIN IMMEDIATE`.
+async fn sqlite_write_read_minus_units(
+    conn: &mut sqlx::SqliteConnection,
+    sku: &str,
+    stock: i64,
+    units: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE inventory SET stock = ?2, version = version + 1 WHERE sku = ?1")
+        .bind(sku)
+        .bind(stock - units)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
+         VALUES (?1, ?2, ?3, 'deduct', NULL)",
+    )
+    .bind(sku)
+    .bind(-units)
+    .bind(stock - units)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 async fn finish_sqlite(

@@ -414,6 +414,28 @@ pub struct SkuSnapshot {
     pub ledger_rows: i64,
 }
 
+/// One row of an adapter's snapshot query, in column order: sku, initial stock, stock (row
+/// plus buckets), Σ ledger deltas, ledger rows.
+pub type StoredSnapshotRow = (String, i64, i64, i64, i64);
+
+impl SkuSnapshot {
+    /// Builds the snapshots from an adapter's snapshot query, re-checking each stored SKU id.
+    pub fn from_stored_rows(rows: Vec<StoredSnapshotRow>) -> Result<Vec<Self>, crate::DeductError> {
+        rows.into_iter()
+            .map(|(sku, initial_stock, stock, ledger_delta_sum, ledger_rows)| {
+                Ok(SkuSnapshot {
+                    sku: SkuId::parse(sku)
+                        .map_err(|e| crate::DeductError::internal("stored sku id is invalid", e))?,
+                    initial_stock,
+                    stock,
+                    ledger_delta_sum,
+                    ledger_rows,
+                })
+            })
+            .collect()
+    }
+}
+
 /// What the audit found wrong with one SKU.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Discrepancy {

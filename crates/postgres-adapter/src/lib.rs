@@ -29,7 +29,7 @@ use stockguard_core::{
     AttemptError, BatchExecutor, BatchItem, BatchPlan, Capabilities, Coalescer, CoalescerConfig, DeductError,
     DeductRequest, IdempotencyKey, InvalidInput, InventoryStore, LedgerEntry, LedgerPage, LedgerReason,
     PoolStatus, Quantity, Receipt, RestockReceipt, RetryCause, RetryPolicy, STOCK_MAX, SkuId, SkuSnapshot,
-    StockLevel, Strategy,
+    StockLevel, StoredSnapshotRow, Strategy,
     model::replay,
     sharding::{self, Gathered},
     single_item_outcome,
@@ -860,7 +860,7 @@ impl InventoryStore for PgStore {
     }
 
     async fn snapshot(&self) -> Result<Vec<SkuSnapshot>, DeductError> {
-        let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+        let rows: Vec<StoredSnapshotRow> = sqlx::query_as(
             "SELECT i.sku, i.initial_stock, (i.stock + COALESCE(b.bucket_stock, 0))::bigint, \
                     COALESCE(l.delta_sum, 0)::bigint, COALESCE(l.row_count, 0)::bigint \
              FROM inventory i \
@@ -873,18 +873,7 @@ impl InventoryStore for PgStore {
         .fetch_all(&self.shared().pool)
         .await
         .map_err(|e| error::fail(e, "auditing"))?;
-        rows.into_iter()
-            .map(|(sku, initial_stock, stock, ledger_delta_sum, ledger_rows)| {
-                Ok(SkuSnapshot {
-                    sku: SkuId::parse(sku)
-                        .map_err(|e| DeductError::internal("stored sku id is invalid", e))?,
-                    initial_stock,
-                    stock,
-                    ledger_delta_sum,
-                    ledger_rows,
-                })
-            })
-            .collect()
+        SkuSnapshot::from_stored_rows(rows)
     }
 
     async fn ping(&self) -> Result<(), DeductError> {

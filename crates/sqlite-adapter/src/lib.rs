@@ -34,7 +34,7 @@ use stockguard_core::{
     AttemptError, BatchExecutor, BatchItem, BatchPlan, Capabilities, Coalescer, CoalescerConfig, DeductError,
     DeductRequest, IdempotencyKey, InvalidInput, InventoryStore, LedgerEntry, LedgerPage, LedgerReason,
     NewLedgerRow, PoolStatus, Quantity, Receipt, RestockReceipt, RetryCause, RetryPolicy, STOCK_MAX, SkuId,
-    SkuSnapshot, StockLevel, Strategy, model::replay,
+    SkuSnapshot, StockLevel, StoredSnapshotRow, Strategy, model::replay,
 };
 
 pub use error::classify;
@@ -736,7 +736,7 @@ impl InventoryStore for SqliteStore {
 
     async fn snapshot(&self) -> Result<Vec<SkuSnapshot>, DeductError> {
         // One statement reads one WAL snapshot, so stock and ledger sums are consistent.
-        let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+        let rows: Vec<StoredSnapshotRow> = sqlx::query_as(
             "SELECT i.sku, i.initial_stock, i.stock, COALESCE(l.delta_sum, 0), COALESCE(l.row_count, 0) \
              FROM inventory i \
              LEFT JOIN (SELECT sku, SUM(delta) AS delta_sum, COUNT(*) AS row_count FROM inventory_ledger GROUP BY sku) l \
@@ -746,18 +746,7 @@ impl InventoryStore for SqliteStore {
         .fetch_all(&self.shared().pool)
         .await
         .map_err(|e| error::fail(e, "auditing"))?;
-        rows.into_iter()
-            .map(|(sku, initial_stock, stock, ledger_delta_sum, ledger_rows)| {
-                Ok(SkuSnapshot {
-                    sku: SkuId::parse(sku)
-                        .map_err(|e| DeductError::internal("stored sku id is invalid", e))?,
-                    initial_stock,
-                    stock,
-                    ledger_delta_sum,
-                    ledger_rows,
-                })
-            })
-            .collect()
+        SkuSnapshot::from_stored_rows(rows)
     }
 
     async fn ping(&self) -> Result<(), DeductError> {
