@@ -195,6 +195,10 @@ pub struct DeductReceipt {
     pub lock_wait_us: u64,
     /// Strategy this call used.
     pub strategy: String,
+    /// The key the ledger row carries: the request's `Idempotency-Key`, or one the server
+    /// generated (also in the `Idempotency-Key` response header). Retry with it after an
+    /// unknown outcome.
+    pub idempotency_key: String,
 }
 
 impl DeductReceipt {
@@ -208,6 +212,7 @@ impl DeductReceipt {
             replayed: receipt.replayed,
             lock_wait_us: receipt.lock_wait_us,
             strategy: strategy.as_str().to_owned(),
+            idempotency_key: receipt.idempotency_key.as_str().to_owned(),
         }
     }
 }
@@ -223,6 +228,10 @@ pub struct RestockResponse {
     pub stock_after: i64,
     /// The ledger row written.
     pub ledger_id: i64,
+    /// True when the Idempotency-Key was seen before and this is the original receipt again.
+    pub replayed: bool,
+    /// The key the ledger row carries (the request's, or one the server generated).
+    pub idempotency_key: String,
 }
 
 impl From<RestockReceipt> for RestockResponse {
@@ -232,8 +241,37 @@ impl From<RestockReceipt> for RestockResponse {
             quantity: receipt.quantity.get(),
             stock_after: receipt.stock_after,
             ledger_id: receipt.ledger_id,
+            replayed: receipt.replayed,
+            idempotency_key: receipt.idempotency_key.as_str().to_owned(),
         }
     }
+}
+
+/// The request's `Idempotency-Key`, parsed, if it sent one.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(raw) = headers.get(IDEMPOTENCY_KEY_HEADER) else {
+        return Ok(None);
+    };
+    let raw = raw
+        .to_str()
+        .map_err(|_| ApiError::invalid_input("the Idempotency-Key header must be printable ASCII"))?;
+    IdempotencyKey::parse(raw)
+        .map(Some)
+        .map_err(|e| ApiError::invalid_input(e.to_string()))
+}
+
+/// A JSON receipt with the key in the `Idempotency-Key` header and, for a replay,
+/// `Idempotent-Replayed: true`.
+fn keyed_response(body: impl Serialize, key: &IdempotencyKey, replayed: bool) -> Response {
+    let mut response = Json(body).into_response();
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(key.as_str()) {
+        headers.insert(IDEMPOTENCY_KEY_HEADER, value);
+    }
+    if replayed {
+        headers.insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    }
+    response
 }
 
 /// One ledger row.
@@ -500,11 +538,18 @@ async fn restock(
     State(state): State<AppState>,
     _auth: Authorized,
     path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<RestockRequest>,
-) -> Result<Json<RestockResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let sku = sku_from_path(path)?;
     let quantity = Quantity::new(body.quantity).map_err(|e| ApiError::invalid_input(e.to_string()))?;
-    Ok(Json(state.store.restock(&sku, quantity).await?.into()))
+    let mut request = stockguard_core::RestockRequest::new(sku, quantity);
+    if let Some(key) = idempotency_key(&headers)? {
+        request = request.with_idempotency_key(key);
+    }
+    let receipt = state.store.restock(request).await?;
+    let (key, replayed) = (receipt.idempotency_key.clone(), receipt.replayed);
+    Ok(keyed_response(RestockResponse::from(receipt), &key, replayed))
 }
 
 /// Deduct units, never below zero.
@@ -553,11 +598,7 @@ async fn deduct(
         }
     };
     let mut request = DeductRequest::new(sku, quantity, strategy);
-    if let Some(raw) = headers.get(IDEMPOTENCY_KEY_HEADER) {
-        let raw = raw
-            .to_str()
-            .map_err(|_| ApiError::invalid_input("the Idempotency-Key header must be printable ASCII"))?;
-        let key = IdempotencyKey::parse(raw).map_err(|e| ApiError::invalid_input(e.to_string()))?;
+    if let Some(key) = idempotency_key(&headers)? {
         request = request.with_idempotency_key(key);
     }
     match state.store.deduct(request).await {
@@ -569,14 +610,12 @@ async fn deduct(
                     .metrics
                     .record_receipt(strategy, receipt.attempts, receipt.lock_wait_us);
             }
-            let replayed = receipt.replayed;
-            let mut response = Json(DeductReceipt::new(receipt, strategy)).into_response();
-            if replayed {
-                response
-                    .headers_mut()
-                    .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
-            }
-            Ok(response)
+            let (key, replayed) = (receipt.idempotency_key.clone(), receipt.replayed);
+            Ok(keyed_response(
+                DeductReceipt::new(receipt, strategy),
+                &key,
+                replayed,
+            ))
         }
         Err(error) => {
             state.metrics.record_deduction(strategy, error.kind());

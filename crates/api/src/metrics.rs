@@ -248,6 +248,42 @@ impl Metrics {
             stats.cancelled_before_batch.load(Ordering::Relaxed)
         );
 
+        let engine = store.engine_stats();
+        out.push_str("# HELP stockguard_retries_total Attempts retried by the engine, by cause.\n");
+        out.push_str("# TYPE stockguard_retries_total counter\n");
+        for (cause, count) in engine.retries() {
+            let _ = writeln!(
+                out,
+                "stockguard_retries_total{{cause=\"{}\"}} {count}",
+                cause.as_str()
+            );
+        }
+        out.push_str(
+            "# HELP stockguard_resolutions_total Lost answers resolved by idempotency key, by result.\n",
+        );
+        out.push_str("# TYPE stockguard_resolutions_total counter\n");
+        for (resolution, count) in engine.resolutions() {
+            let _ = writeln!(
+                out,
+                "stockguard_resolutions_total{{result=\"{}\"}} {count}",
+                resolution.as_str()
+            );
+        }
+        out.push_str("# HELP stockguard_outcome_unknown_total Changes answered outcome_unknown.\n");
+        out.push_str("# TYPE stockguard_outcome_unknown_total counter\n");
+        let _ = writeln!(
+            out,
+            "stockguard_outcome_unknown_total {}",
+            engine.outcome_unknown()
+        );
+        out.push_str("# HELP stockguard_deadline_exceeded_total Calls cut short by the engine's deadline.\n");
+        out.push_str("# TYPE stockguard_deadline_exceeded_total counter\n");
+        let _ = writeln!(
+            out,
+            "stockguard_deadline_exceeded_total {}",
+            engine.deadline_exceeded()
+        );
+
         let pool = store.pool_status();
         out.push_str("# HELP stockguard_pool_connections Pooled database connections by state.\n");
         out.push_str("# TYPE stockguard_pool_connections gauge\n");

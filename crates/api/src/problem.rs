@@ -37,6 +37,9 @@ pub struct ProblemDetails {
     /// Attempts made before giving up (conflict only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u32>,
+    /// The key that resolves an unknown outcome: retry with it (outcome_unknown only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// An error response: a problem document plus the headers that go with it.
@@ -62,6 +65,7 @@ impl ApiError {
                 available: None,
                 requested: None,
                 attempts: None,
+                idempotency_key: None,
             }),
             retry_after: None,
             www_authenticate: false,
@@ -186,6 +190,30 @@ impl From<DeductError> for ApiError {
                     format!("{reason}; nothing was changed, retry later"),
                     retry_after,
                 )
+            }
+            DeductError::OutcomeUnknown {
+                reason,
+                idempotency_key,
+                retry_after,
+                source,
+            } => {
+                tracing::warn!(
+                    reason,
+                    idempotency_key = idempotency_key.as_ref().map(|k| k.as_str()),
+                    error = source.as_deref().map(|s| error_chain(s)),
+                    "outcome unknown"
+                );
+                let mut problem = Self::unavailable(
+                    "outcome_unknown",
+                    "Outcome unknown",
+                    format!(
+                        "{reason}; the change may or may not have committed (at most once). Retry with the same \
+                         Idempotency-Key: the retry replays the committed receipt or applies it exactly once"
+                    ),
+                    retry_after,
+                );
+                problem.body.idempotency_key = idempotency_key.map(|k| k.as_str().to_owned());
+                problem
             }
             DeductError::IdempotencyKeyReused => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

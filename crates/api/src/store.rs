@@ -4,9 +4,10 @@
 //! object; an enum that delegates each call keeps the service monomorphic without `dyn`.
 
 use stockguard_core::coalesce::CoalescerStats;
+use stockguard_core::engine::EngineStats;
 use stockguard_core::{
-    AuditReport, Capabilities, DeductError, DeductRequest, InventoryStore, LedgerEntry, LedgerPage,
-    PoolStatus, Quantity, Receipt, RestockReceipt, SkuId, SkuSnapshot, StockLevel,
+    AuditReport, Capabilities, DeductError, DeductRequest, EngineConfig, InventoryStore, LedgerEntry,
+    LedgerPage, PoolStatus, Receipt, RestockReceipt, RestockRequest, SkuId, SkuSnapshot, StockLevel,
 };
 use stockguard_mysql::{MySqlConfig, MySqlStore};
 use stockguard_postgres::{PgConfig, PgStore};
@@ -40,14 +41,14 @@ macro_rules! delegate {
 impl AnyStore {
     /// Connects to the configured database (creating a SQLite file if missing). Does not migrate.
     pub async fn connect(settings: &Settings) -> Result<Self, DeductError> {
+        let engine = engine_config(settings);
         match &settings.database {
             DatabaseTarget::Postgres(url) => {
                 let mut config = PgConfig::new(url.clone());
                 config.max_connections = settings.pool_size;
                 config.acquire_timeout = settings.acquire_timeout;
                 config.lock_timeout = settings.lock_timeout;
-                config.shard_buckets = settings.shard_buckets;
-                config.spread_eagerly = settings.spread_eagerly;
+                config.engine = engine;
                 Ok(Self::Postgres(PgStore::connect(config).await?))
             }
             DatabaseTarget::MySql(url) => {
@@ -55,8 +56,7 @@ impl AnyStore {
                 config.max_connections = settings.pool_size;
                 config.acquire_timeout = settings.acquire_timeout;
                 config.lock_timeout = settings.lock_timeout;
-                config.shard_buckets = settings.shard_buckets;
-                config.spread_eagerly = settings.spread_eagerly;
+                config.engine = engine;
                 Ok(Self::MySql(MySqlStore::connect(config).await?))
             }
             DatabaseTarget::Sqlite(path) => {
@@ -64,9 +64,15 @@ impl AnyStore {
                 config.max_connections = settings.pool_size;
                 config.acquire_timeout = settings.acquire_timeout;
                 config.busy_timeout = settings.lock_timeout;
+                config.engine = engine;
                 Ok(Self::Sqlite(SqliteStore::connect(config).await?))
             }
         }
+    }
+
+    /// Retries, resolutions and unknown outcomes, for metrics.
+    pub fn engine_stats(&self) -> &EngineStats {
+        delegate!(self, store => store.stats())
     }
 
     /// Applies the adapter's embedded migrations.
@@ -93,8 +99,8 @@ impl InventoryStore for AnyStore {
         delegate!(self, store => store.create_sku(sku, initial_stock).await)
     }
 
-    async fn restock(&self, sku: &SkuId, quantity: Quantity) -> Result<RestockReceipt, DeductError> {
-        delegate!(self, store => store.restock(sku, quantity).await)
+    async fn restock(&self, request: RestockRequest) -> Result<RestockReceipt, DeductError> {
+        delegate!(self, store => store.restock(request).await)
     }
 
     async fn deduct(&self, request: DeductRequest) -> Result<Receipt, DeductError> {
@@ -128,4 +134,27 @@ impl InventoryStore for AnyStore {
     async fn close(&self) {
         delegate!(self, store => store.close().await)
     }
+}
+
+/// The engine's settings from the service's: the engine answers before the HTTP request
+/// timeout would cut the call off, so every answer comes from the engine and is true.
+fn engine_config(settings: &Settings) -> EngineConfig {
+    let mut engine = EngineConfig {
+        shard_buckets: settings.shard_buckets,
+        spread_eagerly: settings.spread_eagerly,
+        deadline: engine_deadline(settings.request_timeout),
+        ..EngineConfig::default()
+    };
+    // Group commit holds at most half the pool, so other strategies and reads keep theirs.
+    engine.coalescer.max_in_flight_batches = usize::try_from(settings.pool_size / 2).unwrap_or(1).max(1);
+    engine
+}
+
+/// The HTTP request timeout less a margin for the answer to travel: 10 % of it, at least
+/// 100 ms, and never below 100 ms itself.
+fn engine_deadline(request_timeout: std::time::Duration) -> std::time::Duration {
+    let margin = (request_timeout / 10).max(std::time::Duration::from_millis(100));
+    request_timeout
+        .saturating_sub(margin)
+        .max(std::time::Duration::from_millis(100))
 }

@@ -107,6 +107,10 @@ async fn load_shedding_is_503(backend: Backend) {
     h.shutdown().await;
 }
 
+/// The engine's deadline sits inside the HTTP request timeout, so the engine gives the answer,
+/// and it is true: a request still waiting for its lock when time runs out sent nothing that
+/// could commit (definite 503 `unavailable`); a single-statement write already sent when time
+/// runs out is `outcome_unknown`, with the key that resolves it.
 async fn request_timeout_is_503(backend: Backend) {
     let Some(h) = Harness::start_with(backend, |s| {
         s.request_timeout = Duration::from_millis(300);
@@ -125,8 +129,44 @@ async fn request_timeout_is_503(backend: Backend) {
         )
         .await;
     assert_retry_after(&response);
-    expect_problem(response, 503, "request_timeout").await;
+    let body = expect_problem(response, 503, "unavailable").await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("nothing was changed"),
+        "{body}"
+    );
+    let written = h
+        .client
+        .post(h.url("/v1/skus/slow/deduct"))
+        .header("idempotency-key", "slow-guarded-1")
+        .json(&json!({"quantity": 1, "strategy": "guarded"}))
+        .send()
+        .await
+        .expect("request");
+    assert_retry_after(&written);
+    let body = expect_problem(written, 503, "outcome_unknown").await;
+    assert_eq!(body["idempotency_key"], "slow-guarded-1", "{body}");
     holder.release().await;
+    // The key resolves it: replayed if the lost write committed once the lock was free,
+    // applied now otherwise; either way exactly one ledger row.
+    let retried = h
+        .client
+        .post(h.url("/v1/skus/slow/deduct"))
+        .header("idempotency-key", "slow-guarded-1")
+        .json(&json!({"quantity": 1, "strategy": "guarded"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(retried.status(), 200);
+    let ledger: serde_json::Value = h.get("/v1/skus/slow/ledger").await.json().await.unwrap();
+    let rows = ledger["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["idempotency_key"] == "slow-guarded-1")
+        .count();
+    assert_eq!(rows, 1, "{ledger}");
+    let stock: serde_json::Value = h.get("/v1/skus/slow").await.json().await.unwrap();
+    assert_eq!(stock["stock"], 4, "one unit, once");
     h.shutdown().await;
 }
 

@@ -140,7 +140,23 @@ impl IdempotencyKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A fresh key for a request that came without one: [`GENERATED_KEY_PREFIX`] and 128
+    /// random bits in hex. Every change carries a key, so that a change whose answer was
+    /// lost can always be looked up (see the engine's outcome contract).
+    pub fn generate() -> Self {
+        Self(format!("{GENERATED_KEY_PREFIX}{:032x}", rand::random::<u128>()))
+    }
+
+    /// True for a key made by [`IdempotencyKey::generate`] (or a client key that happens to
+    /// share its prefix).
+    pub fn looks_generated(&self) -> bool {
+        self.0.starts_with(GENERATED_KEY_PREFIX) && self.0.len() == GENERATED_KEY_PREFIX.len() + 32
+    }
 }
+
+/// How keys the engine generates begin.
+pub const GENERATED_KEY_PREFIX: &str = "sg:";
 
 impl fmt::Display for IdempotencyKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -298,6 +314,8 @@ pub struct Receipt {
     /// duration of the statements that take the row lock, plus queue time when coalesced.
     /// The harness uses it to measure the conflict rate.
     pub lock_wait_us: u64,
+    /// The key the ledger row carries: the client's, or one the engine generated.
+    pub idempotency_key: IdempotencyKey,
 }
 
 /// Proof of a committed restock.
@@ -311,6 +329,38 @@ pub struct RestockReceipt {
     pub stock_after: i64,
     /// The ledger row written for this restock.
     pub ledger_id: i64,
+    /// True when the idempotency key had already been used and this is the first receipt again.
+    pub replayed: bool,
+    /// The key the ledger row carries: the client's, or one the engine generated.
+    pub idempotency_key: IdempotencyKey,
+}
+
+/// One restock, fully parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestockRequest {
+    /// Which SKU to restock.
+    pub sku: SkuId,
+    /// How many units to add.
+    pub quantity: Quantity,
+    /// When set, a repeat of this request returns the first receipt and changes nothing.
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+impl RestockRequest {
+    /// A request with no idempotency key.
+    pub fn new(sku: SkuId, quantity: Quantity) -> Self {
+        Self {
+            sku,
+            quantity,
+            idempotency_key: None,
+        }
+    }
+
+    /// Sets the idempotency key.
+    pub fn with_idempotency_key(mut self, key: IdempotencyKey) -> Self {
+        self.idempotency_key = Some(key);
+        self
+    }
 }
 
 /// A SKU's current stock.
@@ -370,6 +420,33 @@ pub struct LedgerEntry {
     pub idempotency_key: Option<String>,
     /// Commit-side timestamp.
     pub created_at: DateTime<Utc>,
+}
+
+/// One ledger row as an adapter reads it, in column order: id, sku, delta, stock_after,
+/// reason, idempotency key, created_at. [`LedgerEntry::from_stored`] re-checks it.
+pub type StoredLedgerRow = (i64, String, i64, i64, String, Option<String>, DateTime<Utc>);
+
+/// The columns of [`StoredLedgerRow`], for adapters' `SELECT`s.
+pub const LEDGER_COLUMNS: &str = "id, sku, delta, stock_after, reason, idempotency_key, created_at";
+
+impl LedgerEntry {
+    /// Builds an entry from a stored row, re-checking the SKU id and the reason.
+    pub fn from_stored(row: StoredLedgerRow) -> Result<Self, crate::DeductError> {
+        let (id, sku, delta, stock_after, reason, idempotency_key, created_at) = row;
+        Ok(LedgerEntry {
+            id,
+            sku: SkuId::parse(sku)
+                .map_err(|e| crate::DeductError::internal("stored sku id is invalid", e))?,
+            delta,
+            stock_after,
+            reason: LedgerReason::from_db(&reason).ok_or(crate::DeductError::Internal {
+                context: "stored ledger reason is unknown",
+                source: None,
+            })?,
+            idempotency_key,
+            created_at,
+        })
+    }
 }
 
 /// Which page of a SKU's ledger to read, oldest first.

@@ -71,6 +71,18 @@ pub enum InvalidInput {
         /// The limit.
         max: u32,
     },
+    /// A configured limit outside its allowed range.
+    #[error("{setting} must be between {min} and {max} (got {given})")]
+    LimitOutOfRange {
+        /// The setting's name, unit last.
+        setting: &'static str,
+        /// What was given.
+        given: u64,
+        /// The smallest allowed.
+        min: u64,
+        /// The largest allowed.
+        max: u64,
+    },
     /// A ledger page size outside 1..=max.
     #[error("page limit must be between 1 and {max} (got {given})")]
     PageLimitOutOfRange {
@@ -111,13 +123,32 @@ pub enum DeductError {
     /// Nothing was changed; safe to retry later.
     #[error("lock not granted in time")]
     LockTimeout,
-    /// The database could not be reached in time: pool exhausted, connection lost, or a
-    /// coalescing queue full. Nothing was changed; safe to retry after `retry_after`.
+    /// The database could not be used: pool exhausted, a connection lost before anything
+    /// that could commit was sent, too many connections, the deadline passed before a write
+    /// was sent, or a coalescing queue full. **Nothing was changed**: this is a definite
+    /// refusal, safe to retry after `retry_after` (with the same idempotency key or a new one).
     #[error("store unavailable: {reason}")]
     Unavailable {
         /// A short, non-sensitive reason.
         reason: &'static str,
         /// A hint for how long to back off.
+        retry_after: Duration,
+        /// The underlying cause, if any.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// The outcome is not known: the connection was lost (or the deadline passed) after a
+    /// COMMIT or an autocommit write was sent, and the engine could not resolve it by its
+    /// idempotency key within the deadline. The change may or may not have committed; it
+    /// committed at most once. Retry with the same `idempotency_key`: the retry replays the
+    /// committed receipt or applies the change exactly once. Never a refusal.
+    #[error("outcome unknown: {reason}")]
+    OutcomeUnknown {
+        /// What happened, short and non-sensitive.
+        reason: &'static str,
+        /// The key that resolves it (the client's, or the one the engine generated).
+        idempotency_key: Option<crate::IdempotencyKey>,
+        /// A hint for how long to wait before retrying with the key.
         retry_after: Duration,
         /// The underlying cause, if any.
         #[source]
@@ -176,18 +207,29 @@ impl DeductError {
             DeductError::Conflict { .. } => "conflict",
             DeductError::LockTimeout => "lock_timeout",
             DeductError::Unavailable { .. } => "unavailable",
+            DeductError::OutcomeUnknown { .. } => "outcome_unknown",
             DeductError::IdempotencyKeyReused => "idempotency_key_reused",
             DeductError::InvalidInput(_) => "invalid_input",
             DeductError::Internal { .. } => "internal",
         }
     }
 
-    /// True when the same request may succeed if simply sent again later.
+    /// True when the same request may succeed if simply sent again later (for
+    /// `OutcomeUnknown`, only with the same idempotency key).
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            DeductError::Conflict { .. } | DeductError::LockTimeout | DeductError::Unavailable { .. }
+            DeductError::Conflict { .. }
+                | DeductError::LockTimeout
+                | DeductError::Unavailable { .. }
+                | DeductError::OutcomeUnknown { .. }
         )
+    }
+
+    /// True when this answer guarantees that nothing was changed. Every error but
+    /// `OutcomeUnknown` does.
+    pub fn nothing_changed(&self) -> bool {
+        !matches!(self, DeductError::OutcomeUnknown { .. })
     }
 }
 
@@ -207,6 +249,47 @@ pub enum RetryCause {
     /// Another transaction spread the SKU over `Sharded` buckets while this one waited for
     /// the SKU row; the next attempt sees the buckets.
     BucketsChanged,
+    /// A conditional write missed, yet a fresh read shows enough stock (restocked, or
+    /// buckets were gathered into the row in between): the next attempt may fit.
+    StockChanged,
+    /// The connection broke before anything that could commit was sent (or the server
+    /// ended the session): the next attempt runs on a fresh connection.
+    ConnectionLost,
+    /// A new connection was refused (too many connections, server starting or stopping).
+    ConnectRefused,
+    /// An attempt whose answer was lost was resolved by its idempotency key as not
+    /// applied; it is safe to run again.
+    ResolvedNotApplied,
+}
+
+impl RetryCause {
+    /// A stable snake_case name for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryCause::VersionMismatch => "version_mismatch",
+            RetryCause::Deadlock => "deadlock",
+            RetryCause::SerializationFailure => "serialization_failure",
+            RetryCause::IdempotencyRace => "idempotency_race",
+            RetryCause::BucketsChanged => "buckets_changed",
+            RetryCause::StockChanged => "stock_changed",
+            RetryCause::ConnectionLost => "connection_lost",
+            RetryCause::ConnectRefused => "connect_refused",
+            RetryCause::ResolvedNotApplied => "resolved_not_applied",
+        }
+    }
+
+    /// Every cause, for metrics.
+    pub const ALL: [RetryCause; 9] = [
+        RetryCause::VersionMismatch,
+        RetryCause::Deadlock,
+        RetryCause::SerializationFailure,
+        RetryCause::IdempotencyRace,
+        RetryCause::BucketsChanged,
+        RetryCause::StockChanged,
+        RetryCause::ConnectionLost,
+        RetryCause::ConnectRefused,
+        RetryCause::ResolvedNotApplied,
+    ];
 }
 
 /// The outcome of one attempt: retry it, or report this error.
@@ -259,6 +342,17 @@ impl DeductError {
                 source,
             } => DeductError::Unavailable {
                 reason,
+                retry_after: *retry_after,
+                source: cause(source),
+            },
+            DeductError::OutcomeUnknown {
+                reason,
+                idempotency_key,
+                retry_after,
+                source,
+            } => DeductError::OutcomeUnknown {
+                reason,
+                idempotency_key: idempotency_key.clone(),
                 retry_after: *retry_after,
                 source: cause(source),
             },

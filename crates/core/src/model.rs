@@ -9,8 +9,9 @@ use std::sync::Mutex;
 use chrono::Utc;
 
 use crate::domain::{
-    Capabilities, DeductRequest, LedgerEntry, LedgerPage, LedgerReason, PoolStatus, Quantity, Receipt,
-    RestockReceipt, STOCK_MAX, SkuId, SkuSnapshot, StockLevel, Strategy, check_stock_level,
+    Capabilities, DeductRequest, IdempotencyKey, LedgerEntry, LedgerPage, LedgerReason, PoolStatus, Quantity,
+    Receipt, RestockReceipt, RestockRequest, STOCK_MAX, SkuId, SkuSnapshot, StockLevel, Strategy,
+    check_stock_level,
 };
 use crate::error::{DeductError, InvalidInput};
 use crate::store::InventoryStore;
@@ -56,7 +57,13 @@ impl ReferenceModel {
     }
 
     /// See [`InventoryStore::restock`].
-    pub fn restock(&mut self, sku: &SkuId, quantity: Quantity) -> Result<RestockReceipt, DeductError> {
+    pub fn restock(&mut self, request: &RestockRequest) -> Result<RestockReceipt, DeductError> {
+        let RestockRequest { sku, quantity, .. } = request;
+        if let Some(key) = &request.idempotency_key
+            && let Some(&index) = self.by_key.get(key.as_str())
+        {
+            return replay_restock(&self.ledger[index], sku, *quantity);
+        }
         let state = self.skus.get_mut(sku).ok_or(DeductError::NotFound)?;
         let stock_after = state.stock + quantity.get();
         if stock_after > STOCK_MAX {
@@ -67,12 +74,18 @@ impl ReferenceModel {
             .into());
         }
         state.stock = stock_after;
-        let ledger_id = self.push_ledger(sku, quantity.get(), stock_after, LedgerReason::Restock, None);
+        let key = request
+            .idempotency_key
+            .clone()
+            .unwrap_or_else(IdempotencyKey::generate);
+        let ledger_id = self.push_ledger(sku, quantity.get(), stock_after, LedgerReason::Restock, &key);
         Ok(RestockReceipt {
             sku: sku.clone(),
-            quantity,
+            quantity: *quantity,
             stock_after,
             ledger_id,
+            replayed: false,
+            idempotency_key: key,
         })
     }
 
@@ -93,13 +106,11 @@ impl ReferenceModel {
         }
         state.stock -= requested;
         let remaining = state.stock;
-        let ledger_id = self.push_ledger(
-            &request.sku,
-            -requested,
-            remaining,
-            LedgerReason::Deduct,
-            request.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
-        );
+        let key = request
+            .idempotency_key
+            .clone()
+            .unwrap_or_else(IdempotencyKey::generate);
+        let ledger_id = self.push_ledger(&request.sku, -requested, remaining, LedgerReason::Deduct, &key);
         Ok(Receipt {
             sku: request.sku.clone(),
             quantity: request.quantity,
@@ -108,6 +119,7 @@ impl ReferenceModel {
             attempts: 1,
             replayed: false,
             lock_wait_us: 0,
+            idempotency_key: key,
         })
     }
 
@@ -159,27 +171,36 @@ impl ReferenceModel {
         delta: i64,
         stock_after: i64,
         reason: LedgerReason,
-        idempotency_key: Option<String>,
+        idempotency_key: &IdempotencyKey,
     ) -> i64 {
         let id = i64::try_from(self.ledger.len()).expect("ledger fits i64") + 1;
-        if let Some(key) = &idempotency_key {
-            self.by_key.insert(key.clone(), self.ledger.len());
-        }
+        self.by_key
+            .insert(idempotency_key.as_str().to_owned(), self.ledger.len());
         self.ledger.push(LedgerEntry {
             id,
             sku: sku.clone(),
             delta,
             stock_after,
             reason,
-            idempotency_key,
+            idempotency_key: Some(idempotency_key.as_str().to_owned()),
             created_at: Utc::now(),
         });
         id
     }
 }
 
-/// The replay rule shared by every adapter: a key used before returns the first receipt if
-/// it was for the same SKU and quantity, and `IdempotencyKeyReused` otherwise.
+/// The key a stored ledger row carries.
+fn stored_key(entry: &LedgerEntry) -> Result<IdempotencyKey, DeductError> {
+    let raw = entry.idempotency_key.clone().ok_or(DeductError::Internal {
+        context: "a ledger row found by its key has no key",
+        source: None,
+    })?;
+    IdempotencyKey::parse(raw).map_err(|e| DeductError::internal("stored idempotency key is invalid", e))
+}
+
+/// The replay rule for deductions, written once: a key used before returns the first
+/// receipt if it was a deduction of the same SKU and quantity, and `IdempotencyKeyReused`
+/// otherwise.
 pub fn replay(
     entry: &LedgerEntry,
     sku: &SkuId,
@@ -197,6 +218,26 @@ pub fn replay(
         attempts,
         replayed: true,
         lock_wait_us: 0,
+        idempotency_key: stored_key(entry)?,
+    })
+}
+
+/// The replay rule for restocks: the same SKU and quantity, else `IdempotencyKeyReused`.
+pub fn replay_restock(
+    entry: &LedgerEntry,
+    sku: &SkuId,
+    quantity: Quantity,
+) -> Result<RestockReceipt, DeductError> {
+    if entry.reason != LedgerReason::Restock || &entry.sku != sku || entry.delta != quantity.get() {
+        return Err(DeductError::IdempotencyKeyReused);
+    }
+    Ok(RestockReceipt {
+        sku: sku.clone(),
+        quantity,
+        stock_after: entry.stock_after,
+        ledger_id: entry.id,
+        replayed: true,
+        idempotency_key: stored_key(entry)?,
     })
 }
 
@@ -234,8 +275,8 @@ impl InventoryStore for ReferenceStore {
         self.with(|m| m.create_sku(sku, initial_stock))
     }
 
-    async fn restock(&self, sku: &SkuId, quantity: Quantity) -> Result<RestockReceipt, DeductError> {
-        self.with(|m| m.restock(sku, quantity))
+    async fn restock(&self, request: RestockRequest) -> Result<RestockReceipt, DeductError> {
+        self.with(|m| m.restock(&request))
     }
 
     async fn deduct(&self, request: DeductRequest) -> Result<Receipt, DeductError> {

@@ -55,12 +55,21 @@ impl RetryPolicy {
         self.backoff_ceiling(retry).mul_f64(unit_sample.clamp(0.0, 1.0))
     }
 
-    /// Runs `attempt` until it succeeds, fails for good, or the policy is exhausted.
+    /// Runs `attempt` until it succeeds, fails for good, or the policy or `deadline` is
+    /// exhausted.
     ///
     /// `attempt` receives the 1-based attempt number and must re-read whatever it depends
-    /// on each time: a retry that reuses the first read can never succeed. Returns the
-    /// value and the number of attempts made. Exhaustion returns [`DeductError::Conflict`].
-    pub async fn run<T, F, Fut>(&self, mut attempt: F) -> Result<(T, u32), DeductError>
+    /// on each time: a retry that reuses the first read can never succeed. `on_retry` sees
+    /// every retried cause (for metrics). No attempt starts, and no backoff runs, past
+    /// `deadline` or `max_elapsed`. Returns the value and the number of attempts made;
+    /// exhaustion returns [`exhausted`](crate::engine::exhausted): `Conflict` for contention,
+    /// `Unavailable` for a database that could not be used.
+    pub async fn run<T, F, Fut>(
+        &self,
+        deadline: Instant,
+        mut on_retry: impl FnMut(RetryCause),
+        mut attempt: F,
+    ) -> Result<(T, u32), DeductError>
     where
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T, AttemptError>>,
@@ -74,16 +83,14 @@ impl RetryPolicy {
                 Ok(value) => return Ok((value, made)),
                 Err(AttemptError::Fail(error)) => return Err(error),
                 Err(AttemptError::Retry(cause)) => {
-                    if made >= max_attempts {
-                        tracing::debug!(?cause, attempts = made, "retries exhausted");
-                        return Err(DeductError::Conflict { attempts: made });
-                    }
+                    on_retry(cause);
                     let delay = self.backoff(made, rand::random::<f64>());
-                    if started.elapsed() + delay >= self.max_elapsed {
-                        tracing::debug!(?cause, attempts = made, "retry time budget exhausted");
-                        return Err(DeductError::Conflict { attempts: made });
+                    let resume = Instant::now() + delay;
+                    if made >= max_attempts || resume >= deadline || resume - started >= self.max_elapsed {
+                        tracing::debug!(cause = cause.as_str(), attempts = made, "retries exhausted");
+                        return Err(crate::engine::exhausted(cause, made));
                     }
-                    tracing::trace!(?cause, attempt = made, ?delay, "retrying");
+                    tracing::trace!(cause = cause.as_str(), attempt = made, ?delay, "retrying");
                     tokio::time::sleep(delay).await;
                 }
             }
@@ -123,26 +130,73 @@ mod tests {
             max_elapsed: Duration::from_secs(5),
         };
         let mut seen = Vec::new();
+        let far = Instant::now() + Duration::from_secs(60);
+        let mut causes = 0;
         let outcome: Result<((), u32), _> = policy
-            .run(|n| {
-                seen.push(n);
-                async { Err(AttemptError::Retry(RetryCause::VersionMismatch)) }
-            })
+            .run(
+                far,
+                |_| causes += 1,
+                |n| {
+                    seen.push(n);
+                    async { Err(AttemptError::Retry(RetryCause::VersionMismatch)) }
+                },
+            )
             .await;
+        assert_eq!(causes, 4);
         assert!(matches!(outcome, Err(DeductError::Conflict { attempts: 4 })));
         assert_eq!(seen, vec![1, 2, 3, 4]);
 
         let (value, attempts) = policy
-            .run(|n| async move {
-                if n < 3 {
-                    Err(AttemptError::Retry(RetryCause::Deadlock))
-                } else {
-                    Ok(n * 10)
-                }
-            })
+            .run(
+                far,
+                |_| {},
+                |n| async move {
+                    if n < 3 {
+                        Err(AttemptError::Retry(RetryCause::Deadlock))
+                    } else {
+                        Ok(n * 10)
+                    }
+                },
+            )
             .await
             .unwrap();
         assert_eq!((value, attempts), (30, 3));
+
+        // Lost connections that never come back are `Unavailable`, not `Conflict`.
+        let outcome: Result<((), u32), _> = policy
+            .run(
+                far,
+                |_| {},
+                |_| async { Err(AttemptError::Retry(RetryCause::ConnectionLost)) },
+            )
+            .await;
+        assert!(
+            matches!(outcome, Err(DeductError::Unavailable { .. })),
+            "{outcome:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn run_stops_at_the_deadline() {
+        let policy = RetryPolicy {
+            max_attempts: 1_000,
+            base_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(5),
+            max_elapsed: Duration::from_secs(60),
+        };
+        let started = Instant::now();
+        let outcome: Result<((), u32), _> = policy
+            .run(
+                started + Duration::from_millis(40),
+                |_| {},
+                |_| async { Err(AttemptError::Retry(RetryCause::Deadlock)) },
+            )
+            .await;
+        assert!(
+            matches!(outcome, Err(DeductError::Conflict { .. })),
+            "{outcome:?}"
+        );
+        assert!(started.elapsed() < Duration::from_millis(40) + Duration::from_millis(20));
     }
 
     #[tokio::test]
@@ -154,7 +208,11 @@ mod tests {
             max_elapsed: Duration::from_millis(30),
         };
         let outcome: Result<((), u32), _> = policy
-            .run(|_| async { Err(AttemptError::Retry(RetryCause::VersionMismatch)) })
+            .run(
+                Instant::now() + Duration::from_secs(60),
+                |_| {},
+                |_| async { Err(AttemptError::Retry(RetryCause::VersionMismatch)) },
+            )
             .await;
         let Err(DeductError::Conflict { attempts }) = outcome else {
             panic!("expected conflict")

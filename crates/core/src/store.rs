@@ -3,8 +3,8 @@
 use std::future::Future;
 
 use crate::domain::{
-    AuditReport, Capabilities, DeductRequest, LedgerEntry, LedgerPage, PoolStatus, Quantity, Receipt,
-    RestockReceipt, SkuId, SkuSnapshot, StockLevel,
+    AuditReport, Capabilities, DeductRequest, LedgerEntry, LedgerPage, PoolStatus, Receipt, RestockReceipt,
+    RestockRequest, SkuId, SkuSnapshot, StockLevel,
 };
 use crate::error::DeductError;
 
@@ -17,7 +17,18 @@ use crate::error::DeductError;
 /// - a refused request changes nothing;
 /// - a deduction carrying an idempotency key that was already used for the same SKU and
 ///   quantity returns the first receipt (with `replayed = true`) and changes nothing, even
-///   when both calls race; used for anything else it fails with `IdempotencyKeyReused`.
+///   when both calls race; used for anything else it fails with `IdempotencyKeyReused`;
+/// - every change carries a key: the client's, or one generated for it and returned in the
+///   receipt.
+///
+/// The outcome contract: every answer to a change is exactly one of
+/// - **committed**: `Ok(receipt)`; the change committed exactly once;
+/// - **definitely not applied**: any `Err` but `OutcomeUnknown` (see
+///   [`DeductError::nothing_changed`]);
+/// - **outcome unknown**: [`DeductError::OutcomeUnknown`], only when the connection was lost
+///   (or the deadline passed) after a COMMIT or an autocommit write was sent and the key
+///   could not be looked up in time. A retry with the same key replays or applies exactly
+///   once.
 ///
 /// Methods return `impl Future + Send` rather than using `async_trait`, so the trait is
 /// used generically (the api holds its store as a type parameter), never as `dyn`.
@@ -36,11 +47,11 @@ pub trait InventoryStore: Send + Sync + 'static {
         initial_stock: i64,
     ) -> impl Future<Output = Result<StockLevel, DeductError>> + Send;
 
-    /// Adds `quantity` units and writes one ledger row with a positive delta.
+    /// Adds `request.quantity` units and writes one ledger row with a positive delta. A
+    /// repeated key replays the first receipt, as for deductions.
     fn restock(
         &self,
-        sku: &SkuId,
-        quantity: Quantity,
+        request: RestockRequest,
     ) -> impl Future<Output = Result<RestockReceipt, DeductError>> + Send;
 
     /// Deducts `request.quantity` using `request.strategy`.

@@ -1,7 +1,8 @@
 //! Loom models of the group-commit handoff (`coalesce::queue`). They check, over every
 //! interleaving loom explores, that each pushed request is taken by exactly one leader
 //! exactly once: none lost when a leader finishes while new requests arrive, none taken
-//! twice, and at most one leader per SKU at any time.
+//! twice, and at most one leader per SKU at any time; and that closing is a barrier: once
+//! the queues are closed and idle, no accepted request is left untaken and none is accepted.
 //!
 //! Run with `just loom` (`RUSTFLAGS="--cfg loom" cargo test -p stockguard-core --test loom_queue --release`).
 #![cfg(loom)]
@@ -46,7 +47,7 @@ fn submit(
     match queues.push(&key, Arc::clone(&slot)) {
         Pushed::Lead => lead(queues, key, leaders_now, max_batch),
         Pushed::Joined => {}
-        Pushed::Full(_) => panic!("depth limit not expected in this model"),
+        Pushed::Full(_) | Pushed::Closed(_) => panic!("limits and closing not expected in this model"),
     }
     slot
 }
@@ -60,7 +61,7 @@ fn check(requests: usize, max_batch: usize) {
         builder.preemption_bound = Some(3);
     }
     builder.check(move || {
-        let queues = Arc::new(HandoffQueues::<u8, Arc<Slot>>::new(16));
+        let queues = Arc::new(HandoffQueues::<u8, Arc<Slot>>::new(16, 64));
         let leaders_now = Arc::new(AtomicUsize::new(0));
         let handles: Vec<_> = (0..requests)
             .map(|_| {
@@ -100,7 +101,7 @@ fn three_requests_batch_of_one() {
 #[test]
 fn depth_limit_hands_the_item_back_and_keys_are_independent() {
     loom::model(|| {
-        let queues = Arc::new(HandoffQueues::<u8, u8>::new(2));
+        let queues = Arc::new(HandoffQueues::<u8, u8>::new(2, 3));
         assert!(matches!(queues.push(&1, 10), Pushed::Lead));
         assert!(matches!(queues.push(&1, 11), Pushed::Joined));
         assert!(matches!(queues.push(&1, 12), Pushed::Full(12)));
@@ -111,5 +112,62 @@ fn depth_limit_hands_the_item_back_and_keys_are_independent() {
         assert_eq!(queues.take_batch(&1, 8), Some(vec![10, 11]));
         assert_eq!(queues.take_batch(&1, 8), None);
         assert!(other.join().unwrap(), "another key has its own leader");
+        // The total bound counts every key: 2 queued for key 1 was drained, 1 for key 2.
+        assert!(matches!(queues.push(&3, 30), Pushed::Lead));
+        assert!(matches!(queues.push(&4, 40), Pushed::Lead));
+        assert!(matches!(queues.push(&5, 50), Pushed::Full(50)));
+    });
+}
+
+/// A submitter races `close`. Whatever the interleaving, the submitter's item is either
+/// refused (`Closed`) or taken by a leader; and once the closer sees the queues idle after
+/// closing, nothing is queued or led, and nothing can be pushed any more.
+#[test]
+fn close_is_a_barrier() {
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(3);
+    }
+    builder.check(|| {
+        let queues = Arc::new(HandoffQueues::<u8, Arc<Slot>>::new(16, 64));
+        let leaders_now = Arc::new(AtomicUsize::new(0));
+        let submitter = {
+            let queues = Arc::clone(&queues);
+            let leaders_now = Arc::clone(&leaders_now);
+            thread::spawn(move || {
+                let slot = Arc::new(Slot {
+                    taken: AtomicUsize::new(0),
+                });
+                match queues.push(&7, Arc::clone(&slot)) {
+                    Pushed::Lead => {
+                        lead(&queues, 7, &leaders_now, 1);
+                        Some(slot)
+                    }
+                    Pushed::Joined => Some(slot),
+                    Pushed::Closed(_) => None,
+                    Pushed::Full(_) => panic!("no limit in this model"),
+                }
+            })
+        };
+        queues.close();
+        // The closer waits (as `Coalescer::close` does) until no key has a leader.
+        while !queues.is_idle() {
+            thread::yield_now();
+        }
+        assert_eq!(queues.total_depth(), 0, "close returned with work queued");
+        let late = Arc::new(Slot {
+            taken: AtomicUsize::new(0),
+        });
+        assert!(
+            matches!(queues.push(&7, late), Pushed::Closed(_)),
+            "a push after close was accepted"
+        );
+        if let Some(slot) = submitter.join().unwrap() {
+            assert_eq!(
+                slot.taken.load(Ordering::SeqCst),
+                1,
+                "an accepted request was not taken before close returned"
+            );
+        }
     });
 }

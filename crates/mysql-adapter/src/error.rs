@@ -1,38 +1,54 @@
-//! MySQL/MariaDB error numbers → core error kinds. The only place that knows error numbers.
+//! MySQL/MariaDB errors → [`FaultKind`]s. The only place that knows error numbers; what each
+//! kind means for an answer is the engine's business.
 //!
 //! MySQL reports a coarse SQLSTATE (`HY000` for most of these) and a precise error number,
 //! so the mapping keys on the number. Both servers share the InnoDB numbers; where they
 //! differ (NOWAIT, CHECK violation, statement timeout) both numbers are listed.
 
-use std::time::Duration;
+use std::io::ErrorKind;
 
 use sqlx::mysql::MySqlDatabaseError;
-use stockguard_core::{AttemptError, DeductError, RetryCause};
-
-/// How long a caller should back off after the pool ran dry or a connection dropped.
-const UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(1);
+use stockguard_core::engine::{ConnectRefusal, Fault, FaultKind};
 
 /// `ER_DUP_ENTRY`: a unique index refused a row.
 pub(crate) const DUPLICATE_ENTRY: u16 = 1062;
-/// `ER_LOCK_WAIT_TIMEOUT`: `innodb_lock_wait_timeout` ran out. InnoDB rolls back only the
-/// statement (unless `innodb_rollback_on_timeout`), so the caller must roll back the
-/// transaction itself. MariaDB also reports `FOR UPDATE NOWAIT` with this number.
-const LOCK_WAIT_TIMEOUT: u16 = 1205;
-/// `ER_LOCK_DEADLOCK`: InnoDB chose this transaction as the deadlock victim and rolled it back.
-const DEADLOCK: u16 = 1213;
-/// `ER_LOCK_NOWAIT` (MySQL 8): `FOR UPDATE NOWAIT` found the row locked.
-const LOCK_NOWAIT: u16 = 3572;
-/// `ER_CONSTRAINT_FAILED` (MariaDB): a CHECK constraint refused a row.
-const CHECK_VIOLATION_MARIADB: u16 = 4025;
-/// `ER_CHECK_CONSTRAINT_VIOLATED` (MySQL 8.0.16+): a CHECK constraint refused a row.
-const CHECK_VIOLATION_MYSQL: u16 = 3819;
-/// `ER_STATEMENT_TIMEOUT` (MariaDB `max_statement_time`).
-const STATEMENT_TIMEOUT_MARIADB: u16 = 1969;
-/// `ER_QUERY_TIMEOUT` (MySQL `max_execution_time`).
-const STATEMENT_TIMEOUT_MYSQL: u16 = 3024;
 
 /// The name of the ledger's unique index on `idempotency_key` (see the migration).
 const IDEMPOTENCY_KEY_INDEX: &str = "inventory_ledger_idempotency_key";
+
+/// The error number → fault table.
+fn kind_of_number(number: u16, duplicate_key: Option<&str>) -> FaultKind {
+    match number {
+        // Lock wait timeout (MariaDB also reports NOWAIT with it); MySQL 8's NOWAIT.
+        1205 | 3572 => FaultKind::LockTimeout,
+        // Deadlock victim, or a Galera certification failure at COMMIT: rolled back either way.
+        1213 => FaultKind::Deadlock,
+        DUPLICATE_ENTRY if duplicate_key == Some(IDEMPOTENCY_KEY_INDEX) => FaultKind::KeyTaken,
+        // MariaDB max_statement_time, MySQL max_execution_time, KILL QUERY.
+        1969 | 3024 | 1317 => FaultKind::StatementTimeout,
+        // CHECK constraint: MariaDB 4025, MySQL 3819.
+        4025 | 3819 => FaultKind::CheckViolation,
+        // No such table, unknown column.
+        1146 | 1054 => FaultKind::SchemaMismatch,
+        1049 => FaultKind::ConnectRefused(ConnectRefusal::NoSuchDatabase),
+        // Too many connections; max_user_connections; an account's connection limit.
+        1040 | 1203 | 1226 => FaultKind::ConnectRefused(ConnectRefusal::TooManyConnections),
+        // Galera node not ready.
+        1047 => FaultKind::ConnectRefused(ConnectRefusal::NotAccepting),
+        // Access denied.
+        1044 | 1045 => FaultKind::ConnectRefused(ConnectRefusal::Authentication),
+        // Server shutdown in progress, connection killed, disconnected for inactivity,
+        // server gone away or lost (client numbers), network read/write errors.
+        1053 | 1927 | 4031 | 2006 | 2013 | 1158 | 1159 | 1160 | 1161 | 1152 | 1184 => {
+            FaultKind::ConnectionLost
+        }
+        // The storage engine failed during COMMIT: treat the outcome as open.
+        1180 => FaultKind::CompletionUnknown,
+        // Disk or table full, out of memory.
+        1021 | 1114 | 1037 | 1038 | 1041 => FaultKind::ResourceExhausted,
+        _ => FaultKind::Other,
+    }
+}
 
 /// The server's error number, if this is an error the server sent.
 pub(crate) fn error_number(error: &sqlx::Error) -> Option<u16> {
@@ -56,47 +72,55 @@ pub(crate) fn duplicate_key_name(error: &sqlx::Error) -> Option<&str> {
     Some(name.rsplit_once('.').map_or(name, |(_, index)| index))
 }
 
-/// Maps a sqlx error from inside a deduction attempt.
-///
-/// - 1205 lock wait timeout and 3572 NOWAIT → `LockTimeout` (the attempt rolls back);
-/// - 1213 deadlock → retried, then `Conflict`;
-/// - 1062 on the ledger's idempotency key → retried, and the retry replays the winner;
-/// - 4025 / 3819 CHECK violation → `Internal` (the SQL guards make it unreachable: if it
-///   fires, a guard is broken, and the database refused the oversell);
-/// - 1969 / 3024 statement timeout, pool timeout, closed pool, I/O → `Unavailable`.
-pub fn classify(error: sqlx::Error) -> AttemptError {
-    match error_number(&error) {
-        Some(LOCK_WAIT_TIMEOUT | LOCK_NOWAIT) => AttemptError::Fail(DeductError::LockTimeout),
-        Some(DEADLOCK) => AttemptError::Retry(RetryCause::Deadlock),
-        Some(DUPLICATE_ENTRY) if duplicate_key_name(&error) == Some(IDEMPOTENCY_KEY_INDEX) => {
-            AttemptError::Retry(RetryCause::IdempotencyRace)
-        }
-        Some(STATEMENT_TIMEOUT_MARIADB | STATEMENT_TIMEOUT_MYSQL) => AttemptError::Fail(
-            DeductError::unavailable("statement timed out", UNAVAILABLE_RETRY_AFTER, error),
-        ),
-        Some(CHECK_VIOLATION_MARIADB | CHECK_VIOLATION_MYSQL) => AttemptError::Fail(DeductError::internal(
-            "check constraint refused a write (a guard is broken)",
-            error,
-        )),
-        _ => AttemptError::Fail(fail(error, "executing a statement")),
-    }
+/// Maps a sqlx error from any statement (public for tests that provoke real errors).
+pub fn classify(error: sqlx::Error) -> Fault {
+    fault(error, "executing a statement", false)
 }
 
-/// Maps a sqlx error outside a retry loop.
-pub(crate) fn fail(error: sqlx::Error, context: &'static str) -> DeductError {
-    if matches!(error_number(&error), Some(LOCK_WAIT_TIMEOUT | LOCK_NOWAIT)) {
-        return DeductError::LockTimeout;
-    }
-    match error {
-        sqlx::Error::PoolTimedOut => {
-            DeductError::unavailable("connection pool exhausted", UNAVAILABLE_RETRY_AFTER, error)
-        }
-        sqlx::Error::PoolClosed => {
-            DeductError::unavailable("connection pool closed", UNAVAILABLE_RETRY_AFTER, error)
-        }
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => {
-            DeductError::unavailable("database connection lost", UNAVAILABLE_RETRY_AFTER, error)
-        }
-        other => DeductError::internal(context, other),
+/// Maps a sqlx error. `pool_has_room` tells a pool timeout with connections free to open
+/// (the server could not be reached) from a truly exhausted pool.
+pub(crate) fn fault(error: sqlx::Error, context: &'static str, pool_has_room: bool) -> Fault {
+    let kind = match &error {
+        sqlx::Error::Database(_) => match error_number(&error) {
+            Some(number) => kind_of_number(number, duplicate_key_name(&error)),
+            None => FaultKind::Other,
+        },
+        sqlx::Error::PoolTimedOut if pool_has_room => FaultKind::ConnectRefused(ConnectRefusal::OpenTimedOut),
+        sqlx::Error::PoolTimedOut => FaultKind::PoolTimedOut,
+        sqlx::Error::PoolClosed => FaultKind::PoolClosed,
+        sqlx::Error::Io(io) => match io.kind() {
+            ErrorKind::ConnectionRefused => FaultKind::ConnectRefused(ConnectRefusal::Refused),
+            ErrorKind::NotFound | ErrorKind::AddrNotAvailable | ErrorKind::HostUnreachable => {
+                FaultKind::ConnectRefused(ConnectRefusal::Unreachable)
+            }
+            _ => FaultKind::ConnectionLost,
+        },
+        sqlx::Error::Tls(_) => FaultKind::ConnectRefused(ConnectRefusal::Tls),
+        sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => FaultKind::ConnectionLost,
+        _ => FaultKind::Other,
+    };
+    Fault::new(kind, context, error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_map_to_their_kinds() {
+        assert_eq!(kind_of_number(1205, None), FaultKind::LockTimeout);
+        assert_eq!(kind_of_number(3572, None), FaultKind::LockTimeout);
+        assert_eq!(kind_of_number(1213, None), FaultKind::Deadlock);
+        assert_eq!(
+            kind_of_number(1062, Some("inventory_ledger_idempotency_key")),
+            FaultKind::KeyTaken
+        );
+        assert_eq!(kind_of_number(1062, Some("PRIMARY")), FaultKind::Other);
+        assert_eq!(kind_of_number(1927, None), FaultKind::ConnectionLost);
+        assert_eq!(
+            kind_of_number(1040, None),
+            FaultKind::ConnectRefused(ConnectRefusal::TooManyConnections)
+        );
+        assert_eq!(kind_of_number(1146, None), FaultKind::SchemaMismatch);
     }
 }

@@ -21,7 +21,7 @@ async fn setup_spread_eagerly() -> Option<Provisioned<MySqlStore>> {
 async fn provision(spread_eagerly: bool) -> Option<Provisioned<MySqlStore>> {
     let database = TestDatabase::mysql().await?;
     let mut config = MySqlConfig::new(database.url());
-    config.spread_eagerly = spread_eagerly;
+    config.engine.spread_eagerly = spread_eagerly;
     // 64 concurrent tasks share this pool; a generous acquire timeout keeps the test about
     // invariants, not pool exhaustion.
     config.max_connections = 16;
@@ -88,8 +88,8 @@ async fn mariadb_coalesced_queue_depth_limit() {
         return;
     };
     let mut config = MySqlConfig::new(database.url());
-    config.coalescer.max_queue_depth = 4;
-    config.coalescer.max_batch_size = 2;
+    config.engine.coalescer.max_queue_depth = 4;
+    config.engine.coalescer.max_batch_size = 2;
     let store = Arc::new(MySqlStore::connect(config).await.expect("connect"));
     store.migrate().await.expect("migrate");
     stockguard_core::conformance::coalesced_queue_depth_limit(Arc::clone(&store)).await;
@@ -108,7 +108,7 @@ async fn mariadb_sharded_spreads_on_contention_only() {
     let Some(provisioned) = setup().await else {
         return;
     };
-    let pool = provisioned.store.pool().clone();
+    let pool = provisioned.store.adapter().pool().clone();
     stockguard_core::conformance::sharded_spreads_on_contention_only(provisioned.store.clone(), move |sku| {
         let pool = pool.clone();
         async move {

@@ -1,61 +1,88 @@
-//! PostgreSQL error codes → core error kinds. The only place that knows SQLSTATEs.
+//! PostgreSQL errors → [`FaultKind`]s. The only place that knows SQLSTATEs; what each kind
+//! means for an answer is the engine's business.
 
-use std::time::Duration;
+use std::io::ErrorKind;
 
-use stockguard_core::{AttemptError, DeductError, RetryCause};
+use stockguard_core::engine::{ConnectRefusal, Fault, FaultKind};
 
-/// How long a caller should back off after the pool ran dry or a connection dropped.
-const UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(1);
-
-/// Maps a sqlx error from inside a deduction attempt.
-///
-/// - 55P03 `lock_not_available` (lock_timeout or NOWAIT) → `LockTimeout`;
-/// - 40P01 deadlock and 40001 serialization failure → retried, then `Conflict`;
-/// - 23505 on the ledger's idempotency key → retried, and the retry replays the winner;
-/// - 23514 check violation → `Internal` (the SQL guards make it unreachable: if it fires,
-///   a guard is broken, and the database refused the oversell);
-/// - pool timeout, closed pool, I/O → `Unavailable`.
-pub fn classify(error: sqlx::Error) -> AttemptError {
-    if let sqlx::Error::Database(db) = &error {
-        match db.code().as_deref() {
-            Some("55P03") => return AttemptError::Fail(DeductError::LockTimeout),
-            Some("40P01") => return AttemptError::Retry(RetryCause::Deadlock),
-            Some("40001") => return AttemptError::Retry(RetryCause::SerializationFailure),
-            Some("23505") if db.constraint().is_some_and(|c| c.contains("idempotency_key")) => {
-                return AttemptError::Retry(RetryCause::IdempotencyRace);
-            }
-            Some("57014") => {
-                return AttemptError::Fail(DeductError::unavailable(
-                    "statement timed out",
-                    UNAVAILABLE_RETRY_AFTER,
-                    error,
-                ));
-            }
-            Some("23514") => {
-                return AttemptError::Fail(DeductError::internal(
-                    "check constraint refused a write (a guard is broken)",
-                    error,
-                ));
-            }
-            _ => {}
-        }
+/// The SQLSTATE → fault table. Classes 08 (connection exception) and 53 (insufficient
+/// resources) are matched by class; the rest by code.
+fn kind_of_sqlstate(code: &str, constraint: Option<&str>) -> FaultKind {
+    match code {
+        "55P03" => FaultKind::LockTimeout,
+        "40P01" => FaultKind::Deadlock,
+        "40001" => FaultKind::SerializationFailure,
+        "40003" => FaultKind::CompletionUnknown,
+        "23505" if constraint.is_some_and(|c| c.contains("idempotency_key")) => FaultKind::KeyTaken,
+        "57014" => FaultKind::StatementTimeout,
+        "23514" => FaultKind::CheckViolation,
+        "42P01" | "42703" | "42883" | "3F000" => FaultKind::SchemaMismatch,
+        "3D000" => FaultKind::ConnectRefused(ConnectRefusal::NoSuchDatabase),
+        "53300" => FaultKind::ConnectRefused(ConnectRefusal::TooManyConnections),
+        "57P03" => FaultKind::ConnectRefused(ConnectRefusal::NotAccepting),
+        // admin_shutdown (pg_terminate_backend, smart/fast shutdown), crash_shutdown, and
+        // idle_in_transaction_session_timeout: the server ended the session.
+        "57P01" | "57P02" | "25P03" => FaultKind::ConnectionLost,
+        code if code.starts_with("28") => FaultKind::ConnectRefused(ConnectRefusal::Authentication),
+        code if code.starts_with("08") => FaultKind::ConnectionLost,
+        code if code.starts_with("53") || code.starts_with("58") => FaultKind::ResourceExhausted,
+        _ => FaultKind::Other,
     }
-    AttemptError::Fail(fail(error, "executing a statement"))
 }
 
-/// Maps a sqlx error outside a retry loop.
-pub(crate) fn fail(error: sqlx::Error, context: &'static str) -> DeductError {
-    match error {
-        sqlx::Error::PoolTimedOut => {
-            DeductError::unavailable("connection pool exhausted", UNAVAILABLE_RETRY_AFTER, error)
-        }
-        sqlx::Error::PoolClosed => {
-            DeductError::unavailable("connection pool closed", UNAVAILABLE_RETRY_AFTER, error)
-        }
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => {
-            DeductError::unavailable("database connection lost", UNAVAILABLE_RETRY_AFTER, error)
-        }
-        sqlx::Error::Database(ref db) if db.code().as_deref() == Some("55P03") => DeductError::LockTimeout,
-        other => DeductError::internal(context, other),
+/// Maps a sqlx error from any statement (public for tests that provoke real errors).
+pub fn classify(error: sqlx::Error) -> Fault {
+    fault(error, "executing a statement", false)
+}
+
+/// Maps a sqlx error. `pool_has_room` tells a pool timeout with connections free to open
+/// (the server could not be reached) from a truly exhausted pool.
+pub(crate) fn fault(error: sqlx::Error, context: &'static str, pool_has_room: bool) -> Fault {
+    let kind = match &error {
+        sqlx::Error::Database(db) => kind_of_sqlstate(db.code().as_deref().unwrap_or(""), db.constraint()),
+        sqlx::Error::PoolTimedOut if pool_has_room => FaultKind::ConnectRefused(ConnectRefusal::OpenTimedOut),
+        sqlx::Error::PoolTimedOut => FaultKind::PoolTimedOut,
+        sqlx::Error::PoolClosed => FaultKind::PoolClosed,
+        sqlx::Error::Io(io) => match io.kind() {
+            ErrorKind::ConnectionRefused => FaultKind::ConnectRefused(ConnectRefusal::Refused),
+            ErrorKind::NotFound | ErrorKind::AddrNotAvailable | ErrorKind::HostUnreachable => {
+                FaultKind::ConnectRefused(ConnectRefusal::Unreachable)
+            }
+            _ => FaultKind::ConnectionLost,
+        },
+        sqlx::Error::Tls(_) => FaultKind::ConnectRefused(ConnectRefusal::Tls),
+        sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => FaultKind::ConnectionLost,
+        _ => FaultKind::Other,
+    };
+    Fault::new(kind, context, error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_map_to_their_kinds() {
+        assert_eq!(kind_of_sqlstate("55P03", None), FaultKind::LockTimeout);
+        assert_eq!(
+            kind_of_sqlstate("23505", Some("inventory_ledger_idempotency_key_key")),
+            FaultKind::KeyTaken
+        );
+        assert_eq!(
+            kind_of_sqlstate("23505", Some("inventory_pkey")),
+            FaultKind::Other
+        );
+        assert_eq!(kind_of_sqlstate("08006", None), FaultKind::ConnectionLost);
+        assert_eq!(kind_of_sqlstate("57P01", None), FaultKind::ConnectionLost);
+        assert_eq!(
+            kind_of_sqlstate("53300", None),
+            FaultKind::ConnectRefused(ConnectRefusal::TooManyConnections)
+        );
+        assert_eq!(kind_of_sqlstate("53100", None), FaultKind::ResourceExhausted);
+        assert_eq!(kind_of_sqlstate("42P01", None), FaultKind::SchemaMismatch);
+        assert_eq!(
+            kind_of_sqlstate("28P01", None),
+            FaultKind::ConnectRefused(ConnectRefusal::Authentication)
+        );
     }
 }

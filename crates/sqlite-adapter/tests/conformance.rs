@@ -67,8 +67,8 @@ async fn sqlite_coalesced_two_instances_one_file() {
 async fn sqlite_coalesced_queue_depth_limit() {
     let file = TestSqliteFile::new();
     let mut config = test_config(&file);
-    config.coalescer.max_queue_depth = 4;
-    config.coalescer.max_batch_size = 2;
+    config.engine.coalescer.max_queue_depth = 4;
+    config.engine.coalescer.max_batch_size = 2;
     let store = Arc::new(SqliteStore::connect(config).await.expect("connect"));
     store.migrate().await.expect("migrate");
     stockguard_core::conformance::coalesced_queue_depth_limit(Arc::clone(&store)).await;

@@ -6,10 +6,8 @@ use std::time::{Duration, Instant};
 
 use sqlx::Connection;
 use sqlx::sqlite::SqliteConnection;
-use stockguard_core::{
-    AttemptError, DeductError, DeductRequest, InventoryStore, Quantity, RetryCause, RetryPolicy, SkuId,
-    Strategy,
-};
+use stockguard_core::engine::FaultKind;
+use stockguard_core::{DeductError, DeductRequest, InventoryStore, Quantity, RetryPolicy, SkuId, Strategy};
 use stockguard_sqlite::{SqliteConfig, SqliteStore, classify};
 use stockguard_testkit::TestSqliteFile;
 
@@ -46,7 +44,7 @@ async fn creates_the_file_and_runs_wal_full_sync_with_foreign_keys_and_the_busy_
     assert!(!file.path().exists());
     let store = open(&file, |c| c.busy_timeout = Duration::from_millis(1_234)).await;
     assert!(file.path().exists(), "connect creates the database file");
-    let pool = store.pool();
+    let pool = store.adapter().pool();
     let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(pool)
         .await
@@ -77,12 +75,12 @@ async fn creates_the_file_and_runs_wal_full_sync_with_foreign_keys_and_the_busy_
 async fn no_wait_fails_at_once_and_pessimistic_waits_for_the_busy_timeout() {
     let file = TestSqliteFile::new();
     let busy_timeout = Duration::from_millis(400);
-    // One pooled connection: the Pessimistic request below runs on the very connection the
-    // NoWait request used, which proves NoWait restored its busy timeout.
+    // One pooled connection: the Pessimistic request below cannot borrow NoWait's (NoWait
+    // has a pool of its own, whose busy timeout is 0).
     let store = open(&file, |c| {
         c.max_connections = 1;
         c.busy_timeout = busy_timeout;
-        c.retry = RetryPolicy::no_retry();
+        c.engine.retry = RetryPolicy::no_retry();
     })
     .await;
     let s = sku("locked");
@@ -165,21 +163,19 @@ async fn a_waiting_pessimistic_request_proceeds_once_the_lock_is_released() {
 }
 
 #[tokio::test]
-async fn constraint_violations_map_to_internal_and_idempotency_race() {
+async fn constraint_violations_map_to_their_fault_kinds() {
     let file = TestSqliteFile::new();
     let store = open(&file, |_| {}).await;
     store.create_sku(&sku("c"), 3).await.expect("create");
-    let pool = store.pool();
+    let pool = store.adapter().pool();
 
     let negative = sqlx::query("UPDATE inventory SET stock = -1 WHERE sku = 'c'")
         .execute(pool)
         .await
         .expect_err("CHECK (stock >= 0) refuses");
-    assert!(
-        matches!(
-            classify(negative),
-            AttemptError::Fail(DeductError::Internal { .. })
-        ),
+    assert_eq!(
+        classify(negative).kind(),
+        FaultKind::CheckViolation,
         "a CHECK violation is a broken guard"
     );
 
@@ -190,10 +186,7 @@ async fn constraint_violations_map_to_internal_and_idempotency_race() {
         .execute(pool)
         .await
         .expect_err("UNIQUE key");
-    assert!(matches!(
-        classify(duplicate),
-        AttemptError::Retry(RetryCause::IdempotencyRace)
-    ));
+    assert_eq!(classify(duplicate).kind(), FaultKind::KeyTaken);
 
     let orphan = sqlx::query(
         "INSERT INTO inventory_ledger (sku, delta, stock_after, reason) VALUES ('nope', -1, 0, 'deduct')",
@@ -201,10 +194,7 @@ async fn constraint_violations_map_to_internal_and_idempotency_race() {
     .execute(pool)
     .await
     .expect_err("foreign keys are enforced");
-    assert!(matches!(
-        classify(orphan),
-        AttemptError::Fail(DeductError::Internal { .. })
-    ));
+    assert_eq!(classify(orphan).kind(), FaultKind::Other);
     store.close().await;
 }
 

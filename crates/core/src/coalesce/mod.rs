@@ -21,28 +21,27 @@ mod sync;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, Semaphore, oneshot};
 
-pub use plan::{BatchItem, BatchPlan, NewLedgerRow, single_item_outcome};
+pub use plan::{BatchItem, BatchPlan, NewLedgerRow};
 use queue::{HandoffQueues, Pushed};
 
-use crate::domain::{DeductRequest, Receipt, SkuId};
-use crate::error::{AttemptError, DeductError};
-use crate::retry::RetryPolicy;
+use crate::domain::{Receipt, SkuId};
+use crate::error::{DeductError, InvalidInput};
 
-/// Applies one SKU's batch in one transaction. Implemented by each adapter.
+/// Applies one SKU's batch in one transaction. The engine implements it over a backend.
 pub trait BatchExecutor: Send + Sync + 'static {
-    /// Locks the SKU's row, plans `items` with [`BatchPlan`], writes the stock and one ledger
-    /// row per applied item, and commits. Returns one result per item, in order, or an
-    /// error that fails every item (nothing committed). `Retry` errors rerun the whole batch.
+    /// Applies `items` (one SKU's queued deductions, FIFO) and returns one result per item,
+    /// in order. A failure that hits the whole batch is every item's result; an item is
+    /// answered `Ok` only once its ledger row committed.
     fn execute_batch(
         &self,
         sku: &SkuId,
         items: &[BatchItem],
-    ) -> impl Future<Output = Result<Vec<Result<Receipt, DeductError>>, AttemptError>> + Send;
+    ) -> impl Future<Output = Vec<Result<Receipt, DeductError>>> + Send;
 }
 
 /// Explicit limits for group commit.
@@ -52,21 +51,71 @@ pub struct CoalescerConfig {
     pub max_batch_size: usize,
     /// Most requests waiting per SKU; beyond it `deduct` fails fast with `Unavailable`.
     pub max_queue_depth: usize,
+    /// Most requests waiting over all SKUs together; beyond it `deduct` fails fast with
+    /// `Unavailable`. Bounds memory however many SKUs are hot at once.
+    pub max_total_queued: usize,
+    /// Most batches applied at once over all SKUs: each holds a pooled connection, so this
+    /// bounds the connections group commit takes (keep it at or below the pool size). A
+    /// leader waits for a slot while its queue keeps filling.
+    pub max_in_flight_batches: usize,
     /// How long a leader lingers before taking a batch, to let it fill. Zero (the default)
     /// relies on natural batching: requests that arrive during a commit form the next batch.
     pub max_wait: Duration,
-    /// Retries of a whole batch on deadlock or serialization failure.
-    pub retry: RetryPolicy,
 }
+
+/// Largest accepted `max_batch_size`.
+pub const BATCH_SIZE_MAX: usize = 10_000;
+/// Largest accepted queue bound (per SKU or in total).
+pub const QUEUE_DEPTH_MAX: usize = 10_000_000;
+/// Largest accepted `max_in_flight_batches`.
+pub const IN_FLIGHT_BATCHES_MAX: usize = 10_000;
+/// Largest accepted `max_wait`.
+pub const MAX_WAIT_MAX: Duration = Duration::from_secs(1);
 
 impl Default for CoalescerConfig {
     fn default() -> Self {
         Self {
             max_batch_size: 128,
             max_queue_depth: 10_000,
+            max_total_queued: 100_000,
+            max_in_flight_batches: 8,
             max_wait: Duration::ZERO,
-            retry: RetryPolicy::default(),
         }
+    }
+}
+
+impl CoalescerConfig {
+    /// Checks every limit.
+    pub fn validate(&self) -> Result<(), InvalidInput> {
+        let check = |setting: &'static str, given: usize, max: usize| {
+            if (1..=max).contains(&given) {
+                Ok(())
+            } else {
+                Err(InvalidInput::LimitOutOfRange {
+                    setting,
+                    given: given as u64,
+                    min: 1,
+                    max: max as u64,
+                })
+            }
+        };
+        check("max_batch_size", self.max_batch_size, BATCH_SIZE_MAX)?;
+        check("max_queue_depth", self.max_queue_depth, QUEUE_DEPTH_MAX)?;
+        check("max_total_queued", self.max_total_queued, QUEUE_DEPTH_MAX)?;
+        check(
+            "max_in_flight_batches",
+            self.max_in_flight_batches,
+            IN_FLIGHT_BATCHES_MAX,
+        )?;
+        if self.max_wait > MAX_WAIT_MAX {
+            return Err(InvalidInput::LimitOutOfRange {
+                setting: "max_wait_us",
+                given: u64::try_from(self.max_wait.as_micros()).unwrap_or(u64::MAX),
+                min: 0,
+                max: u64::try_from(MAX_WAIT_MAX.as_micros()).unwrap_or(u64::MAX),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -82,7 +131,7 @@ pub struct CoalescerStats {
     pub batched_requests: AtomicU64,
     /// Queued requests skipped because their caller had gone.
     pub cancelled_before_batch: AtomicU64,
-    /// Requests refused because their SKU's queue was full.
+    /// Requests refused because their SKU's queue, or all queues, were full.
     pub rejected_queue_full: AtomicU64,
     /// Cumulative batch-size histogram: `batch_size_buckets[i]` counts batches of size ≤
     /// `BATCH_SIZE_BUCKETS[i]`; the last slot counts all.
@@ -112,8 +161,7 @@ struct Inner<E> {
     executor: E,
     config: CoalescerConfig,
     queues: HandoffQueues<SkuId, Waiter>,
-    closed: AtomicBool,
-    leaders: AtomicUsize,
+    in_flight: Semaphore,
     leaders_done: Notify,
     stats: CoalescerStats,
 }
@@ -146,17 +194,16 @@ impl<E: BatchExecutor> Coalescer<E> {
         Self {
             inner: Arc::new(Inner {
                 executor,
-                queues: HandoffQueues::new(config.max_queue_depth),
+                queues: HandoffQueues::new(config.max_queue_depth, config.max_total_queued),
+                in_flight: Semaphore::new(config.max_in_flight_batches.max(1)),
                 config,
-                closed: AtomicBool::new(false),
-                leaders: AtomicUsize::new(0),
                 leaders_done: Notify::new(),
                 stats: CoalescerStats::default(),
             }),
         }
     }
 
-    /// The executor (the adapter's shared state).
+    /// The executor.
     pub fn executor(&self) -> &E {
         &self.inner.executor
     }
@@ -176,28 +223,27 @@ impl<E: BatchExecutor> Coalescer<E> {
         self.inner.queues.total_depth()
     }
 
-    /// Queues `request` and waits for its batch to commit.
-    pub async fn submit(&self, request: DeductRequest) -> Result<Receipt, DeductError> {
-        if self.inner.closed.load(Ordering::Acquire) {
-            return Err(DeductError::Unavailable {
-                reason: "shutting down",
-                retry_after: Duration::from_secs(1),
-                source: None,
-            });
-        }
+    /// Queues `item` for `sku` and waits, until `deadline`, for its batch to commit.
+    ///
+    /// Past the deadline the answer is `OutcomeUnknown` with the item's key: the item may be
+    /// in a batch that is committing. (A caller gone while its item is still queued is
+    /// skipped, so nothing is applied for it; the key says which happened.)
+    pub async fn submit(
+        &self,
+        sku: SkuId,
+        item: BatchItem,
+        deadline: Instant,
+    ) -> Result<Receipt, DeductError> {
+        let key = item.idempotency_key.clone();
         let (reply, answer) = oneshot::channel();
         let waiter = Waiter {
-            item: BatchItem {
-                quantity: request.quantity,
-                idempotency_key: request.idempotency_key,
-            },
+            item,
             reply,
             enqueued: Instant::now(),
         };
-        match self.inner.queues.push(&request.sku, waiter) {
+        match self.inner.queues.push(&sku, waiter) {
             Pushed::Lead => {
-                self.inner.leaders.fetch_add(1, Ordering::AcqRel);
-                tokio::spawn(lead(Arc::clone(&self.inner), request.sku));
+                tokio::spawn(lead(Arc::clone(&self.inner), sku));
             }
             Pushed::Joined => {}
             Pushed::Full(_) => {
@@ -211,21 +257,36 @@ impl<E: BatchExecutor> Coalescer<E> {
                     source: None,
                 });
             }
+            Pushed::Closed(_) => {
+                return Err(DeductError::Unavailable {
+                    reason: "shutting down",
+                    retry_after: Duration::from_secs(1),
+                    source: None,
+                });
+            }
         }
-        answer.await.unwrap_or_else(|_| {
-            Err(DeductError::Internal {
+        match tokio::time::timeout_at(deadline.into(), answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(DeductError::Internal {
                 context: "coalescer leader ended without replying",
                 source: None,
-            })
-        })
+            }),
+            Err(_) => Err(DeductError::OutcomeUnknown {
+                reason: "deadline passed while the request was queued or its batch was committing",
+                idempotency_key: Some(key),
+                retry_after: Duration::from_secs(1),
+                source: None,
+            }),
+        }
     }
 
-    /// Refuses new requests and waits until every queued batch has been applied.
+    /// Refuses new requests, then waits until every queued batch has been applied. Once it
+    /// returns, nothing is queued and nothing ever will be: a barrier.
     pub async fn close(&self) {
-        self.inner.closed.store(true, Ordering::Release);
+        self.inner.queues.close();
         loop {
             let notified = self.inner.leaders_done.notified();
-            if self.inner.leaders.load(Ordering::Acquire) == 0 {
+            if self.inner.queues.is_idle() {
                 return;
             }
             notified.await;
@@ -257,9 +318,7 @@ impl<E> Drop for LeaderGuard<E> {
                 }));
             }
         }
-        if self.inner.leaders.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.inner.leaders_done.notify_waiters();
-        }
+        self.inner.leaders_done.notify_waiters();
     }
 }
 
@@ -273,6 +332,12 @@ async fn lead<E: BatchExecutor>(inner: Arc<Inner<E>>, sku: SkuId) {
         if !inner.config.max_wait.is_zero() && inner.queues.depth(&sku) < inner.config.max_batch_size {
             tokio::time::sleep(inner.config.max_wait).await;
         }
+        // A slot first: while this leader waits for one, its queue keeps filling.
+        let permit = inner
+            .in_flight
+            .acquire()
+            .await
+            .expect("the in-flight semaphore is never closed");
         let Some(batch) = inner.queues.take_batch(&sku, inner.config.max_batch_size) else {
             guard.finished = true;
             break;
@@ -291,29 +356,16 @@ async fn lead<E: BatchExecutor>(inner: Arc<Inner<E>>, sku: SkuId) {
         let items: Vec<BatchItem> = live.iter().map(|w| w.item.clone()).collect();
         inner.stats.record_batch(items.len());
         let taken_at = Instant::now();
-        let outcome = inner
-            .config
-            .retry
-            .run(|_| inner.executor.execute_batch(&sku, &items))
-            .await;
-        match outcome {
-            Ok((results, attempts)) => {
-                assert_eq!(results.len(), live.len(), "executor must answer every item");
-                for (waiter, result) in live.into_iter().zip(results) {
-                    let queued_us = micros(taken_at.duration_since(waiter.enqueued));
-                    let result = result.map(|mut receipt| {
-                        receipt.attempts = attempts;
-                        receipt.lock_wait_us += queued_us;
-                        receipt
-                    });
-                    let _ = waiter.reply.send(result);
-                }
-            }
-            Err(error) => {
-                for waiter in live {
-                    let _ = waiter.reply.send(Err(error.duplicate()));
-                }
-            }
+        let results = inner.executor.execute_batch(&sku, &items).await;
+        drop(permit);
+        assert_eq!(results.len(), live.len(), "executor must answer every item");
+        for (waiter, result) in live.into_iter().zip(results) {
+            let queued_us = micros(taken_at.duration_since(waiter.enqueued));
+            let result = result.map(|mut receipt| {
+                receipt.lock_wait_us += queued_us;
+                receipt
+            });
+            let _ = waiter.reply.send(result);
         }
     }
     drop(guard);
@@ -325,10 +377,10 @@ fn micros(duration: Duration) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
 
     use super::*;
-    use crate::{Quantity, Strategy};
+    use crate::{DeductRequest, IdempotencyKey, Quantity, Strategy};
 
     /// An in-process executor over the reference model: enough to exercise the queue and the
     /// leader (adapters are tested against real databases by the conformance suite).
@@ -336,63 +388,70 @@ mod tests {
         model: std::sync::Mutex<crate::model::ReferenceModel>,
         panic_next: AtomicBool,
         batches: AtomicUsize,
+        in_flight: AtomicUsize,
+        most_in_flight: AtomicUsize,
     }
 
     impl BatchExecutor for ModelExecutor {
-        async fn execute_batch(
-            &self,
-            sku: &SkuId,
-            items: &[BatchItem],
-        ) -> Result<Vec<Result<Receipt, DeductError>>, AttemptError> {
-            tokio::task::yield_now().await;
+        async fn execute_batch(&self, sku: &SkuId, items: &[BatchItem]) -> Vec<Result<Receipt, DeductError>> {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
             assert!(
                 !self.panic_next.swap(false, Ordering::SeqCst),
                 "injected executor panic"
             );
             self.batches.fetch_add(1, Ordering::SeqCst);
             let mut model = self.model.lock().unwrap();
-            Ok(items
+            items
                 .iter()
                 .map(|item| {
-                    model.deduct(&DeductRequest {
-                        sku: sku.clone(),
-                        quantity: item.quantity,
-                        idempotency_key: item.idempotency_key.clone(),
-                        strategy: Strategy::Coalesced,
-                    })
+                    model.deduct(
+                        &DeductRequest::new(sku.clone(), item.quantity, Strategy::Coalesced)
+                            .with_idempotency_key(item.idempotency_key.clone()),
+                    )
                 })
-                .collect())
+                .collect()
         }
     }
 
-    fn coalescer(stock: i64) -> (Coalescer<ModelExecutor>, SkuId) {
-        let sku = SkuId::parse("hot").unwrap();
+    fn coalescer_with(skus: &[&str], stock: i64, config: CoalescerConfig) -> Coalescer<ModelExecutor> {
         let mut model = crate::model::ReferenceModel::new();
-        model.create_sku(&sku, stock).unwrap();
+        for sku in skus {
+            model.create_sku(&SkuId::parse(*sku).unwrap(), stock).unwrap();
+        }
         let executor = ModelExecutor {
             model: std::sync::Mutex::new(model),
             panic_next: AtomicBool::new(false),
             batches: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            most_in_flight: AtomicUsize::new(0),
         };
-        (Coalescer::new(executor, CoalescerConfig::default()), sku)
+        Coalescer::new(executor, config)
+    }
+
+    fn item() -> BatchItem {
+        BatchItem {
+            quantity: Quantity::new(1).unwrap(),
+            idempotency_key: IdempotencyKey::generate(),
+            client_key: false,
+        }
+    }
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(30)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_requests_share_batches_and_all_get_answers() {
-        let (coalescer, sku) = coalescer(1_000);
+        let coalescer = coalescer_with(&["hot"], 1_000, CoalescerConfig::default());
+        let sku = SkuId::parse("hot").unwrap();
         let tasks: Vec<_> = (0..200)
             .map(|_| {
                 let coalescer = coalescer.clone();
                 let sku = sku.clone();
-                tokio::spawn(async move {
-                    coalescer
-                        .submit(DeductRequest::new(
-                            sku,
-                            Quantity::new(1).unwrap(),
-                            Strategy::Coalesced,
-                        ))
-                        .await
-                })
+                tokio::spawn(async move { coalescer.submit(sku, item(), far()).await })
             })
             .collect();
         for task in tasks {
@@ -404,15 +463,64 @@ mod tests {
         assert_eq!(coalescer.queue_depth(), 0);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_in_flight_are_bounded_across_skus() {
+        let skus: Vec<String> = (0..32).map(|i| format!("s{i}")).collect();
+        let names: Vec<&str> = skus.iter().map(String::as_str).collect();
+        let config = CoalescerConfig {
+            max_in_flight_batches: 3,
+            ..CoalescerConfig::default()
+        };
+        let coalescer = coalescer_with(&names, 100, config);
+        let tasks: Vec<_> = skus
+            .iter()
+            .flat_map(|sku| std::iter::repeat_n(sku.clone(), 4))
+            .map(|sku| {
+                let coalescer = coalescer.clone();
+                tokio::spawn(async move { coalescer.submit(SkuId::parse(sku).unwrap(), item(), far()).await })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let most = coalescer.executor().most_in_flight.load(Ordering::SeqCst);
+        assert!((1..=3).contains(&most), "{most} batches ran at once, limit 3");
+    }
+
+    #[tokio::test]
+    async fn the_total_queue_bound_sheds_across_skus() {
+        let config = CoalescerConfig {
+            max_total_queued: 2,
+            max_in_flight_batches: 1,
+            ..CoalescerConfig::default()
+        };
+        let coalescer = coalescer_with(&["a", "b", "c"], 10, config);
+        let a = coalescer.submit(SkuId::parse("a").unwrap(), item(), far());
+        let b = coalescer.submit(SkuId::parse("b").unwrap(), item(), far());
+        let c = coalescer.submit(SkuId::parse("c").unwrap(), item(), far());
+        let (a, b, c) = tokio::join!(a, b, c);
+        assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
+        assert!(
+            matches!(
+                c,
+                Err(DeductError::Unavailable {
+                    reason: "coalescing queue full",
+                    ..
+                })
+            ),
+            "{c:?}"
+        );
+    }
+
     #[tokio::test]
     async fn an_executor_panic_fails_its_batch_and_releases_leadership() {
-        let (coalescer, sku) = coalescer(10);
+        let coalescer = coalescer_with(&["hot"], 10, CoalescerConfig::default());
+        let sku = SkuId::parse("hot").unwrap();
         coalescer.executor().panic_next.store(true, Ordering::SeqCst);
-        let request = DeductRequest::new(sku, Quantity::new(1).unwrap(), Strategy::Coalesced);
-        let failed = coalescer.submit(request.clone()).await;
+        let failed = coalescer.submit(sku.clone(), item(), far()).await;
         assert!(matches!(failed, Err(DeductError::Internal { .. })), "{failed:?}");
         // A stranded leader flag would park this request forever.
-        let receipt = tokio::time::timeout(Duration::from_secs(10), coalescer.submit(request))
+        let receipt = tokio::time::timeout(Duration::from_secs(10), coalescer.submit(sku, item(), far()))
             .await
             .expect("leadership was not released after the panic")
             .expect("a new leader takes over");
@@ -420,16 +528,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn close_refuses_new_requests() {
-        let (coalescer, sku) = coalescer(10);
+    async fn close_is_a_barrier_and_refuses_new_requests() {
+        let coalescer = coalescer_with(&["hot"], 100, CoalescerConfig::default());
+        let sku = SkuId::parse("hot").unwrap();
+        let queued: Vec<_> = (0..20)
+            .map(|_| {
+                let coalescer = coalescer.clone();
+                let sku = sku.clone();
+                tokio::spawn(async move { coalescer.submit(sku, item(), far()).await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
         coalescer.close().await;
-        let refused = coalescer
-            .submit(DeductRequest::new(
-                sku,
-                Quantity::new(1).unwrap(),
-                Strategy::Coalesced,
-            ))
-            .await;
+        assert_eq!(coalescer.queue_depth(), 0, "close returned with work queued");
+        let refused = coalescer.submit(sku, item(), far()).await;
         assert!(matches!(
             refused,
             Err(DeductError::Unavailable {
@@ -437,5 +549,42 @@ mod tests {
                 ..
             })
         ));
+        for task in queued {
+            // Each was either applied before close returned or refused: never stranded.
+            let answer = tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .expect("a request accepted before close was stranded")
+                .unwrap();
+            assert!(
+                answer.is_ok() || matches!(answer, Err(DeductError::Unavailable { .. })),
+                "{answer:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_deadline_while_queued_is_outcome_unknown_with_the_key() {
+        let config = CoalescerConfig {
+            max_in_flight_batches: 1,
+            ..CoalescerConfig::default()
+        };
+        let coalescer = coalescer_with(&["hot"], 10, config);
+        let held = coalescer.inner.in_flight.acquire().await.unwrap();
+        let waiting = item();
+        let key = waiting.idempotency_key.clone();
+        let answer = coalescer
+            .submit(
+                SkuId::parse("hot").unwrap(),
+                waiting,
+                Instant::now() + Duration::from_millis(20),
+            )
+            .await;
+        drop(held);
+        match answer {
+            Err(DeductError::OutcomeUnknown { idempotency_key, .. }) => {
+                assert_eq!(idempotency_key, Some(key))
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

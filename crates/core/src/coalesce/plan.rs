@@ -12,33 +12,11 @@ use crate::model::replay;
 pub struct BatchItem {
     /// Units requested.
     pub quantity: Quantity,
-    /// The request's idempotency key, if any.
-    pub idempotency_key: Option<IdempotencyKey>,
-}
-
-impl BatchItem {
-    /// The item as a stand-alone request, for an executor that runs a batch of one through a
-    /// single-request path.
-    pub fn to_request(&self, sku: &SkuId, strategy: crate::Strategy) -> crate::DeductRequest {
-        crate::DeductRequest {
-            sku: sku.clone(),
-            quantity: self.quantity,
-            idempotency_key: self.idempotency_key.clone(),
-            strategy,
-        }
-    }
-}
-
-/// The batch answer for a batch of one that ran as a single request: that request's failure
-/// is its own answer, while a retryable outcome retries the (one-item) batch.
-pub fn single_item_outcome(
-    result: Result<Receipt, crate::AttemptError>,
-) -> Result<Vec<Result<Receipt, DeductError>>, crate::AttemptError> {
-    match result {
-        Ok(receipt) => Ok(vec![Ok(receipt)]),
-        Err(crate::AttemptError::Fail(error)) => Ok(vec![Err(error)]),
-        Err(retry) => Err(retry),
-    }
+    /// The request's key: the client's, or one the engine generated.
+    pub idempotency_key: IdempotencyKey,
+    /// True when the client sent the key, so it may already be in the ledger. A generated
+    /// key is new by construction and needs no lookup.
+    pub client_key: bool,
 }
 
 /// A ledger row the batch will insert.
@@ -48,8 +26,8 @@ pub struct NewLedgerRow {
     pub quantity: i64,
     /// Stock right after this request, within the batch.
     pub stock_after: i64,
-    /// The request's idempotency key, if any.
-    pub idempotency_key: Option<String>,
+    /// The request's key.
+    pub idempotency_key: IdempotencyKey,
 }
 
 #[derive(Debug, Clone)]
@@ -99,21 +77,19 @@ impl BatchPlan {
         let mut new_rows: Vec<NewLedgerRow> = Vec::with_capacity(items.len());
         let mut left = stock;
         for item in items {
-            let key = item.idempotency_key.as_ref().map(IdempotencyKey::as_str);
-            if let Some(key) = key {
-                if let Some(entry) = prior_by_key.get(key) {
-                    let settled = replay(entry, sku, item.quantity, 1).map_err(|_| SettledError::KeyReused);
-                    outcomes.push(Planned::Settled(settled));
-                    continue;
+            let key = item.idempotency_key.as_str();
+            if let Some(entry) = prior_by_key.get(key) {
+                let settled = replay(entry, sku, item.quantity, 1).map_err(|_| SettledError::KeyReused);
+                outcomes.push(Planned::Settled(settled));
+                continue;
+            }
+            if let Some(&row) = applied_by_key.get(key) {
+                if new_rows[row].quantity == item.quantity.get() {
+                    outcomes.push(Planned::ReplayInBatch { row });
+                } else {
+                    outcomes.push(Planned::Settled(Err(SettledError::KeyReused)));
                 }
-                if let Some(&row) = applied_by_key.get(key) {
-                    if new_rows[row].quantity == item.quantity.get() {
-                        outcomes.push(Planned::ReplayInBatch { row });
-                    } else {
-                        outcomes.push(Planned::Settled(Err(SettledError::KeyReused)));
-                    }
-                    continue;
-                }
+                continue;
             }
             let requested = item.quantity.get();
             if !exists {
@@ -132,11 +108,9 @@ impl BatchPlan {
             new_rows.push(NewLedgerRow {
                 quantity: requested,
                 stock_after: left,
-                idempotency_key: key.map(str::to_owned),
+                idempotency_key: item.idempotency_key.clone(),
             });
-            if let Some(key) = key {
-                applied_by_key.insert(key, row);
-            }
+            applied_by_key.insert(key, row);
             outcomes.push(Planned::Apply { row });
         }
         debug_assert!(left >= 0);
@@ -157,6 +131,19 @@ impl BatchPlan {
         for row in &mut self.new_rows {
             row.stock_after = (row.stock_after + offset).max(0);
         }
+    }
+
+    /// The keys of the rows the batch inserts: after a lost COMMIT, finding any of them
+    /// proves the batch committed.
+    pub fn new_keys(&self) -> Vec<&IdempotencyKey> {
+        self.new_rows.iter().map(|row| &row.idempotency_key).collect()
+    }
+
+    /// True when some item replays a key committed before the batch.
+    pub fn has_prior_replays(&self) -> bool {
+        self.outcomes
+            .iter()
+            .any(|planned| matches!(planned, Planned::Settled(Ok(_))))
     }
 
     /// Units the batch deducts in total.
@@ -186,6 +173,7 @@ impl BatchPlan {
                     attempts: 1,
                     replayed,
                     lock_wait_us,
+                    idempotency_key: item.idempotency_key.clone(),
                 };
                 match planned {
                     Planned::Apply { row } => Ok(receipt(row, false)),
@@ -209,7 +197,8 @@ mod tests {
     fn item(q: i64, key: Option<&str>) -> BatchItem {
         BatchItem {
             quantity: Quantity::new(q).unwrap(),
-            idempotency_key: key.map(|k| IdempotencyKey::parse(k).unwrap()),
+            idempotency_key: key.map_or_else(IdempotencyKey::generate, |k| IdempotencyKey::parse(k).unwrap()),
+            client_key: key.is_some(),
         }
     }
 

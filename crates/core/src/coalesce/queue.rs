@@ -5,8 +5,11 @@
 //! non-empty or a batch taken from it is still being applied. `push` makes the caller the
 //! leader when none is active; `take_batch` clears the flag and removes the key in the same
 //! critical section that finds the queue empty. So an item is either seen by the current
-//! leader's next `take_batch`, or its pusher became the new leader. Checked by the loom
-//! models in `tests/loom_queue.rs`.
+//! leader's next `take_batch`, or its pusher became the new leader.
+//!
+//! Closing is a barrier: `close` sets a flag under the same lock, after which `push` refuses
+//! every item, so once [`HandoffQueues::is_idle`] is true after `close`, no item is queued
+//! and none ever will be. Checked by the loom models in `tests/loom_queue.rs`.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -21,76 +24,109 @@ pub enum Pushed<T> {
     Lead,
     /// Queued behind an active leader, who will take it.
     Joined,
-    /// The key's queue is at its depth limit; the item is handed back, not queued.
+    /// The key's queue, or all queues together, are at their depth limit; the item is
+    /// handed back, not queued.
     Full(T),
+    /// The queues are closed; the item is handed back, not queued.
+    Closed(T),
 }
 
 #[derive(Debug)]
-struct KeyQueue<T> {
-    pending: VecDeque<T>,
+struct State<K, T> {
+    queues: HashMap<K, VecDeque<T>>,
+    queued: usize,
+    closed: bool,
 }
 
 /// Per-key FIFO queues with at most one leader per key.
 #[derive(Debug)]
 pub struct HandoffQueues<K, T> {
     max_depth: usize,
-    queues: Mutex<HashMap<K, KeyQueue<T>>>,
+    max_total: usize,
+    state: Mutex<State<K, T>>,
 }
 
 impl<K: Eq + Hash + Clone, T> HandoffQueues<K, T> {
-    /// Queues holding at most `max_depth` pending items per key (at least 1).
-    pub fn new(max_depth: usize) -> Self {
+    /// Queues holding at most `max_depth` pending items per key and `max_total` over all
+    /// keys (each at least 1).
+    pub fn new(max_depth: usize, max_total: usize) -> Self {
         Self {
             max_depth: max_depth.max(1),
-            queues: Mutex::new(HashMap::new()),
+            max_total: max_total.max(1),
+            state: Mutex::new(State {
+                queues: HashMap::new(),
+                queued: 0,
+                closed: false,
+            }),
         }
     }
 
     /// Appends `item` to `key`'s queue. A key is present in the map exactly while it has a leader.
     pub fn push(&self, key: &K, item: T) -> Pushed<T> {
-        let mut queues = self.queues.lock().expect("handoff lock poisoned");
-        match queues.get_mut(key) {
-            Some(queue) if queue.pending.len() >= self.max_depth => Pushed::Full(item),
+        let mut state = self.state.lock().expect("handoff lock poisoned");
+        if state.closed {
+            return Pushed::Closed(item);
+        }
+        if state.queued >= self.max_total {
+            return Pushed::Full(item);
+        }
+        let pushed = match state.queues.get_mut(key) {
+            Some(queue) if queue.len() >= self.max_depth => return Pushed::Full(item),
             Some(queue) => {
-                queue.pending.push_back(item);
+                queue.push_back(item);
                 Pushed::Joined
             }
             None => {
-                let mut pending = VecDeque::new();
-                pending.push_back(item);
-                queues.insert(key.clone(), KeyQueue { pending });
+                state.queues.insert(key.clone(), VecDeque::from([item]));
                 Pushed::Lead
             }
-        }
+        };
+        state.queued += 1;
+        pushed
     }
 
     /// Takes up to `max_batch` items in FIFO order. Returns `None`, and ends this key's
     /// leadership, when the queue is empty; the leader must then stop.
     pub fn take_batch(&self, key: &K, max_batch: usize) -> Option<Vec<T>> {
-        let mut queues = self.queues.lock().expect("handoff lock poisoned");
-        let queue = queues.get_mut(key)?;
-        if queue.pending.is_empty() {
-            queues.remove(key);
+        let mut state = self.state.lock().expect("handoff lock poisoned");
+        let queue = state.queues.get_mut(key)?;
+        if queue.is_empty() {
+            state.queues.remove(key);
             return None;
         }
-        let take = queue.pending.len().min(max_batch.max(1));
-        Some(queue.pending.drain(..take).collect())
+        let take = queue.len().min(max_batch.max(1));
+        let batch: Vec<T> = queue.drain(..take).collect();
+        state.queued -= batch.len();
+        Some(batch)
+    }
+
+    /// Refuses every later `push`. Items already queued stay for their leaders.
+    pub fn close(&self) {
+        self.state.lock().expect("handoff lock poisoned").closed = true;
+    }
+
+    /// True when no key has a leader: nothing is queued or being applied.
+    pub fn is_idle(&self) -> bool {
+        self.state
+            .lock()
+            .expect("handoff lock poisoned")
+            .queues
+            .is_empty()
     }
 
     /// Items queued for `key` right now (for metrics).
     pub fn depth(&self, key: &K) -> usize {
-        let queues = self.queues.lock().expect("handoff lock poisoned");
-        queues.get(key).map_or(0, |q| q.pending.len())
+        let state = self.state.lock().expect("handoff lock poisoned");
+        state.queues.get(key).map_or(0, VecDeque::len)
     }
 
     /// Items queued across all keys right now (for metrics).
     pub fn total_depth(&self) -> usize {
-        let queues = self.queues.lock().expect("handoff lock poisoned");
-        queues.values().map(|q| q.pending.len()).sum()
+        self.state.lock().expect("handoff lock poisoned").queued
     }
 
     /// Keys that have a leader right now.
     pub fn active_keys(&self) -> usize {
-        self.queues.lock().expect("handoff lock poisoned").len()
+        self.state.lock().expect("handoff lock poisoned").queues.len()
     }
 }

@@ -1,0 +1,203 @@
+//! The conformance suite: one set of tests that every strategy on every adapter passes
+//! against a real database. Adapters run it with [`conformance_suite!`](crate::conformance_suite)
+//! from an integration test, passing their own `setup()`.
+//!
+//! The concurrency checks assert the invariants directly, from the database's own rows:
+//! - no stock below zero;
+//! - `initial − final = Σ successful quantities = −Σ ledger deltas`, per SKU;
+//! - ledger rows = successful deductions;
+//! - exact sell-out: stock only falls in these tests, so every request refused with
+//!   `InsufficientStock` must have asked for more than its SKU's final stock;
+//! - the hot SKU's ledger is a serial history: each row's `stock_after` is the previous
+//!   row's plus its delta.
+
+mod concurrent;
+mod contract;
+mod sequential;
+mod state_machine;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use concurrent::{
+    cancelled_callers, coalesced_queue_depth_limit, concurrent_invariants, concurrent_invariants_across,
+    idempotency_race, mixed_strategies, sharded_spreads_on_contention_only,
+};
+pub use contract::{
+    WireCut, every_change_carries_a_key, lost_answers_are_resolved, lost_batch_commit_on_the_wire,
+    lost_commit_on_the_wire,
+};
+pub use sequential::{restock_and_paging, restock_limit_counts_buckets, sequential_semantics};
+pub use state_machine::state_machine;
+
+use crate::{
+    DeductError, DeductRequest, IdempotencyKey, InventoryStore, LEDGER_PAGE_MAX, LedgerEntry, LedgerPage,
+    Quantity, SkuId,
+};
+
+/// A store for one test, plus whatever keeps its database alive (dropped after the store).
+pub struct Provisioned<S> {
+    /// The store under test.
+    pub store: Arc<S>,
+    /// Dropped last: typically drops the test's database.
+    pub guard: Box<dyn Send + Sync>,
+}
+
+impl<S> std::fmt::Debug for Provisioned<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Provisioned")
+    }
+}
+
+/// How long each concurrency test hammers the store (`STOCKGUARD_CONFORMANCE_SECS`, default 2).
+pub fn concurrency_duration() -> Duration {
+    let secs = std::env::var("STOCKGUARD_CONFORMANCE_SECS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(2.0);
+    Duration::from_secs_f64(secs)
+}
+
+pub(crate) fn sku(name: &str) -> SkuId {
+    SkuId::parse(name).expect("test sku id")
+}
+
+pub(crate) fn qty(units: i64) -> Quantity {
+    Quantity::new(units).expect("test quantity")
+}
+
+pub(crate) fn key(raw: &str) -> IdempotencyKey {
+    IdempotencyKey::parse(raw).expect("test key")
+}
+
+pub(crate) async fn full_ledger<S: InventoryStore>(store: &S, sku: &SkuId) -> Vec<LedgerEntry> {
+    let mut rows = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .ledger(sku, LedgerPage::after(after, LEDGER_PAGE_MAX).expect("page"))
+            .await
+            .expect("read ledger");
+        let done = page.len() < LEDGER_PAGE_MAX as usize;
+        after = page.last().map(|e| e.id);
+        rows.extend(page);
+        if done {
+            return rows;
+        }
+    }
+}
+
+/// Retries the outcomes that mean "try again" (`LockTimeout`, which `NoWait` returns by
+/// design, and `Conflict`, optimistic retries exhausted) a bounded number of times.
+pub(crate) async fn deduct_patiently<S: InventoryStore>(
+    store: &S,
+    request: DeductRequest,
+) -> Result<crate::Receipt, DeductError> {
+    let mut last = None;
+    for _ in 0..2_000 {
+        match store.deduct(request.clone()).await {
+            Err(error @ (DeductError::LockTimeout | DeductError::Conflict { .. })) => {
+                last = Some(error);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            other => return other,
+        }
+    }
+    Err(last.expect("at least one attempt"))
+}
+
+/// Generates the conformance tests for one adapter.
+///
+/// ```text
+/// mod postgres {
+///     stockguard_core::conformance_suite!(
+///         setup = crate::setup,
+///         strategies = [pessimistic: Pessimistic, guarded: Guarded]
+///     );
+/// }
+/// ```
+/// `setup` is an `async fn() -> Provisioned<S>` that creates a fresh database. The test
+/// names then read `postgres::guarded::concurrent_one_hot_sku`.
+#[macro_export]
+macro_rules! conformance_suite {
+    (setup = $setup:path, strategies = [$($name:ident : $strategy:ident),+ $(,)?]) => {
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn restock_and_paging() {
+            let Some(provisioned) = $setup().await else { return };
+            $crate::conformance::restock_and_paging(&*provisioned.store).await;
+        }
+
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn every_change_carries_a_key() {
+            let Some(provisioned) = $setup().await else { return };
+            $crate::conformance::every_change_carries_a_key(provisioned.store.clone()).await;
+        }
+
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn mixed_strategies_one_hot_sku() {
+            let Some(provisioned) = $setup().await else { return };
+            $crate::conformance::mixed_strategies(provisioned.store.clone(), 1, 400).await;
+        }
+
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn mixed_strategies_ten_skus() {
+            let Some(provisioned) = $setup().await else { return };
+            $crate::conformance::mixed_strategies(provisioned.store.clone(), 10, 60).await;
+        }
+
+        $(
+            mod $name {
+                use $crate::Strategy;
+                const STRATEGY: Strategy = Strategy::$strategy;
+
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sequential_semantics() {
+                    let Some(provisioned) = $setup().await else { return };
+                    $crate::conformance::sequential_semantics(&*provisioned.store, STRATEGY).await;
+                }
+
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn lost_answers_are_resolved() {
+                    let Some(provisioned) = $setup().await else { return };
+                    $crate::conformance::lost_answers_are_resolved(provisioned.store.clone(), STRATEGY).await;
+                }
+
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn idempotency_race() {
+                    let Some(provisioned) = $setup().await else { return };
+                    $crate::conformance::idempotency_race(provisioned.store.clone(), STRATEGY).await;
+                }
+
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn concurrent_one_hot_sku() {
+                    let Some(provisioned) = $setup().await else { return };
+                    $crate::conformance::concurrent_invariants(provisioned.store.clone(), STRATEGY, 1, 400).await;
+                }
+
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn cancelled_callers() {
+                    let Some(provisioned) = $setup().await else { return };
+                    $crate::conformance::cancelled_callers(provisioned.store.clone(), STRATEGY).await;
+                }
+
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn concurrent_hundred_skus() {
+                    let Some(provisioned) = $setup().await else { return };
+                    $crate::conformance::concurrent_invariants(provisioned.store.clone(), STRATEGY, 100, 30).await;
+                }
+
+                #[test]
+                fn state_machine_matches_reference_model() {
+                    let runtime = ::tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(2)
+                        .enable_all()
+                        .build()
+                        .expect("runtime");
+                    let Some(provisioned) = runtime.block_on($setup()) else { return };
+                    $crate::conformance::state_machine(&runtime, provisioned.store.clone(), STRATEGY);
+                    drop(provisioned);
+                }
+            }
+        )+
+    };
+}

@@ -1,0 +1,217 @@
+//! Random operation sequences against the reference model.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use proptest::prelude::{Just, prop_assert, prop_assert_eq, prop_oneof};
+use proptest::strategy::Strategy as _;
+use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
+
+use super::{deduct_patiently, key, qty, sku};
+use crate::model::ReferenceModel;
+use crate::{
+    DeductError, DeductRequest, InventoryStore, LEDGER_PAGE_MAX, LedgerPage, RestockRequest, Strategy,
+};
+
+#[derive(Debug, Clone)]
+enum Op {
+    Create { sku: u8, initial: i64 },
+    Restock { sku: u8, units: i64 },
+    Deduct { sku: u8, units: i64, key: Option<u8> },
+    Stock { sku: u8 },
+    Ledger { sku: u8 },
+    Audit,
+}
+
+fn op_strategy() -> impl proptest::strategy::Strategy<Value = Op> {
+    prop_oneof![
+        2 => (0..4u8, 0..40i64).prop_map(|(sku, initial)| Op::Create { sku, initial }),
+        1 => (0..4u8, 1..15i64).prop_map(|(sku, units)| Op::Restock { sku, units }),
+        6 => (0..4u8, 1..12i64, proptest::option::of(0..4u8)).prop_map(|(sku, units, key)| Op::Deduct { sku, units, key }),
+        1 => (0..4u8).prop_map(|sku| Op::Stock { sku }),
+        1 => (0..4u8).prop_map(|sku| Op::Ledger { sku }),
+        1 => Just(Op::Audit),
+    ]
+}
+
+/// A ledger row's key as the comparison sees it: a client's key as is, a generated one as
+/// "generated" (the model and the store each make their own).
+fn key_shape(key: Option<&str>) -> Option<String> {
+    let key = key?;
+    match crate::IdempotencyKey::parse(key) {
+        Ok(parsed) if parsed.looks_generated() => Some("<generated>".to_owned()),
+        _ => Some(key.to_owned()),
+    }
+}
+
+fn same_error(model: &DeductError, real: &DeductError) -> bool {
+    match (model, real) {
+        (
+            DeductError::InsufficientStock {
+                requested: a,
+                available: b,
+            },
+            DeductError::InsufficientStock {
+                requested: c,
+                available: d,
+            },
+        ) => a == c && b == d,
+        _ => model.kind() == real.kind(),
+    }
+}
+
+/// Random operation sequences run against the reference model and the real store; every
+/// result must match. Cases: `STOCKGUARD_PROPTEST_CASES` (default 24).
+pub fn state_machine<S: InventoryStore>(
+    runtime: &tokio::runtime::Runtime,
+    store: Arc<S>,
+    strategy: Strategy,
+) {
+    let cases = std::env::var("STOCKGUARD_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24);
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let case_counter = std::sync::atomic::AtomicU64::new(0);
+    let result = runner.run(&proptest::collection::vec(op_strategy(), 1..30), |ops| {
+        let case = case_counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        runtime.block_on(run_case(&*store, strategy, case, &ops))
+    });
+    if let Err(failure) = result {
+        panic!(
+            "{} {strategy}: model and store disagree: {failure}",
+            store.backend()
+        );
+    }
+}
+
+async fn run_case<S: InventoryStore>(
+    store: &S,
+    strategy: Strategy,
+    case: u64,
+    ops: &[Op],
+) -> Result<(), TestCaseError> {
+    let prefix = format!("sm-{}-{case}", strategy.as_str());
+    let name = |i: u8| sku(&format!("{prefix}-{i}"));
+    let mut model = ReferenceModel::new();
+    let mut ids: HashMap<i64, i64> = HashMap::new();
+    for (step, op) in ops.iter().enumerate() {
+        let context = format!("step {step}: {op:?}");
+        match op {
+            Op::Create { sku, initial } => {
+                let m = model.create_sku(&name(*sku), *initial);
+                let r = store.create_sku(&name(*sku), *initial).await;
+                match (&m, &r) {
+                    (Ok(a), Ok(b)) => prop_assert_eq!(a, b, "{}", context),
+                    (Err(a), Err(b)) => prop_assert!(same_error(a, b), "{}: {:?} vs {:?}", context, a, b),
+                    _ => prop_assert!(false, "{}: model {:?} vs store {:?}", context, m, r),
+                }
+            }
+            Op::Restock { sku, units } => {
+                let request = RestockRequest::new(name(*sku), qty(*units));
+                let m = model.restock(&request);
+                let r = store.restock(request).await;
+                match (&m, &r) {
+                    (Ok(a), Ok(b)) => {
+                        prop_assert_eq!(a.stock_after, b.stock_after, "{}", context);
+                        ids.insert(a.ledger_id, b.ledger_id);
+                    }
+                    (Err(a), Err(b)) => prop_assert!(same_error(a, b), "{}: {:?} vs {:?}", context, a, b),
+                    _ => prop_assert!(false, "{}: model {:?} vs store {:?}", context, m, r),
+                }
+            }
+            Op::Deduct { sku, units, key: k } => {
+                let mut request = DeductRequest::new(name(*sku), qty(*units), strategy);
+                if let Some(k) = k {
+                    request = request.with_idempotency_key(key(&format!("{prefix}-k{k}")));
+                }
+                let m = model.deduct(&request);
+                let r = deduct_patiently(store, request).await;
+                match (&m, &r) {
+                    (Ok(a), Ok(b)) => {
+                        prop_assert_eq!(
+                            (a.remaining, a.replayed),
+                            (b.remaining, b.replayed),
+                            "{}",
+                            context
+                        );
+                        if a.replayed {
+                            prop_assert_eq!(ids.get(&a.ledger_id), Some(&b.ledger_id), "{}", context);
+                        } else {
+                            ids.insert(a.ledger_id, b.ledger_id);
+                        }
+                    }
+                    (Err(a), Err(b)) => prop_assert!(same_error(a, b), "{}: {:?} vs {:?}", context, a, b),
+                    _ => prop_assert!(false, "{}: model {:?} vs store {:?}", context, m, r),
+                }
+            }
+            Op::Stock { sku } => {
+                let m = model.stock(&name(*sku));
+                let r = store.stock(&name(*sku)).await;
+                match (&m, &r) {
+                    (Ok(a), Ok(b)) => prop_assert_eq!(a, b, "{}", context),
+                    (Err(a), Err(b)) => prop_assert!(same_error(a, b), "{}", context),
+                    _ => prop_assert!(false, "{}: model {:?} vs store {:?}", context, m, r),
+                }
+            }
+            Op::Ledger { sku } => {
+                let page = LedgerPage::first(LEDGER_PAGE_MAX).expect("page");
+                let m = model.ledger(&name(*sku), page);
+                let r = store.ledger(&name(*sku), page).await;
+                match (&m, &r) {
+                    (Ok(a), Ok(b)) => {
+                        let a: Vec<_> = a
+                            .iter()
+                            .map(|e| {
+                                (
+                                    ids.get(&e.id).copied(),
+                                    e.delta,
+                                    e.stock_after,
+                                    e.reason,
+                                    key_shape(e.idempotency_key.as_deref()),
+                                )
+                            })
+                            .collect();
+                        let b: Vec<_> = b
+                            .iter()
+                            .map(|e| {
+                                (
+                                    Some(e.id),
+                                    e.delta,
+                                    e.stock_after,
+                                    e.reason,
+                                    key_shape(e.idempotency_key.as_deref()),
+                                )
+                            })
+                            .collect();
+                        prop_assert_eq!(a, b, "{}", context);
+                    }
+                    (Err(a), Err(b)) => prop_assert!(same_error(a, b), "{}", context),
+                    _ => prop_assert!(false, "{}: model {:?} vs store {:?}", context, m, r),
+                }
+            }
+            Op::Audit => {
+                let real: Vec<_> = store
+                    .snapshot()
+                    .await
+                    .map_err(|e| TestCaseError::fail(format!("{context}: snapshot failed: {e}")))?
+                    .into_iter()
+                    .filter(|s| s.sku.as_str().starts_with(&format!("{prefix}-")))
+                    .collect();
+                let mut real = real;
+                real.sort_by(|a, b| a.sku.cmp(&b.sku));
+                prop_assert_eq!(model.snapshot(), real, "{}", context);
+                let report = store
+                    .audit()
+                    .await
+                    .map_err(|e| TestCaseError::fail(format!("{e}")))?;
+                prop_assert!(report.is_clean(), "{}: {:?}", context, report);
+            }
+        }
+    }
+    Ok(())
+}

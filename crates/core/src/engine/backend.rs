@@ -1,0 +1,287 @@
+//! The seam between the engine and a database: the primitives an adapter supplies.
+//!
+//! An adapter implements [`Backend`] with its SQL, its row mapping and its vendor-code mapping
+//! (onto [`Fault`]), nothing more. The engine owns the flow: validation, keys, replay,
+//! strategy dispatch, retries under one deadline, the sharded fallback, explaining a miss, and
+//! classifying every outcome. A new strategy or operation is written once, in the engine, over
+//! these primitives.
+//!
+//! Each primitive says whether it **may commit**. For those, a lost connection leaves the
+//! outcome unknown, and the engine resolves it through [`Backend::settle_and_find`]. The others
+//! (reads, and the steps of a transaction before [`Backend::commit`]) cannot commit: a fault
+//! there is definite.
+
+use std::fmt;
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+
+use super::EngineConfig;
+use super::fault::{Fault, FaultKind};
+use crate::coalesce::BatchPlan;
+use crate::domain::{
+    Capabilities, IdempotencyKey, LedgerEntry, LedgerPage, PoolStatus, Quantity, SkuId, SkuSnapshot,
+    StockLevel,
+};
+use crate::error::DeductError;
+
+/// One change as the engine hands it to a primitive: parsed, and always keyed.
+#[derive(Debug, Clone, Copy)]
+pub struct Change<'a> {
+    /// The SKU.
+    pub sku: &'a SkuId,
+    /// Units (always positive; the primitive knows the sign).
+    pub quantity: Quantity,
+    /// The key the ledger row carries.
+    pub key: &'a IdempotencyKey,
+}
+
+/// What a write left behind: its ledger row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// The new ledger row's id.
+    pub ledger_id: i64,
+    /// The row's `stock_after`: the SKU's stock right after the change (for a SKU holding
+    /// `Sharded` bucket stock, the estimate described at [`crate::Strategy::Sharded`]).
+    pub stock_after: i64,
+}
+
+impl From<&LedgerEntry> for Written {
+    fn from(entry: &LedgerEntry) -> Self {
+        Self {
+            ledger_id: entry.id,
+            stock_after: entry.stock_after,
+        }
+    }
+}
+
+/// The SKU row, read under this transaction's lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockedRow {
+    /// The row's own stock.
+    pub stock: i64,
+    /// What to add to a row stock to report the SKU's total: the stock held in `Sharded`
+    /// buckets as the adapter sees it (0 for a SKU never spread).
+    pub bucket_offset: i64,
+    /// The SKU was spread over `Sharded` buckets at some point, so a refusal planned
+    /// against the row alone is not final.
+    pub sharded: bool,
+}
+
+impl LockedRow {
+    /// The `stock_after` to record when the row is left with `row_stock_after` units.
+    pub fn reported(self, row_stock_after: i64) -> i64 {
+        (row_stock_after + self.bucket_offset).max(0)
+    }
+}
+
+/// A row read without a lock, for the optimistic compare-and-set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionedRow {
+    /// The row's stock.
+    pub stock: i64,
+    /// The row's version, bumped by every write to it (spreading and gathering included).
+    pub version: i64,
+    /// The SKU had been spread over `Sharded` buckets when read; current whenever the version
+    /// still matches.
+    pub sharded: bool,
+}
+
+/// What one plain read (one snapshot) shows about a SKU: enough to explain a write that
+/// matched no row before anything is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissFacts {
+    /// The row's stock; `None` when the SKU does not exist.
+    pub row_stock: Option<i64>,
+    /// Stock held in the SKU's `Sharded` buckets (0 where buckets do not exist).
+    pub bucket_stock: i64,
+    /// The committed ledger row of the key asked about, if it has one.
+    pub prior: Option<LedgerEntry>,
+}
+
+/// One row of an adapter's miss-facts query, in column order: row stock, bucket stock, then
+/// the key's ledger row as nullable columns (see [`crate::StoredLedgerRow`]).
+pub type StoredMissFacts = (
+    Option<i64>,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<DateTime<Utc>>,
+);
+
+impl MissFacts {
+    /// Builds the facts from an adapter's miss-facts row, re-checking the ledger row.
+    pub fn from_stored(row: StoredMissFacts) -> Result<Self, DeductError> {
+        let (row_stock, bucket_stock, id, sku, delta, stock_after, reason, key, created_at) = row;
+        let prior = match (id, sku, delta, stock_after, reason, created_at) {
+            (Some(id), Some(sku), Some(delta), Some(after), Some(reason), Some(at)) => Some(
+                LedgerEntry::from_stored((id, sku, delta, after, reason, key, at))?,
+            ),
+            _ => None,
+        };
+        Ok(Self {
+            row_stock,
+            bucket_stock,
+            prior,
+        })
+    }
+}
+
+/// The SKU row and all its buckets, locked (the `Sharded` consistent path and gathering).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllLocked {
+    /// No such SKU.
+    Missing,
+    /// Locked: the row's stock and each `(bucket, stock)`.
+    Locked {
+        /// The row's own stock.
+        row_stock: i64,
+        /// Every bucket of the SKU, in bucket order.
+        buckets: Vec<(i64, i64)>,
+    },
+    /// Buckets appeared while the locks were being taken; take them again.
+    Changed,
+}
+
+/// Whether a lock request waits for a row another transaction holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockWait {
+    /// Wait up to the lock timeout.
+    Wait,
+    /// Fail at once with `LockTimeout` (`NOWAIT`).
+    NoWait,
+}
+
+/// A future a primitive returns.
+pub trait Step<T>: Future<Output = Result<T, Fault>> + Send {}
+impl<T, F: Future<Output = Result<T, Fault>> + Send> Step<T> for F {}
+
+/// The primitives one database supplies. Methods return `impl Future + Send`, so the trait
+/// is used generically (`Engine<B>`), never as `dyn`.
+pub trait Backend: Send + Sync + Sized + 'static {
+    /// Everything needed to open the backend, including the engine's settings.
+    type Config: Clone + fmt::Debug + Send + Sync + 'static;
+    /// An open transaction.
+    type Tx: Send;
+
+    /// Opens the pool (failing fast if the server is unreachable). Does not migrate.
+    fn open(config: Self::Config) -> impl Future<Output = Result<Self, DeductError>> + Send;
+    /// The engine's settings within `config`.
+    fn engine_config(config: &Self::Config) -> EngineConfig;
+    /// Applies the embedded migrations.
+    fn migrate(&self) -> impl Future<Output = Result<(), DeductError>> + Send;
+    /// A short name: `postgres`, `mariadb`, `mysql`, `sqlite`.
+    fn name(&self) -> &'static str;
+    /// What this backend supports.
+    fn capabilities(&self) -> Capabilities;
+    /// Pool occupancy.
+    fn pool_status(&self) -> PoolStatus;
+    /// Closes the pool.
+    fn close(&self) -> impl Future<Output = ()> + Send;
+
+    // Reads. None of them can commit.
+
+    /// Succeeds when the database answers and the schema is in place.
+    fn ping(&self) -> impl Step<()>;
+    /// One SKU's stock (row plus buckets) and initial stock.
+    fn stock(&self, sku: &SkuId) -> impl Step<Option<StockLevel>>;
+    /// A page of one SKU's ledger, oldest first (empty also for an unknown SKU).
+    fn ledger(&self, sku: &SkuId, page: LedgerPage) -> impl Step<Vec<LedgerEntry>>;
+    /// The per-SKU figures the audit reconciles, in one query.
+    fn snapshot(&self) -> impl Step<Vec<SkuSnapshot>>;
+    /// One snapshot of the SKU's row and bucket stock, and `key`'s ledger row if asked for.
+    fn miss_facts(&self, sku: &SkuId, key: Option<&IdempotencyKey>) -> impl Step<MissFacts>;
+    /// The committed ledger rows of any of `keys`.
+    fn find_keys(&self, keys: &[&IdempotencyKey]) -> impl Step<Vec<LedgerEntry>>;
+    /// Resolution after a lost answer: on a fresh connection, waits until no transaction
+    /// holds the SKU's row or bucket locks (the lost one, if its session still lives, ends
+    /// first), then reads the ledger rows of `keys`. A key absent here was not committed,
+    /// and its lost write can no longer commit. Fails (e.g. `LockTimeout`) when that cannot
+    /// be established within the lock timeout.
+    fn settle_and_find(&self, sku: &SkuId, keys: &[&IdempotencyKey]) -> impl Step<Vec<LedgerEntry>>;
+
+    // Self-contained writes. Each MAY COMMIT.
+
+    /// Creates a SKU; `false` when it already exists.
+    fn create_sku(&self, sku: &SkuId, initial_stock: i64) -> impl Step<bool>;
+    /// Adds `change.quantity` and writes the ledger row; `None` (nothing written) when the
+    /// SKU does not exist or the total would pass `STOCK_MAX`.
+    fn restock(&self, change: Change<'_>) -> impl Step<Option<Written>>;
+    /// `Guarded`: one conditional decrement of the row plus the ledger row; `None` (nothing
+    /// written) when the row does not exist or holds too little.
+    fn guarded_deduct(&self, change: Change<'_>) -> impl Step<Option<Written>>;
+    /// `Optimistic`'s read (no lock).
+    fn read_versioned(&self, sku: &SkuId) -> impl Step<Option<VersionedRow>>;
+    /// `Optimistic`'s write: sets the row to `row_stock_after` if its version is still
+    /// `read.version`, plus the ledger row; `None` (nothing written) when the version moved.
+    fn compare_and_set(
+        &self,
+        change: Change<'_>,
+        read: VersionedRow,
+        row_stock_after: i64,
+    ) -> impl Step<Option<Written>>;
+    /// `Sharded`'s fast path: take from one free bucket with room, or from the free row of a
+    /// SKU not yet spread (unless `spread_eagerly`). `None` (nothing written) sends the engine
+    /// to the consistent path.
+    fn take_from_bucket(&self, change: Change<'_>, spread_eagerly: bool) -> impl Step<Option<Written>> {
+        let _ = (change, spread_eagerly);
+        unsupported("take_from_bucket")
+    }
+
+    // Transaction steps. Only `commit` may commit.
+
+    /// Starts a transaction. `wait` matters where the lock is taken at BEGIN (SQLite).
+    fn begin(&self, wait: LockWait) -> impl Step<Self::Tx>;
+    /// Locks the SKU row for writing; `None` when the SKU does not exist.
+    fn lock_row(&self, tx: &mut Self::Tx, sku: &SkuId, wait: LockWait) -> impl Step<Option<LockedRow>>;
+    /// The committed ledger rows of any of `keys`, inside the transaction.
+    fn find_keys_in(&self, tx: &mut Self::Tx, keys: &[&IdempotencyKey]) -> impl Step<Vec<LedgerEntry>>;
+    /// Sets the locked row's stock to `row_stock_after` and writes the ledger row with
+    /// `stock_after`.
+    fn write_row(
+        &self,
+        tx: &mut Self::Tx,
+        change: Change<'_>,
+        row_stock_after: i64,
+        stock_after: i64,
+    ) -> impl Step<Written>;
+    /// Writes a planned batch on the locked row: the stock, then one ledger row per
+    /// `plan.new_rows`. Returns their ids in plan order (read back by key, never assumed
+    /// consecutive).
+    fn write_batch(&self, tx: &mut Self::Tx, sku: &SkuId, plan: &BatchPlan) -> impl Step<Vec<i64>>;
+    /// Locks the SKU row and every bucket, in this database's lock order.
+    fn lock_all(&self, tx: &mut Self::Tx, sku: &SkuId) -> impl Step<AllLocked> {
+        let _ = (tx, sku);
+        unsupported("lock_all")
+    }
+    /// With everything locked: writes `buckets` as `(bucket, stock)`, empties the row, marks
+    /// the SKU spread, and writes the deduction's ledger row with `stock_after`.
+    fn write_spread(
+        &self,
+        tx: &mut Self::Tx,
+        change: Change<'_>,
+        buckets: &[(i64, i64)],
+        stock_after: i64,
+    ) -> impl Step<Written> {
+        let _ = (tx, change, buckets, stock_after);
+        unsupported("write_spread")
+    }
+    /// With everything locked: moves `bucket_stock` units from the buckets into the row (no
+    /// ledger row: the total does not change).
+    fn write_gather(&self, tx: &mut Self::Tx, sku: &SkuId, bucket_stock: i64) -> impl Step<()> {
+        let _ = (tx, sku, bucket_stock);
+        unsupported("write_gather")
+    }
+    /// Commits. MAY COMMIT.
+    fn commit(&self, tx: Self::Tx) -> impl Step<()>;
+    /// Rolls back, releasing every lock before it returns.
+    fn rollback(&self, tx: Self::Tx) -> impl Future<Output = ()> + Send;
+}
+
+fn unsupported<T: Send>(primitive: &'static str) -> impl Step<T> {
+    std::future::ready(Err(Fault::bare(FaultKind::Unsupported, primitive)))
+}

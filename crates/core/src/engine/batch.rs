@@ -1,0 +1,205 @@
+//! The `Coalesced` batch, written once: lock the SKU row, plan the queued requests FIFO
+//! against its stock ([`BatchPlan`]), write the stock and one ledger row per applied request,
+//! commit. A batch of one takes the single `Guarded` write instead (one round trip).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::land::Landing;
+use super::{Backend, Call, Change, Core, Exposure, Fault, LockWait, LockedRow};
+use crate::coalesce::{BatchExecutor, BatchItem, BatchPlan};
+use crate::domain::{IdempotencyKey, Receipt, SkuId, Strategy};
+use crate::error::{AttemptError, DeductError, RetryCause};
+
+/// The coalescer's executor: the engine's batch flow.
+pub(crate) struct BatchRunner<B>(pub(crate) Arc<Core<B>>);
+
+impl<B: Backend> BatchExecutor for BatchRunner<B> {
+    async fn execute_batch(&self, sku: &SkuId, items: &[BatchItem]) -> Vec<Result<Receipt, DeductError>> {
+        self.0.execute_batch(sku, items).await
+    }
+}
+
+/// What one batch attempt produced.
+struct Applied {
+    results: Vec<Result<Receipt, DeductError>>,
+    /// The SKU holds (or held) `Sharded` bucket stock, so a refusal planned against the row
+    /// alone is not final.
+    sharded: bool,
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+impl<B: Backend> Core<B> {
+    async fn execute_batch(&self, sku: &SkuId, items: &[BatchItem]) -> Vec<Result<Receipt, DeductError>> {
+        let deadline = Instant::now() + self.config.deadline;
+        if let [item] = items {
+            // An uncontended SKU: the single guarded write gives the same result in one round
+            // trip instead of four, which keeps coalescing cheap at low conflict.
+            return vec![self.alone(sku, item, deadline).await];
+        }
+        let exposure = Exposure::default();
+        let lookup_priors = items.iter().any(|item| item.client_key);
+        let attempts = self.run(deadline, |_| {
+            self.batch_attempt(sku, items, &exposure, deadline, lookup_priors)
+        });
+        let outcome = match tokio::time::timeout_at(deadline.into(), attempts).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                let cut_short = self.past_deadline(&exposure, None);
+                return items.iter().map(|item| Err(with_key(&cut_short, item))).collect();
+            }
+        };
+        let (applied, attempts) = match outcome {
+            Ok(applied) => applied,
+            Err(error) => return items.iter().map(|item| Err(with_key(&error, item))).collect(),
+        };
+        let mut results = Vec::with_capacity(items.len());
+        for (item, result) in items.iter().zip(applied.results) {
+            let result = match result {
+                Ok(mut receipt) => {
+                    receipt.attempts = attempts;
+                    Ok(receipt)
+                }
+                // Planned against the row alone: buckets may still cover it. Run it alone,
+                // through the refusal path that gathers them.
+                Err(DeductError::InsufficientStock { .. }) if applied.sharded => {
+                    self.alone(sku, item, deadline).await
+                }
+                Err(error) => Err(error),
+            };
+            results.push(result);
+        }
+        results
+    }
+
+    /// One item run as a single `Guarded` deduction, with the batch's deadline.
+    async fn alone(&self, sku: &SkuId, item: &BatchItem, deadline: Instant) -> Result<Receipt, DeductError> {
+        let exposure = Exposure::default();
+        let call = Call {
+            change: Change {
+                sku,
+                quantity: item.quantity,
+                key: &item.idempotency_key,
+            },
+            strategy: Strategy::Coalesced,
+            client_key: item.client_key,
+            deadline,
+            exposure: &exposure,
+        };
+        match tokio::time::timeout_at(deadline.into(), self.deduct(&call)).await {
+            Ok(result) => result,
+            Err(_) => Err(self.past_deadline(&exposure, Some(&item.idempotency_key))),
+        }
+    }
+
+    async fn batch_attempt(
+        &self,
+        sku: &SkuId,
+        items: &[BatchItem],
+        exposure: &Exposure,
+        deadline: Instant,
+        lookup_priors: bool,
+    ) -> Result<Applied, AttemptError> {
+        let started = Instant::now();
+        let mut tx = self
+            .backend
+            .begin(LockWait::Wait)
+            .await
+            .map_err(Fault::definite)?;
+        let locked: Option<LockedRow> = match self.backend.lock_row(&mut tx, sku, LockWait::Wait).await {
+            Ok(locked) => locked,
+            Err(fault) => return self.abandon(tx, fault.definite()).await,
+        };
+        let lock_wait_us = micros(started.elapsed());
+        // Only a client's key can be in the ledger already; generated keys are new.
+        let prior = if lookup_priors {
+            let client_keys: Vec<&IdempotencyKey> = items
+                .iter()
+                .filter(|item| item.client_key)
+                .map(|item| &item.idempotency_key)
+                .collect();
+            match self.backend.find_keys_in(&mut tx, &client_keys).await {
+                Ok(prior) => prior,
+                Err(fault) => return self.abandon(tx, fault.definite()).await,
+            }
+        } else {
+            Vec::new()
+        };
+        let mut plan = BatchPlan::new(sku, locked.map(|row| row.stock), items, &prior);
+        let sharded = locked.is_some_and(|row| row.sharded);
+        if let Some(row) = locked
+            && row.bucket_offset != 0
+        {
+            plan.report_total_stock(row.bucket_offset);
+        }
+        if plan.new_rows.is_empty() {
+            // Refusals and replays only: nothing to commit.
+            self.backend.rollback(tx).await;
+            return Ok(Applied {
+                results: plan.into_results(sku, items, &[], lock_wait_us),
+                sharded,
+            });
+        }
+        let ids = match self.backend.write_batch(&mut tx, sku, &plan).await {
+            Ok(ids) => ids,
+            // A concurrent request committed one of the client keys since the lookup.
+            Err(fault) if fault.kind() == super::FaultKind::KeyTaken => {
+                return self
+                    .abandon(tx, AttemptError::Retry(RetryCause::IdempotencyRace))
+                    .await;
+            }
+            Err(fault) => return self.abandon(tx, fault.definite()).await,
+        };
+        if ids.len() != plan.new_rows.len() {
+            let error = DeductError::Internal {
+                context: "a batch wrote a different number of ledger rows than planned",
+                source: None,
+            };
+            return self.abandon(tx, error.into()).await;
+        }
+        let keys = plan.new_keys();
+        let ids = match self
+            .land(exposure, deadline, sku, &keys, self.backend.commit(tx))
+            .await?
+        {
+            Landing::Answered(()) => ids,
+            // The batch is one transaction: it committed whole if any of its rows exists.
+            Landing::Resolved(found) => {
+                let by_key = |key: &IdempotencyKey| {
+                    found
+                        .iter()
+                        .find(|entry| entry.idempotency_key.as_deref() == Some(key.as_str()))
+                        .map(|entry| entry.id)
+                };
+                let resolved: Option<Vec<i64>> = keys.iter().map(|key| by_key(key)).collect();
+                resolved.ok_or(DeductError::Internal {
+                    context: "after a lost COMMIT only part of a batch was found",
+                    source: None,
+                })?
+            }
+            Landing::KeyTaken => return Err(AttemptError::Retry(RetryCause::IdempotencyRace)),
+        };
+        Ok(Applied {
+            results: plan.into_results(sku, items, &ids, lock_wait_us),
+            sharded,
+        })
+    }
+}
+
+/// A whole-batch failure as one item's answer: an unknown outcome names the item's own key.
+fn with_key(error: &DeductError, item: &BatchItem) -> DeductError {
+    match error {
+        DeductError::OutcomeUnknown {
+            reason, retry_after, ..
+        } => DeductError::OutcomeUnknown {
+            reason,
+            idempotency_key: Some(item.idempotency_key.clone()),
+            retry_after: *retry_after,
+            source: None,
+        },
+        other => other.duplicate(),
+    }
+}

@@ -1,0 +1,141 @@
+//! Sending something that may commit, and resolving its answer when it is lost.
+//!
+//! [`Core::land`] wraps every primitive that may commit (a COMMIT, or a self-contained
+//! write). A lost connection there is the one ambiguous case of the outcome contract; it is
+//! resolved here by the change's key, within the call's deadline:
+//! - the key's ledger row exists: the change committed (answered as committed);
+//! - it does not, once no transaction holds the SKU's locks: the lost write aborted and can
+//!   no longer commit, so the call runs again (`RetryCause::ResolvedNotApplied`);
+//! - the lookup cannot be made in time: `OutcomeUnknown`, with the key.
+
+use std::time::{Duration, Instant};
+
+use super::{Backend, Core, Exposure, Fault, FaultKind, Resolution, UNAVAILABLE_RETRY_AFTER};
+use crate::domain::{IdempotencyKey, LedgerEntry, SkuId};
+use crate::error::{AttemptError, DeductError, RetryCause};
+
+/// How a write that may commit ended, when it did not fail definitely.
+#[derive(Debug)]
+pub(crate) enum Landing<T> {
+    /// The primitive answered.
+    Answered(T),
+    /// Its answer was lost; the key lookup found these committed rows (at least one).
+    Resolved(Vec<LedgerEntry>),
+    /// The key's unique index refused the row: the key was committed before.
+    KeyTaken,
+}
+
+/// Backoff bounds while a resolution waits for the database to come back.
+const RESOLVE_BACKOFF_MIN: Duration = Duration::from_millis(20);
+const RESOLVE_BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+impl<B: Backend> Core<B> {
+    /// Sends `write`, which may commit a change to `sku` carrying `keys`, and classifies its
+    /// end. `exposure` records that a write is in flight until this returns a settled answer.
+    pub(crate) async fn land<T>(
+        &self,
+        exposure: &Exposure,
+        deadline: Instant,
+        sku: &SkuId,
+        keys: &[&IdempotencyKey],
+        write: impl Future<Output = Result<T, Fault>>,
+    ) -> Result<Landing<T>, AttemptError> {
+        exposure.sent();
+        let answered = write.await;
+        #[cfg(feature = "test-utils")]
+        let answered = self.lose_answer_if_asked(keys, answered);
+        match answered {
+            Ok(value) => {
+                exposure.settled();
+                Ok(Landing::Answered(value))
+            }
+            Err(fault) if fault.kind() == FaultKind::KeyTaken => {
+                exposure.settled();
+                Ok(Landing::KeyTaken)
+            }
+            Err(fault) if fault.is_ambiguous() && !keys.is_empty() => {
+                tracing::warn!(%sku, %fault, "answer lost after a write was sent; resolving by key");
+                self.resolve(exposure, deadline, sku, keys, fault).await
+            }
+            Err(fault) => {
+                exposure.settled();
+                Err(fault.definite())
+            }
+        }
+    }
+
+    async fn resolve<T>(
+        &self,
+        exposure: &Exposure,
+        deadline: Instant,
+        sku: &SkuId,
+        keys: &[&IdempotencyKey],
+        lost: Fault,
+    ) -> Result<Landing<T>, AttemptError> {
+        let mut backoff = RESOLVE_BACKOFF_MIN;
+        loop {
+            match self.backend.settle_and_find(sku, keys).await {
+                Ok(found) if found.is_empty() => {
+                    self.stats.resolved(Resolution::NotApplied);
+                    exposure.settled();
+                    return Err(AttemptError::Retry(RetryCause::ResolvedNotApplied));
+                }
+                Ok(found) => {
+                    self.stats.resolved(Resolution::Committed);
+                    exposure.settled();
+                    return Ok(Landing::Resolved(found));
+                }
+                Err(fault) if Instant::now() + backoff < deadline && lookup_may_succeed_later(&fault) => {
+                    tracing::debug!(%fault, "key lookup failed; trying again");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RESOLVE_BACKOFF_MAX);
+                }
+                Err(fault) => {
+                    tracing::warn!(%sku, %fault, "key lookup failed; the outcome stays unknown");
+                    self.stats.resolved(Resolution::Unknown);
+                    return Err(AttemptError::Fail(DeductError::OutcomeUnknown {
+                        reason: "connection lost after the write was sent, and its key could not be looked up in time",
+                        idempotency_key: keys.first().map(|k| (*k).clone()),
+                        retry_after: UNAVAILABLE_RETRY_AFTER,
+                        source: Some(Box::new(lost)),
+                    }));
+                }
+            }
+        }
+    }
+
+    #[cfg(feature = "test-utils")]
+    fn lose_answer_if_asked<T>(
+        &self,
+        keys: &[&IdempotencyKey],
+        answered: Result<T, Fault>,
+    ) -> Result<T, Fault> {
+        let value = answered?;
+        let mut lost = self.lost_answers.lock().expect("lost answers poisoned");
+        match lost.iter().position(|key| keys.contains(&key)) {
+            Some(index) => {
+                lost.swap_remove(index);
+                Err(Fault::bare(
+                    FaultKind::ConnectionLost,
+                    "test: answer lost after the write",
+                ))
+            }
+            None => Ok(value),
+        }
+    }
+}
+
+/// Faults worth waiting out during a resolution: the database restarting, the pool
+/// refilling, or the lost transaction still holding its locks.
+fn lookup_may_succeed_later(fault: &Fault) -> bool {
+    matches!(
+        fault.kind(),
+        FaultKind::ConnectionLost
+            | FaultKind::ConnectRefused(_)
+            | FaultKind::PoolTimedOut
+            | FaultKind::LockTimeout
+            | FaultKind::Deadlock
+            | FaultKind::SerializationFailure
+            | FaultKind::StatementTimeout
+    )
+}

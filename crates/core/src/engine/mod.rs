@@ -1,0 +1,343 @@
+//! The deduction engine: the flow of every change, written once, over a [`Backend`].
+//!
+//! The engine owns validation, keys, idempotent replay, strategy dispatch, the retry policy
+//! under one overall deadline, batch-of-one, the `Sharded` fallback, explaining a miss,
+//! resolving a lost answer by its key, and classifying every outcome. An adapter supplies
+//! only primitives (see [`Backend`]). `Engine<B>` implements [`InventoryStore`], which is
+//! what the service and the harness hold.
+//!
+//! # The outcome contract
+//! Every answer to a change is exactly one of:
+//! - **committed**: `Ok(receipt)`. The change committed exactly once.
+//! - **definitely not applied**: an error for which [`DeductError::nothing_changed`] holds.
+//! - **outcome unknown**: [`DeductError::OutcomeUnknown`], carrying the key. It is answered
+//!   only when a COMMIT (or an autocommit write) was sent and its answer was lost, and the
+//!   engine could not look the key up within the deadline.
+//!
+//! To make that possible every change carries a key ([`IdempotencyKey::generate`] when the
+//! caller sent none), claimed by the ledger row's unique index in the same transaction as the
+//! change. After a lost answer the engine waits until no transaction holds the SKU's locks
+//! and reads the key ([`Backend::settle_and_find`]): found means committed; absent means the
+//! lost write aborted and cannot commit any more, so the engine runs the change again.
+
+mod backend;
+mod batch;
+mod config;
+mod deduct;
+mod fault;
+mod land;
+mod stats;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use tracing::Instrument;
+
+pub use backend::{
+    AllLocked, Backend, Change, LockWait, LockedRow, MissFacts, Step, StoredMissFacts, VersionedRow, Written,
+};
+pub use config::{DEADLINE_MAX, EngineConfig};
+pub use fault::{ConnectRefusal, Fault, FaultKind, UNAVAILABLE_RETRY_AFTER, exhausted};
+pub use stats::{EngineStats, Resolution};
+
+use crate::coalesce::{BatchItem, Coalescer};
+use crate::domain::{
+    AuditReport, Capabilities, DeductRequest, IdempotencyKey, LedgerEntry, LedgerPage, PoolStatus, Receipt,
+    RestockReceipt, RestockRequest, SkuId, SkuSnapshot, StockLevel, Strategy, check_stock_level,
+};
+use crate::error::{AttemptError, DeductError, InvalidInput};
+use crate::store::InventoryStore;
+
+/// A stockguard store: the engine over one backend. Cheap to clone.
+pub struct Engine<B: Backend> {
+    core: Arc<Core<B>>,
+    coalescer: Coalescer<batch::BatchRunner<B>>,
+}
+
+impl<B: Backend> Clone for Engine<B> {
+    fn clone(&self) -> Self {
+        Self {
+            core: Arc::clone(&self.core),
+            coalescer: self.coalescer.clone(),
+        }
+    }
+}
+
+impl<B: Backend + std::fmt::Debug> std::fmt::Debug for Engine<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("backend", &self.core.backend)
+            .field("config", &self.core.config)
+            .finish()
+    }
+}
+
+/// What the flows share: the backend, the settings and the counters.
+pub(crate) struct Core<B> {
+    backend: B,
+    config: EngineConfig,
+    stats: EngineStats,
+    #[cfg(feature = "test-utils")]
+    lost_answers: std::sync::Mutex<Vec<IdempotencyKey>>,
+}
+
+/// Whether a write that may commit has been sent and not yet settled, for the answer given
+/// when the deadline cuts a call short.
+#[derive(Debug, Default)]
+pub(crate) struct Exposure(AtomicBool);
+
+impl Exposure {
+    fn sent(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    fn settled(&self) {
+        self.0.store(false, Ordering::Release);
+    }
+
+    fn is_exposed(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// One change in flight: what it is, where its key came from, and its deadline.
+pub(crate) struct Call<'a> {
+    change: Change<'a>,
+    strategy: Strategy,
+    client_key: bool,
+    deadline: Instant,
+    exposure: &'a Exposure,
+}
+
+impl<B: Backend> Engine<B> {
+    /// Opens the backend (failing fast if the server is unreachable). Does not migrate.
+    pub async fn connect(config: B::Config) -> Result<Self, DeductError> {
+        let engine_config = B::engine_config(&config);
+        engine_config.validate()?;
+        let backend = B::open(config).await?;
+        Ok(Self::new(backend, engine_config))
+    }
+
+    /// The engine over an opened backend. `config` must be valid ([`EngineConfig::validate`]).
+    pub fn new(backend: B, config: EngineConfig) -> Self {
+        let core = Arc::new(Core {
+            backend,
+            config,
+            stats: EngineStats::default(),
+            #[cfg(feature = "test-utils")]
+            lost_answers: std::sync::Mutex::new(Vec::new()),
+        });
+        let coalescer = Coalescer::new(batch::BatchRunner(Arc::clone(&core)), config.coalescer);
+        Self { core, coalescer }
+    }
+
+    /// The adapter underneath (its pool, its flavour), for tests and tools.
+    pub fn adapter(&self) -> &B {
+        &self.core.backend
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> EngineConfig {
+        self.core.config
+    }
+
+    /// Applies the adapter's embedded migrations.
+    pub async fn migrate(&self) -> Result<(), DeductError> {
+        self.core.backend.migrate().await
+    }
+
+    /// The group-commit queue (for metrics).
+    pub fn coalescer(&self) -> &Coalescer<impl crate::coalesce::BatchExecutor> {
+        &self.coalescer
+    }
+
+    /// Retries, resolutions and `OutcomeUnknown` answers (for metrics).
+    pub fn stats(&self) -> &EngineStats {
+        &self.core.stats
+    }
+
+    /// Test support: the next write carrying `key` that commits is answered as if its
+    /// connection broke right after COMMIT (the change stays committed), so that tests can
+    /// drive resolution on every database, including embedded SQLite.
+    #[cfg(feature = "test-utils")]
+    pub fn lose_next_answer(&self, key: &IdempotencyKey) {
+        self.core
+            .lost_answers
+            .lock()
+            .expect("lost answers poisoned")
+            .push(key.clone());
+    }
+
+    fn check_strategy(&self, strategy: Strategy) -> Result<(), DeductError> {
+        if self.core.backend.capabilities().strategies.contains(&strategy) {
+            Ok(())
+        } else {
+            Err(InvalidInput::UnsupportedStrategy {
+                strategy,
+                backend: self.core.backend.name(),
+            }
+            .into())
+        }
+    }
+}
+
+impl<B: Backend> Engine<B> {
+    /// A deduction with its key settled: the client's, or a generated one.
+    async fn deduct_keyed(&self, request: DeductRequest) -> Result<Receipt, DeductError> {
+        let client_key = request.idempotency_key.is_some();
+        let key = request.idempotency_key.unwrap_or_else(IdempotencyKey::generate);
+        let deadline = Instant::now() + self.core.config.deadline;
+        if request.strategy == Strategy::Coalesced {
+            let item = BatchItem {
+                quantity: request.quantity,
+                idempotency_key: key,
+                client_key,
+            };
+            return self.coalescer.submit(request.sku, item, deadline).await;
+        }
+        let exposure = Exposure::default();
+        let call = Call {
+            change: Change {
+                sku: &request.sku,
+                quantity: request.quantity,
+                key: &key,
+            },
+            strategy: request.strategy,
+            client_key,
+            deadline,
+            exposure: &exposure,
+        };
+        match tokio::time::timeout_at(deadline.into(), self.core.deduct(&call)).await {
+            Ok(result) => result,
+            Err(_) => Err(self.core.past_deadline(&exposure, Some(&key))),
+        }
+    }
+}
+
+impl<B: Backend> Core<B> {
+    /// Runs `attempt` under the retry policy until `deadline`, counting retries.
+    async fn run<T, F, Fut>(&self, deadline: Instant, attempt: F) -> Result<(T, u32), DeductError>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<T, AttemptError>>,
+    {
+        self.config
+            .retry
+            .run(deadline, |cause| self.stats.retried(cause), attempt)
+            .await
+    }
+
+    /// A read, retried on faults that a fresh connection may cure.
+    async fn read<T, F, Fut>(&self, read: F) -> Result<T, DeductError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, Fault>>,
+    {
+        let deadline = Instant::now() + self.config.deadline;
+        let (value, _) = self
+            .run(deadline, |_| async { read().await.map_err(Fault::definite) })
+            .await?;
+        Ok(value)
+    }
+
+    /// The answer when the deadline cuts a call short.
+    fn past_deadline(&self, exposure: &Exposure, key: Option<&IdempotencyKey>) -> DeductError {
+        self.stats.deadline_passed();
+        if exposure.is_exposed() {
+            DeductError::OutcomeUnknown {
+                reason: "deadline passed while a write was in flight",
+                idempotency_key: key.cloned(),
+                retry_after: UNAVAILABLE_RETRY_AFTER,
+                source: None,
+            }
+        } else {
+            DeductError::Unavailable {
+                reason: "deadline passed before anything that could commit was sent",
+                retry_after: UNAVAILABLE_RETRY_AFTER,
+                source: None,
+            }
+        }
+    }
+
+    /// Counts an `OutcomeUnknown` answer on its way out.
+    fn counted<T>(&self, result: Result<T, DeductError>) -> Result<T, DeductError> {
+        if let Err(DeductError::OutcomeUnknown { .. }) = &result {
+            self.stats.answered_unknown();
+        }
+        result
+    }
+}
+
+impl<B: Backend> InventoryStore for Engine<B> {
+    fn backend(&self) -> &'static str {
+        self.core.backend.name()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.core.backend.capabilities()
+    }
+
+    async fn create_sku(&self, sku: &SkuId, initial_stock: i64) -> Result<StockLevel, DeductError> {
+        check_stock_level(initial_stock)?;
+        self.core.create_sku(sku, initial_stock).await
+    }
+
+    async fn restock(&self, request: RestockRequest) -> Result<RestockReceipt, DeductError> {
+        self.core.restock(request).await
+    }
+
+    async fn deduct(&self, request: DeductRequest) -> Result<Receipt, DeductError> {
+        self.check_strategy(request.strategy)?;
+        let span = tracing::debug_span!(
+            "deduct",
+            sku = %request.sku,
+            strategy = %request.strategy,
+            outcome = tracing::field::Empty
+        );
+        let result = self.deduct_keyed(request).instrument(span.clone()).await;
+        span.record(
+            "outcome",
+            result.as_ref().map_or_else(DeductError::kind, |_| "committed"),
+        );
+        self.core.counted(result)
+    }
+
+    async fn stock(&self, sku: &SkuId) -> Result<StockLevel, DeductError> {
+        self.core
+            .read(|| self.core.backend.stock(sku))
+            .await?
+            .ok_or(DeductError::NotFound)
+    }
+
+    async fn ledger(&self, sku: &SkuId, page: LedgerPage) -> Result<Vec<LedgerEntry>, DeductError> {
+        let rows = self.core.read(|| self.core.backend.ledger(sku, page)).await?;
+        if rows.is_empty() {
+            // Distinguish "no rows yet" from "no such SKU".
+            self.stock(sku).await?;
+        }
+        Ok(rows)
+    }
+
+    async fn snapshot(&self) -> Result<Vec<SkuSnapshot>, DeductError> {
+        self.core.read(|| self.core.backend.snapshot()).await
+    }
+
+    async fn audit(&self) -> Result<AuditReport, DeductError> {
+        Ok(AuditReport::from_snapshots(&self.snapshot().await?))
+    }
+
+    async fn ping(&self) -> Result<(), DeductError> {
+        // Once: readiness must report a broken database, not wait it out.
+        self.core.backend.ping().await.map_err(Fault::into_error)
+    }
+
+    fn pool_status(&self) -> PoolStatus {
+        self.core.backend.pool_status()
+    }
+
+    async fn close(&self) {
+        self.coalescer.close().await;
+        self.core.backend.close().await;
+    }
+}

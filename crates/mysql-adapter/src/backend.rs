@@ -1,0 +1,581 @@
+//! The engine's primitives on MySQL 8 and MariaDB.
+
+use std::str::FromStr;
+
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::{Connection, Executor, MySql, QueryBuilder, Transaction};
+use stockguard_core::engine::{
+    AllLocked, Backend, Change, Fault, FaultKind, LockWait, LockedRow, MissFacts, Step, StoredMissFacts,
+    VersionedRow, Written,
+};
+use stockguard_core::{
+    BatchPlan, Capabilities, DeductError, EngineConfig, IdempotencyKey, LedgerEntry, LedgerPage,
+    LedgerReason, PoolStatus, STOCK_MAX, SkuId, SkuSnapshot, StockLevel, StoredLedgerRow, StoredSnapshotRow,
+    Strategy,
+};
+
+use crate::config::{ServerFlavor, session_statements};
+use crate::sql::{self, ledger_columns};
+use crate::{MIGRATOR, MySqlConfig, error};
+
+/// Most rows in one multi-row `INSERT` or `IN (…)` list: keeps every statement far below
+/// the protocol's 65 535 placeholders however large a batch is configured.
+pub(crate) const ROWS_PER_STATEMENT_MAX: usize = 1_000;
+
+pub(crate) type MySqlTx = Transaction<'static, MySql>;
+
+/// The MySQL/MariaDB side of a [`crate::MySqlStore`]: a pool, the settings and the flavour.
+#[derive(Debug)]
+pub struct MySqlBackend {
+    pub(crate) pool: MySqlPool,
+    pub(crate) config: MySqlConfig,
+    pub(crate) flavor: ServerFlavor,
+}
+
+pub(crate) fn entries(rows: Vec<StoredLedgerRow>) -> Result<Vec<LedgerEntry>, Fault> {
+    rows.into_iter()
+        .map(|row| LedgerEntry::from_stored(row).map_err(corrupt))
+        .collect()
+}
+
+fn corrupt(error: DeductError) -> Fault {
+    Fault::new(FaultKind::Other, "reading a stored row", error)
+}
+
+impl MySqlBackend {
+    /// The pool, for tests and tools that need raw SQL.
+    pub fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+
+    /// Which server this backend talks to.
+    pub fn flavor(&self) -> ServerFlavor {
+        self.flavor
+    }
+
+    pub(crate) fn fault(&self, context: &'static str) -> impl FnOnce(sqlx::Error) -> Fault + '_ {
+        move |e| error::fault(e, context, self.pool.size() < self.config.max_connections)
+    }
+
+    /// Commits a self-contained write on success; rolls back explicitly on failure. On a lock
+    /// wait timeout (1205) InnoDB undoes only the failed statement, not the transaction: its
+    /// earlier writes and row locks would stay until the connection's next use.
+    pub(crate) async fn finish<T>(
+        &self,
+        tx: MySqlTx,
+        outcome: Result<Option<T>, Fault>,
+    ) -> Result<Option<T>, Fault> {
+        match outcome {
+            Ok(Some(value)) => {
+                tx.commit().await.map_err(self.fault("committing"))?;
+                Ok(Some(value))
+            }
+            Ok(None) => {
+                self.rollback(tx).await;
+                Ok(None)
+            }
+            Err(fault) => {
+                self.rollback(tx).await;
+                Err(fault)
+            }
+        }
+    }
+
+    /// Inserts one ledger row and returns its id. The foreign-key check takes a shared lock on
+    /// the SKU's inventory row: covered by the caller's own lock on it, except for a `Sharded`
+    /// bucket deduction, which holds only its bucket (hence the bucket-then-row lock order of
+    /// the paths that lock every bucket).
+    pub(crate) async fn insert_ledger(
+        &self,
+        tx: &mut MySqlTx,
+        change: Change<'_>,
+        reason: LedgerReason,
+        stock_after: i64,
+    ) -> Result<Written, Fault> {
+        let delta = match reason {
+            LedgerReason::Restock => change.quantity.get(),
+            LedgerReason::Deduct => -change.quantity.get(),
+        };
+        let done = sqlx::query(sql::INSERT_LEDGER)
+            .bind(change.sku.as_str())
+            .bind(delta)
+            .bind(stock_after)
+            .bind(reason.as_str())
+            .bind(change.key.as_str())
+            .execute(&mut **tx)
+            .await
+            .map_err(self.fault("writing the ledger row"))?;
+        let ledger_id = i64::try_from(done.last_insert_id())
+            .map_err(|e| Fault::new(FaultKind::Other, "ledger id does not fit in BIGINT", e))?;
+        Ok(Written {
+            ledger_id,
+            stock_after,
+        })
+    }
+
+    /// Units in a sharded SKU's buckets (0 for a SKU never sharded, without a query). Exact
+    /// when the caller holds the SKU row's exclusive lock: stock moves between the row and
+    /// buckets only under that lock, and a `Sharded` deduction not yet committed is still
+    /// waiting for its ledger insert's shared lock on the row, so it commits after the caller
+    /// and belongs after it in the ledger's order.
+    pub(crate) async fn bucket_stock_if(
+        &self,
+        tx: &mut MySqlTx,
+        sku: &SkuId,
+        sharded: bool,
+    ) -> Result<i64, Fault> {
+        if !sharded {
+            return Ok(0);
+        }
+        sqlx::query_scalar(sql::BUCKET_STOCK)
+            .bind(sku.as_str())
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(self.fault("reading bucket stock"))
+    }
+
+    /// The SKU's total after this transaction's write to its row: the row's stock (the
+    /// `UPDATE` that preceded this holds the row's exclusive lock, so the value is exactly
+    /// the one this transaction wrote: the replacement for `UPDATE … RETURNING`) plus, for a
+    /// sharded SKU, its bucket stock.
+    async fn read_back(&self, tx: &mut MySqlTx, sku: &SkuId) -> Result<i64, Fault> {
+        let (row_stock, sharded): (i64, bool) = sqlx::query_as(sql::READ_BACK)
+            .bind(sku.as_str())
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(self.fault("reading back the stock"))?;
+        Ok(row_stock + self.bucket_stock_if(tx, sku, sharded).await?)
+    }
+
+    pub(crate) async fn find_keys_on(
+        &self,
+        connection: &mut sqlx::MySqlConnection,
+        keys: &[&IdempotencyKey],
+    ) -> Result<Vec<LedgerEntry>, Fault> {
+        let mut rows: Vec<StoredLedgerRow> = Vec::new();
+        for chunk in keys.chunks(ROWS_PER_STATEMENT_MAX) {
+            let mut query = QueryBuilder::<MySql>::new(concat!(
+                "SELECT ",
+                ledger_columns!(),
+                " FROM inventory_ledger WHERE idempotency_key IN ("
+            ));
+            let mut list = query.separated(", ");
+            for key in chunk {
+                list.push_bind(key.as_str());
+            }
+            query.push(")");
+            rows.extend(
+                query
+                    .build_query_as::<StoredLedgerRow>()
+                    .fetch_all(&mut *connection)
+                    .await
+                    .map_err(self.fault("looking up keys"))?,
+            );
+        }
+        entries(rows)
+    }
+
+    async fn guarded_in(&self, tx: &mut MySqlTx, change: Change<'_>) -> Result<Option<Written>, Fault> {
+        let quantity = change.quantity.get();
+        let updated = sqlx::query(sql::GUARDED_UPDATE)
+            .bind(quantity)
+            .bind(change.sku.as_str())
+            .bind(quantity)
+            .execute(&mut **tx)
+            .await
+            .map_err(self.fault("deducting (guarded)"))?;
+        if updated.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let stock_after = self.read_back(tx, change.sku).await?;
+        self.insert_ledger(tx, change, LedgerReason::Deduct, stock_after)
+            .await
+            .map(Some)
+    }
+
+    async fn restock_in(&self, tx: &mut MySqlTx, change: Change<'_>) -> Result<Option<Written>, Fault> {
+        let quantity = change.quantity.get();
+        let updated = sqlx::query(sql::RESTOCK_UPDATE)
+            .bind(quantity)
+            .bind(change.sku.as_str())
+            .bind(change.sku.as_str())
+            .bind(STOCK_MAX)
+            .bind(quantity)
+            .execute(&mut **tx)
+            .await
+            .map_err(self.fault("restocking"))?;
+        if updated.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let stock_after = self.read_back(tx, change.sku).await?;
+        self.insert_ledger(tx, change, LedgerReason::Restock, stock_after)
+            .await
+            .map(Some)
+    }
+
+    async fn compare_and_set_in(
+        &self,
+        tx: &mut MySqlTx,
+        change: Change<'_>,
+        read: VersionedRow,
+        row_stock_after: i64,
+    ) -> Result<Option<Written>, Fault> {
+        let updated = sqlx::query(sql::COMPARE_AND_SET)
+            .bind(row_stock_after)
+            .bind(change.sku.as_str())
+            .bind(read.version)
+            .execute(&mut **tx)
+            .await
+            .map_err(self.fault("compare-and-set"))?;
+        if updated.rows_affected() == 0 {
+            return Ok(None);
+        }
+        // The version matched, so `sharded` (read with it) is current: spreading bumps it.
+        let stock_after = row_stock_after + self.bucket_stock_if(tx, change.sku, read.sharded).await?;
+        self.insert_ledger(tx, change, LedgerReason::Deduct, stock_after)
+            .await
+            .map(Some)
+    }
+}
+
+/// One short-lived connection to ask the server what it is, which also surfaces the real
+/// cause (refused, no such host, wrong password) that a pool would hide behind a timeout.
+async fn detect_flavor(options: &MySqlConnectOptions) -> Result<ServerFlavor, DeductError> {
+    let connect = |e| error::fault(e, "connecting to MySQL", false).into_error();
+    let mut connection = sqlx::MySqlConnection::connect_with(options)
+        .await
+        .map_err(connect)?;
+    let version: String = sqlx::query_scalar("SELECT VERSION()")
+        .fetch_one(&mut connection)
+        .await
+        .map_err(connect)?;
+    let _ = connection.close().await;
+    Ok(ServerFlavor::from_version(&version))
+}
+
+impl Backend for MySqlBackend {
+    type Config = MySqlConfig;
+    type Tx = MySqlTx;
+
+    async fn open(config: MySqlConfig) -> Result<Self, DeductError> {
+        let options = MySqlConnectOptions::from_str(&config.url)
+            .map_err(|e| DeductError::internal("parsing the MySQL URL", e))?;
+        let flavor = detect_flavor(&options).await?;
+        let statements = session_statements(flavor, &config);
+        let pool = MySqlPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout)
+            .after_connect(move |connection, _| {
+                let statements = statements.clone();
+                Box::pin(async move {
+                    for statement in statements {
+                        connection.execute(sqlx::AssertSqlSafe(statement)).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(options);
+        Ok(Self { pool, config, flavor })
+    }
+
+    fn engine_config(config: &MySqlConfig) -> EngineConfig {
+        config.engine
+    }
+
+    async fn migrate(&self) -> Result<(), DeductError> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| DeductError::internal("running migrations", e))
+    }
+
+    fn name(&self) -> &'static str {
+        self.flavor.backend()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            strategies: Strategy::ALL.to_vec(),
+            row_level_locking: true,
+        }
+    }
+
+    fn pool_status(&self) -> PoolStatus {
+        PoolStatus {
+            size: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            max_size: self.config.max_connections,
+        }
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    fn ping(&self) -> impl Step<()> {
+        async move {
+            sqlx::query(sql::PING)
+                .execute(&self.pool)
+                .await
+                .map(|_| ())
+                .map_err(self.fault("pinging MySQL"))
+        }
+    }
+
+    fn stock(&self, sku: &SkuId) -> impl Step<Option<StockLevel>> {
+        async move {
+            let row: Option<(i64, i64)> = sqlx::query_as(sql::STOCK)
+                .bind(sku.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(self.fault("reading stock"))?;
+            Ok(row.map(|(stock, initial_stock)| StockLevel {
+                sku: sku.clone(),
+                stock,
+                initial_stock,
+            }))
+        }
+    }
+
+    fn ledger(&self, sku: &SkuId, page: LedgerPage) -> impl Step<Vec<LedgerEntry>> {
+        async move {
+            let rows: Vec<StoredLedgerRow> = sqlx::query_as(sql::LEDGER_PAGE)
+                .bind(sku.as_str())
+                .bind(page.after_id.unwrap_or(0))
+                .bind(i64::from(page.limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(self.fault("reading the ledger"))?;
+            entries(rows)
+        }
+    }
+
+    fn snapshot(&self) -> impl Step<Vec<SkuSnapshot>> {
+        async move {
+            let rows: Vec<StoredSnapshotRow> = sqlx::query_as(sql::SNAPSHOT)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(self.fault("auditing"))?;
+            SkuSnapshot::from_stored_rows(rows).map_err(corrupt)
+        }
+    }
+
+    fn miss_facts(&self, sku: &SkuId, key: Option<&IdempotencyKey>) -> impl Step<MissFacts> {
+        async move {
+            let row: StoredMissFacts = sqlx::query_as(sql::MISS_FACTS)
+                .bind(sku.as_str())
+                .bind(sku.as_str())
+                .bind(key.map(IdempotencyKey::as_str))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(self.fault("explaining a miss"))?;
+            MissFacts::from_stored(row).map_err(corrupt)
+        }
+    }
+
+    fn find_keys(&self, keys: &[&IdempotencyKey]) -> impl Step<Vec<LedgerEntry>> {
+        async move {
+            let mut connection = self.pool.acquire().await.map_err(self.fault("looking up keys"))?;
+            self.find_keys_on(&mut connection, keys).await
+        }
+    }
+
+    fn settle_and_find(&self, sku: &SkuId, keys: &[&IdempotencyKey]) -> impl Step<Vec<LedgerEntry>> {
+        async move {
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .map_err(self.fault("resolving a lost answer"))?;
+            for lock in [sql::SETTLE_BUCKETS, sql::SETTLE_ROW] {
+                if let Err(error) = sqlx::query(lock).bind(sku.as_str()).execute(&mut *tx).await {
+                    self.rollback(tx).await;
+                    return Err(self.fault("waiting out the lost transaction's locks")(error));
+                }
+            }
+            let found = self.find_keys_on(&mut tx, keys).await;
+            self.rollback(tx).await;
+            found
+        }
+    }
+
+    fn create_sku(&self, sku: &SkuId, initial_stock: i64) -> impl Step<bool> {
+        async move {
+            let created = sqlx::query(sql::CREATE_SKU)
+                .bind(sku.as_str())
+                .bind(initial_stock)
+                .bind(initial_stock)
+                .execute(&self.pool)
+                .await;
+            match created {
+                Ok(_) => Ok(true),
+                Err(e)
+                    if error::error_number(&e) == Some(error::DUPLICATE_ENTRY)
+                        && error::duplicate_key_name(&e) == Some("PRIMARY") =>
+                {
+                    Ok(false)
+                }
+                Err(e) => Err(self.fault("creating a sku")(e)),
+            }
+        }
+    }
+
+    fn restock(&self, change: Change<'_>) -> impl Step<Option<Written>> {
+        async move {
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .map_err(self.fault("beginning a restock"))?;
+            let outcome = self.restock_in(&mut tx, change).await;
+            self.finish(tx, outcome).await
+        }
+    }
+
+    fn guarded_deduct(&self, change: Change<'_>) -> impl Step<Option<Written>> {
+        async move {
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .map_err(self.fault("beginning a deduction"))?;
+            let outcome = self.guarded_in(&mut tx, change).await;
+            self.finish(tx, outcome).await
+        }
+    }
+
+    fn read_versioned(&self, sku: &SkuId) -> impl Step<Option<VersionedRow>> {
+        async move {
+            // Outside any transaction: an autocommit read sees the latest committed version.
+            let row: Option<(i64, i64, bool)> = sqlx::query_as(sql::READ_VERSIONED)
+                .bind(sku.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(self.fault("reading a version"))?;
+            Ok(row.map(|(stock, version, sharded)| VersionedRow {
+                stock,
+                version,
+                sharded,
+            }))
+        }
+    }
+
+    fn compare_and_set(
+        &self,
+        change: Change<'_>,
+        read: VersionedRow,
+        row_stock_after: i64,
+    ) -> impl Step<Option<Written>> {
+        async move {
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .map_err(self.fault("beginning a deduction"))?;
+            let outcome = self
+                .compare_and_set_in(&mut tx, change, read, row_stock_after)
+                .await;
+            self.finish(tx, outcome).await
+        }
+    }
+
+    fn take_from_bucket(&self, change: Change<'_>, spread_eagerly: bool) -> impl Step<Option<Written>> {
+        async move {
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .map_err(self.fault("beginning a deduction"))?;
+            let outcome = self.take_from_bucket_in(&mut tx, change, spread_eagerly).await;
+            self.finish(tx, outcome).await
+        }
+    }
+
+    fn begin(&self, _wait: LockWait) -> impl Step<Self::Tx> {
+        async move {
+            self.pool
+                .begin()
+                .await
+                .map_err(self.fault("beginning a transaction"))
+        }
+    }
+
+    fn lock_row(&self, tx: &mut Self::Tx, sku: &SkuId, wait: LockWait) -> impl Step<Option<LockedRow>> {
+        async move {
+            let statement = match wait {
+                LockWait::Wait => sql::LOCK_ROW,
+                LockWait::NoWait => sql::LOCK_ROW_NOWAIT,
+            };
+            let row: Option<(i64, bool)> = sqlx::query_as(statement)
+                .bind(sku.as_str())
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(self.fault("locking the sku row"))?;
+            let Some((stock, sharded)) = row else {
+                return Ok(None);
+            };
+            Ok(Some(LockedRow {
+                stock,
+                bucket_offset: self.bucket_stock_if(tx, sku, sharded).await?,
+                sharded,
+            }))
+        }
+    }
+
+    fn find_keys_in(&self, tx: &mut Self::Tx, keys: &[&IdempotencyKey]) -> impl Step<Vec<LedgerEntry>> {
+        async move { self.find_keys_on(tx, keys).await }
+    }
+
+    fn write_row(
+        &self,
+        tx: &mut Self::Tx,
+        change: Change<'_>,
+        row_stock_after: i64,
+        stock_after: i64,
+    ) -> impl Step<Written> {
+        async move {
+            sqlx::query(sql::SET_ROW_STOCK)
+                .bind(row_stock_after)
+                .bind(change.sku.as_str())
+                .execute(&mut **tx)
+                .await
+                .map_err(self.fault("writing the locked row"))?;
+            self.insert_ledger(tx, change, LedgerReason::Deduct, stock_after)
+                .await
+        }
+    }
+
+    fn write_batch(&self, tx: &mut Self::Tx, sku: &SkuId, plan: &BatchPlan) -> impl Step<Vec<i64>> {
+        async move { self.write_batch_in(tx, sku, plan).await }
+    }
+
+    fn lock_all(&self, tx: &mut Self::Tx, sku: &SkuId) -> impl Step<AllLocked> {
+        async move { self.lock_all_in(tx, sku).await }
+    }
+
+    fn write_spread(
+        &self,
+        tx: &mut Self::Tx,
+        change: Change<'_>,
+        buckets: &[(i64, i64)],
+        stock_after: i64,
+    ) -> impl Step<Written> {
+        async move { self.write_spread_in(tx, change, buckets, stock_after).await }
+    }
+
+    fn write_gather(&self, tx: &mut Self::Tx, sku: &SkuId, bucket_stock: i64) -> impl Step<()> {
+        async move { self.write_gather_in(tx, sku, bucket_stock).await }
+    }
+
+    fn commit(&self, tx: Self::Tx) -> impl Step<()> {
+        async move { tx.commit().await.map_err(self.fault("committing")) }
+    }
+
+    async fn rollback(&self, tx: Self::Tx) {
+        if let Err(error) = tx.rollback().await {
+            // The connection is likely broken; sqlx will not reuse a connection whose rollback
+            // did not complete. Nothing committed.
+            tracing::debug!(%error, "rolling back failed");
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Every fixed statement the MySQL/MariaDB adapter sends. Multi-row statements are built with
+//! sqlx's `QueryBuilder` where they are sent (`backend.rs`, `sharded.rs`).
+//!
+//! Neither server has `UPDATE … RETURNING`, so every write is an `UPDATE` whose affected-row
+//! count says whether it applied, followed (in the same transaction, under the row lock the
+//! `UPDATE` took) by a read-back of the new stock and a ledger `INSERT`.
+
+/// Columns of a ledger row, in `StoredLedgerRow` order.
+macro_rules! ledger_columns {
+    () => {
+        "id, sku, delta, stock_after, reason, idempotency_key, created_at"
+    };
+}
+pub(crate) use ledger_columns;
+
+/// Units of the SKU (`?`) held in `Sharded` buckets. SUM over BIGINT is DECIMAL in MySQL;
+/// CAST … AS SIGNED brings it back to BIGINT.
+macro_rules! bucket_stock_of_param {
+    () => {
+        "CAST(COALESCE((SELECT SUM(b.stock) FROM inventory_bucket b WHERE b.sku = ?), 0) AS SIGNED)"
+    };
+}
+
+/// Touches every table: fails with 1146 when the schema is missing.
+pub(crate) const PING: &str = "SELECT (SELECT 1 FROM inventory LIMIT 1), (SELECT 1 FROM inventory_ledger LIMIT 1), \
+     (SELECT 1 FROM inventory_bucket LIMIT 1)";
+
+pub(crate) const CREATE_SKU: &str = "INSERT INTO inventory (sku, stock, initial_stock) VALUES (?, ?, ?)";
+
+pub(crate) const STOCK: &str = "SELECT CAST(stock + COALESCE((SELECT SUM(b.stock) FROM inventory_bucket b WHERE b.sku = i.sku), 0) AS SIGNED), \
+            initial_stock FROM inventory i WHERE i.sku = ?";
+
+pub(crate) const LEDGER_PAGE: &str = concat!(
+    "SELECT ",
+    ledger_columns!(),
+    " FROM inventory_ledger WHERE sku = ? AND id > ? ORDER BY id LIMIT ?"
+);
+
+pub(crate) const SNAPSHOT: &str = "SELECT i.sku, i.initial_stock, CAST(i.stock + COALESCE(b.bucket_stock, 0) AS SIGNED), \
+            CAST(COALESCE(l.delta_sum, 0) AS SIGNED), CAST(COALESCE(l.row_count, 0) AS SIGNED) \
+     FROM inventory i \
+     LEFT JOIN (SELECT sku, SUM(delta) AS delta_sum, COUNT(*) AS row_count \
+                FROM inventory_ledger GROUP BY sku) l \
+       ON l.sku = i.sku \
+     LEFT JOIN (SELECT sku, SUM(stock) AS bucket_stock FROM inventory_bucket GROUP BY sku) b \
+       ON b.sku = i.sku \
+     ORDER BY i.sku";
+
+/// One read view: the row's stock, its bucket stock, and the key's ledger row if any.
+/// Binds: sku, sku, key.
+pub(crate) const MISS_FACTS: &str = concat!(
+    "SELECT (SELECT stock FROM inventory WHERE sku = ?), ",
+    bucket_stock_of_param!(),
+    ", l.id, l.sku, l.delta, l.stock_after, l.reason, l.idempotency_key, l.created_at \
+     FROM (SELECT 1) AS one LEFT JOIN inventory_ledger l ON l.idempotency_key = ?"
+);
+
+/// Resolution: share locks conflict with every writer's bucket and row locks, so taking them
+/// (buckets first, the order every multi-row path uses here) waits out any transaction still
+/// holding them. `LOCK IN SHARE MODE` is understood by both servers.
+pub(crate) const SETTLE_BUCKETS: &str =
+    "SELECT bucket FROM inventory_bucket WHERE sku = ? ORDER BY bucket LOCK IN SHARE MODE";
+pub(crate) const SETTLE_ROW: &str = "SELECT sku FROM inventory WHERE sku = ? LOCK IN SHARE MODE";
+
+/// Binds: units, sku, units. The database checks and subtracts in one statement under the
+/// row lock, so the guard holds however many requests race.
+pub(crate) const GUARDED_UPDATE: &str =
+    "UPDATE inventory SET stock = stock - ?, version = version + 1 WHERE sku = ? AND stock >= ?";
+
+/// Binds: units, sku, sku, STOCK_MAX, units. The SKU's total (row plus buckets) stays within
+/// STOCK_MAX, not just the row.
+pub(crate) const RESTOCK_UPDATE: &str = concat!(
+    "UPDATE inventory SET stock = stock + ?, version = version + 1 WHERE sku = ? AND stock + ",
+    bucket_stock_of_param!(),
+    " <= ? - ?"
+);
+
+/// The row's stock after this transaction's own write, and whether buckets count too.
+pub(crate) const READ_BACK: &str = "SELECT stock, sharded FROM inventory WHERE sku = ?";
+
+pub(crate) const BUCKET_STOCK: &str =
+    "SELECT CAST(COALESCE(SUM(stock), 0) AS SIGNED) FROM inventory_bucket WHERE sku = ?";
+
+pub(crate) const INSERT_LEDGER: &str =
+    "INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) VALUES (?, ?, ?, ?, ?)";
+
+pub(crate) const READ_VERSIONED: &str = "SELECT stock, version, sharded FROM inventory WHERE sku = ?";
+
+/// Binds: row stock after, sku, version.
+pub(crate) const COMPARE_AND_SET: &str =
+    "UPDATE inventory SET stock = ?, version = version + 1 WHERE sku = ? AND version = ?";
+
+pub(crate) const LOCK_ROW: &str = "SELECT stock, sharded FROM inventory WHERE sku = ? FOR UPDATE";
+pub(crate) const LOCK_ROW_NOWAIT: &str =
+    "SELECT stock, sharded FROM inventory WHERE sku = ? FOR UPDATE NOWAIT";
+
+/// Binds: row stock, sku.
+pub(crate) const SET_ROW_STOCK: &str = "UPDATE inventory SET stock = ?, version = version + 1 WHERE sku = ?";
+
+/// `Sharded`: a plain read (no lock) says whether the SKU is spread, and gives the snapshot
+/// total that a bucket deduction reports as its estimate. Binds: sku.
+pub(crate) const SHARD_STATE: &str = "SELECT stock, sharded, \
+            CAST(COALESCE((SELECT SUM(b.stock) FROM inventory_bucket b WHERE b.sku = i.sku), 0) AS SIGNED) \
+     FROM inventory i WHERE i.sku = ?";
+
+/// An unsharded SKU's row, if no one holds it. A busy row is the signal to spread the SKU.
+pub(crate) const FREE_ROW: &str = "SELECT stock, sharded FROM inventory WHERE sku = ? FOR UPDATE SKIP LOCKED";
+
+/// A free bucket with room, scanning from a random bucket and wrapping around. Each scan
+/// walks the primary key in order and stops at the first match, so it locks only the bucket
+/// it returns (READ COMMITTED releases rows that fail the condition). Binds: sku, start, units.
+pub(crate) const FREE_BUCKET_FROM: &str = "SELECT bucket FROM inventory_bucket WHERE sku = ? AND bucket >= ? AND stock >= ? \
+     ORDER BY bucket LIMIT 1 FOR UPDATE SKIP LOCKED";
+pub(crate) const FREE_BUCKET_BEFORE: &str = "SELECT bucket FROM inventory_bucket WHERE sku = ? AND bucket < ? AND stock >= ? \
+     ORDER BY bucket LIMIT 1 FOR UPDATE SKIP LOCKED";
+
+/// Every bucket with room is busy: wait for one of them, chosen at random. Binds: sku, units.
+pub(crate) const ANY_BUCKET_WITH_ROOM: &str =
+    "SELECT bucket FROM inventory_bucket WHERE sku = ? AND stock >= ? ORDER BY RAND() LIMIT 1";
+
+/// Binds: units, sku, bucket, units. A guarded single-row UPDATE waits for that row only and
+/// re-checks its stock.
+pub(crate) const TAKE_FROM_BUCKET: &str =
+    "UPDATE inventory_bucket SET stock = stock - ? WHERE sku = ? AND bucket = ? AND stock >= ?";
+
+/// Buckets before the row: a `Sharded` deduction holds its bucket when its ledger insert's
+/// foreign-key check asks for a shared lock on the row, so holding the row while waiting for
+/// a bucket would deadlock.
+pub(crate) const LOCK_ALL_BUCKETS: &str =
+    "SELECT bucket, stock FROM inventory_bucket WHERE sku = ? ORDER BY bucket FOR UPDATE";
+pub(crate) const LOCK_ALL_ROW: &str = "SELECT stock, (SELECT COUNT(*) FROM inventory_bucket b WHERE b.sku = i.sku) \
+     FROM inventory i WHERE i.sku = ? FOR UPDATE";
+
+pub(crate) const EMPTY_ROW_AND_MARK_SHARDED: &str =
+    "UPDATE inventory SET stock = 0, sharded = TRUE, version = version + 1 WHERE sku = ?";
+
+pub(crate) const EMPTY_BUCKETS: &str = "UPDATE inventory_bucket SET stock = 0 WHERE sku = ? AND stock > 0";
+/// Binds: units, sku.
+pub(crate) const ADD_TO_ROW: &str =
+    "UPDATE inventory SET stock = stock + ?, version = version + 1 WHERE sku = ?";

@@ -1,0 +1,493 @@
+//! The engine's primitives on PostgreSQL: each one a statement (or a few) from `sql.rs`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, Postgres};
+use sqlx::{Connection, Transaction};
+use stockguard_core::engine::{
+    AllLocked, Backend, Change, Fault, LockWait, LockedRow, MissFacts, Step, StoredMissFacts, VersionedRow,
+    Written,
+};
+use stockguard_core::{
+    BatchPlan, Capabilities, DeductError, EngineConfig, IdempotencyKey, LedgerEntry, LedgerPage, PoolStatus,
+    STOCK_MAX, SkuId, SkuSnapshot, StockLevel, StoredLedgerRow, StoredSnapshotRow, Strategy,
+};
+
+use crate::{MIGRATOR, PgConfig, error, sql};
+
+/// The PostgreSQL side of a [`crate::PgStore`]: a pool and the adapter's settings.
+#[derive(Debug)]
+pub struct PgBackend {
+    pool: PgPool,
+    config: PgConfig,
+}
+
+fn millis(duration: Duration) -> u128 {
+    duration.as_millis().max(1)
+}
+
+fn entries(rows: Vec<StoredLedgerRow>) -> Result<Vec<LedgerEntry>, Fault> {
+    rows.into_iter()
+        .map(|row| LedgerEntry::from_stored(row).map_err(corrupt))
+        .collect()
+}
+
+fn corrupt(error: DeductError) -> Fault {
+    Fault::new(
+        stockguard_core::engine::FaultKind::Other,
+        "reading a stored row",
+        error,
+    )
+}
+
+fn written((ledger_id, stock_after): (i64, i64)) -> Written {
+    Written {
+        ledger_id,
+        stock_after,
+    }
+}
+
+impl PgBackend {
+    /// The pool, for tests and tools that need raw SQL.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn fault(&self, context: &'static str) -> impl FnOnce(sqlx::Error) -> Fault + '_ {
+        move |e| error::fault(e, context, self.pool.size() < self.config.max_connections)
+    }
+}
+
+impl Backend for PgBackend {
+    type Config = PgConfig;
+    type Tx = Transaction<'static, Postgres>;
+
+    async fn open(config: PgConfig) -> Result<Self, DeductError> {
+        let options = PgConnectOptions::from_str(&config.url)
+            .map_err(|e| DeductError::internal("parsing the PostgreSQL URL", e))?
+            .options([
+                ("lock_timeout", format!("{}ms", millis(config.lock_timeout))),
+                (
+                    "statement_timeout",
+                    format!("{}ms", millis(config.statement_timeout)),
+                ),
+                (
+                    "idle_in_transaction_session_timeout",
+                    format!("{}ms", millis(config.idle_in_transaction_timeout)),
+                ),
+            ]);
+        // One direct connection first: the pool would turn "refused", "no such host" or
+        // "wrong password" into a pool timeout, and the operator needs the real cause.
+        let probe = sqlx::PgConnection::connect_with(&options)
+            .await
+            .map_err(|e| error::fault(e, "connecting to PostgreSQL", false).into_error())?;
+        let _ = probe.close().await;
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout)
+            .connect_lazy_with(options);
+        Ok(Self { pool, config })
+    }
+
+    fn engine_config(config: &PgConfig) -> EngineConfig {
+        config.engine
+    }
+
+    async fn migrate(&self) -> Result<(), DeductError> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| DeductError::internal("running migrations", e))
+    }
+
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            strategies: Strategy::ALL.to_vec(),
+            row_level_locking: true,
+        }
+    }
+
+    fn pool_status(&self) -> PoolStatus {
+        PoolStatus {
+            size: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            max_size: self.config.max_connections,
+        }
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    fn ping(&self) -> impl Step<()> {
+        async move {
+            sqlx::query(sql::PING)
+                .execute(&self.pool)
+                .await
+                .map(|_| ())
+                .map_err(self.fault("pinging PostgreSQL"))
+        }
+    }
+
+    fn stock(&self, sku: &SkuId) -> impl Step<Option<StockLevel>> {
+        async move {
+            let row: Option<(i64, i64)> = sqlx::query_as(sql::STOCK)
+                .bind(sku.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(self.fault("reading stock"))?;
+            Ok(row.map(|(stock, initial_stock)| StockLevel {
+                sku: sku.clone(),
+                stock,
+                initial_stock,
+            }))
+        }
+    }
+
+    fn ledger(&self, sku: &SkuId, page: LedgerPage) -> impl Step<Vec<LedgerEntry>> {
+        async move {
+            let rows: Vec<StoredLedgerRow> = sqlx::query_as(sql::LEDGER_PAGE)
+                .bind(sku.as_str())
+                .bind(page.after_id.unwrap_or(0))
+                .bind(i64::from(page.limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(self.fault("reading the ledger"))?;
+            entries(rows)
+        }
+    }
+
+    fn snapshot(&self) -> impl Step<Vec<SkuSnapshot>> {
+        async move {
+            let rows: Vec<StoredSnapshotRow> = sqlx::query_as(sql::SNAPSHOT)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(self.fault("auditing"))?;
+            SkuSnapshot::from_stored_rows(rows).map_err(corrupt)
+        }
+    }
+
+    fn miss_facts(&self, sku: &SkuId, key: Option<&IdempotencyKey>) -> impl Step<MissFacts> {
+        async move {
+            let row: StoredMissFacts = sqlx::query_as(sql::MISS_FACTS)
+                .bind(sku.as_str())
+                .bind(key.map(IdempotencyKey::as_str))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(self.fault("explaining a miss"))?;
+            MissFacts::from_stored(row).map_err(corrupt)
+        }
+    }
+
+    fn find_keys(&self, keys: &[&IdempotencyKey]) -> impl Step<Vec<LedgerEntry>> {
+        let keys: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
+        async move {
+            let rows: Vec<StoredLedgerRow> = sqlx::query_as(sql::FIND_KEYS)
+                .bind(&keys)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(self.fault("looking up keys"))?;
+            entries(rows)
+        }
+    }
+
+    fn settle_and_find(&self, sku: &SkuId, keys: &[&IdempotencyKey]) -> impl Step<Vec<LedgerEntry>> {
+        let keys: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
+        async move {
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .map_err(self.fault("resolving a lost answer"))?;
+            for lock in [sql::SETTLE_ROW, sql::SETTLE_BUCKETS] {
+                sqlx::query(lock)
+                    .bind(sku.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(self.fault("waiting out the lost transaction's locks"))?;
+            }
+            let rows: Vec<StoredLedgerRow> = sqlx::query_as(sql::FIND_KEYS)
+                .bind(&keys)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(self.fault("looking up keys"))?;
+            let _ = tx.rollback().await;
+            entries(rows)
+        }
+    }
+
+    fn create_sku(&self, sku: &SkuId, initial_stock: i64) -> impl Step<bool> {
+        async move {
+            let created = sqlx::query(sql::CREATE_SKU)
+                .bind(sku.as_str())
+                .bind(initial_stock)
+                .execute(&self.pool)
+                .await
+                .map_err(self.fault("creating a sku"))?;
+            Ok(created.rows_affected() == 1)
+        }
+    }
+
+    fn restock(&self, change: Change<'_>) -> impl Step<Option<Written>> {
+        async move {
+            let row: Option<(i64, i64)> = sqlx::query_as(sql::RESTOCK)
+                .bind(change.sku.as_str())
+                .bind(change.quantity.get())
+                .bind(STOCK_MAX)
+                .bind(change.key.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(self.fault("restocking"))?;
+            Ok(row.map(written))
+        }
+    }
+
+    fn guarded_deduct(&self, change: Change<'_>) -> impl Step<Option<Written>> {
+        async move {
+            let row: Option<(i64, i64)> = sqlx::query_as(sql::GUARDED_DEDUCT)
+                .bind(change.sku.as_str())
+                .bind(change.quantity.get())
+                .bind(change.key.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(self.fault("deducting (guarded)"))?;
+            Ok(row.map(written))
+        }
+    }
+
+    fn read_versioned(&self, sku: &SkuId) -> impl Step<Option<VersionedRow>> {
+        async move {
+            let row: Option<(i64, i64, bool)> = sqlx::query_as(sql::READ_VERSIONED)
+                .bind(sku.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(self.fault("reading a version"))?;
+            Ok(row.map(|(stock, version, sharded)| VersionedRow {
+                stock,
+                version,
+                sharded,
+            }))
+        }
+    }
+
+    fn compare_and_set(
+        &self,
+        change: Change<'_>,
+        read: VersionedRow,
+        row_stock_after: i64,
+    ) -> impl Step<Option<Written>> {
+        async move {
+            let row: Option<(i64, i64)> = sqlx::query_as(sql::COMPARE_AND_SET)
+                .bind(change.sku.as_str())
+                .bind(row_stock_after)
+                .bind(-change.quantity.get())
+                .bind(change.key.as_str())
+                .bind(read.version)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(self.fault("compare-and-set"))?;
+            Ok(row.map(written))
+        }
+    }
+
+    fn take_from_bucket(&self, change: Change<'_>, spread_eagerly: bool) -> impl Step<Option<Written>> {
+        async move {
+            let (ledger_id, stock_after, sharded): (Option<i64>, Option<i64>, bool) =
+                sqlx::query_as(sql::TAKE_FREE_BUCKET)
+                    .bind(change.sku.as_str())
+                    .bind(change.quantity.get())
+                    .bind(change.key.as_str())
+                    .bind(!spread_eagerly)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(self.fault("taking from a free bucket"))?;
+            if let (Some(ledger_id), Some(stock_after)) = (ledger_id, stock_after) {
+                return Ok(Some(Written {
+                    ledger_id,
+                    stock_after,
+                }));
+            }
+            if !sharded {
+                return Ok(None);
+            }
+            let row: Option<(i64, i64)> = sqlx::query_as(sql::WAIT_FOR_BUCKET)
+                .bind(change.sku.as_str())
+                .bind(change.quantity.get())
+                .bind(change.key.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(self.fault("waiting for a bucket"))?;
+            Ok(row.map(written))
+        }
+    }
+
+    fn begin(&self, _wait: LockWait) -> impl Step<Self::Tx> {
+        async move {
+            self.pool
+                .begin()
+                .await
+                .map_err(self.fault("beginning a transaction"))
+        }
+    }
+
+    fn lock_row(&self, tx: &mut Self::Tx, sku: &SkuId, wait: LockWait) -> impl Step<Option<LockedRow>> {
+        async move {
+            let statement = match wait {
+                LockWait::Wait => sql::LOCK_ROW,
+                LockWait::NoWait => sql::LOCK_ROW_NOWAIT,
+            };
+            let row: Option<(i64, bool, Option<i64>, i64)> = sqlx::query_as(statement)
+                .bind(sku.as_str())
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(self.fault("locking the sku row"))?;
+            Ok(
+                row.map(|(stock, sharded, snapshot_row_stock, bucket_stock)| LockedRow {
+                    stock,
+                    // See `total_after!` in sql.rs: the snapshot's total, shifted to the locked row.
+                    bucket_offset: match snapshot_row_stock {
+                        Some(snapshot_row_stock) if sharded && bucket_stock > 0 => {
+                            snapshot_row_stock + bucket_stock - stock
+                        }
+                        _ => 0,
+                    },
+                    sharded,
+                }),
+            )
+        }
+    }
+
+    fn find_keys_in(&self, tx: &mut Self::Tx, keys: &[&IdempotencyKey]) -> impl Step<Vec<LedgerEntry>> {
+        let keys: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
+        async move {
+            let rows: Vec<StoredLedgerRow> = sqlx::query_as(sql::FIND_KEYS)
+                .bind(&keys)
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(self.fault("looking up keys"))?;
+            entries(rows)
+        }
+    }
+
+    fn write_row(
+        &self,
+        tx: &mut Self::Tx,
+        change: Change<'_>,
+        row_stock_after: i64,
+        stock_after: i64,
+    ) -> impl Step<Written> {
+        async move {
+            let row: (i64, i64) = sqlx::query_as(sql::WRITE_ROW)
+                .bind(change.sku.as_str())
+                .bind(row_stock_after)
+                .bind(change.quantity.get())
+                .bind(stock_after)
+                .bind(change.key.as_str())
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(self.fault("writing the locked row"))?;
+            Ok(written(row))
+        }
+    }
+
+    fn write_batch(&self, tx: &mut Self::Tx, sku: &SkuId, plan: &BatchPlan) -> impl Step<Vec<i64>> {
+        let quantities: Vec<i64> = plan.new_rows.iter().map(|r| r.quantity).collect();
+        let stock_afters: Vec<i64> = plan.new_rows.iter().map(|r| r.stock_after).collect();
+        let keys: Vec<&str> = plan.new_rows.iter().map(|r| r.idempotency_key.as_str()).collect();
+        async move {
+            let rows: Vec<(i64, String)> = sqlx::query_as(sql::WRITE_BATCH)
+                .bind(sku.as_str())
+                .bind(plan.stock_after)
+                .bind(&quantities)
+                .bind(&stock_afters)
+                .bind(&keys)
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(self.fault("writing a batch"))?;
+            // Ids by key: RETURNING's order is not guaranteed.
+            Ok(keys
+                .iter()
+                .filter_map(|key| rows.iter().find(|(_, k)| k == key).map(|(id, _)| *id))
+                .collect())
+        }
+    }
+
+    fn lock_all(&self, tx: &mut Self::Tx, sku: &SkuId) -> impl Step<AllLocked> {
+        async move {
+            let row: Option<i64> = sqlx::query_scalar(sql::LOCK_ALL_ROW)
+                .bind(sku.as_str())
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(self.fault("locking the sku row"))?;
+            let Some(row_stock) = row else {
+                return Ok(AllLocked::Missing);
+            };
+            let buckets: Vec<(i32, i64)> = sqlx::query_as(sql::LOCK_ALL_BUCKETS)
+                .bind(sku.as_str())
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(self.fault("locking the buckets"))?;
+            Ok(AllLocked::Locked {
+                row_stock,
+                buckets: buckets
+                    .into_iter()
+                    .map(|(bucket, stock)| (i64::from(bucket), stock))
+                    .collect(),
+            })
+        }
+    }
+
+    fn write_spread(
+        &self,
+        tx: &mut Self::Tx,
+        change: Change<'_>,
+        buckets: &[(i64, i64)],
+        stock_after: i64,
+    ) -> impl Step<Written> {
+        let (ids, stocks): (Vec<i32>, Vec<i64>) = buckets
+            .iter()
+            .map(|(bucket, stock)| (i32::try_from(*bucket).unwrap_or(i32::MAX), *stock))
+            .unzip();
+        async move {
+            let row: (i64, i64) = sqlx::query_as(sql::WRITE_SPREAD)
+                .bind(change.sku.as_str())
+                .bind(&ids)
+                .bind(&stocks)
+                .bind(change.quantity.get())
+                .bind(stock_after)
+                .bind(change.key.as_str())
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(self.fault("spreading a sku"))?;
+            Ok(written(row))
+        }
+    }
+
+    fn write_gather(&self, tx: &mut Self::Tx, sku: &SkuId, bucket_stock: i64) -> impl Step<()> {
+        async move {
+            sqlx::query(sql::WRITE_GATHER)
+                .bind(sku.as_str())
+                .bind(bucket_stock)
+                .execute(&mut **tx)
+                .await
+                .map(|_| ())
+                .map_err(self.fault("gathering buckets"))
+        }
+    }
+
+    fn commit(&self, tx: Self::Tx) -> impl Step<()> {
+        async move { tx.commit().await.map_err(self.fault("committing")) }
+    }
+
+    async fn rollback(&self, tx: Self::Tx) {
+        if let Err(error) = tx.rollback().await {
+            // The connection is likely broken; sqlx will not reuse it. Nothing committed.
+            tracing::debug!(%error, "rolling back failed");
+        }
+    }
+}

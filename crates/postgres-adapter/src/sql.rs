@@ -1,0 +1,222 @@
+//! Every statement the PostgreSQL adapter sends, as constants.
+//!
+//! A SKU's stock is its row's `stock` plus its buckets' (`inventory_bucket`), see
+//! `stockguard_core::sharding`. Row locks are `FOR NO KEY UPDATE`, never `FOR UPDATE`: the
+//! ledger insert's foreign-key check takes `FOR KEY SHARE` on the SKU row, and a `FOR UPDATE`
+//! lock would make every ledger writer (a `Sharded` bucket deduction, a concurrent batch)
+//! wait for it for nothing.
+
+/// Units of SKU `$1` held in `Sharded` buckets, as a bigint (`SUM(bigint)` is numeric).
+macro_rules! bucket_stock_of_param1 {
+    () => {
+        "COALESCE((SELECT SUM(stock) FROM inventory_bucket WHERE sku = $1), 0)::bigint"
+    };
+}
+
+/// The `stock_after` a row-based write (CTE `u` returning the row's new `stock` and its
+/// `sharded` flag) records for SKU `$1` whose stock changed by `$delta`: exact (`u.stock`) for
+/// a SKU never spread, without touching the buckets (the flag keeps the hot path at one row;
+/// the subqueries run only for a sharded SKU), and while a sharded SKU holds no bucket stock;
+/// otherwise the total in this statement's snapshot plus `$delta`, the same estimate
+/// `Sharded` records. Not `u.stock + <bucket stock>`: `u.stock` comes from the row's latest
+/// version, read after waiting for its lock, while the bucket sum comes from the snapshot
+/// taken before the wait, so a gather committed in between would be counted twice.
+macro_rules! total_after {
+    ($delta:literal) => {
+        concat!(
+            "CASE WHEN NOT u.sharded THEN u.stock ELSE \
+             (SELECT CASE WHEN t.bucket_stock = 0 THEN u.stock \
+                          ELSE GREATEST(t.row_stock + t.bucket_stock + ",
+            $delta,
+            ", 0) END \
+              FROM (SELECT stock AS row_stock, ",
+            bucket_stock_of_param1!(),
+            " AS bucket_stock FROM inventory WHERE sku = $1) t) END"
+        )
+    };
+}
+
+/// Columns of a ledger row, in `StoredLedgerRow` order.
+macro_rules! ledger_columns {
+    () => {
+        "id, sku, delta, stock_after, reason, idempotency_key, created_at"
+    };
+}
+
+/// Touches every table: fails with 42P01 when the schema is missing.
+pub(crate) const PING: &str = "SELECT (SELECT 1 FROM inventory LIMIT 1), (SELECT 1 FROM inventory_ledger LIMIT 1), \
+     (SELECT 1 FROM inventory_bucket LIMIT 1)";
+
+pub(crate) const CREATE_SKU: &str =
+    "INSERT INTO inventory (sku, stock, initial_stock) VALUES ($1, $2, $2) ON CONFLICT (sku) DO NOTHING";
+
+pub(crate) const STOCK: &str = concat!(
+    "SELECT stock + ",
+    bucket_stock_of_param1!(),
+    ", initial_stock FROM inventory WHERE sku = $1"
+);
+
+pub(crate) const LEDGER_PAGE: &str = concat!(
+    "SELECT ",
+    ledger_columns!(),
+    " FROM inventory_ledger WHERE sku = $1 AND id > $2 ORDER BY id LIMIT $3"
+);
+
+pub(crate) const SNAPSHOT: &str = "SELECT i.sku, i.initial_stock, (i.stock + COALESCE(b.bucket_stock, 0))::bigint, \
+            COALESCE(l.delta_sum, 0)::bigint, COALESCE(l.row_count, 0)::bigint \
+     FROM inventory i \
+     LEFT JOIN (SELECT sku, SUM(delta) AS delta_sum, COUNT(*) AS row_count FROM inventory_ledger GROUP BY sku) l \
+       ON l.sku = i.sku \
+     LEFT JOIN (SELECT sku, SUM(stock) AS bucket_stock FROM inventory_bucket GROUP BY sku) b \
+       ON b.sku = i.sku \
+     ORDER BY i.sku";
+
+/// One snapshot: the row's stock, its bucket stock, and key `$2`'s ledger row if any.
+pub(crate) const MISS_FACTS: &str = concat!(
+    "SELECT (SELECT stock FROM inventory WHERE sku = $1), ",
+    bucket_stock_of_param1!(),
+    ", l.id, l.sku, l.delta, l.stock_after, l.reason, l.idempotency_key, l.created_at \
+     FROM (SELECT 1) AS one LEFT JOIN inventory_ledger l ON l.idempotency_key = $2"
+);
+
+pub(crate) const FIND_KEYS: &str = concat!(
+    "SELECT ",
+    ledger_columns!(),
+    " FROM inventory_ledger WHERE idempotency_key = ANY($1)"
+);
+
+/// Resolution: share locks conflict with every writer's row and bucket locks, so taking them
+/// waits out any transaction still holding them. Separate statements, so that the key lookup
+/// after them reads a snapshot taken once the locks were granted (READ COMMITTED).
+pub(crate) const SETTLE_ROW: &str = "SELECT 1 FROM inventory WHERE sku = $1 FOR SHARE";
+pub(crate) const SETTLE_BUCKETS: &str =
+    "SELECT 1 FROM inventory_bucket WHERE sku = $1 ORDER BY bucket FOR SHARE";
+
+/// `$1` sku, `$2` units, `$3` key.
+pub(crate) const GUARDED_DEDUCT: &str = concat!(
+    "WITH u AS (UPDATE inventory SET stock = stock - $2, version = version + 1 \
+                WHERE sku = $1 AND stock >= $2 RETURNING stock, sharded) \
+     INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
+     SELECT $1, -$2, ",
+    total_after!("-$2"),
+    ", 'deduct', $3 FROM u RETURNING id, stock_after"
+);
+
+/// `$1` sku, `$2` units, `$3` STOCK_MAX, `$4` key. Restocks go to the SKU row; the total
+/// (row + buckets) stays within STOCK_MAX.
+pub(crate) const RESTOCK: &str = concat!(
+    "WITH u AS (UPDATE inventory SET stock = stock + $2, version = version + 1 \
+                WHERE sku = $1 AND stock + ",
+    bucket_stock_of_param1!(),
+    " <= $3 - $2 RETURNING stock, sharded) \
+     INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
+     SELECT $1, $2, ",
+    total_after!("$2"),
+    ", 'restock', $4 FROM u RETURNING id, stock_after"
+);
+
+pub(crate) const READ_VERSIONED: &str = "SELECT stock, version, sharded FROM inventory WHERE sku = $1";
+
+/// `$1` sku, `$2` row stock after, `$3` delta, `$4` key, `$5` expected version.
+pub(crate) const COMPARE_AND_SET: &str = concat!(
+    "WITH u AS (UPDATE inventory SET stock = $2, version = version + 1 \
+                WHERE sku = $1 AND version = $5 RETURNING stock, sharded) \
+     INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
+     SELECT $1, $3, ",
+    total_after!("$3"),
+    ", 'deduct', $4 FROM u RETURNING id, stock_after"
+);
+
+/// The locked row's latest stock and flag, plus this statement's snapshot of the row and
+/// bucket stock (for the estimate `total_after!` describes).
+macro_rules! lock_row {
+    ($wait:literal) => {
+        concat!(
+            "SELECT i.stock, i.sharded, (SELECT s.stock FROM inventory s WHERE s.sku = $1), ",
+            bucket_stock_of_param1!(),
+            " FROM inventory i WHERE i.sku = $1 FOR NO KEY UPDATE",
+            $wait
+        )
+    };
+}
+pub(crate) const LOCK_ROW: &str = lock_row!("");
+pub(crate) const LOCK_ROW_NOWAIT: &str = lock_row!(" NOWAIT");
+
+/// `$1` sku, `$2` row stock after, `$3` units, `$4` stock_after, `$5` key.
+pub(crate) const WRITE_ROW: &str = "WITH u AS (UPDATE inventory SET stock = $2, version = version + 1 WHERE sku = $1) \
+     INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
+     VALUES ($1, -$3, $4, 'deduct', $5) RETURNING id, stock_after";
+
+/// `$1` sku, `$2` row stock after, `$3` units[], `$4` stock_after[], `$5` keys[]. Returns
+/// each row's id with its key, so ids are matched by key, never assumed in order.
+pub(crate) const WRITE_BATCH: &str = "WITH u AS (UPDATE inventory SET stock = $2, version = version + 1 WHERE sku = $1 RETURNING sku) \
+     INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
+     SELECT u.sku, -t.q, t.after, 'deduct', t.k \
+     FROM u, UNNEST($3::bigint[], $4::bigint[], $5::varchar[]) WITH ORDINALITY AS t(q, after, k, ord) \
+     ORDER BY t.ord RETURNING id, idempotency_key";
+
+/// `Sharded` first attempt, one statement that always returns one row `(id, stock_after,
+/// sharded)`; `id` is NULL when nothing was taken. For SKU `$1`, `$2` units, key `$3`:
+/// - a sharded SKU (it has bucket rows): a random bucket with room that no one holds
+///   (`FOR UPDATE SKIP LOCKED`), decremented; `stock_after` is the statement snapshot's total
+///   less this deduction;
+/// - an unsharded SKU: its row, if no one holds it (`FOR NO KEY UPDATE SKIP LOCKED`) and it has
+///   room (and `$4`, "take unsharded rows", is true), decremented like `Guarded`; `stock_after`
+///   is exact. A busy row is the signal to spread the SKU: the caller takes the consistent path.
+///
+/// The two branches exclude each other: both test "has bucket rows" in the same snapshot, and
+/// a spread committed after the snapshot changed the row, which fails the row's recheck.
+pub(crate) const TAKE_FREE_BUCKET: &str = concat!(
+    "WITH b AS (SELECT bucket FROM inventory_bucket WHERE sku = $1 AND stock >= $2 \
+                ORDER BY random() LIMIT 1 FOR UPDATE SKIP LOCKED), \
+          ub AS (UPDATE inventory_bucket ib SET stock = ib.stock - $2 FROM b \
+                 WHERE ib.sku = $1 AND ib.bucket = b.bucket AND ib.stock >= $2 RETURNING ib.stock), \
+          r AS (SELECT sku FROM inventory WHERE sku = $1 AND stock >= $2 AND $4 \
+                AND NOT EXISTS (SELECT 1 FROM inventory_bucket WHERE sku = $1) \
+                FOR NO KEY UPDATE SKIP LOCKED), \
+          ur AS (UPDATE inventory i SET stock = i.stock - $2, version = i.version + 1 FROM r \
+                 WHERE i.sku = r.sku AND i.stock >= $2 RETURNING i.stock), \
+          ins AS (INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
+                  SELECT $1, -$2, t.after, 'deduct', $3 FROM ( \
+                      SELECT GREATEST((SELECT stock FROM inventory WHERE sku = $1) + ",
+    bucket_stock_of_param1!(),
+    " - $2, 0) AS after FROM ub \
+                      UNION ALL SELECT ur.stock FROM ur) t \
+                  RETURNING id, stock_after) \
+     SELECT ins.id, ins.stock_after, EXISTS (SELECT 1 FROM inventory_bucket WHERE sku = $1) AS sharded \
+     FROM (SELECT 1) AS one LEFT JOIN ins ON true"
+);
+
+/// `Sharded` second attempt on a sharded SKU whose free buckets had no room: wait for one
+/// random bucket with room. The `UPDATE` waits for that one row and rechecks its stock.
+/// Deliberately no `FOR UPDATE` in the pick: a locking pick whose row fails the recheck keeps
+/// that lock and moves on to wait for the next row, and holding one bucket while waiting for
+/// another deadlocks against the consistent path (seen in testing).
+pub(crate) const WAIT_FOR_BUCKET: &str = concat!(
+    "WITH b AS (SELECT bucket FROM inventory_bucket WHERE sku = $1 AND stock >= $2 \
+                ORDER BY random() LIMIT 1), \
+          u AS (UPDATE inventory_bucket ib SET stock = ib.stock - $2 FROM b \
+                WHERE ib.sku = $1 AND ib.bucket = b.bucket AND ib.stock >= $2 RETURNING ib.stock) \
+     INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
+     SELECT $1, -$2, GREATEST((SELECT stock FROM inventory WHERE sku = $1) + ",
+    bucket_stock_of_param1!(),
+    " - $2, 0), 'deduct', $3 FROM u RETURNING id, stock_after"
+);
+
+/// The one lock order of every path that locks a SKU and its buckets: row, then buckets in
+/// bucket order.
+pub(crate) const LOCK_ALL_ROW: &str = "SELECT stock FROM inventory WHERE sku = $1 FOR NO KEY UPDATE";
+pub(crate) const LOCK_ALL_BUCKETS: &str =
+    "SELECT bucket, stock FROM inventory_bucket WHERE sku = $1 ORDER BY bucket FOR UPDATE";
+
+/// `$1` sku, `$2` buckets[], `$3` stocks[], `$4` units, `$5` stock_after, `$6` key.
+pub(crate) const WRITE_SPREAD: &str = "WITH spread AS (INSERT INTO inventory_bucket (sku, bucket, stock) \
+                     SELECT $1, t.b, t.s FROM UNNEST($2::int[], $3::bigint[]) AS t(b, s) \
+                     ON CONFLICT (sku, bucket) DO UPDATE SET stock = EXCLUDED.stock), \
+          emptied AS (UPDATE inventory SET stock = 0, sharded = TRUE, version = version + 1 WHERE sku = $1) \
+     INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
+     VALUES ($1, -$4, $5, 'deduct', $6) RETURNING id, stock_after";
+
+/// `$1` sku, `$2` the bucket stock moved into the row.
+pub(crate) const WRITE_GATHER: &str = "WITH emptied AS (UPDATE inventory_bucket SET stock = 0 WHERE sku = $1 AND stock > 0) \
+     UPDATE inventory SET stock = stock + $2, version = version + 1 WHERE sku = $1";
