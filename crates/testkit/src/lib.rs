@@ -354,6 +354,10 @@ async fn start_container(_server: Server) -> Result<Option<Located>, String> {
     Ok(None)
 }
 
+pub mod private_server;
+
+pub use private_server::{MariaDbOptions, PostgresOptions, PrivateMariaDb, PrivatePostgres, ServerError};
+
 #[cfg(test)]
 mod tests {
     use super::*;
