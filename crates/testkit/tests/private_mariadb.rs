@@ -162,3 +162,35 @@ async fn drop_removes_the_server_and_its_directory() {
     assert!(status.is_empty(), "mariadbd is gone (and reaped): {status}");
     assert!(MySqlConnection::connect(&url).await.is_err());
 }
+
+#[tokio::test]
+async fn the_next_start_stops_and_deletes_a_server_whose_owner_died() {
+    let Some(orphan) = PrivateMariaDb::start_or_skip(MariaDbOptions::new()).await else {
+        return;
+    };
+    let dir = orphan.data_dir().parent().unwrap().to_path_buf();
+    let server_pid = orphan.pid().unwrap();
+    // Pretend the owning test process was SIGKILLed: name an exited process as the owner...
+    let mut exited = std::process::Command::new("true").spawn().unwrap();
+    exited.wait().unwrap();
+    let owner = std::fs::read_to_string(dir.join("owner.pid")).unwrap();
+    let namespace = owner.lines().nth(1).unwrap();
+    std::fs::write(dir.join("owner.pid"), format!("{}\n{namespace}\n", exited.id())).unwrap();
+    // ...and never run its Drop, which is what a killed process does not get to do.
+    #[allow(clippy::mem_forget)]
+    std::mem::forget(orphan);
+
+    let Some(_next) = PrivateMariaDb::start_or_skip(MariaDbOptions::new()).await else {
+        return;
+    };
+    assert!(!dir.exists(), "the orphan's directory is deleted");
+    // The orphan is still our (forgotten, unreaped) child, so a zombie counts as gone.
+    let stat = std::fs::read_to_string(format!("/proc/{server_pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.trim_start().chars().next());
+    assert!(
+        matches!(state, None | Some(Some('Z'))),
+        "the orphan server was stopped: {stat}"
+    );
+}

@@ -167,3 +167,35 @@ async fn two_servers_run_side_by_side_and_drop_removes_everything() {
     assert!(PgConnection::connect(&url).await.is_err());
     connect(&b).await.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_next_start_stops_and_deletes_a_server_whose_owner_died() {
+    let Some(orphan) = PrivatePostgres::start_or_skip(PostgresOptions::new()).await else {
+        return;
+    };
+    let dir = orphan.data_dir().parent().unwrap().to_path_buf();
+    let server_pid = orphan.pid().unwrap();
+    // Pretend the owning test process was SIGKILLed: name an exited process as the owner...
+    let mut exited = std::process::Command::new("true").spawn().unwrap();
+    exited.wait().unwrap();
+    let owner = std::fs::read_to_string(dir.join("owner.pid")).unwrap();
+    let namespace = owner.lines().nth(1).unwrap();
+    std::fs::write(dir.join("owner.pid"), format!("{}\n{namespace}\n", exited.id())).unwrap();
+    // ...and never run its Drop, which is what a killed process does not get to do.
+    #[allow(clippy::mem_forget)]
+    std::mem::forget(orphan);
+
+    let Some(_next) = PrivatePostgres::start_or_skip(PostgresOptions::new()).await else {
+        return;
+    };
+    assert!(!dir.exists(), "the orphan's directory is deleted");
+    // The orphan is still our (forgotten, unreaped) child, so a zombie counts as gone.
+    let stat = std::fs::read_to_string(format!("/proc/{server_pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.trim_start().chars().next());
+    assert!(
+        matches!(state, None | Some(Some('Z'))),
+        "the orphan server was stopped: {stat}"
+    );
+}

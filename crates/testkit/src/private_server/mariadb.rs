@@ -12,12 +12,16 @@ use rustix::process::Signal;
 use sqlx::Connection;
 
 use super::process::{
-    RunAs, from_template, io_error, kill_tree, private_dir, run_tool, signal, spawn_logged, wait_exit,
+    RunAs, from_template, io_error, kill_tree, private_dir, run_tool, signal, spawn_logged, sweep_orphans,
+    wait_exit,
 };
 use super::{SERVER_WAIT, ServerError, free_port, log_tail, off_runtime, started_or_skip};
 
 /// Path of `mariadbd`, when it is neither `/usr/sbin/mariadbd` nor on `PATH`.
 pub const MARIADBD_ENV: &str = "STOCKGUARD_MARIADBD";
+
+/// Private directories are `$TMPDIR/stockguard-mariadb-*`.
+const DIR_PREFIX: &str = "stockguard-mariadb-";
 
 /// Memory and I/O settings for both the install and every start, so several servers fit on
 /// a small box beside the shared one: InnoDB's 128 MiB pool and Aria's 128 MiB cache are the
@@ -209,7 +213,8 @@ impl PrivateMariaDb {
         let mariadbd = mariadbd()?;
         let install_db = install_db()?;
         let run_as = RunAs::for_server("mysql")?;
-        let dir = private_dir("stockguard-mariadb-", run_as)?;
+        sweep_orphans(DIR_PREFIX, "mysqld.pid", Signal::KILL);
+        let dir = private_dir(DIR_PREFIX, run_as)?;
         let data = dir.path().join("data");
         let version = std::process::Command::new(&mariadbd)
             .arg("--version")

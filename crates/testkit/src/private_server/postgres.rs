@@ -10,13 +10,30 @@ use rustix::process::Signal;
 use sqlx::Connection;
 
 use super::process::{
-    RunAs, from_template, io_error, kill_tree, private_dir, run_tool, signal, spawn_logged, wait_exit,
+    RunAs, from_template, io_error, kill_tree, private_dir, run_tool, signal, spawn_logged, sweep_orphans,
+    wait_exit,
 };
 use super::{SERVER_WAIT, ServerError, free_port, log_tail, off_runtime, started_or_skip};
 
 /// Directory holding `initdb` and `postgres`, when they are neither in the Debian layout
 /// (`/usr/lib/postgresql/<major>/bin`) nor on `PATH`.
 pub const PG_BINDIR_ENV: &str = "STOCKGUARD_PG_BINDIR";
+
+/// Trust for user `postgres` (no passwords in tests), and 1 MiB WAL segments instead of 16:
+/// the data directory is copied for every server, and a 16 MiB segment was 40% of it.
+const INITDB_ARGS: &[&str] = &[
+    "-A",
+    "trust",
+    "-U",
+    "postgres",
+    "-E",
+    "UTF8",
+    "--no-locale",
+    "--wal-segsize=1",
+];
+
+/// Private directories are `$TMPDIR/stockguard-pg-*`.
+const DIR_PREFIX: &str = "stockguard-pg-";
 
 /// How a [`PrivatePostgres`] is configured. Everything else is PostgreSQL's default, except
 /// `fsync = off` and `shared_buffers = 32MB` (see [`PrivatePostgres`]).
@@ -184,7 +201,8 @@ impl PrivatePostgres {
     fn start_blocking(options: &PostgresOptions) -> Result<Self, ServerError> {
         let bin_dir = bin_dir()?;
         let run_as = RunAs::for_server("postgres")?;
-        let dir = private_dir("stockguard-pg-", run_as)?;
+        sweep_orphans(DIR_PREFIX, "data/postmaster.pid", Signal::QUIT);
+        let dir = private_dir(DIR_PREFIX, run_as)?;
         let data = dir.path().join("data");
         let version = std::process::Command::new(bin_dir.join("postgres"))
             .arg("--version")
@@ -192,14 +210,12 @@ impl PrivatePostgres {
             .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
             .unwrap_or_default();
         let bin = bin_dir.display().to_string();
-        from_template("postgres", &[&bin, &version], &data, run_as, |data, log| {
+        let mut key = vec![bin.as_str(), version.as_str()];
+        key.extend_from_slice(INITDB_ARGS);
+        from_template("postgres", &key, &data, run_as, |data, log| {
             let mut initdb = run_as.command(&bin_dir.join("initdb"));
             // --no-sync: the template is copied, and a crash while building leaves no template.
-            initdb
-                .arg("-D")
-                .arg(data)
-                .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-locale"])
-                .arg("--no-sync");
+            initdb.arg("-D").arg(data).args(INITDB_ARGS).arg("--no-sync");
             run_tool("initdb", &mut initdb, log)
         })?;
         let mut config = Config {

@@ -95,14 +95,99 @@ pub(crate) fn io_error(step: String, source: std::io::Error, log_tail: &str) -> 
     }
 }
 
-/// A fresh 0700 temp directory owned by the server's user, removed when dropped.
+/// The file in a private directory naming the test process that owns it: its pid, then its
+/// pid namespace (a pid means nothing outside its namespace, and /tmp may be shared).
+const OWNER_FILE: &str = "owner.pid";
+
+fn owner_record() -> String {
+    let namespace = std::fs::read_link("/proc/self/ns/pid").unwrap_or_default();
+    format!("{}\n{}\n", std::process::id(), namespace.display())
+}
+
+/// A fresh 0700 temp directory owned by the server's user, removed when dropped. It names
+/// this process as its owner, so [`sweep_orphans`] can tell when nobody will drop it.
 pub(crate) fn private_dir(prefix: &str, run_as: RunAs) -> Result<tempfile::TempDir, ServerError> {
     let dir = tempfile::Builder::new()
         .prefix(prefix)
         .tempdir()
         .map_err(|source| io_error(format!("creating a temp dir {prefix}*"), source, ""))?;
+    let owner = dir.path().join(OWNER_FILE);
+    std::fs::write(&owner, owner_record())
+        .map_err(|source| io_error(format!("writing {}", owner.display()), source, ""))?;
     run_as.own(dir.path())?;
     Ok(dir)
+}
+
+/// Stops the servers and deletes the directories of test processes that died without
+/// dropping their servers (SIGKILL, abort, a CI job's timeout), which would otherwise run
+/// and fill /tmp until the machine is rebooted.
+///
+/// Only directories whose owner is gone from our pid namespace are touched, and only a
+/// process whose command line names the directory is signalled, so a reused pid is safe.
+/// `polite` is tried first (it lets PostgreSQL remove its shared memory); SIGKILL follows.
+pub(crate) fn sweep_orphans(prefix: &str, server_pid_file: &str, polite: Signal) {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    let ours = owner_record();
+    let our_namespace = ours.lines().nth(1).unwrap_or_default();
+    for entry in entries.flatten() {
+        if !entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.starts_with(prefix))
+        {
+            continue;
+        }
+        let dir = entry.path();
+        let owner = std::fs::read_to_string(dir.join(OWNER_FILE)).unwrap_or_default();
+        let mut lines = owner.lines();
+        let (Some(pid), Some(namespace)) = (lines.next(), lines.next()) else {
+            continue;
+        };
+        let owner_alive = pid.parse().map_or(true, alive);
+        if owner_alive || namespace != our_namespace {
+            continue;
+        }
+        let server = std::fs::read_to_string(dir.join(server_pid_file)).unwrap_or_default();
+        if let Some(server) = server.lines().next().and_then(|l| l.trim().parse().ok()) {
+            let cmdline = std::fs::read(format!("/proc/{server}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&*dir.to_string_lossy()) {
+                stop_orphan(server, polite);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    proc_state(pid).is_some_and(|(state, _)| state != 'Z')
+}
+
+fn wait_gone(pid: u32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while alive(pid) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+/// Stops a server that is not our child (we cannot reap it), politely first.
+fn stop_orphan(pid: u32, polite: Signal) {
+    let _ = signal(pid, polite);
+    if wait_gone(pid, Duration::from_secs(10)) {
+        return;
+    }
+    let _ = signal(pid, Signal::STOP);
+    let children = children_of(pid);
+    let _ = signal(pid, Signal::KILL);
+    for child in children {
+        let _ = signal(child, Signal::KILL);
+    }
+    wait_gone(pid, Duration::from_secs(10));
 }
 
 /// Opens (appending) the log a server or tool writes its stdout and stderr to. We open it,
