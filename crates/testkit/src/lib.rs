@@ -354,6 +354,12 @@ async fn start_container(_server: Server) -> Result<Option<Located>, String> {
     Ok(None)
 }
 
+pub mod private_server;
+pub mod proxy;
+
+pub use private_server::{MariaDbOptions, PostgresOptions, PrivateMariaDb, PrivatePostgres, ServerError};
+pub use proxy::{CutHandle, CutMode, CutPlan, CutReport, FaultProxy};
+
 #[cfg(test)]
 mod tests {
     use super::*;
