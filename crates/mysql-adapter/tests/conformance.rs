@@ -121,3 +121,12 @@ async fn mariadb_sharded_spreads_on_contention_only() {
     })
     .await;
 }
+
+/// Restock's `STOCK_MAX` guard counts a spread SKU's bucket stock, not just its row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_restock_limit_counts_buckets() {
+    let Some(provisioned) = setup_spread_eagerly().await else {
+        return;
+    };
+    stockguard_core::conformance::restock_limit_counts_buckets(&*provisioned.store).await;
+}
