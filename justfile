@@ -60,6 +60,10 @@ lint-workflows:
 fmt:
     cargo fmt --all
 
+# Unused dependencies (cargo machete) and licenses, bans, sources, advisories (cargo deny); installs both if missing.
+deps *checks:
+    bash .ci/supply-chain {{checks}}
+
 # Lint the workspace with warnings as errors.
 clippy:
     cargo clippy --workspace --all-targets -- -D warnings
@@ -68,6 +72,7 @@ clippy:
 pre-pr:
     just lint-workflows
     cargo fmt --all --check
+    just deps licenses bans sources
     just clippy
     just test
     just loom

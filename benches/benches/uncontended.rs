@@ -6,18 +6,17 @@
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use stockguard_bench::db::{self, Backend, FreshDatabase};
+use stockguard_api::AnyStore;
+use stockguard_api::store::StoreSettings;
+use stockguard_bench::db::{self, FreshDatabase};
+use stockguard_bench::measure::open_store;
 use stockguard_core::{DeductRequest, InventoryStore, Quantity, SkuId};
+use stockguard_testkit::Backend;
 
 /// Stock per benchmark SKU: far more than any sample count deducts.
 const BENCH_STOCK: i64 = 1_000_000_000;
 
-fn bench_store<S: InventoryStore>(
-    c: &mut Criterion,
-    runtime: &tokio::runtime::Runtime,
-    backend: Backend,
-    store: S,
-) {
+fn bench_store(c: &mut Criterion, runtime: &tokio::runtime::Runtime, backend: Backend, store: AnyStore) {
     let mut group = c.benchmark_group(format!("uncontended_deduct/{backend}"));
     group
         .sample_size(10)
@@ -54,40 +53,11 @@ fn uncontended(c: &mut Criterion) {
         let database = runtime
             .block_on(FreshDatabase::create(backend))
             .expect("fresh database");
-        let url = database.url().to_owned();
-        match backend {
-            Backend::Postgres => {
-                let store = runtime
-                    .block_on(stockguard_postgres::PgStore::connect(
-                        stockguard_postgres::PgConfig::new(url),
-                    ))
-                    .expect("connect");
-                runtime.block_on(store.migrate()).expect("migrate");
-                bench_store(c, &runtime, backend, store);
-            }
-            #[cfg(feature = "mysql")]
-            Backend::Mariadb => {
-                let store = runtime
-                    .block_on(stockguard_mysql::MySqlStore::connect(
-                        stockguard_mysql::MySqlConfig::new(url),
-                    ))
-                    .expect("connect");
-                runtime.block_on(store.migrate()).expect("migrate");
-                bench_store(c, &runtime, backend, store);
-            }
-            #[cfg(feature = "sqlite")]
-            Backend::Sqlite => {
-                let store = runtime
-                    .block_on(stockguard_sqlite::SqliteStore::connect(
-                        stockguard_sqlite::SqliteConfig::new(url),
-                    ))
-                    .expect("connect");
-                runtime.block_on(store.migrate()).expect("migrate");
-                bench_store(c, &runtime, backend, store);
-            }
-            #[allow(unreachable_patterns)]
-            other => eprintln!("*** skipping {other} micro-bench: adapter not in this build ***"),
-        }
+        let settings = StoreSettings::new(database.target().expect("the fresh database's target"));
+        let store = runtime
+            .block_on(open_store(settings))
+            .expect("open and migrate the store");
+        bench_store(c, &runtime, backend, store);
         runtime
             .block_on(database.drop_now())
             .expect("drop the bench database");

@@ -5,11 +5,25 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::db::DbSkuRow;
 use crate::tally::Tally;
 
 /// Most violation messages kept per run (the counts are always complete).
 pub const VIOLATION_MESSAGES_MAX: usize = 10;
+
+/// One SKU as the database holds it after a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbSkuRow {
+    /// SKU id.
+    pub sku: String,
+    /// Stock now.
+    pub stock: i64,
+    /// Stock at creation (the measured run's start).
+    pub initial_stock: i64,
+    /// Σ ledger deltas.
+    pub ledger_delta_sum: i64,
+    /// Ledger rows.
+    pub ledger_rows: i64,
+}
 
 /// The audit's findings for one run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -4,8 +4,12 @@
 //! docs/benchmarks.md.
 
 pub mod audit;
+pub mod case;
 pub mod db;
 pub mod http;
+pub mod measure;
+pub mod profile;
+pub mod raw;
 pub mod report;
 pub mod runner;
 pub mod tally;

@@ -8,120 +8,16 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use stockguard_bench::db::{self, Backend, RawPool};
+use stockguard_bench::case::{Bounds, CaseSpec, StockSizing, Transport, Variant};
+use stockguard_bench::db::{self, FreshDatabase, RawPool};
+use stockguard_bench::profile::{Profile, transports_for};
 use stockguard_bench::report::{self, MachineInfo, Results};
-use stockguard_bench::runner::{Bounds, CaseSpec, StockSizing, Transport, Variant, run_case};
+use stockguard_bench::runner::run_case;
 use stockguard_bench::tally::is_fatal_error_kind;
 use stockguard_bench::workload::{LevelSpec, QuantityDist};
-use stockguard_core::Strategy;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Profile {
-    /// A few seconds per case on PostgreSQL and MariaDB: exercises the runner and the audit (CI).
-    Smoke,
-    /// What `just bench` runs: about 3 minutes on 2 cores.
-    Quick,
-    /// Thorough: more levels, longer runs.
-    Full,
-}
-
-/// Values a profile sets; every one can be overridden by a flag.
-#[derive(Debug, Clone)]
-struct ProfileValues {
-    databases: Vec<Backend>,
-    levels: Vec<String>,
-    sqlite_levels: Vec<String>,
-    requesters: usize,
-    duration_s: f64,
-    warmup_s: f64,
-    http: HttpCoverage,
-}
-
-/// Where a profile runs a library strategy over HTTP as well as in-process (when
-/// `--transport` is not given). Intersected with the run's databases, levels and strategies.
-#[derive(Debug, Clone)]
-struct HttpCoverage {
-    databases: Vec<Backend>,
-    /// `None`: every level the run has.
-    levels: Option<Vec<String>>,
-    /// `None`: every library strategy the run has.
-    strategies: Option<Vec<Strategy>>,
-}
-
-impl HttpCoverage {
-    fn covers(&self, backend: Backend, level: &LevelSpec, strategy: Strategy, levels: &[LevelSpec]) -> bool {
-        self.databases.contains(&backend)
-            && self
-                .strategies
-                .as_ref()
-                .is_none_or(|strategies| strategies.contains(&strategy))
-            && (self.levels.is_none() || levels.contains(level))
-    }
-}
-
-impl Profile {
-    fn values(self) -> ProfileValues {
-        let strings = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-        match self {
-            Profile::Smoke => ProfileValues {
-                databases: vec![Backend::Postgres, Backend::Mariadb],
-                levels: strings(&["1", "10000"]),
-                sqlite_levels: strings(&["1"]),
-                requesters: 32,
-                duration_s: 1.0,
-                warmup_s: 0.3,
-                // Two short cases so CI exercises the HTTP path (auth, mapping, shutdown).
-                http: HttpCoverage {
-                    databases: vec![Backend::Postgres],
-                    levels: Some(strings(&["1"])),
-                    strategies: Some(vec![Strategy::Guarded, Strategy::Coalesced]),
-                },
-            },
-            Profile::Quick => ProfileValues {
-                databases: vec![Backend::Postgres, Backend::Mariadb, Backend::Sqlite],
-                levels: strings(&["1", "16", "256", "100000"]),
-                sqlite_levels: strings(&["1", "100000"]),
-                requesters: 64,
-                duration_s: 1.2,
-                warmup_s: 0.4,
-                // The issue's two points: one hot SKU and 100 000 SKUs.
-                http: HttpCoverage {
-                    databases: vec![Backend::Postgres],
-                    levels: Some(strings(&["1", "100000"])),
-                    strategies: None,
-                },
-            },
-            Profile::Full => ProfileValues {
-                databases: vec![Backend::Postgres, Backend::Mariadb, Backend::Sqlite],
-                levels: strings(&[
-                    "1",
-                    "2",
-                    "4",
-                    "16",
-                    "64",
-                    "256",
-                    "4096",
-                    "100000",
-                    "10000:zipf:1.1",
-                    "10000:hot:0.01:0.9",
-                ]),
-                sqlite_levels: strings(&["1", "16", "256", "100000"]),
-                requesters: 64,
-                duration_s: 10.0,
-                warmup_s: 2.0,
-                // Every server database and level; SQLite is embedded, so a service in front
-                // of it is not the deployment the ratio is about.
-                http: HttpCoverage {
-                    databases: vec![Backend::Postgres, Backend::Mariadb],
-                    levels: None,
-                    strategies: None,
-                },
-            },
-        }
-    }
-}
+use stockguard_testkit::Backend;
 
 /// Runs every strategy on every available database across conflict levels, audits every run
 /// inside the database, and writes results.json, report.md and SVG plots to --out.
@@ -134,18 +30,16 @@ struct Args {
     /// Profile: smoke (CI), quick (`just bench`), full (`just bench-full`).
     #[arg(long, value_enum, default_value = "quick")]
     profile: Profile,
-    /// Databases, comma-separated: postgres, mariadb, sqlite (default: the profile's).
+    /// Databases, comma-separated: postgres, mysql (or mariadb), sqlite (default: the profile's).
     #[arg(long, value_delimiter = ',')]
     db: Vec<Backend>,
-    /// Strategies and variants, comma-separated (default: all). Library: pessimistic, no_wait,
-    /// optimistic, guarded, coalesced; raw: raw_guarded, raw_pessimistic; negative control:
-    /// unsafe_no_lock.
-    #[arg(long, value_delimiter = ',')]
-    strategies: Vec<String>,
-    /// Transports for the library strategies, comma-separated: in-process, http (default:
-    /// in-process everywhere, plus http where the profile adds it). The raw baselines and
-    /// the negative control bypass the library, so they always run in-process.
-    #[arg(long, value_delimiter = ',')]
+    /// Strategies and variants, comma-separated (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    strategies: Vec<Variant>,
+    /// Transports for the library strategies, comma-separated (default: in-process
+    /// everywhere, plus http where the profile adds it). The raw baselines and the negative
+    /// control bypass the library, so they always run in-process.
+    #[arg(long, value_enum, value_delimiter = ',')]
     transport: Vec<Transport>,
     /// Conflict levels, repeatable: SKUS[:SKEW], SKEW = uniform | zipf:S | hot:FRACTION:TRAFFIC.
     /// Examples: 1, 100000, 10000:zipf:1.1, 1000:hot:0.01:0.9.
@@ -253,12 +147,9 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
         &profile.sqlite_levels
     })?;
     let variants: Vec<Variant> = if args.strategies.is_empty() {
-        Variant::all()
+        Variant::all().to_vec()
     } else {
         args.strategies
-            .iter()
-            .map(|s| Variant::parse(s))
-            .collect::<anyhow::Result<_>>()?
     };
 
     let required = args.require_db || stockguard_testkit::database_required();
@@ -270,15 +161,6 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
     let mut databases = Vec::new();
     let mut skipped = BTreeMap::new();
     for backend in wanted {
-        if !compiled(backend) {
-            let reason = format!("this build has no {backend} adapter");
-            if required && backend != Backend::Sqlite {
-                bail!("{reason}, and a database is required (CI=true / --require-db)");
-            }
-            eprintln!("warning: skipping {backend}: {reason}");
-            skipped.insert(backend, reason);
-            continue;
-        }
         match db::reachable(backend).await {
             Ok(()) => databases.push(backend),
             Err(reason) => {
@@ -303,9 +185,6 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
              *** PostgreSQL/MariaDB figures will be missing from this report.  ***\n\
              **********************************************************************\n"
         );
-        if !compiled(Backend::Sqlite) {
-            bail!("no database server is reachable and this build has no SQLite adapter");
-        }
         if !databases.contains(&Backend::Sqlite) {
             databases.push(Backend::Sqlite);
         }
@@ -336,7 +215,7 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
             // A strategy's transports run back to back, so the http / in-process ratio
             // compares cases minutes apart at most.
             for variant in &variants {
-                if !db::supports(*backend, *variant) {
+                if !variant.runs_on(*backend) {
                     continue;
                 }
                 for transport in case_transports(*backend, level, *variant) {
@@ -388,43 +267,11 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
     })
 }
 
-/// The transports one case runs over: the `--transport` list when given (`explicit`, never
-/// for raw variants, which bypass the library), else in-process plus http where the profile's
-/// coverage says so.
-fn transports_for(
-    explicit: &[Transport],
-    coverage: &HttpCoverage,
-    coverage_levels: &[LevelSpec],
-    backend: Backend,
-    level: &LevelSpec,
-    variant: Variant,
-) -> Vec<Transport> {
-    match variant {
-        Variant::Raw(_) => vec![Transport::InProcess],
-        Variant::Library(_) if !explicit.is_empty() => explicit.to_vec(),
-        Variant::Library(strategy) => {
-            let mut chosen = vec![Transport::InProcess];
-            if coverage.covers(backend, level, strategy, coverage_levels) {
-                chosen.push(Transport::Http);
-            }
-            chosen
-        }
-    }
-}
-
-fn compiled(backend: Backend) -> bool {
-    match backend {
-        Backend::Postgres => true,
-        Backend::Mariadb => cfg!(feature = "mysql"),
-        Backend::Sqlite => cfg!(feature = "sqlite"),
-    }
-}
-
 /// Version and durability settings, read from a throwaway database (SQLite: with the same
 /// pragmas the raw pool uses; the adapter's own settings are in its docs).
 async fn environment(backend: Backend) -> anyhow::Result<BTreeMap<String, String>> {
-    let database = db::FreshDatabase::create(backend).await?;
-    let pool = RawPool::connect(backend, database.url(), 1).await?;
+    let database = FreshDatabase::create(backend).await?;
+    let pool = RawPool::connect(&database, 1).await?;
     let env = pool.environment().await;
     pool.close().await;
     database.drop_now().await?;
@@ -596,92 +443,7 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use stockguard_bench::db::RawOp;
-
     use super::*;
-
-    fn level(raw: &str) -> LevelSpec {
-        raw.parse().unwrap()
-    }
-
-    fn http_cases(profile: Profile, backend: Backend, level_raw: &str) -> Vec<Strategy> {
-        let coverage = profile.values().http;
-        let levels: Vec<LevelSpec> = coverage.levels.iter().flatten().map(|l| level(l)).collect();
-        Strategy::ALL
-            .into_iter()
-            .filter(|s| {
-                transports_for(
-                    &[],
-                    &coverage,
-                    &levels,
-                    backend,
-                    &level(level_raw),
-                    Variant::Library(*s),
-                )
-                .contains(&Transport::Http)
-            })
-            .collect()
-    }
-
-    #[test]
-    fn profiles_add_http_where_the_issue_asks() {
-        assert_eq!(
-            http_cases(Profile::Smoke, Backend::Postgres, "1"),
-            vec![Strategy::Guarded, Strategy::Coalesced]
-        );
-        assert!(http_cases(Profile::Smoke, Backend::Postgres, "10000").is_empty());
-        assert!(http_cases(Profile::Smoke, Backend::Mariadb, "1").is_empty());
-        for sku_count in ["1", "100000"] {
-            assert_eq!(
-                http_cases(Profile::Quick, Backend::Postgres, sku_count),
-                Strategy::ALL.to_vec()
-            );
-        }
-        assert!(http_cases(Profile::Quick, Backend::Postgres, "16").is_empty());
-        assert!(http_cases(Profile::Quick, Backend::Mariadb, "1").is_empty());
-        for backend in [Backend::Postgres, Backend::Mariadb] {
-            assert_eq!(
-                http_cases(Profile::Full, backend, "10000:zipf:1.1"),
-                Strategy::ALL.to_vec()
-            );
-        }
-        assert!(http_cases(Profile::Full, Backend::Sqlite, "1").is_empty());
-    }
-
-    #[test]
-    fn an_explicit_transport_list_wins_but_raw_variants_stay_in_process() {
-        let coverage = Profile::Smoke.values().http;
-        let both = [Transport::InProcess, Transport::Http];
-        let library = Variant::Library(Strategy::Optimistic);
-        assert_eq!(
-            transports_for(&both, &coverage, &[], Backend::Mariadb, &level("16"), library),
-            both.to_vec()
-        );
-        assert_eq!(
-            transports_for(
-                &[Transport::InProcess],
-                &coverage,
-                &[],
-                Backend::Postgres,
-                &level("1"),
-                Variant::Library(Strategy::Guarded)
-            ),
-            vec![Transport::InProcess]
-        );
-        for raw in [RawOp::Guarded, RawOp::Pessimistic, RawOp::UnsafeNoLock] {
-            assert_eq!(
-                transports_for(
-                    &[Transport::Http],
-                    &coverage,
-                    &[],
-                    Backend::Postgres,
-                    &level("1"),
-                    Variant::Raw(raw)
-                ),
-                vec![Transport::InProcess]
-            );
-        }
-    }
 
     #[test]
     fn the_transport_flag_parses() {
@@ -689,5 +451,32 @@ mod tests {
             .unwrap();
         assert_eq!(args.transport, vec![Transport::InProcess, Transport::Http]);
         assert!(Args::try_parse_from(["stockguard-bench", "--out", "x", "--transport", "grpc"]).is_err());
+    }
+
+    #[test]
+    fn strategies_take_every_library_strategy_and_raw_path_by_name() {
+        use stockguard_bench::raw::RawOp;
+        use stockguard_core::Strategy;
+
+        let args = Args::try_parse_from([
+            "stockguard-bench",
+            "--out",
+            "x",
+            "--strategies",
+            "sharded,raw_guarded,unsafe_no_lock",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.strategies,
+            vec![
+                Variant::Library(Strategy::Sharded),
+                Variant::Raw(RawOp::Guarded),
+                Variant::Raw(RawOp::UnsafeNoLock)
+            ]
+        );
+        assert!(Args::try_parse_from(["stockguard-bench", "--out", "x", "--strategies", "fastest"]).is_err());
+        let db =
+            Args::try_parse_from(["stockguard-bench", "--out", "x", "--db", "mariadb,postgres"]).unwrap();
+        assert_eq!(db.db, vec![Backend::MySql, Backend::Postgres]);
     }
 }

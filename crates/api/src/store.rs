@@ -2,6 +2,12 @@
 //!
 //! `InventoryStore` is generic (its methods return `impl Future`), so it cannot be a trait
 //! object; an enum that delegates each call keeps the service monomorphic without `dyn`.
+//!
+//! Every store in the workspace outside the adapters' own tests is opened here, by
+//! [`AnyStore::connect`] from a [`StoreSettings`]: the service's, and the bench's (which
+//! measures the library in-process and over HTTP on the same configuration).
+
+use std::time::Duration;
 
 use stockguard_core::coalesce::CoalescerStats;
 use stockguard_core::engine::EngineStats;
@@ -13,7 +19,58 @@ use stockguard_mysql::{MySqlConfig, MySqlStore};
 use stockguard_postgres::{PgConfig, PgStore};
 use stockguard_sqlite::{SqliteConfig, SqliteStore};
 
-use crate::config::{DatabaseTarget, Settings};
+use crate::config::{
+    DEFAULT_ACQUIRE_TIMEOUT_MS, DEFAULT_LOCK_TIMEOUT_MS, DEFAULT_POOL_SIZE, DatabaseTarget, Settings,
+};
+
+/// What opening a store takes: where the data lives, and the limits every adapter shares.
+/// The rest of each adapter's configuration keeps the adapter's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// Where the data lives.
+    pub database: DatabaseTarget,
+    /// Most pooled connections.
+    pub pool_size: u32,
+    /// Wait for a pooled connection before `Unavailable`.
+    pub acquire_timeout: Duration,
+    /// Wait for a row lock (SQLite: the write lock, its busy timeout) before `LockTimeout`.
+    pub lock_timeout: Duration,
+    /// Buckets a `sharded` SKU's stock is spread over (PostgreSQL and MySQL/MariaDB).
+    pub shard_buckets: u32,
+    /// `sharded` spreads a SKU on its first deduction instead of on contention.
+    pub spread_eagerly: bool,
+    /// The engine's bound on one whole call (see `EngineConfig::deadline`).
+    pub deadline: Duration,
+}
+
+impl StoreSettings {
+    /// The service's defaults for everything but the target.
+    pub fn new(database: DatabaseTarget) -> Self {
+        Self {
+            database,
+            pool_size: DEFAULT_POOL_SIZE,
+            acquire_timeout: Duration::from_millis(DEFAULT_ACQUIRE_TIMEOUT_MS),
+            lock_timeout: Duration::from_millis(DEFAULT_LOCK_TIMEOUT_MS),
+            shard_buckets: stockguard_core::sharding::DEFAULT_SHARD_BUCKETS,
+            spread_eagerly: false,
+            deadline: EngineConfig::default().deadline,
+        }
+    }
+}
+
+impl From<&Settings> for StoreSettings {
+    fn from(settings: &Settings) -> Self {
+        Self {
+            database: settings.database.clone(),
+            pool_size: settings.pool_size,
+            acquire_timeout: settings.acquire_timeout,
+            lock_timeout: settings.lock_timeout,
+            shard_buckets: settings.shard_buckets,
+            spread_eagerly: settings.spread_eagerly,
+            deadline: engine_deadline(settings.request_timeout),
+        }
+    }
+}
 
 /// One of the supported stores.
 #[derive(Debug, Clone)]
@@ -39,9 +96,11 @@ macro_rules! delegate {
 }
 
 impl AnyStore {
-    /// Connects to the configured database (creating a SQLite file if missing). Does not migrate.
-    pub async fn connect(settings: &Settings) -> Result<Self, DeductError> {
-        let engine = engine_config(settings);
+    /// Connects to the configured database (creating a SQLite file if missing). Does not
+    /// migrate. Takes the service's [`Settings`] or a [`StoreSettings`].
+    pub async fn connect(settings: impl Into<StoreSettings>) -> Result<Self, DeductError> {
+        let settings: StoreSettings = settings.into();
+        let engine = engine_config(&settings);
         match &settings.database {
             DatabaseTarget::Postgres(url) => {
                 let mut config = PgConfig::new(url.clone());
@@ -138,11 +197,11 @@ impl InventoryStore for AnyStore {
 
 /// The engine's settings from the service's: the engine answers before the HTTP request
 /// timeout would cut the call off, so every answer comes from the engine and is true.
-fn engine_config(settings: &Settings) -> EngineConfig {
+fn engine_config(settings: &StoreSettings) -> EngineConfig {
     let mut engine = EngineConfig {
         shard_buckets: settings.shard_buckets,
         spread_eagerly: settings.spread_eagerly,
-        deadline: engine_deadline(settings.request_timeout),
+        deadline: settings.deadline,
         ..EngineConfig::default()
     };
     // Group commit holds at most half the pool, so other strategies and reads keep theirs.

@@ -10,10 +10,13 @@
 //!    `STOCKGUARD_REQUIRE_DB=1`, where a missing database is a failure.
 
 use std::any::Any;
+use std::fmt;
 use std::io::Write;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
+use serde::Serialize;
 use sqlx::{Connection, Executor};
 
 /// Environment variable holding a PostgreSQL admin URL (a database the tests may connect to
@@ -27,6 +30,66 @@ pub const REQUIRE_DB_ENV: &str = "STOCKGUARD_REQUIRE_DB";
 pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 /// The local MariaDB this machine kind runs.
 pub const DEFAULT_MYSQL_URL: &str = "mysql://root@127.0.0.1:3306/mysql";
+
+/// Prefix of the databases [`TestDatabase::postgres`] and [`TestDatabase::mysql`] create.
+pub const TEST_DATABASE_PREFIX: &str = "sg_test_";
+
+/// Which database, servers and embedded SQLite alike: the one list of backends that tests
+/// and the bench share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// PostgreSQL.
+    Postgres,
+    /// MySQL or MariaDB (one protocol, one adapter).
+    MySql,
+    /// Embedded SQLite: a file, no server.
+    Sqlite,
+}
+
+impl Backend {
+    /// Every backend, servers first.
+    pub const ALL: [Backend; 3] = [Backend::Postgres, Backend::MySql, Backend::Sqlite];
+
+    /// The stable name used in flags, files and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgres",
+            Backend::MySql => "mysql",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+
+    /// The server it runs on; `None` for embedded SQLite.
+    pub fn server(self) -> Option<Server> {
+        match self {
+            Backend::Postgres => Some(Server::Postgres),
+            Backend::MySql => Some(Server::MySql),
+            Backend::Sqlite => None,
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Backend {
+    type Err = String;
+    /// The names of [`Backend::as_str`], and `pg`, `postgresql` and `mariadb` as aliases.
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        match raw {
+            "postgres" | "postgresql" | "pg" => Ok(Backend::Postgres),
+            "mysql" | "mariadb" => Ok(Backend::MySql),
+            "sqlite" => Ok(Backend::Sqlite),
+            _ => Err(format!(
+                "unknown database {raw:?}: use postgres, mysql (or mariadb) or sqlite"
+            )),
+        }
+    }
+}
 
 /// Which server family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +121,12 @@ impl Server {
             Server::MySql => "MySQL/MariaDB",
         }
     }
+
+    /// The admin URL the environment names, else the local default; not probed (see
+    /// [`reachable`]). For callers with their own policy for a missing server.
+    pub fn admin_url(self) -> String {
+        std::env::var(self.env()).unwrap_or_else(|_| self.default_url().to_owned())
+    }
 }
 
 /// True when a missing database must fail rather than skip.
@@ -76,6 +145,8 @@ pub struct TestDatabase {
     admin_url: String,
     name: String,
     url: String,
+    // Set by `drop_now`, so `Drop` does not drop the database a second time.
+    dropped: bool,
     // Declared last so the container outlives the DROP DATABASE in `Drop`.
     _container: Option<Box<dyn Any + Send + Sync>>,
 }
@@ -123,43 +194,93 @@ impl TestDatabase {
             Err(reason) => return skip_or_fail(server, &reason),
         };
         let name = unique_name();
-        let created = async {
-            match server {
-                Server::Postgres => {
-                    let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
-                    admin
-                        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-                        .await?;
-                    admin.close().await
-                }
-                Server::MySql => {
-                    let mut admin = sqlx::MySqlConnection::connect(&admin_url).await?;
-                    admin
-                        .execute(sqlx::AssertSqlSafe(format!(
-                            "CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
-                        )))
-                        .await?;
-                    admin.close().await
-                }
-            }
-        }
-        .await;
-        if let Err(error) = created {
+        if let Err(error) = create_database(server, &admin_url, &name).await {
             panic!("could not create test database {name} on {admin_url}: {error}");
         }
+        Some(Self::created(server, admin_url, name, container))
+    }
+
+    /// Creates a database named `{prefix}{unique suffix}` on the server at `admin_url`,
+    /// without the fallbacks of [`TestDatabase::create`]: for callers (the bench) that find
+    /// their servers and decide what a missing one means themselves.
+    pub async fn create_at(server: Server, admin_url: &str, prefix: &str) -> Result<Self, sqlx::Error> {
+        let name = unique_name_with(prefix);
+        create_database(server, admin_url, &name).await?;
+        Ok(Self::created(server, admin_url.to_owned(), name, None))
+    }
+
+    fn created(
+        server: Server,
+        admin_url: String,
+        name: String,
+        container: Option<Box<dyn Any + Send + Sync>>,
+    ) -> Self {
         let url = with_database(&admin_url, &name);
-        Some(Self {
+        Self {
             server,
             admin_url,
             name,
             url,
+            dropped: false,
             _container: container,
-        })
+        }
+    }
+
+    /// Drops the database now (with its connections) and reports a failure, where `Drop`
+    /// can only warn.
+    pub async fn drop_now(mut self) -> Result<(), sqlx::Error> {
+        self.dropped = true;
+        drop_database(self.server, &self.admin_url, &self.name).await
+    }
+}
+
+async fn create_database(server: Server, admin_url: &str, name: &str) -> Result<(), sqlx::Error> {
+    match server {
+        Server::Postgres => {
+            let mut admin = sqlx::PgConnection::connect(admin_url).await?;
+            admin
+                .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                .await?;
+            admin.close().await
+        }
+        Server::MySql => {
+            let mut admin = sqlx::MySqlConnection::connect(admin_url).await?;
+            admin
+                .execute(sqlx::AssertSqlSafe(format!(
+                    "CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+                )))
+                .await?;
+            admin.close().await
+        }
+    }
+}
+
+async fn drop_database(server: Server, admin_url: &str, name: &str) -> Result<(), sqlx::Error> {
+    match server {
+        Server::Postgres => {
+            let mut admin = sqlx::PgConnection::connect(admin_url).await?;
+            admin
+                .execute(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                )))
+                .await?;
+            admin.close().await
+        }
+        Server::MySql => {
+            let mut admin = sqlx::MySqlConnection::connect(admin_url).await?;
+            admin
+                .execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{name}`")))
+                .await?;
+            admin.close().await
+        }
     }
 }
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
+        if self.dropped {
+            return;
+        }
         let (server, admin_url, name) = (self.server, self.admin_url.clone(), self.name.clone());
         // Drop runs inside a tokio runtime in most tests, where blocking on a future is not
         // allowed; a plain thread with its own runtime is.
@@ -168,26 +289,7 @@ impl Drop for TestDatabase {
                 .enable_all()
                 .build()
                 .expect("runtime for dropping the test database");
-            runtime.block_on(async move {
-                match server {
-                    Server::Postgres => {
-                        let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
-                        admin
-                            .execute(sqlx::AssertSqlSafe(format!(
-                                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                            )))
-                            .await?;
-                        admin.close().await
-                    }
-                    Server::MySql => {
-                        let mut admin = sqlx::MySqlConnection::connect(&admin_url).await?;
-                        admin
-                            .execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{name}`")))
-                            .await?;
-                        admin.close().await
-                    }
-                }
-            })
+            runtime.block_on(drop_database(server, &admin_url, &name))
         })
         .join();
         if !matches!(dropped, Ok(Ok(()))) {
@@ -231,7 +333,11 @@ impl Default for TestSqliteFile {
 
 /// A name no earlier run on this machine has used.
 pub fn unique_name() -> String {
-    format!("sg_test_{}", uuid::Uuid::new_v4().simple())
+    unique_name_with(TEST_DATABASE_PREFIX)
+}
+
+fn unique_name_with(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
 }
 
 /// Replaces the database path of a URL (`…/admin_db?params` → `…/name?params`).
@@ -251,7 +357,8 @@ pub fn with_database(url: &str, name: &str) -> String {
     }
 }
 
-async fn reachable(server: Server, url: &str) -> Result<(), String> {
+/// Whether the server at `url` accepts a connection within 5 s; the error says why not.
+pub async fn reachable(server: Server, url: &str) -> Result<(), String> {
     let attempt = async {
         match server {
             Server::Postgres => sqlx::PgConnection::connect(url).await?.close().await,
@@ -374,5 +481,17 @@ mod tests {
             with_database("mysql://root@127.0.0.1:3306", "y"),
             "mysql://root@127.0.0.1:3306/y"
         );
+    }
+
+    #[test]
+    fn backends_round_trip_through_their_names() {
+        for backend in Backend::ALL {
+            assert_eq!(backend.as_str().parse::<Backend>(), Ok(backend));
+            assert_eq!(backend.to_string(), backend.as_str());
+        }
+        assert_eq!("mariadb".parse::<Backend>(), Ok(Backend::MySql));
+        assert_eq!("pg".parse::<Backend>(), Ok(Backend::Postgres));
+        assert!("oracle".parse::<Backend>().is_err());
+        assert_eq!(Backend::Sqlite.server(), None);
     }
 }

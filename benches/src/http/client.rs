@@ -1,0 +1,163 @@
+//! The load generator's side of the `http` transport: one keep-alive client shared by the
+//! requesters, one `POST /v1/skus/{sku}/deduct` per deduction.
+
+use std::fmt;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::Context;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use stockguard_core::Strategy;
+
+use super::classify::{Expected, classify_response, error_kind};
+use super::service::ServiceUnderTest;
+use crate::case::Deductor;
+use crate::tally::Outcome;
+
+/// The client gives up later than the server, so a slow request is answered by the service
+/// (a 503 the tally can classify) rather than cut off on the wire.
+pub const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connecting to a loopback port is immediate; anything slower means the service is gone.
+pub const CLIENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Deductions through `POST /v1/skus/{sku}/deduct` on a running service.
+pub struct HttpDeductor {
+    client: reqwest::Client,
+    // Parsed once: the hot path should measure the service, not URL parsing.
+    deduct_urls: Vec<reqwest::Url>,
+    sku_names: Vec<String>,
+    authorization: HeaderValue,
+    strategy: Strategy,
+    // The first request that failed in a way the tally cannot classify, for the diagnostic.
+    first_failure: Mutex<Option<String>>,
+}
+
+impl fmt::Debug for HttpDeductor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpDeductor")
+            .field("skus", &self.sku_names.len())
+            .field("strategy", &self.strategy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpDeductor {
+    /// A client for `requesters` concurrent requesters on `service`.
+    pub fn new(
+        service: &ServiceUnderTest,
+        sku_names: &[String],
+        strategy: Strategy,
+        requesters: usize,
+    ) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            // The service is on loopback; an HTTP(S)_PROXY in the environment must not
+            // reroute the measurement.
+            .no_proxy()
+            .http1_only()
+            // A redirect or a silent retry would hide what the service answered: every
+            // response is classified as it came.
+            .redirect(reqwest::redirect::Policy::none())
+            .retry(reqwest::retry::never())
+            .referer(false)
+            // One idle keep-alive connection per requester, so no request pays a reconnect.
+            .pool_max_idle_per_host(requesters)
+            .tcp_nodelay(true)
+            .connect_timeout(CLIENT_CONNECT_TIMEOUT)
+            .timeout(CLIENT_REQUEST_TIMEOUT)
+            .build()
+            .context("building the HTTP client")?;
+        let base = service.base_url();
+        let deduct_urls = sku_names
+            .iter()
+            .map(|sku| reqwest::Url::parse(&format!("{base}/v1/skus/{sku}/deduct")))
+            .collect::<Result<Vec<_>, _>>()
+            .context("building deduct URLs")?;
+        let authorization = HeaderValue::from_str(&format!("Bearer {}", service.auth_token()))
+            .context("the auth token is a valid header value")?;
+        Ok(Self {
+            client,
+            deduct_urls,
+            sku_names: sku_names.to_vec(),
+            authorization,
+            strategy,
+            first_failure: Mutex::new(None),
+        })
+    }
+
+    /// The first request that failed on the wire or with an unexpected response, if any.
+    pub fn first_failure(&self) -> Option<String> {
+        self.first_failure
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn note_failure(&self, describe: impl FnOnce() -> String) {
+        let mut first = self
+            .first_failure
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if first.is_none() {
+            *first = Some(describe());
+        }
+    }
+
+    fn transport_failure(&self, error: &reqwest::Error) -> Outcome {
+        self.note_failure(|| format!("transport: {error}"));
+        error_kind("http_transport")
+    }
+}
+
+impl Deductor for HttpDeductor {
+    async fn deduct(&self, sku_index: usize, units: u32) -> Outcome {
+        let sent = self
+            .client
+            .post(self.deduct_urls[sku_index].clone())
+            .header(AUTHORIZATION, self.authorization.clone())
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .body(deduct_body(units, self.strategy))
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) => return self.transport_failure(&error),
+        };
+        let status = response.status().as_u16();
+        // Reading the body to its end returns the connection to the keep-alive pool.
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(error) => return self.transport_failure(&error),
+        };
+        let expected = Expected {
+            sku: &self.sku_names[sku_index],
+            units,
+            strategy: self.strategy,
+        };
+        classify_response(status, &body, &expected).unwrap_or_else(|unexpected| {
+            self.note_failure(|| unexpected.to_string());
+            error_kind("http_unexpected")
+        })
+    }
+}
+
+/// The JSON body of one deduction, naming the strategy so the server's per-request override
+/// is exercised.
+pub fn deduct_body(units: u32, strategy: Strategy) -> String {
+    format!(r#"{{"quantity":{units},"strategy":"{}"}}"#, strategy.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_body_names_quantity_and_strategy() {
+        let body = deduct_body(3, Strategy::Coalesced);
+        let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(value, serde_json::json!({"quantity": 3, "strategy": "coalesced"}));
+        for strategy in Strategy::ALL {
+            let value: serde_json::Value = serde_json::from_str(&deduct_body(1, strategy)).unwrap();
+            assert_eq!(value["strategy"], strategy.as_str());
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The HTTP vs in-process table: each HTTP case beside its in-process twin.
+
+use std::fmt::Write as _;
+
+use stockguard_testkit::Backend;
+
+use super::view::{fmt_errors, fmt_ms, fmt_rate, fmt_ratio, level_key, verdict};
+use crate::case::{CaseResult, Transport};
+
+/// The HTTP / in-process throughput ratio the service should reach for the same strategy:
+/// the service's own cost (HTTP parsing, auth, JSON, metrics) may take at most a fifth of
+/// what the library alone achieves.
+pub const HTTP_RATIO_TARGET: f64 = 0.8;
+
+/// One row of the HTTP vs in-process table: an HTTP case and its in-process twin (same
+/// backend, level, requesters and strategy, same run), if that ran.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpComparison<'a> {
+    /// The case over HTTP.
+    pub http: &'a CaseResult,
+    /// The same case in-process.
+    pub in_process: Option<&'a CaseResult>,
+}
+
+impl HttpComparison<'_> {
+    /// HTTP successes/s ÷ in-process successes/s.
+    pub fn ratio(&self) -> Option<f64> {
+        let in_process = self.in_process?;
+        (in_process.successes_per_s > 0.0).then(|| self.http.successes_per_s / in_process.successes_per_s)
+    }
+}
+
+/// The HTTP cases of `backend` in run order, each with its in-process twin.
+pub fn http_comparisons(backend: Backend, cases: &[CaseResult]) -> Vec<HttpComparison<'_>> {
+    let twin_of = |http: &CaseResult| {
+        cases.iter().find(|c| {
+            c.spec.transport == Transport::InProcess
+                && c.spec.backend == http.spec.backend
+                && c.spec.variant == http.spec.variant
+                && c.spec.requesters == http.spec.requesters
+                && level_key(&c.spec.level) == level_key(&http.spec.level)
+        })
+    };
+    cases
+        .iter()
+        .filter(|c| c.spec.backend == backend && c.spec.transport == Transport::Http)
+        .map(|http| HttpComparison {
+            http,
+            in_process: twin_of(http),
+        })
+        .collect()
+}
+
+pub(super) fn http_table(md: &mut String, backend: Backend, cases: &[CaseResult]) -> anyhow::Result<()> {
+    let rows = http_comparisons(backend, cases);
+    writeln!(
+        md,
+        "### HTTP vs in-process
+"
+    )?;
+    writeln!(
+        md,
+        "The same strategy driven through the `stockguard` service (HTTP/1.1 keep-alive, one connection \
+         per requester, bearer-token auth, JSON) and through the library directly, in the same run. \
+         The service runs in this process on its own runtime; requesters, service and database share \
+         the machine's cores. Target: http / in-process ≥ {HTTP_RATIO_TARGET}.\n"
+    )?;
+    writeln!(
+        md,
+        "| level | requesters | strategy | in-process ok/s | http ok/s | http / in-process | in-process p99 ms | http p99 ms | ≥ {HTTP_RATIO_TARGET} | http errors | http audit |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|")?;
+    let mut met = 0;
+    for row in &rows {
+        let http = row.http;
+        let ratio = row.ratio();
+        let mark = match ratio {
+            Some(r) if r >= HTTP_RATIO_TARGET => {
+                met += 1;
+                "✔"
+            }
+            Some(_) => "✘",
+            None => "n/a",
+        };
+        writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {mark} | {} | {} |",
+            http.spec.level,
+            http.spec.requesters,
+            http.spec.variant,
+            row.in_process
+                .map_or_else(|| "not run".to_owned(), |c| fmt_rate(c.successes_per_s)),
+            fmt_rate(http.successes_per_s),
+            fmt_ratio(ratio),
+            row.in_process
+                .map_or_else(|| "–".to_owned(), |c| fmt_ms(c.latency_us_p99)),
+            fmt_ms(http.latency_us_p99),
+            fmt_errors(http),
+            verdict(http),
+        )?;
+    }
+    let compared = rows.iter().filter(|r| r.ratio().is_some()).count();
+    writeln!(
+        md,
+        "\n{met} of {compared} compared cases reach the target (≥ {HTTP_RATIO_TARGET})."
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use std::collections::BTreeMap;
+
+    use stockguard_core::Strategy;
+
+    use super::*;
+    use crate::audit::AuditOutcome;
+    use crate::case::{Bounds, CaseSpec, StockSizing, Variant};
+    use crate::workload::QuantityDist;
+
+    fn case(strategy: Strategy, transport: Transport, level: &str, successes_per_s: f64) -> CaseResult {
+        CaseResult {
+            spec: CaseSpec {
+                backend: Backend::Postgres,
+                variant: Variant::Library(strategy),
+                transport,
+                level: level.parse().unwrap(),
+                requesters: 64,
+                pool_size: 64,
+                warmup: Duration::from_millis(100),
+                bounds: Bounds {
+                    duration: Duration::from_secs(1),
+                    ops_per_requester: None,
+                },
+                quantity: QuantityDist::Fixed { units: 1 },
+                stock: StockSizing::Auto { fill: 0.9 },
+                seed: 7,
+            },
+            database: "sg_bench_test".to_owned(),
+            successes: 100,
+            refused: 0,
+            errors: BTreeMap::new(),
+            successes_per_s,
+            refused_per_s: 0.0,
+            selling_window_s: 1.0,
+            elapsed_s: 1.0,
+            attempts_per_success: 1.0,
+            conflict_rate: 0.0,
+            failed_attempt_rate: 0.0,
+            waited_fraction: 0.0,
+            latency_us_p50: 1_000,
+            latency_us_p95: 2_000,
+            latency_us_p99: 3_000,
+            latency_us_max: 4_000,
+            warmup_units_per_s: successes_per_s,
+            total_initial_stock: 100,
+            coalesced_batches: None,
+            coalesced_mean_batch: None,
+            audit: AuditOutcome::default(),
+        }
+    }
+
+    #[test]
+    fn each_http_case_is_compared_with_its_in_process_twin() {
+        let cases = vec![
+            case(Strategy::Guarded, Transport::InProcess, "1", 1000.0),
+            case(Strategy::Guarded, Transport::Http, "1", 850.0),
+            case(Strategy::Coalesced, Transport::InProcess, "1", 8000.0),
+            case(Strategy::Coalesced, Transport::Http, "1", 4000.0),
+            case(Strategy::Guarded, Transport::InProcess, "100000", 2000.0),
+            // No in-process twin at this level.
+            case(Strategy::Pessimistic, Transport::Http, "100000", 900.0),
+        ];
+        let rows = http_comparisons(Backend::Postgres, &cases);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].ratio(), Some(0.85));
+        assert_eq!(rows[1].ratio(), Some(0.5));
+        assert!(rows[2].in_process.is_none() && rows[2].ratio().is_none());
+        assert!(http_comparisons(Backend::MySql, &cases).is_empty());
+
+        let mut md = String::new();
+        http_table(&mut md, Backend::Postgres, &cases).unwrap();
+        assert!(md.contains("| 1xuniform | 64 | guarded | 1000 | 850 |"), "{md}");
+        assert!(md.contains("| 0.85× | 3.00 | 3.00 | ✔ |"), "{md}");
+        assert!(md.contains("| 0.50× | 3.00 | 3.00 | ✘ |"), "{md}");
+        assert!(md.contains("| not run | 900 | n/a |"), "{md}");
+        assert!(md.contains("1 of 2 compared cases reach the target"), "{md}");
+    }
+}

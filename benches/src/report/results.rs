@@ -1,0 +1,71 @@
+//! What a run produced, as results.json holds it.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use stockguard_testkit::Backend;
+
+use crate::case::CaseResult;
+
+/// The machine the run happened on.
+#[derive(Debug, Clone, Serialize)]
+pub struct MachineInfo {
+    /// Logical cores available to the process.
+    pub cores: usize,
+    /// CPU model, from /proc/cpuinfo.
+    pub cpu: String,
+    /// OS, from /etc/os-release.
+    pub os: String,
+    /// Kernel release.
+    pub kernel: String,
+}
+
+impl MachineInfo {
+    /// Reads what it can; unknown fields say so.
+    pub fn detect() -> Self {
+        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+        let cpu = read("/proc/cpuinfo")
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map_or_else(|| "unknown".to_owned(), |(_, v)| v.trim().to_owned());
+        let os = read("/etc/os-release")
+            .lines()
+            .find(|l| l.starts_with("PRETTY_NAME="))
+            .map_or_else(
+                || "unknown".to_owned(),
+                |l| l.trim_start_matches("PRETTY_NAME=").trim_matches('"').to_owned(),
+            );
+        Self {
+            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            cpu,
+            os,
+            kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
+        }
+    }
+}
+
+/// Everything a run produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    /// When the run started (UTC, RFC 3339).
+    pub started_at: String,
+    /// The command line.
+    pub command: String,
+    /// Profile name.
+    pub profile: String,
+    /// The seed every case used.
+    pub seed: u64,
+    /// The machine.
+    pub machine: MachineInfo,
+    /// Per database: version and durability settings.
+    pub databases: BTreeMap<Backend, BTreeMap<String, String>>,
+    /// Databases that were asked for but skipped, with the reason.
+    pub skipped_databases: BTreeMap<Backend, String>,
+    /// True when no server was reachable and the run fell back to embedded SQLite.
+    pub sqlite_fallback: bool,
+    /// Every case, in run order.
+    pub cases: Vec<CaseResult>,
+    /// Cases that failed to run at all (connection errors and the like).
+    pub case_errors: Vec<String>,
+}
