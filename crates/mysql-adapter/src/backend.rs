@@ -3,19 +3,19 @@
 use std::str::FromStr;
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
-use sqlx::{Connection, Executor, MySql, QueryBuilder, Transaction};
+use sqlx::{Connection, Executor, MySql, Transaction};
 use stockguard_core::engine::{
-    AllLocked, Backend, Change, Fault, FaultKind, LockWait, LockedRow, MissFacts, Step, StoredMissFacts,
-    VersionedRow, Written,
+    AllLocked, Backend, Change, Fault, FaultKind, LockWait, LockedRow, MissFacts, Step, VersionedRow, Written,
 };
 use stockguard_core::{
     BatchPlan, Capabilities, DeductError, EngineConfig, IdempotencyKey, LedgerEntry, LedgerPage,
-    LedgerReason, PoolStatus, STOCK_MAX, SkuId, SkuSnapshot, StockLevel, StoredLedgerRow, StoredSnapshotRow,
-    Strategy,
+    LedgerReason, PoolStatus, STOCK_MAX, SkuId, SkuSnapshot, StockLevel, Strategy,
 };
 
 use crate::config::{ServerFlavor, session_statements};
-use crate::sql::{self, ledger_columns};
+use stockguard_sql as common;
+
+use crate::sql;
 use crate::{MIGRATOR, MySqlConfig, error};
 
 /// Most rows in one multi-row `INSERT` or `IN (…)` list: keeps every statement far below
@@ -30,16 +30,6 @@ pub struct MySqlBackend {
     pub(crate) pool: MySqlPool,
     pub(crate) config: MySqlConfig,
     pub(crate) flavor: ServerFlavor,
-}
-
-pub(crate) fn entries(rows: Vec<StoredLedgerRow>) -> Result<Vec<LedgerEntry>, Fault> {
-    rows.into_iter()
-        .map(|row| LedgerEntry::from_stored(row).map_err(corrupt))
-        .collect()
-}
-
-fn corrupt(error: DeductError) -> Fault {
-    Fault::new(FaultKind::Other, "reading a stored row", error)
 }
 
 impl MySqlBackend {
@@ -152,27 +142,10 @@ impl MySqlBackend {
         connection: &mut sqlx::MySqlConnection,
         keys: &[&IdempotencyKey],
     ) -> Result<Vec<LedgerEntry>, Fault> {
-        let mut rows: Vec<StoredLedgerRow> = Vec::new();
-        for chunk in keys.chunks(ROWS_PER_STATEMENT_MAX) {
-            let mut query = QueryBuilder::<MySql>::new(concat!(
-                "SELECT ",
-                ledger_columns!(),
-                " FROM inventory_ledger WHERE idempotency_key IN ("
-            ));
-            let mut list = query.separated(", ");
-            for key in chunk {
-                list.push_bind(key.as_str());
-            }
-            query.push(")");
-            rows.extend(
-                query
-                    .build_query_as::<StoredLedgerRow>()
-                    .fetch_all(&mut *connection)
-                    .await
-                    .map_err(self.fault("looking up keys"))?,
-            );
-        }
-        entries(rows)
+        let rows = common::find_keys::<MySql>(connection, sql::FIND_KEYS, keys, ROWS_PER_STATEMENT_MAX)
+            .await
+            .map_err(self.fault("looking up keys"))?;
+        common::entries(rows)
     }
 
     async fn guarded_in(&self, tx: &mut MySqlTx, change: Change<'_>) -> Result<Option<Written>, Fault> {
@@ -301,11 +274,7 @@ impl Backend for MySqlBackend {
     }
 
     fn pool_status(&self) -> PoolStatus {
-        PoolStatus {
-            size: self.pool.size(),
-            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
-            max_size: self.config.max_connections,
-        }
+        common::pool_status(&self.pool, self.config.max_connections)
     }
 
     async fn close(&self) {
@@ -314,62 +283,44 @@ impl Backend for MySqlBackend {
 
     fn ping(&self) -> impl Step<()> {
         async move {
-            sqlx::query(sql::PING)
-                .execute(&self.pool)
+            common::execute(&self.pool, sql::PING)
                 .await
-                .map(|_| ())
                 .map_err(self.fault("pinging MySQL"))
         }
     }
 
     fn stock(&self, sku: &SkuId) -> impl Step<Option<StockLevel>> {
         async move {
-            let row: Option<(i64, i64)> = sqlx::query_as(sql::STOCK)
-                .bind(sku.as_str())
-                .fetch_optional(&self.pool)
+            common::stock(&self.pool, sql::STOCK, sku)
                 .await
-                .map_err(self.fault("reading stock"))?;
-            Ok(row.map(|(stock, initial_stock)| StockLevel {
-                sku: sku.clone(),
-                stock,
-                initial_stock,
-            }))
+                .map_err(self.fault("reading stock"))
         }
     }
 
     fn ledger(&self, sku: &SkuId, page: LedgerPage) -> impl Step<Vec<LedgerEntry>> {
         async move {
-            let rows: Vec<StoredLedgerRow> = sqlx::query_as(sql::LEDGER_PAGE)
-                .bind(sku.as_str())
-                .bind(page.after_id.unwrap_or(0))
-                .bind(i64::from(page.limit))
-                .fetch_all(&self.pool)
+            let rows = common::ledger_page(&self.pool, sql::LEDGER_PAGE, sku, page)
                 .await
                 .map_err(self.fault("reading the ledger"))?;
-            entries(rows)
+            common::entries(rows)
         }
     }
 
     fn snapshot(&self) -> impl Step<Vec<SkuSnapshot>> {
         async move {
-            let rows: Vec<StoredSnapshotRow> = sqlx::query_as(sql::SNAPSHOT)
-                .fetch_all(&self.pool)
+            let rows = common::snapshot(&self.pool, sql::SNAPSHOT)
                 .await
                 .map_err(self.fault("auditing"))?;
-            SkuSnapshot::from_stored_rows(rows).map_err(corrupt)
+            common::snapshots(rows)
         }
     }
 
     fn miss_facts(&self, sku: &SkuId, key: Option<&IdempotencyKey>) -> impl Step<MissFacts> {
         async move {
-            let row: StoredMissFacts = sqlx::query_as(sql::MISS_FACTS)
-                .bind(sku.as_str())
-                .bind(sku.as_str())
-                .bind(key.map(IdempotencyKey::as_str))
-                .fetch_one(&self.pool)
+            let row = common::miss_facts(&self.pool, sql::MISS_FACTS, sku, key)
                 .await
                 .map_err(self.fault("explaining a miss"))?;
-            MissFacts::from_stored(row).map_err(corrupt)
+            common::facts(row)
         }
     }
 

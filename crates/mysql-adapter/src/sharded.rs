@@ -232,23 +232,13 @@ impl MySqlBackend {
             }
         }
         if self.flavor == ServerFlavor::MySql {
-            let keys: Vec<&stockguard_core::IdempotencyKey> = plan.new_keys();
             ids_by_key = self
-                .find_keys_on(tx, &keys)
+                .find_keys_on(tx, &plan.new_keys())
                 .await?
                 .into_iter()
                 .filter_map(|entry| entry.idempotency_key.map(|key| (entry.id, key)))
                 .collect();
         }
-        Ok(plan
-            .new_rows
-            .iter()
-            .filter_map(|new| {
-                ids_by_key
-                    .iter()
-                    .find(|(_, key)| key == new.idempotency_key.as_str())
-                    .map(|(id, _)| *id)
-            })
-            .collect())
+        Ok(stockguard_sql::ids_in_key_order(plan.new_keys(), &ids_by_key))
     }
 }

@@ -11,7 +11,6 @@ macro_rules! ledger_columns {
         "id, sku, delta, stock_after, reason, idempotency_key, created_at"
     };
 }
-pub(crate) use ledger_columns;
 
 /// Units of the SKU (`?`) held in `Sharded` buckets. SUM over BIGINT is DECIMAL in MySQL;
 /// CAST … AS SIGNED brings it back to BIGINT.
@@ -47,12 +46,17 @@ pub(crate) const SNAPSHOT: &str = "SELECT i.sku, i.initial_stock, CAST(i.stock +
      ORDER BY i.sku";
 
 /// One read view: the row's stock, its bucket stock, and the key's ledger row if any.
-/// Binds: sku, sku, key.
-pub(crate) const MISS_FACTS: &str = concat!(
-    "SELECT (SELECT stock FROM inventory WHERE sku = ?), ",
-    bucket_stock_of_param!(),
-    ", l.id, l.sku, l.delta, l.stock_after, l.reason, l.idempotency_key, l.created_at \
-     FROM (SELECT 1) AS one LEFT JOIN inventory_ledger l ON l.idempotency_key = ?"
+/// Binds: sku, key.
+pub(crate) const MISS_FACTS: &str = "SELECT (SELECT i.stock FROM inventory i WHERE i.sku = one.sku), \
+            CAST(COALESCE((SELECT SUM(b.stock) FROM inventory_bucket b WHERE b.sku = one.sku), 0) AS SIGNED), \
+            l.id, l.sku, l.delta, l.stock_after, l.reason, l.idempotency_key, l.created_at \
+     FROM (SELECT CONVERT(? USING utf8mb4) COLLATE utf8mb4_bin AS sku) AS one LEFT JOIN inventory_ledger l ON l.idempotency_key = ?";
+
+/// Completed with the keys and `)` by the lookup.
+pub(crate) const FIND_KEYS: &str = concat!(
+    "SELECT ",
+    ledger_columns!(),
+    " FROM inventory_ledger WHERE idempotency_key IN ("
 );
 
 /// Resolution: share locks conflict with every writer's bucket and row locks, so taking them

@@ -6,15 +6,19 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, Postgres};
 use sqlx::{Connection, Transaction};
 use stockguard_core::engine::{
-    AllLocked, Backend, Change, Fault, LockWait, LockedRow, MissFacts, Step, StoredMissFacts, VersionedRow,
-    Written,
+    AllLocked, Backend, Change, Fault, LockWait, LockedRow, MissFacts, Step, VersionedRow, Written,
 };
 use stockguard_core::{
     BatchPlan, Capabilities, DeductError, EngineConfig, IdempotencyKey, LedgerEntry, LedgerPage, PoolStatus,
-    STOCK_MAX, SkuId, SkuSnapshot, StockLevel, StoredLedgerRow, StoredSnapshotRow, Strategy,
+    STOCK_MAX, SkuId, SkuSnapshot, StockLevel, Strategy,
 };
 
+use stockguard_sql as common;
+
 use crate::{MIGRATOR, PgConfig, error, sql};
+
+/// Keys per `IN (…)` lookup.
+const KEYS_PER_LOOKUP: usize = 1_000;
 
 /// The PostgreSQL side of a [`crate::PgStore`]: a pool and the adapter's settings.
 #[derive(Debug)]
@@ -27,20 +31,6 @@ fn millis(duration: Duration) -> u128 {
     duration.as_millis().max(1)
 }
 
-fn entries(rows: Vec<StoredLedgerRow>) -> Result<Vec<LedgerEntry>, Fault> {
-    rows.into_iter()
-        .map(|row| LedgerEntry::from_stored(row).map_err(corrupt))
-        .collect()
-}
-
-fn corrupt(error: DeductError) -> Fault {
-    Fault::new(
-        stockguard_core::engine::FaultKind::Other,
-        "reading a stored row",
-        error,
-    )
-}
-
 fn written((ledger_id, stock_after): (i64, i64)) -> Written {
     Written {
         ledger_id,
@@ -49,6 +39,17 @@ fn written((ledger_id, stock_after): (i64, i64)) -> Written {
 }
 
 impl PgBackend {
+    async fn find_keys_on(
+        &self,
+        connection: &mut sqlx::PgConnection,
+        keys: &[&IdempotencyKey],
+    ) -> Result<Vec<LedgerEntry>, Fault> {
+        let rows = common::find_keys::<Postgres>(connection, sql::FIND_KEYS, keys, KEYS_PER_LOOKUP)
+            .await
+            .map_err(self.fault("looking up keys"))?;
+        common::entries(rows)
+    }
+
     /// The pool, for tests and tools that need raw SQL.
     pub fn pool(&self) -> &PgPool {
         &self.pool
@@ -113,11 +114,7 @@ impl Backend for PgBackend {
     }
 
     fn pool_status(&self) -> PoolStatus {
-        PoolStatus {
-            size: self.pool.size(),
-            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
-            max_size: self.config.max_connections,
-        }
+        common::pool_status(&self.pool, self.config.max_connections)
     }
 
     async fn close(&self) {
@@ -126,78 +123,55 @@ impl Backend for PgBackend {
 
     fn ping(&self) -> impl Step<()> {
         async move {
-            sqlx::query(sql::PING)
-                .execute(&self.pool)
+            common::execute(&self.pool, sql::PING)
                 .await
-                .map(|_| ())
                 .map_err(self.fault("pinging PostgreSQL"))
         }
     }
 
     fn stock(&self, sku: &SkuId) -> impl Step<Option<StockLevel>> {
         async move {
-            let row: Option<(i64, i64)> = sqlx::query_as(sql::STOCK)
-                .bind(sku.as_str())
-                .fetch_optional(&self.pool)
+            common::stock(&self.pool, sql::STOCK, sku)
                 .await
-                .map_err(self.fault("reading stock"))?;
-            Ok(row.map(|(stock, initial_stock)| StockLevel {
-                sku: sku.clone(),
-                stock,
-                initial_stock,
-            }))
+                .map_err(self.fault("reading stock"))
         }
     }
 
     fn ledger(&self, sku: &SkuId, page: LedgerPage) -> impl Step<Vec<LedgerEntry>> {
         async move {
-            let rows: Vec<StoredLedgerRow> = sqlx::query_as(sql::LEDGER_PAGE)
-                .bind(sku.as_str())
-                .bind(page.after_id.unwrap_or(0))
-                .bind(i64::from(page.limit))
-                .fetch_all(&self.pool)
+            let rows = common::ledger_page(&self.pool, sql::LEDGER_PAGE, sku, page)
                 .await
                 .map_err(self.fault("reading the ledger"))?;
-            entries(rows)
+            common::entries(rows)
         }
     }
 
     fn snapshot(&self) -> impl Step<Vec<SkuSnapshot>> {
         async move {
-            let rows: Vec<StoredSnapshotRow> = sqlx::query_as(sql::SNAPSHOT)
-                .fetch_all(&self.pool)
+            let rows = common::snapshot(&self.pool, sql::SNAPSHOT)
                 .await
                 .map_err(self.fault("auditing"))?;
-            SkuSnapshot::from_stored_rows(rows).map_err(corrupt)
+            common::snapshots(rows)
         }
     }
 
     fn miss_facts(&self, sku: &SkuId, key: Option<&IdempotencyKey>) -> impl Step<MissFacts> {
         async move {
-            let row: StoredMissFacts = sqlx::query_as(sql::MISS_FACTS)
-                .bind(sku.as_str())
-                .bind(key.map(IdempotencyKey::as_str))
-                .fetch_one(&self.pool)
+            let row = common::miss_facts(&self.pool, sql::MISS_FACTS, sku, key)
                 .await
                 .map_err(self.fault("explaining a miss"))?;
-            MissFacts::from_stored(row).map_err(corrupt)
+            common::facts(row)
         }
     }
 
     fn find_keys(&self, keys: &[&IdempotencyKey]) -> impl Step<Vec<LedgerEntry>> {
-        let keys: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
         async move {
-            let rows: Vec<StoredLedgerRow> = sqlx::query_as(sql::FIND_KEYS)
-                .bind(&keys)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(self.fault("looking up keys"))?;
-            entries(rows)
+            let mut connection = self.pool.acquire().await.map_err(self.fault("looking up keys"))?;
+            self.find_keys_on(&mut connection, keys).await
         }
     }
 
     fn settle_and_find(&self, sku: &SkuId, keys: &[&IdempotencyKey]) -> impl Step<Vec<LedgerEntry>> {
-        let keys: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
         async move {
             let mut tx = self
                 .pool
@@ -211,13 +185,9 @@ impl Backend for PgBackend {
                     .await
                     .map_err(self.fault("waiting out the lost transaction's locks"))?;
             }
-            let rows: Vec<StoredLedgerRow> = sqlx::query_as(sql::FIND_KEYS)
-                .bind(&keys)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(self.fault("looking up keys"))?;
-            let _ = tx.rollback().await;
-            entries(rows)
+            let found = self.find_keys_on(&mut tx, keys).await;
+            self.rollback(tx).await;
+            found
         }
     }
 
@@ -363,15 +333,7 @@ impl Backend for PgBackend {
     }
 
     fn find_keys_in(&self, tx: &mut Self::Tx, keys: &[&IdempotencyKey]) -> impl Step<Vec<LedgerEntry>> {
-        let keys: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
-        async move {
-            let rows: Vec<StoredLedgerRow> = sqlx::query_as(sql::FIND_KEYS)
-                .bind(&keys)
-                .fetch_all(&mut **tx)
-                .await
-                .map_err(self.fault("looking up keys"))?;
-            entries(rows)
-        }
+        async move { self.find_keys_on(tx, keys).await }
     }
 
     fn write_row(
@@ -410,10 +372,7 @@ impl Backend for PgBackend {
                 .await
                 .map_err(self.fault("writing a batch"))?;
             // Ids by key: RETURNING's order is not guaranteed.
-            Ok(keys
-                .iter()
-                .filter_map(|key| rows.iter().find(|(_, k)| k == key).map(|(id, _)| *id))
-                .collect())
+            Ok(common::ids_in_key_order(plan.new_keys(), &rows))
         }
     }
 

@@ -79,10 +79,11 @@ pub(crate) const MISS_FACTS: &str = concat!(
      FROM (SELECT 1) AS one LEFT JOIN inventory_ledger l ON l.idempotency_key = $2"
 );
 
+/// Completed with the keys and `)` by the lookup.
 pub(crate) const FIND_KEYS: &str = concat!(
     "SELECT ",
     ledger_columns!(),
-    " FROM inventory_ledger WHERE idempotency_key = ANY($1)"
+    " FROM inventory_ledger WHERE idempotency_key IN ("
 );
 
 /// Resolution: share locks conflict with every writer's row and bucket locks, so taking them

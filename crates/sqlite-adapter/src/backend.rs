@@ -6,16 +6,16 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Transaction};
 use stockguard_core::engine::{
-    Backend, Change, Fault, FaultKind, LockWait, LockedRow, MissFacts, Step, StoredMissFacts, VersionedRow,
-    Written,
+    Backend, Change, Fault, LockWait, LockedRow, MissFacts, Step, VersionedRow, Written,
 };
 use stockguard_core::{
     BatchPlan, Capabilities, DeductError, EngineConfig, IdempotencyKey, LedgerEntry, LedgerPage,
-    LedgerReason, PoolStatus, STOCK_MAX, SkuId, SkuSnapshot, StockLevel, StoredLedgerRow, StoredSnapshotRow,
-    Strategy,
+    LedgerReason, PoolStatus, STOCK_MAX, SkuId, SkuSnapshot, StockLevel, Strategy,
 };
 
-use crate::sql::{self, ledger_columns};
+use stockguard_sql as common;
+
+use crate::sql;
 use crate::{MIGRATOR, SqliteConfig, error};
 
 /// Ledger rows per multi-row `INSERT` in a coalesced batch. Each row binds 5 parameters, so
@@ -37,16 +37,6 @@ pub struct SqliteBackend {
     pool: SqlitePool,
     no_wait_pool: SqlitePool,
     config: SqliteConfig,
-}
-
-fn entries(rows: Vec<StoredLedgerRow>) -> Result<Vec<LedgerEntry>, Fault> {
-    rows.into_iter()
-        .map(|row| LedgerEntry::from_stored(row).map_err(corrupt))
-        .collect()
-}
-
-fn corrupt(error: DeductError) -> Fault {
-    Fault::new(FaultKind::Other, "reading a stored row", error)
 }
 
 fn fault(context: &'static str) -> impl FnOnce(sqlx::Error) -> Fault {
@@ -130,27 +120,10 @@ impl SqliteBackend {
         conn: &mut SqliteConnection,
         keys: &[&IdempotencyKey],
     ) -> Result<Vec<LedgerEntry>, Fault> {
-        let mut rows: Vec<StoredLedgerRow> = Vec::new();
-        for chunk in keys.chunks(KEYS_PER_LOOKUP) {
-            let mut query = QueryBuilder::<Sqlite>::new(concat!(
-                "SELECT ",
-                ledger_columns!(),
-                " FROM inventory_ledger WHERE idempotency_key IN ("
-            ));
-            let mut list = query.separated(", ");
-            for key in chunk {
-                list.push_bind(key.as_str());
-            }
-            query.push(")");
-            rows.extend(
-                query
-                    .build_query_as::<StoredLedgerRow>()
-                    .fetch_all(&mut *conn)
-                    .await
-                    .map_err(fault("looking up keys"))?,
-            );
-        }
-        entries(rows)
+        let rows = common::find_keys::<Sqlite>(conn, sql::FIND_KEYS, keys, KEYS_PER_LOOKUP)
+            .await
+            .map_err(fault("looking up keys"))?;
+        common::entries(rows)
     }
 }
 
@@ -215,11 +188,7 @@ impl Backend for SqliteBackend {
     }
 
     fn pool_status(&self) -> PoolStatus {
-        PoolStatus {
-            size: self.pool.size(),
-            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
-            max_size: self.config.max_connections,
-        }
+        common::pool_status(&self.pool, self.config.max_connections)
     }
 
     async fn close(&self) {
@@ -229,61 +198,44 @@ impl Backend for SqliteBackend {
 
     fn ping(&self) -> impl Step<()> {
         async move {
-            sqlx::query(sql::PING)
-                .execute(&self.pool)
+            common::execute(&self.pool, sql::PING)
                 .await
-                .map(|_| ())
                 .map_err(fault("pinging SQLite"))
         }
     }
 
     fn stock(&self, sku: &SkuId) -> impl Step<Option<StockLevel>> {
         async move {
-            let row: Option<(i64, i64)> = sqlx::query_as(sql::STOCK)
-                .bind(sku.as_str())
-                .fetch_optional(&self.pool)
+            common::stock(&self.pool, sql::STOCK, sku)
                 .await
-                .map_err(fault("reading stock"))?;
-            Ok(row.map(|(stock, initial_stock)| StockLevel {
-                sku: sku.clone(),
-                stock,
-                initial_stock,
-            }))
+                .map_err(fault("reading stock"))
         }
     }
 
     fn ledger(&self, sku: &SkuId, page: LedgerPage) -> impl Step<Vec<LedgerEntry>> {
         async move {
-            let rows: Vec<StoredLedgerRow> = sqlx::query_as(sql::LEDGER_PAGE)
-                .bind(sku.as_str())
-                .bind(page.after_id.unwrap_or(0))
-                .bind(i64::from(page.limit))
-                .fetch_all(&self.pool)
+            let rows = common::ledger_page(&self.pool, sql::LEDGER_PAGE, sku, page)
                 .await
                 .map_err(fault("reading the ledger"))?;
-            entries(rows)
+            common::entries(rows)
         }
     }
 
     fn snapshot(&self) -> impl Step<Vec<SkuSnapshot>> {
         async move {
-            let rows: Vec<StoredSnapshotRow> = sqlx::query_as(sql::SNAPSHOT)
-                .fetch_all(&self.pool)
+            let rows = common::snapshot(&self.pool, sql::SNAPSHOT)
                 .await
                 .map_err(fault("auditing"))?;
-            SkuSnapshot::from_stored_rows(rows).map_err(corrupt)
+            common::snapshots(rows)
         }
     }
 
     fn miss_facts(&self, sku: &SkuId, key: Option<&IdempotencyKey>) -> impl Step<MissFacts> {
         async move {
-            let row: StoredMissFacts = sqlx::query_as(sql::MISS_FACTS)
-                .bind(sku.as_str())
-                .bind(key.map(IdempotencyKey::as_str))
-                .fetch_one(&self.pool)
+            let row = common::miss_facts(&self.pool, sql::MISS_FACTS, sku, key)
                 .await
                 .map_err(fault("explaining a miss"))?;
-            MissFacts::from_stored(row).map_err(corrupt)
+            common::facts(row)
         }
     }
 
@@ -467,16 +419,7 @@ impl Backend for SqliteBackend {
                 );
             }
             // Ids by key: SQLite does not promise RETURNING order.
-            Ok(plan
-                .new_rows
-                .iter()
-                .filter_map(|new| {
-                    ids_by_key
-                        .iter()
-                        .find(|(_, key)| key == new.idempotency_key.as_str())
-                        .map(|(id, _)| *id)
-                })
-                .collect())
+            Ok(common::ids_in_key_order(plan.new_keys(), &ids_by_key))
         }
     }
 

@@ -15,7 +15,13 @@ macro_rules! ledger_columns {
         "id, sku, delta, stock_after, reason, idempotency_key, created_at"
     };
 }
-pub(crate) use ledger_columns;
+
+/// Completed with the keys and `)` by the lookup.
+pub(crate) const FIND_KEYS: &str = concat!(
+    "SELECT ",
+    ledger_columns!(),
+    " FROM inventory_ledger WHERE idempotency_key IN ("
+);
 
 /// Touches every table: fails with "no such table" when the schema is missing.
 pub(crate) const PING: &str =

@@ -1,0 +1,183 @@
+//! What stockguard's three SQL adapters share: sqlx plumbing that is the same on every
+//! database but for its statement text. Each function takes the adapter's own SQL; this crate
+//! holds none, and no flow (that is the engine's, in `stockguard-core`).
+//!
+//! The statements follow one convention, so that one function serves every adapter: their
+//! parameters come in the order documented on each function, and their columns in the order
+//! of core's `Stored*` row types.
+
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, QueryBuilder, Type};
+use stockguard_core::engine::{Fault, FaultKind, MissFacts, StoredMissFacts};
+use stockguard_core::{
+    DeductError, IdempotencyKey, LedgerEntry, LedgerPage, PoolStatus, SkuId, SkuSnapshot, StockLevel,
+    StoredLedgerRow, StoredSnapshotRow,
+};
+
+/// A stored row the adapter read back but core refused (a SKU id or reason that cannot be).
+pub fn corrupt(error: DeductError) -> Fault {
+    Fault::new(FaultKind::Other, "reading a stored row", error)
+}
+
+/// Ledger entries from stored rows, each re-checked.
+pub fn entries(rows: Vec<StoredLedgerRow>) -> Result<Vec<LedgerEntry>, Fault> {
+    rows.into_iter()
+        .map(|row| LedgerEntry::from_stored(row).map_err(corrupt))
+        .collect()
+}
+
+/// Pool occupancy.
+pub fn pool_status<DB: Database>(pool: &Pool<DB>, max_size: u32) -> PoolStatus {
+    PoolStatus {
+        size: pool.size(),
+        idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+        max_size,
+    }
+}
+
+/// `sql` with no parameters, for its side effect on the connection (or its error).
+pub async fn execute<'c, DB, E>(executor: E, sql: &'static str) -> Result<(), sqlx::Error>
+where
+    DB: Database,
+    E: Executor<'c, Database = DB>,
+{
+    executor.execute(sql).await.map(|_| ())
+}
+
+/// A SKU's stock: `sql` takes the SKU and returns `(stock, initial_stock)`.
+pub async fn stock<'c, DB, E>(
+    executor: E,
+    sql: &'static str,
+    sku: &SkuId,
+) -> Result<Option<StockLevel>, sqlx::Error>
+where
+    DB: Database,
+    DB::Arguments: IntoArguments<DB>,
+    E: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    (i64, i64): for<'r> FromRow<'r, DB::Row>,
+{
+    let row: Option<(i64, i64)> = sqlx::query_as(sql)
+        .bind(sku.as_str())
+        .fetch_optional(executor)
+        .await?;
+    Ok(row.map(|(stock, initial_stock)| StockLevel {
+        sku: sku.clone(),
+        stock,
+        initial_stock,
+    }))
+}
+
+/// A page of a SKU's ledger: `sql` takes the SKU, the id to start after and the page size,
+/// and returns `StoredLedgerRow`s.
+pub async fn ledger_page<'c, DB, E>(
+    executor: E,
+    sql: &'static str,
+    sku: &SkuId,
+    page: LedgerPage,
+) -> Result<Vec<StoredLedgerRow>, sqlx::Error>
+where
+    DB: Database,
+    DB::Arguments: IntoArguments<DB>,
+    E: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    StoredLedgerRow: for<'r> FromRow<'r, DB::Row>,
+{
+    sqlx::query_as(sql)
+        .bind(sku.as_str())
+        .bind(page.after_id.unwrap_or(0))
+        .bind(i64::from(page.limit))
+        .fetch_all(executor)
+        .await
+}
+
+/// The audit's per-SKU figures: `sql` returns `StoredSnapshotRow`s.
+pub async fn snapshot<'c, DB, E>(
+    executor: E,
+    sql: &'static str,
+) -> Result<Vec<StoredSnapshotRow>, sqlx::Error>
+where
+    DB: Database,
+    DB::Arguments: IntoArguments<DB>,
+    E: Executor<'c, Database = DB>,
+    StoredSnapshotRow: for<'r> FromRow<'r, DB::Row>,
+{
+    sqlx::query_as(sql).fetch_all(executor).await
+}
+
+/// Snapshots from stored rows, each SKU id re-checked.
+pub fn snapshots(rows: Vec<StoredSnapshotRow>) -> Result<Vec<SkuSnapshot>, Fault> {
+    SkuSnapshot::from_stored_rows(rows).map_err(corrupt)
+}
+
+/// One snapshot read explaining a miss: `sql` takes the SKU and the key (or NULL) and
+/// returns one `StoredMissFacts` row.
+pub async fn miss_facts<'c, DB, E>(
+    executor: E,
+    sql: &'static str,
+    sku: &SkuId,
+    key: Option<&IdempotencyKey>,
+) -> Result<StoredMissFacts, sqlx::Error>
+where
+    DB: Database,
+    DB::Arguments: IntoArguments<DB>,
+    E: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    StoredMissFacts: for<'r> FromRow<'r, DB::Row>,
+{
+    sqlx::query_as(sql)
+        .bind(sku.as_str())
+        .bind(key.map(IdempotencyKey::as_str))
+        .fetch_one(executor)
+        .await
+}
+
+/// The facts from a miss-facts row.
+pub fn facts(row: StoredMissFacts) -> Result<MissFacts, Fault> {
+    MissFacts::from_stored(row).map_err(corrupt)
+}
+
+/// The committed ledger rows of `keys`, `chunk` keys per `IN (…)` list: `select` is the
+/// statement up to and including `idempotency_key IN (`.
+pub async fn find_keys<DB>(
+    connection: &mut DB::Connection,
+    select: &'static str,
+    keys: &[&IdempotencyKey],
+    chunk: usize,
+) -> Result<Vec<StoredLedgerRow>, sqlx::Error>
+where
+    DB: Database,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    StoredLedgerRow: for<'r> FromRow<'r, DB::Row>,
+{
+    let mut rows = Vec::new();
+    for keys in keys.chunks(chunk.max(1)) {
+        let mut query = QueryBuilder::<DB>::new(select);
+        let mut list = query.separated(", ");
+        for key in keys {
+            list.push_bind(key.as_str());
+        }
+        query.push(")");
+        rows.extend(
+            query
+                .build_query_as::<StoredLedgerRow>()
+                .fetch_all(&mut *connection)
+                .await?,
+        );
+    }
+    Ok(rows)
+}
+
+/// The ids of `keys` in `rows` (pairs of id and key, in any order), in `keys`' order; a key
+/// without a row is left out, which the engine reports.
+pub fn ids_in_key_order<'k>(
+    keys: impl IntoIterator<Item = &'k IdempotencyKey>,
+    rows: &[(i64, String)],
+) -> Vec<i64> {
+    keys.into_iter()
+        .filter_map(|key| rows.iter().find(|(_, k)| k == key.as_str()).map(|(id, _)| *id))
+        .collect()
+}
