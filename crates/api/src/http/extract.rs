@@ -1,0 +1,88 @@
+//! Extractors: authentication, JSON bodies and path parameters, each failing with a problem
+//! document rather than axum's plain-text rejections.
+
+use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+use stockguard_core::SkuId;
+use subtle::ConstantTimeEq;
+
+use super::AppState;
+use crate::problem::ApiError;
+
+/// Passes when no token is configured or the request carries `Authorization: Bearer <token>`.
+#[derive(Debug)]
+pub struct Authorized;
+
+impl FromRequestParts<AppState> for Authorized {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(expected) = state.policy.auth_token.as_deref() else {
+            return Ok(Self);
+        };
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| {
+                let (scheme, token) = value.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .unwrap_or("");
+        // Constant time in the token's content, so the comparison does not reveal how many
+        // leading bytes matched. (A length mismatch fails early; the length is not secret.)
+        if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
+            Ok(Self)
+        } else {
+            Err(ApiError::unauthorized())
+        }
+    }
+}
+
+/// A JSON body whose every failure is a problem document: 415 without a JSON content type,
+/// 413 over the body limit, 422 for malformed JSON or wrong fields/types.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let is_json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .map(|value| {
+                let mime = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Unsupported media type",
+                "the request body must be JSON with `Content-Type: application/json`",
+            ));
+        }
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::payload_too_large(state.policy.body_limit_bytes)
+            } else {
+                ApiError::invalid_input(format!("could not read the request body: {rejection}"))
+            }
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::invalid_input(format!("invalid JSON body: {e}")))
+    }
+}
+
+pub(crate) fn sku_from_path(path: Result<Path<String>, PathRejection>) -> Result<SkuId, ApiError> {
+    let Path(raw) = path.map_err(|e| ApiError::invalid_input(format!("invalid path: {e}")))?;
+    SkuId::parse(raw).map_err(|e| ApiError::invalid_input(e.to_string()))
+}

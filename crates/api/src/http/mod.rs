@@ -1,0 +1,165 @@
+//! The HTTP API. This module builds the router and holds the state every handler shares;
+//! `dto` has the wire bodies, `extract` the extractors, `handlers` the routes and `openapi`
+//! the generated document.
+
+pub mod dto;
+pub mod extract;
+pub mod handlers;
+pub mod openapi;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{BoxError, Router};
+use stockguard_core::Strategy;
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi as _;
+use utoipa_scalar::{Scalar, Servable};
+
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::problem::ApiError;
+use crate::store::AnyStore;
+pub use handlers::{DEFAULT_LEDGER_PAGE_LIMIT, IDEMPOTENCY_KEY_HEADER, REPLAYED_HEADER};
+pub use openapi::{ApiDoc, openapi_pretty_json};
+
+/// Request-independent policy the handlers apply.
+#[derive(Debug)]
+pub struct Policy {
+    /// Strategy used when a request names none.
+    pub default_strategy: Strategy,
+    /// Whether a request may name its own strategy.
+    pub allow_strategy_override: bool,
+    /// Bearer token required on mutations, if any.
+    pub auth_token: Option<String>,
+    /// Largest request body, for the 413 message.
+    pub body_limit_bytes: usize,
+}
+
+/// Shared state of every handler. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The store.
+    pub store: Arc<AnyStore>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Policy.
+    pub policy: Arc<Policy>,
+}
+
+impl AppState {
+    /// State for `store` under `settings`.
+    pub fn new(store: Arc<AnyStore>, settings: &Settings) -> Self {
+        Self {
+            store,
+            metrics: Arc::new(Metrics::default()),
+            policy: Arc::new(Policy {
+                default_strategy: settings.default_strategy,
+                allow_strategy_override: settings.allow_strategy_override,
+                auth_token: settings.auth_token.clone(),
+                body_limit_bytes: settings.body_limit_bytes,
+            }),
+        }
+    }
+}
+
+async fn route_not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "route_not_found",
+        "Not found",
+        "no such route",
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "Method not allowed",
+        "this route does not accept that method",
+    )
+}
+
+/// Records latency per method, route template and status.
+async fn record_latency(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    // Clones without allocating (a standard method is inline, a matched path is an `Arc`):
+    // this runs on every request.
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let response = next.run(request).await;
+    state.metrics.record_request(
+        method.as_str(),
+        route.as_ref().map_or("unmatched", MatchedPath::as_str),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// Turns errors of the limit layers into problem documents.
+async fn limit_error(metrics: Arc<Metrics>, error: BoxError) -> ApiError {
+    if error.is::<tower::load_shed::error::Overloaded>() {
+        metrics.record_shed();
+        ApiError::unavailable(
+            "overloaded",
+            "Overloaded",
+            "too many requests in flight; retry later",
+            Duration::from_secs(1),
+        )
+    } else if error.is::<tower::timeout::error::Elapsed>() {
+        metrics.record_timeout();
+        ApiError::unavailable(
+            "request_timeout",
+            "Request timeout",
+            "the request took too long; a deduction may or may not have committed, so retry with the same Idempotency-Key",
+            Duration::from_secs(1),
+        )
+    } else {
+        tracing::error!(error = %error, "unexpected middleware error");
+        ApiError::internal()
+    }
+}
+
+/// The whole application: `/v1` under the limits, operations endpoints outside them.
+pub fn router(state: AppState, settings: &Settings) -> Router {
+    let metrics = Arc::clone(&state.metrics);
+    let limits = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(move |error: BoxError| {
+            limit_error(Arc::clone(&metrics), error)
+        }))
+        .load_shed()
+        // Global, not per route: `Router::layer` clones the layer for every route.
+        .layer(GlobalConcurrencyLimitLayer::new(settings.concurrency_limit))
+        .timeout(settings.request_timeout);
+    let v1 = Router::new()
+        .route("/v1/skus", post(handlers::create_sku))
+        .route("/v1/skus/{sku}", get(handlers::get_stock))
+        .route("/v1/skus/{sku}/restock", post(handlers::restock))
+        .route("/v1/skus/{sku}/deduct", post(handlers::deduct))
+        .route("/v1/skus/{sku}/ledger", get(handlers::ledger))
+        .route("/v1/audit", get(handlers::audit))
+        .layer(limits)
+        .layer(DefaultBodyLimit::max(settings.body_limit_bytes));
+    Router::new()
+        .merge(v1)
+        .route("/healthz", get(handlers::healthz))
+        .route("/readyz", get(handlers::readyz))
+        .route("/metrics", get(handlers::metrics_text))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .merge(Scalar::with_url("/docs", ApiDoc::openapi()))
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), record_latency))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
