@@ -1,11 +1,15 @@
 //! Service configuration. Precedence, highest first: command-line flags, `STOCKGUARD_*`
 //! environment variables (clap reads both), the optional TOML config file, built-in defaults.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr as _;
 use std::time::Duration;
 
 use serde::Deserialize;
+use sqlx::mysql::MySqlConnectOptions;
+use sqlx::postgres::PgConnectOptions;
 use stockguard_core::Strategy;
 
 /// Where `serve` keeps its data when no database URL is configured.
@@ -131,8 +135,10 @@ pub struct CliSettings {
     pub spread_eagerly: Option<bool>,
 }
 
-/// Where the data lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the data lives. Its `Debug` and `Display` show only what the driver parsed from the
+/// URL (host, port, database, user), never the URL text, which may carry a password in its
+/// user part or its query string.
+#[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseTarget {
     /// A `postgres://` URL.
     Postgres(String),
@@ -142,24 +148,31 @@ pub enum DatabaseTarget {
     Sqlite(PathBuf),
 }
 
+/// A server URL's parts that are safe to log, read from the driver's own parse of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ServerTarget {
+    host: String,
+    port: u16,
+    database: Option<String>,
+    user: String,
+}
+
 impl DatabaseTarget {
-    /// Classifies a database URL by its scheme; anything without a known scheme is a SQLite path.
+    /// Classifies a database URL by its scheme and checks that the driver can parse it;
+    /// anything without a known scheme is a SQLite path.
     pub fn parse(url: &str) -> anyhow::Result<Self> {
         let url = url.trim();
         if url.is_empty() {
             anyhow::bail!("the database URL is empty");
         }
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Ok(Self::Postgres(url.to_owned()));
-        }
-        if url.starts_with("mysql://") {
-            return Ok(Self::MySql(url.to_owned()));
-        }
-        if let Some(rest) = url.strip_prefix("mariadb://") {
+        let target = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Self::Postgres(url.to_owned())
+        } else if url.starts_with("mysql://") {
+            Self::MySql(url.to_owned())
+        } else if let Some(rest) = url.strip_prefix("mariadb://") {
             // sqlx speaks the MySQL protocol to MariaDB under the mysql:// scheme.
-            return Ok(Self::MySql(format!("mysql://{rest}")));
-        }
-        if let Some(rest) = url
+            Self::MySql(format!("mysql://{rest}"))
+        } else if let Some(rest) = url
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
         {
@@ -167,33 +180,86 @@ impl DatabaseTarget {
             if path.is_empty() || path == ":memory:" {
                 anyhow::bail!("sqlite needs a file path (an in-memory database would lose its data)");
             }
-            return Ok(Self::Sqlite(PathBuf::from(path)));
-        }
-        if let Some((scheme, _)) = url.split_once("://") {
+            Self::Sqlite(PathBuf::from(path))
+        } else if let Some((scheme, _)) = url.split_once("://") {
             anyhow::bail!(
                 "unsupported database scheme {scheme:?}: use postgres://, mysql://, mariadb:// or sqlite://"
             );
-        }
-        Ok(Self::Sqlite(PathBuf::from(url)))
+        } else {
+            Self::Sqlite(PathBuf::from(url))
+        };
+        // Parsed now, so that a malformed URL is a configuration error (exit 2) rather than a
+        // connection error later. sqlx's parse errors name the part that is wrong, not the URL.
+        target.server()?;
+        Ok(target)
     }
 
-    /// A description safe for logs: the scheme and host part without credentials.
-    pub fn redacted(&self) -> String {
-        fn strip_credentials(url: &str) -> String {
-            match (url.split_once("://"), url.rfind('@')) {
-                (Some((scheme, _)), Some(at)) => format!("{scheme}://***@{}", &url[at + 1..]),
-                _ => url.to_owned(),
-            }
-        }
+    /// The backend's name, as the store reports it.
+    pub fn backend(&self) -> &'static str {
         match self {
-            Self::Postgres(url) | Self::MySql(url) => strip_credentials(url),
-            Self::Sqlite(path) => format!("sqlite file {}", path.display()),
+            Self::Postgres(_) => "postgres",
+            Self::MySql(_) => "mysql",
+            Self::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Host, port, database and user as the driver parses them (`None` for SQLite).
+    fn server(&self) -> anyhow::Result<Option<ServerTarget>> {
+        let invalid = |e: sqlx::Error| anyhow::anyhow!("invalid {} URL: {e}", self.backend());
+        Ok(match self {
+            Self::Postgres(url) => {
+                let options = PgConnectOptions::from_str(url).map_err(invalid)?;
+                Some(ServerTarget {
+                    host: options.get_host().to_owned(),
+                    port: options.get_port(),
+                    database: options.get_database().map(str::to_owned),
+                    user: options.get_username().to_owned(),
+                })
+            }
+            Self::MySql(url) => {
+                let options = MySqlConnectOptions::from_str(url).map_err(invalid)?;
+                Some(ServerTarget {
+                    host: options.get_host().to_owned(),
+                    port: options.get_port(),
+                    database: options.get_database().map(str::to_owned),
+                    user: options.get_username().to_owned(),
+                })
+            }
+            Self::Sqlite(_) => None,
+        })
+    }
+}
+
+impl fmt::Display for DatabaseTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let server = match self {
+            Self::Sqlite(path) => return write!(f, "sqlite file {}", path.display()),
+            Self::Postgres(_) | Self::MySql(_) => self.server(),
+        };
+        match server {
+            Ok(Some(server)) => {
+                write!(f, "{} ", self.backend())?;
+                match &server.database {
+                    Some(database) => write!(f, "database {database:?}")?,
+                    None => f.write_str("default database")?,
+                }
+                write!(f, " on {}:{} as user {:?}", server.host, server.port, server.user)
+            }
+            // Only a target built by hand around a bad URL gets here; it is still described
+            // without its text.
+            _ => write!(f, "{} (unparseable URL)", self.backend()),
         }
     }
 }
 
-/// The resolved settings the service runs with.
-#[derive(Debug, Clone)]
+impl fmt::Debug for DatabaseTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseTarget({self})")
+    }
+}
+
+/// The resolved settings the service runs with. `Debug` leaves the token out.
+#[derive(Clone)]
 pub struct Settings {
     /// Where the data lives.
     pub database: DatabaseTarget,
@@ -227,6 +293,29 @@ pub struct Settings {
     pub shard_buckets: u32,
     /// `sharded` spreads a SKU on its first deduction.
     pub spread_eagerly: bool,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("database", &self.database)
+            .field("database_is_default", &self.database_is_default)
+            .field("default_strategy", &self.default_strategy)
+            .field("allow_strategy_override", &self.allow_strategy_override)
+            .field("pool_size", &self.pool_size)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("bind", &self.bind)
+            .field("auth_token", &self.auth_token.as_ref().map(|_| "<set>"))
+            .field("body_limit_bytes", &self.body_limit_bytes)
+            .field("concurrency_limit", &self.concurrency_limit)
+            .field("json_logs", &self.json_logs)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("shard_buckets", &self.shard_buckets)
+            .field("spread_eagerly", &self.spread_eagerly)
+            .finish()
+    }
 }
 
 impl Settings {
@@ -408,11 +497,35 @@ mod tests {
         );
         assert!(DatabaseTarget::parse("redis://h").is_err());
         assert!(DatabaseTarget::parse("sqlite::memory:").is_err());
-        assert_eq!(
-            DatabaseTarget::parse("postgres://user:secret@h/db")
-                .unwrap()
-                .redacted(),
-            "postgres://***@h/db"
-        );
+        assert!(DatabaseTarget::parse("postgres://h:notaport/db").is_err());
+    }
+
+    #[test]
+    fn targets_are_described_from_parsed_options_without_the_password() {
+        for (url, expected) in [
+            (
+                "postgres://app:hunter2@db.example:6543/shop",
+                r#"postgres database "shop" on db.example:6543 as user "app""#,
+            ),
+            (
+                "postgres://db.example/shop?user=app&password=hunter2",
+                r#"postgres database "shop" on db.example:5432 as user "app""#,
+            ),
+            (
+                "mariadb://app:hunter2@db.example/shop?password=hunter2",
+                r#"mysql database "shop" on db.example:3306 as user "app""#,
+            ),
+        ] {
+            let target = DatabaseTarget::parse(url).unwrap();
+            assert_eq!(target.to_string(), expected);
+            let settings = Settings {
+                auth_token: Some("hunter2".into()),
+                ..Settings::for_database(target)
+            };
+            let debug = format!("{settings:?}");
+            assert!(!debug.contains("hunter2"), "{debug}");
+        }
+        let error = DatabaseTarget::parse("postgres://app:hunter2@h:99999/shop").unwrap_err();
+        assert!(!format!("{error:#}").contains("hunter2"), "{error:#}");
     }
 }

@@ -87,7 +87,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
         Command::Migrate => {
             let store = open_store(&settings).await?;
             store.close().await;
-            println!("migrations applied ({})", settings.database.redacted());
+            println!("migrations applied ({})", settings.database);
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit => audit(settings).await,

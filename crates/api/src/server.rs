@@ -145,11 +145,11 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<AnyStore> {
             crate::config::DEFAULT_SQLITE_PATH
         );
     }
-    tracing::info!(database = %settings.database.redacted(), "connecting");
+    tracing::info!(database = %settings.database, "connecting");
     let store = AnyStore::connect(settings).await.map_err(|e| {
         anyhow::anyhow!(
             "connecting to {}: {}",
-            settings.database.redacted(),
+            settings.database,
             crate::problem::error_chain(&e)
         )
     })?;

@@ -141,3 +141,49 @@ fn serve_refuses_a_default_strategy_the_database_lacks() {
         "{stderr}"
     );
 }
+
+/// A password planted in the database URL, in the user part or the query string, and the
+/// auth token never reach stdout, stderr or the logs (text or JSON, at the most verbose
+/// level) of any command that fails to connect, while the error still says where it tried
+/// to connect and why.
+#[test]
+fn no_secret_reaches_any_output() {
+    const PASSWORD: &str = "hunter2-planted";
+    const TOKEN: &str = "token-planted-0123";
+    let urls = [
+        format!("postgres://app:{PASSWORD}@127.0.0.1:1/shop"),
+        format!("postgres://127.0.0.1:1/shop?user=app&password={PASSWORD}"),
+        format!("mysql://app:{PASSWORD}@127.0.0.1:1/shop"),
+        format!("mariadb://app:{PASSWORD}@127.0.0.1:1/shop?password={PASSWORD}"),
+    ];
+    for url in &urls {
+        for command in ["serve", "migrate", "audit"] {
+            for json in ["false", "true"] {
+                let output = stockguard()
+                    .env("STOCKGUARD_DATABASE_URL", url)
+                    .env("STOCKGUARD_AUTH_TOKEN", TOKEN)
+                    .env("STOCKGUARD_JSON_LOGS", json)
+                    .env("STOCKGUARD_BIND", "127.0.0.1:0")
+                    .env("STOCKGUARD_ACQUIRE_TIMEOUT_MS", "300")
+                    .env("RUST_LOG", "trace")
+                    .arg(command)
+                    .output()
+                    .unwrap();
+                let text = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                let case = format!("{command} on {url} (json logs: {json})");
+                assert!(!output.status.success(), "{case} cannot connect:\n{text}");
+                assert!(!text.contains(PASSWORD), "{case} printed the password:\n{text}");
+                assert!(!text.contains(TOKEN), "{case} printed the token:\n{text}");
+                assert!(
+                    text.contains(r#"database "shop" on 127.0.0.1:1 as user "app""#),
+                    "{case} names its target:\n{text}"
+                );
+                assert!(text.contains("connecting to"), "{case} says what failed:\n{text}");
+            }
+        }
+    }
+}

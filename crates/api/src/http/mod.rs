@@ -31,8 +31,7 @@ use crate::store::AnyStore;
 pub use handlers::{DEFAULT_LEDGER_PAGE_LIMIT, IDEMPOTENCY_KEY_HEADER, REPLAYED_HEADER};
 pub use openapi::{ApiDoc, openapi_pretty_json};
 
-/// Request-independent policy the handlers apply.
-#[derive(Debug)]
+/// Request-independent policy the handlers apply. `Debug` leaves the token out.
 pub struct Policy {
     /// Strategy used when a request names none.
     pub default_strategy: Strategy,
@@ -42,6 +41,17 @@ pub struct Policy {
     pub auth_token: Option<String>,
     /// Largest request body, for the 413 message.
     pub body_limit_bytes: usize,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field("default_strategy", &self.default_strategy)
+            .field("allow_strategy_override", &self.allow_strategy_override)
+            .field("auth_token", &self.auth_token.as_ref().map(|_| "<set>"))
+            .field("body_limit_bytes", &self.body_limit_bytes)
+            .finish()
+    }
 }
 
 /// Shared state of every handler. Cheap to clone.
