@@ -1,5 +1,6 @@
 //! Service configuration. Precedence, highest first: command-line flags, `STOCKGUARD_*`
-//! environment variables (clap reads both), the optional TOML config file, built-in defaults.
+//! environment variables (clap reads both), `DATABASE_URL` for the database URL alone, the
+//! optional TOML config file, built-in defaults.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -7,10 +8,13 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use serde::Deserialize;
 use sqlx::mysql::MySqlConnectOptions;
 use sqlx::postgres::PgConnectOptions;
 use stockguard_core::Strategy;
+
+use crate::http::dto::StrategyName;
 
 /// Where `serve` keeps its data when no database URL is configured.
 pub const DEFAULT_SQLITE_PATH: &str = "./stockguard.db";
@@ -77,62 +81,93 @@ impl FileConfig {
     }
 }
 
-/// Settings given on the command line or in the environment (clap fills both); `None`
-/// means "not given here", so the config file or the default applies.
+/// Where the data lives: the flags of every command that opens the database.
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct CliSettings {
+#[command(next_help_heading = "Database")]
+pub struct DatabaseArgs {
     /// TOML config file (lowest precedence after the defaults).
-    #[arg(long, env = "STOCKGUARD_CONFIG", global = true)]
+    #[arg(long, env = "STOCKGUARD_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// Database URL: postgres://…, mysql://… or mariadb://…, sqlite://PATH or a plain file path.
-    /// Without one, the embedded SQLite file ./stockguard.db is used.
-    #[arg(long, env = "STOCKGUARD_DATABASE_URL", global = true)]
+    /// Falls back to DATABASE_URL; without either, the embedded SQLite file ./stockguard.db.
+    #[arg(
+        long,
+        env = "STOCKGUARD_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub database_url: Option<String>,
-    /// Strategy used when a request names none: pessimistic, no_wait, optimistic, guarded,
-    /// coalesced, sharded (not on SQLite).
-    #[arg(long, env = "STOCKGUARD_DEFAULT_STRATEGY", global = true)]
-    pub default_strategy: Option<Strategy>,
-    /// Whether a deduct request may name its own strategy (true/false).
-    #[arg(long, env = "STOCKGUARD_ALLOW_STRATEGY_OVERRIDE", global = true)]
-    pub allow_strategy_override: Option<bool>,
-    /// Most pooled database connections.
-    #[arg(long, env = "STOCKGUARD_POOL_SIZE", global = true)]
-    pub pool_size: Option<u32>,
-    /// Wait for a pooled connection before answering 503, in milliseconds.
-    #[arg(long, env = "STOCKGUARD_ACQUIRE_TIMEOUT_MS", global = true)]
+    /// Wait for a database connection before giving up (serve: before answering 503), in
+    /// milliseconds.
+    #[arg(long, env = "STOCKGUARD_ACQUIRE_TIMEOUT_MS", value_name = "MS")]
     pub acquire_timeout_ms: Option<u64>,
+}
+
+/// The flags only `serve` uses. A boolean is a switch: given (or its variable set to true) it
+/// turns the setting on; absent, the config file or the default decides.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Service")]
+pub struct ServeArgs {
+    /// Strategy used when a request names none.
+    #[arg(
+        long,
+        env = "STOCKGUARD_DEFAULT_STRATEGY",
+        value_enum,
+        value_name = "STRATEGY"
+    )]
+    pub default_strategy: Option<StrategyName>,
+    /// Refuse (422) a deduct body that names its own strategy: every deduction uses the default.
+    #[arg(long, env = "STOCKGUARD_NO_STRATEGY_OVERRIDE", value_parser = BoolishValueParser::new())]
+    pub no_strategy_override: bool,
+    /// Most pooled database connections.
+    #[arg(long, env = "STOCKGUARD_POOL_SIZE", value_name = "N")]
+    pub pool_size: Option<u32>,
     /// Wait for a row lock (SQLite: the write lock) before answering 503, in milliseconds.
-    #[arg(long, env = "STOCKGUARD_LOCK_TIMEOUT_MS", global = true)]
+    #[arg(long, env = "STOCKGUARD_LOCK_TIMEOUT_MS", value_name = "MS")]
     pub lock_timeout_ms: Option<u64>,
     /// Time a /v1 request may take before it is answered with 503, in milliseconds.
-    #[arg(long, env = "STOCKGUARD_REQUEST_TIMEOUT_MS", global = true)]
+    #[arg(long, env = "STOCKGUARD_REQUEST_TIMEOUT_MS", value_name = "MS")]
     pub request_timeout_ms: Option<u64>,
     /// Listen address (default 127.0.0.1:8080).
-    #[arg(long, env = "STOCKGUARD_BIND", global = true)]
+    #[arg(long, env = "STOCKGUARD_BIND", value_name = "ADDR")]
     pub bind: Option<SocketAddr>,
     /// Bearer token required on every mutation (POST). Prefer the env var over the flag,
     /// which shows up in process listings.
-    #[arg(long, env = "STOCKGUARD_AUTH_TOKEN", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "STOCKGUARD_AUTH_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub auth_token: Option<String>,
     /// Largest accepted request body, in bytes.
-    #[arg(long, env = "STOCKGUARD_BODY_LIMIT_BYTES", global = true)]
+    #[arg(long, env = "STOCKGUARD_BODY_LIMIT_BYTES", value_name = "BYTES")]
     pub body_limit_bytes: Option<usize>,
     /// /v1 requests served at once; more are shed with 503.
-    #[arg(long, env = "STOCKGUARD_CONCURRENCY_LIMIT", global = true)]
+    #[arg(long, env = "STOCKGUARD_CONCURRENCY_LIMIT", value_name = "N")]
     pub concurrency_limit: Option<usize>,
-    /// Log JSON lines instead of text (true/false).
-    #[arg(long, env = "STOCKGUARD_JSON_LOGS", global = true)]
-    pub json_logs: Option<bool>,
     /// Time in-flight requests get to finish after SIGTERM/Ctrl-C, in milliseconds.
-    #[arg(long, env = "STOCKGUARD_SHUTDOWN_GRACE_MS", global = true)]
+    #[arg(long, env = "STOCKGUARD_SHUTDOWN_GRACE_MS", value_name = "MS")]
     pub shutdown_grace_ms: Option<u64>,
     /// Buckets a `sharded` SKU's stock is spread over (1..=256; PostgreSQL and MySQL/MariaDB).
-    #[arg(long, env = "STOCKGUARD_SHARD_BUCKETS", global = true)]
+    #[arg(long, env = "STOCKGUARD_SHARD_BUCKETS", value_name = "N")]
     pub shard_buckets: Option<u32>,
     /// `sharded` spreads a SKU on its first deduction instead of the first time two
-    /// deductions meet on its row (true/false).
-    #[arg(long, env = "STOCKGUARD_SPREAD_EAGERLY", global = true)]
-    pub spread_eagerly: Option<bool>,
+    /// deductions meet on its row.
+    #[arg(long, env = "STOCKGUARD_SPREAD_EAGERLY", value_parser = BoolishValueParser::new())]
+    pub spread_eagerly: bool,
+}
+
+/// Everything given on the command line or in the environment (clap fills both); `None` (or
+/// `false` for a switch) means "not given here", so the config file or the default applies.
+#[derive(Debug, Clone, Default)]
+pub struct CliSettings {
+    /// Database flags.
+    pub database: DatabaseArgs,
+    /// Service flags (all unset for commands other than `serve`).
+    pub serve: ServeArgs,
+    /// `--json-logs`.
+    pub json_logs: bool,
 }
 
 /// Where the data lives. Its `Debug` and `Display` show only what the driver parsed from the
@@ -318,76 +353,94 @@ impl fmt::Debug for Settings {
     }
 }
 
+/// The variable many tools (sqlx-cli, Heroku-style platforms) use for the database URL; read
+/// when `STOCKGUARD_DATABASE_URL` and `--database-url` are both absent.
+pub const DATABASE_URL_FALLBACK_ENV: &str = "DATABASE_URL";
+
 impl Settings {
     /// Applies flags/env over the config file (if any) over the defaults.
     pub fn resolve(cli: &CliSettings) -> anyhow::Result<Self> {
-        let file = match &cli.config {
+        let file = match &cli.database.config {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
         };
-        Self::merge(cli.clone(), file)
+        let mut cli = cli.clone();
+        if cli.database.database_url.is_none() {
+            cli.database.database_url = std::env::var(DATABASE_URL_FALLBACK_ENV)
+                .ok()
+                .filter(|url| !url.trim().is_empty());
+        }
+        Self::merge(cli, file)
     }
 
     /// The precedence rule itself, separate from file reading so it can be tested.
     pub fn merge(cli: CliSettings, file: FileConfig) -> anyhow::Result<Self> {
-        let url = cli.database_url.or(file.database_url);
+        let CliSettings {
+            database: db,
+            serve,
+            json_logs,
+        } = cli;
+        let url = db.database_url.or(file.database_url);
         let database_is_default = url.is_none();
         let database = match url {
             Some(url) => DatabaseTarget::parse(&url)?,
             None => DatabaseTarget::Sqlite(PathBuf::from(DEFAULT_SQLITE_PATH)),
         };
-        let auth_token = cli.auth_token.or(file.auth_token).filter(|t| !t.is_empty());
+        let token = |cli: Option<String>, file: Option<String>| cli.or(file).filter(|t| !t.is_empty());
+        let millis = |cli: Option<u64>, file: Option<u64>, default: u64| {
+            Duration::from_millis(cli.or(file).unwrap_or(default))
+        };
         let settings = Self {
             database,
             database_is_default,
-            default_strategy: cli
+            default_strategy: serve
                 .default_strategy
+                .map(Strategy::from)
                 .or(file.default_strategy)
                 .unwrap_or(Strategy::Guarded),
-            allow_strategy_override: cli
-                .allow_strategy_override
-                .or(file.allow_strategy_override)
-                .unwrap_or(true),
-            pool_size: cli.pool_size.or(file.pool_size).unwrap_or(DEFAULT_POOL_SIZE),
-            acquire_timeout: Duration::from_millis(
-                cli.acquire_timeout_ms
-                    .or(file.acquire_timeout_ms)
-                    .unwrap_or(DEFAULT_ACQUIRE_TIMEOUT_MS),
+            // A switch can only turn its setting on (`--no-strategy-override` turns this off).
+            allow_strategy_override: !serve.no_strategy_override
+                && file.allow_strategy_override.unwrap_or(true),
+            pool_size: serve.pool_size.or(file.pool_size).unwrap_or(DEFAULT_POOL_SIZE),
+            acquire_timeout: millis(
+                db.acquire_timeout_ms,
+                file.acquire_timeout_ms,
+                DEFAULT_ACQUIRE_TIMEOUT_MS,
             ),
-            lock_timeout: Duration::from_millis(
-                cli.lock_timeout_ms
-                    .or(file.lock_timeout_ms)
-                    .unwrap_or(DEFAULT_LOCK_TIMEOUT_MS),
+            lock_timeout: millis(
+                serve.lock_timeout_ms,
+                file.lock_timeout_ms,
+                DEFAULT_LOCK_TIMEOUT_MS,
             ),
-            request_timeout: Duration::from_millis(
-                cli.request_timeout_ms
-                    .or(file.request_timeout_ms)
-                    .unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS),
+            request_timeout: millis(
+                serve.request_timeout_ms,
+                file.request_timeout_ms,
+                DEFAULT_REQUEST_TIMEOUT_MS,
             ),
-            bind: match cli.bind.or(file.bind) {
+            bind: match serve.bind.or(file.bind) {
                 Some(bind) => bind,
                 None => DEFAULT_BIND.parse()?,
             },
-            auth_token,
-            body_limit_bytes: cli
+            auth_token: token(serve.auth_token, file.auth_token),
+            body_limit_bytes: serve
                 .body_limit_bytes
                 .or(file.body_limit_bytes)
                 .unwrap_or(DEFAULT_BODY_LIMIT_BYTES),
-            concurrency_limit: cli
+            concurrency_limit: serve
                 .concurrency_limit
                 .or(file.concurrency_limit)
                 .unwrap_or(DEFAULT_CONCURRENCY_LIMIT),
-            json_logs: cli.json_logs.or(file.json_logs).unwrap_or(false),
-            shutdown_grace: Duration::from_millis(
-                cli.shutdown_grace_ms
-                    .or(file.shutdown_grace_ms)
-                    .unwrap_or(DEFAULT_SHUTDOWN_GRACE_MS),
+            json_logs: json_logs || file.json_logs.unwrap_or(false),
+            shutdown_grace: millis(
+                serve.shutdown_grace_ms,
+                file.shutdown_grace_ms,
+                DEFAULT_SHUTDOWN_GRACE_MS,
             ),
-            shard_buckets: cli
+            shard_buckets: serve
                 .shard_buckets
                 .or(file.shard_buckets)
                 .unwrap_or(stockguard_core::sharding::DEFAULT_SHARD_BUCKETS),
-            spread_eagerly: cli.spread_eagerly.or(file.spread_eagerly).unwrap_or(false),
+            spread_eagerly: serve.spread_eagerly || file.spread_eagerly.unwrap_or(false),
         };
         settings.validate()?;
         Ok(settings)
@@ -432,7 +485,10 @@ mod tests {
     #[test]
     fn flags_and_env_beat_the_file_which_beats_defaults() {
         let cli = CliSettings {
-            pool_size: Some(3),
+            serve: ServeArgs {
+                pool_size: Some(3),
+                ..ServeArgs::default()
+            },
             ..CliSettings::default()
         };
         let file = FileConfig {
@@ -452,6 +508,32 @@ mod tests {
     }
 
     #[test]
+    fn switches_turn_settings_on_or_leave_them_to_the_file() {
+        let defaults = Settings::merge(CliSettings::default(), FileConfig::default()).unwrap();
+        assert!(defaults.allow_strategy_override && !defaults.json_logs && !defaults.spread_eagerly);
+        let file = FileConfig {
+            json_logs: Some(true),
+            allow_strategy_override: Some(false),
+            ..FileConfig::default()
+        };
+        let settings = Settings::merge(CliSettings::default(), file).unwrap();
+        assert!(settings.json_logs && !settings.allow_strategy_override);
+        let cli = CliSettings {
+            json_logs: true,
+            serve: ServeArgs {
+                no_strategy_override: true,
+                spread_eagerly: true,
+                default_strategy: Some(StrategyName::NoWait),
+                ..ServeArgs::default()
+            },
+            ..CliSettings::default()
+        };
+        let settings = Settings::merge(cli, FileConfig::default()).unwrap();
+        assert!(settings.json_logs && settings.spread_eagerly && !settings.allow_strategy_override);
+        assert_eq!(settings.default_strategy, Strategy::NoWait);
+    }
+
+    #[test]
     fn shard_settings_default_and_are_bounded() {
         let settings = Settings::merge(CliSettings::default(), FileConfig::default()).unwrap();
         assert_eq!(
@@ -465,8 +547,11 @@ mod tests {
         let error = Settings::merge(CliSettings::default(), file).unwrap_err();
         assert!(error.to_string().contains("shard_buckets"), "{error}");
         let cli = CliSettings {
-            shard_buckets: Some(32),
-            spread_eagerly: Some(true),
+            serve: ServeArgs {
+                shard_buckets: Some(32),
+                spread_eagerly: true,
+                ..ServeArgs::default()
+            },
             ..CliSettings::default()
         };
         let file = FileConfig {

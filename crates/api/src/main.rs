@@ -4,7 +4,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use clap::builder::BoolishValueParser;
 use clap::{Parser, Subcommand};
+use stockguard_api::config::{DatabaseArgs, ServeArgs};
 use stockguard_api::{CliSettings, Settings, open_store, server};
 use stockguard_core::InventoryStore;
 use tracing_subscriber::EnvFilter;
@@ -13,11 +15,13 @@ use tracing_subscriber::EnvFilter;
 #[command(
     name = "stockguard",
     version,
-    about = "Oversell-proof inventory deduction service"
+    about = "Oversell-proof inventory deduction service",
+    after_help = "Each command lists its own flags: stockguard <COMMAND> --help"
 )]
 struct Cli {
-    #[command(flatten)]
-    settings: CliSettings,
+    /// Log JSON lines instead of text (filter with RUST_LOG).
+    #[arg(long, global = true, env = "STOCKGUARD_JSON_LOGS", value_parser = BoolishValueParser::new())]
+    json_logs: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,20 +30,38 @@ struct Cli {
 enum Command {
     /// Apply migrations and serve the HTTP API until SIGTERM or Ctrl-C.
     Serve {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        serve: ServeArgs,
         /// Allow a non-loopback bind address without an auth token (anyone who can reach
         /// the port can then deduct and restock).
         #[arg(long)]
         insecure: bool,
     },
     /// Apply the database migrations and exit.
-    Migrate,
+    Migrate {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
     /// Reconcile every SKU (stock >= 0, initial + sum of ledger deltas = stock); print each
     /// discrepancy and exit with status 1 if there is any.
-    Audit,
+    Audit {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
     /// Print the OpenAPI document (the one checked into docs/openapi.json).
     Openapi,
     /// Benchmarks live in the harness: run `just bench` (see benches/).
     Bench,
+}
+
+/// What a command that opens the database does, once its settings are resolved.
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Serve { insecure: bool },
+    Migrate,
+    Audit,
 }
 
 fn init_logging(json: bool) {
@@ -56,7 +78,39 @@ fn init_logging(json: bool) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::resolve(&cli.settings) {
+    let database_only = |database| CliSettings {
+        database,
+        serve: ServeArgs::default(),
+        json_logs: cli.json_logs,
+    };
+    let (given, action) = match cli.command {
+        Command::Openapi => {
+            print!("{}", stockguard_api::openapi_pretty_json());
+            return ExitCode::SUCCESS;
+        }
+        Command::Bench => {
+            println!(
+                "Benchmarks live in the harness crate (benches/). Run `just bench` from the \
+                 repository root; see README.md for workloads and options."
+            );
+            return ExitCode::SUCCESS;
+        }
+        Command::Serve {
+            database,
+            serve,
+            insecure,
+        } => (
+            CliSettings {
+                database,
+                serve,
+                json_logs: cli.json_logs,
+            },
+            Action::Serve { insecure },
+        ),
+        Command::Migrate { database } => (database_only(database), Action::Migrate),
+        Command::Audit { database } => (database_only(database), Action::Audit),
+    };
+    let settings = match Settings::resolve(&given) {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("stockguard: invalid configuration: {error:#}");
@@ -71,9 +125,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command, settings)) {
+    match runtime.block_on(run(action, settings)) {
         Ok(code) => code,
         Err(error) => {
+            // Logged for log collectors and printed for the person at the terminal. Neither
+            // carries the database URL: errors name the target by its parsed parts.
             tracing::error!("{error:#}");
             eprintln!("stockguard: {error:#}");
             ExitCode::FAILURE
@@ -81,27 +137,16 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
-    match command {
-        Command::Serve { insecure } => serve(settings, insecure).await,
-        Command::Migrate => {
+async fn run(action: Action, settings: Settings) -> anyhow::Result<ExitCode> {
+    match action {
+        Action::Serve { insecure } => serve(settings, insecure).await,
+        Action::Migrate => {
             let store = open_store(&settings).await?;
             store.close().await;
             println!("migrations applied ({})", settings.database);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Audit => audit(settings).await,
-        Command::Openapi => {
-            print!("{}", stockguard_api::openapi_pretty_json());
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Bench => {
-            println!(
-                "Benchmarks live in the harness crate (benches/). Run `just bench` from the \
-                 repository root; see README.md for workloads and options."
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        Action::Audit => audit(settings).await,
     }
 }
 

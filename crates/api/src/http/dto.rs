@@ -5,9 +5,11 @@ use serde::{Deserialize, Serialize};
 use stockguard_core::{AuditReport, LedgerEntry, Receipt, RestockReceipt, StockLevel, Strategy};
 use utoipa::{IntoParams, ToSchema};
 
-/// A strategy name, as accepted in requests.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+/// A strategy name, as accepted in requests and on the command line (`--default-strategy`,
+/// whose help lists these with their descriptions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum StrategyName {
     /// `SELECT … FOR UPDATE`, check, write.
     Pessimistic,
