@@ -56,8 +56,10 @@ pub struct FileConfig {
     pub request_timeout_ms: Option<u64>,
     /// Listen address.
     pub bind: Option<SocketAddr>,
-    /// Bearer token required on mutations.
+    /// Bearer token required on mutations and the audit.
     pub auth_token: Option<String>,
+    /// Bearer token for the audit only.
+    pub audit_token: Option<String>,
     /// Largest request body.
     pub body_limit_bytes: Option<usize>,
     /// Requests served at once.
@@ -131,8 +133,8 @@ pub struct ServeArgs {
     /// Listen address (default 127.0.0.1:8080).
     #[arg(long, env = "STOCKGUARD_BIND", value_name = "ADDR")]
     pub bind: Option<SocketAddr>,
-    /// Bearer token required on every mutation (POST). Prefer the env var over the flag,
-    /// which shows up in process listings.
+    /// Bearer token required on every mutation (POST) and on GET /v1/audit. Prefer the env
+    /// var over the flag, which shows up in process listings.
     #[arg(
         long,
         env = "STOCKGUARD_AUTH_TOKEN",
@@ -140,6 +142,14 @@ pub struct ServeArgs {
         value_name = "TOKEN"
     )]
     pub auth_token: Option<String>,
+    /// A second bearer token that may run GET /v1/audit and nothing else (for monitoring).
+    #[arg(
+        long,
+        env = "STOCKGUARD_AUDIT_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub audit_token: Option<String>,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "STOCKGUARD_BODY_LIMIT_BYTES", value_name = "BYTES")]
     pub body_limit_bytes: Option<usize>,
@@ -314,8 +324,10 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// Listen address.
     pub bind: SocketAddr,
-    /// Bearer token for mutations.
+    /// Bearer token for mutations and the audit.
     pub auth_token: Option<String>,
+    /// Bearer token for the audit only.
+    pub audit_token: Option<String>,
     /// Largest request body, in bytes.
     pub body_limit_bytes: usize,
     /// /v1 requests served at once.
@@ -343,6 +355,7 @@ impl fmt::Debug for Settings {
             .field("request_timeout", &self.request_timeout)
             .field("bind", &self.bind)
             .field("auth_token", &self.auth_token.as_ref().map(|_| "<set>"))
+            .field("audit_token", &self.audit_token.as_ref().map(|_| "<set>"))
             .field("body_limit_bytes", &self.body_limit_bytes)
             .field("concurrency_limit", &self.concurrency_limit)
             .field("json_logs", &self.json_logs)
@@ -422,6 +435,7 @@ impl Settings {
                 None => DEFAULT_BIND.parse()?,
             },
             auth_token: token(serve.auth_token, file.auth_token),
+            audit_token: token(serve.audit_token, file.audit_token),
             body_limit_bytes: serve
                 .body_limit_bytes
                 .or(file.body_limit_bytes)
@@ -605,6 +619,7 @@ mod tests {
             assert_eq!(target.to_string(), expected);
             let settings = Settings {
                 auth_token: Some("hunter2".into()),
+                audit_token: Some("hunter2".into()),
                 ..Settings::for_database(target)
             };
             let debug = format!("{settings:?}");

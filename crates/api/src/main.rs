@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::builder::BoolishValueParser;
 use clap::{Parser, Subcommand};
 use stockguard_api::config::{DatabaseArgs, ServeArgs};
-use stockguard_api::{CliSettings, Settings, open_store, server};
+use stockguard_api::{CliSettings, Settings, open_existing_store, open_store, server};
 use stockguard_core::InventoryStore;
 use tracing_subscriber::EnvFilter;
 
@@ -45,7 +45,8 @@ enum Command {
         database: DatabaseArgs,
     },
     /// Reconcile every SKU (stock >= 0, initial + sum of ledger deltas = stock); print each
-    /// discrepancy and exit with status 1 if there is any.
+    /// discrepancy and exit with status 1 if there is any. Read-only: never creates or
+    /// migrates a database.
     Audit {
         #[command(flatten)]
         database: DatabaseArgs,
@@ -185,6 +186,7 @@ async fn serve(settings: Settings, insecure: bool) -> anyhow::Result<ExitCode> {
         default_strategy = %settings.default_strategy,
         strategy_override = settings.allow_strategy_override,
         auth = settings.auth_token.is_some(),
+        audit_token = settings.audit_token.is_some(),
         "serving; API docs at http://{}/docs", running.addr()
     );
     let trigger = running.shutdown_handle();
@@ -197,11 +199,17 @@ async fn serve(settings: Settings, insecure: bool) -> anyhow::Result<ExitCode> {
 }
 
 async fn audit(settings: Settings) -> anyhow::Result<ExitCode> {
-    let store = open_store(&settings).await?;
+    let store = open_existing_store(&settings).await?;
     let report = store.audit().await;
     store.close().await;
-    let report =
-        report.map_err(|e| anyhow::anyhow!("audit failed: {}", stockguard_api::problem::error_chain(&e)))?;
+    let report = report.map_err(|e| {
+        anyhow::anyhow!(
+            "auditing {} failed: {}. The audit never creates or migrates a database: if this \
+             one has no stockguard schema yet, `stockguard migrate` creates it",
+            settings.database,
+            stockguard_api::problem::error_chain(&e)
+        )
+    })?;
     println!(
         "audit: {} SKUs, {} ledger rows, {} discrepancies",
         report.skus_checked,

@@ -111,6 +111,18 @@ impl ApiError {
         error
     }
 
+    /// 429 with `Retry-After`: the request is refused because one like it is running.
+    pub fn too_many_requests(
+        kind: &str,
+        title: &str,
+        detail: impl Into<String>,
+        retry_after: Duration,
+    ) -> Self {
+        let mut error = Self::new(StatusCode::TOO_MANY_REQUESTS, kind, title, detail);
+        error.retry_after = Some(retry_after);
+        error
+    }
+
     /// 500 with nothing about the cause; the caller must have logged it.
     pub fn internal() -> Self {
         Self::new(

@@ -117,6 +117,68 @@ async fn audit_exits_non_zero_on_a_discrepancy() {
     );
 }
 
+/// `stockguard audit` opens what is there: a missing SQLite file, a missing server database
+/// or a database without the schema is an error that says so, and nothing is created.
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_is_read_only() {
+    // No URL at all, in an empty directory: the default ./stockguard.db is not created.
+    let empty = stockguard_testkit::TestSqliteFile::new();
+    let dir = empty.path().parent().unwrap().to_owned();
+    let output = stockguard().arg("audit").current_dir(&dir).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no SQLite database at ./stockguard.db"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("stockguard migrate"), "{stderr}");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "nothing was created");
+    // A named file that is missing.
+    let output = stockguard()
+        .args(["audit", "--database-url"])
+        .arg(format!("sqlite://{}", empty.path().display()))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(!empty.path().exists(), "nothing was created");
+    // A database that does not exist on the server.
+    if let Some(db) = TestDb::create(Backend::Postgres).await {
+        let missing = stockguard_testkit::unique_name();
+        let url = stockguard_testkit::with_database(&db.url(), &missing);
+        let output = stockguard()
+            .args(["audit", "--database-url", &url])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&missing) && stderr.contains("connecting to"),
+            "{stderr}"
+        );
+    }
+    // A database without the schema, on every backend: refused, and still without it.
+    for backend in [Backend::Postgres, Backend::MySql, Backend::Sqlite] {
+        let Some(db) = TestDb::create(backend).await else {
+            continue;
+        };
+        if let TestDb::Sqlite(file) = &db {
+            std::fs::File::create(file.path()).unwrap();
+        }
+        let output = stockguard()
+            .args(["audit", "--database-url", &db.url()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{backend:?}: {stderr}");
+        assert!(stderr.contains("stockguard migrate"), "{backend:?}: {stderr}");
+        assert_eq!(
+            common::table_count(&db).await,
+            0,
+            "{backend:?}: the audit created tables"
+        );
+    }
+}
+
 #[test]
 fn serve_refuses_a_default_strategy_the_database_lacks() {
     let file = stockguard_testkit::TestSqliteFile::new();

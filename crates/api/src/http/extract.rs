@@ -24,23 +24,60 @@ impl FromRequestParts<AppState> for Authorized {
         let Some(expected) = state.policy.auth_token.as_deref() else {
             return Ok(Self);
         };
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| {
-                let (scheme, token) = value.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            })
-            .unwrap_or("");
-        // Constant time in the token's content, so the comparison does not reveal how many
-        // leading bytes matched. (A length mismatch fails early; the length is not secret.)
-        if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
+        if token_matches(bearer_token(parts), expected) {
             Ok(Self)
         } else {
             Err(ApiError::unauthorized())
         }
     }
+}
+
+/// Passes the audit: when any token is configured, the request must carry the auth token or
+/// the audit-only token. (A full audit reads the whole ledger, so it is not for anyone who can
+/// reach the port.)
+#[derive(Debug)]
+pub struct AuditAuthorized;
+
+impl FromRequestParts<AppState> for AuditAuthorized {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let policy = &state.policy;
+        let accepted = [policy.auth_token.as_deref(), policy.audit_token.as_deref()];
+        if accepted.iter().all(Option::is_none) {
+            return Ok(Self);
+        }
+        let presented = bearer_token(parts);
+        // Both compared, whichever matches, so the time taken does not tell which one did.
+        let matched = accepted
+            .iter()
+            .flatten()
+            .fold(false, |any, expected| token_matches(presented, expected) | any);
+        if matched {
+            Ok(Self)
+        } else {
+            Err(ApiError::unauthorized())
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header, or "" without one.
+fn bearer_token(parts: &Parts) -> &str {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            let (scheme, token) = value.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .unwrap_or("")
+}
+
+/// Constant time in the token's content, so the comparison does not reveal how many leading
+/// bytes matched. (A length mismatch fails early; the length is not secret.)
+fn token_matches(presented: &str, expected: &str) -> bool {
+    bool::from(presented.as_bytes().ct_eq(expected.as_bytes()))
 }
 
 /// A JSON body whose every failure is a problem document: 415 without a JSON content type,

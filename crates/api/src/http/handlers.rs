@@ -15,7 +15,7 @@ use super::dto::{
     AuditResponse, CreateSkuRequest, DeductBody, DeductReceipt, HealthResponse, LedgerPageResponse,
     LedgerQuery, LedgerRow, RestockRequest, RestockResponse, StockResponse,
 };
-use super::extract::{Authorized, JsonBody, sku_from_path};
+use super::extract::{AuditAuthorized, Authorized, JsonBody, sku_from_path};
 use crate::problem::{ApiError, ProblemDetails};
 
 /// Header carrying the client's idempotency key on deductions.
@@ -24,6 +24,8 @@ pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 /// Ledger page size when the request names none.
 pub const DEFAULT_LEDGER_PAGE_LIMIT: u32 = 100;
+/// What a refused concurrent audit is told to wait before retrying.
+const AUDIT_BUSY_RETRY_AFTER: Duration = Duration::from_secs(2);
 /// How long `/readyz` waits for the database.
 const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -242,14 +244,34 @@ pub(crate) async fn ledger(
 }
 
 /// Reconcile every SKU: stock ≥ 0 and initial + Σ ledger deltas = stock.
+///
+/// Reads the whole ledger, so it needs a token when the server has one (the auth token or the
+/// audit-only token), and runs one at a time: a second audit while one runs is refused with
+/// 429 `audit_in_progress`.
 #[utoipa::path(
     get, path = "/v1/audit", tag = "inventory",
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "Audit report (check `clean`)", body = AuditResponse),
+        (status = 401, description = "Missing or wrong bearer token", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "audit_in_progress: another audit is running; see Retry-After", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 503, description = "unavailable, overloaded or request_timeout; see Retry-After", body = ProblemDetails, content_type = "application/problem+json"),
     )
 )]
-pub(crate) async fn audit(State(state): State<AppState>) -> Result<Json<AuditResponse>, ApiError> {
+pub(crate) async fn audit(
+    State(state): State<AppState>,
+    _auth: AuditAuthorized,
+) -> Result<Json<AuditResponse>, ApiError> {
+    // Held until the report is built, and released if the request is dropped (timeout or
+    // client gone), so a cancelled audit never blocks the next one.
+    let _permit = state.audit_gate.try_acquire().map_err(|_| {
+        ApiError::too_many_requests(
+            "audit_in_progress",
+            "Audit in progress",
+            "another audit is running; retry when it has finished",
+            AUDIT_BUSY_RETRY_AFTER,
+        )
+    })?;
     Ok(Json(state.store.audit().await?.into()))
 }
 

@@ -18,6 +18,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{BoxError, Router};
 use stockguard_core::Strategy;
+use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::trace::TraceLayer;
@@ -37,8 +38,10 @@ pub struct Policy {
     pub default_strategy: Strategy,
     /// Whether a request may name its own strategy.
     pub allow_strategy_override: bool,
-    /// Bearer token required on mutations, if any.
+    /// Bearer token required on mutations and the audit, if any.
     pub auth_token: Option<String>,
+    /// Bearer token that may run the audit only, if any.
+    pub audit_token: Option<String>,
     /// Largest request body, for the 413 message.
     pub body_limit_bytes: usize,
 }
@@ -49,6 +52,7 @@ impl std::fmt::Debug for Policy {
             .field("default_strategy", &self.default_strategy)
             .field("allow_strategy_override", &self.allow_strategy_override)
             .field("auth_token", &self.auth_token.as_ref().map(|_| "<set>"))
+            .field("audit_token", &self.audit_token.as_ref().map(|_| "<set>"))
             .field("body_limit_bytes", &self.body_limit_bytes)
             .finish()
     }
@@ -63,6 +67,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Policy.
     pub policy: Arc<Policy>,
+    /// One permit: audits run one at a time, because each reads the whole ledger.
+    pub audit_gate: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -75,8 +81,10 @@ impl AppState {
                 default_strategy: settings.default_strategy,
                 allow_strategy_override: settings.allow_strategy_override,
                 auth_token: settings.auth_token.clone(),
+                audit_token: settings.audit_token.clone(),
                 body_limit_bytes: settings.body_limit_bytes,
             }),
+            audit_gate: Arc::new(Semaphore::new(1)),
         }
     }
 }
