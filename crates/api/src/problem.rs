@@ -82,6 +82,11 @@ impl ApiError {
         )
     }
 
+    /// 400 for a request that could not be read as HTTP says it should be (a body cut short).
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", "Bad request", detail)
+    }
+
     /// 401 for a missing or wrong bearer token.
     pub fn unauthorized() -> Self {
         let mut error = Self::new(

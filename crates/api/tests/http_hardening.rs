@@ -1,12 +1,16 @@
-//! What the service does with requests an operator would not want served: the audit without a
-//! token or while another audit runs.
+//! What the service does with requests an operator would not want served: bodies that are not
+//! JSON objects, bodies larger or shorter than they claim, the audit without a token or while
+//! another audit runs.
 
 mod common;
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use common::{Backend, Harness, TestDb, expect_problem};
 use serde_json::json;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
 
 macro_rules! per_backend {
     ($($scenario:ident),* $(,)?) => {
@@ -25,7 +29,135 @@ macro_rules! per_backend {
     };
 }
 
-per_backend!(audit_needs_a_token);
+per_backend!(non_object_bodies_change_nothing, audit_needs_a_token);
+
+/// Arrays and scalars are refused with a 422 that says what was sent, and nothing changes:
+/// serde would otherwise read `[1]` as a deduct body and `["sku", 5]` as a new SKU.
+async fn non_object_bodies_change_nothing(backend: Backend) {
+    let Some(h) = Harness::start(backend).await else {
+        return;
+    };
+    h.create_sku("mug", 5).await;
+    for (path, body, named) in [
+        ("/v1/skus", json!(["arr-sku", 5]), "an array"),
+        ("/v1/skus/mug/deduct", json!([1]), "an array"),
+        ("/v1/skus/mug/deduct", json!([1, "guarded"]), "an array"),
+        ("/v1/skus/mug/restock", json!([5]), "an array"),
+        ("/v1/skus/mug/deduct", json!(1), "a number"),
+        ("/v1/skus/mug/deduct", json!("1"), "a string"),
+        ("/v1/skus/mug/deduct", json!(true), "a boolean"),
+        ("/v1/skus/mug/deduct", json!(null), "null"),
+    ] {
+        let problem = expect_problem(h.post_json(path, body.clone()).await, 422, "invalid_input").await;
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("must be a JSON object") && detail.contains(named),
+            "{path} {body}: {detail}"
+        );
+    }
+    expect_problem(h.get("/v1/skus/arr-sku").await, 404, "not_found").await;
+    let stock: serde_json::Value = h.get("/v1/skus/mug").await.json().await.unwrap();
+    assert_eq!(stock["stock"], 5, "nothing was deducted or restocked");
+    let ledger: serde_json::Value = h.get("/v1/skus/mug/ledger").await.json().await.unwrap();
+    assert_eq!(ledger["entries"], json!([]));
+    h.shutdown().await;
+}
+
+/// Writes `request` on a fresh connection (then ends the sending half if `half_close`) and
+/// reads one response: status line, headers and a Content-Length body, within `deadline`.
+async fn raw_exchange(addr: SocketAddr, request: &[u8], half_close: bool, deadline: Duration) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    if half_close {
+        stream.shutdown().await.unwrap();
+    }
+    let read = async {
+        let mut received = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut chunk).await.unwrap();
+            received.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&received).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|line| {
+                        line.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap_or(0);
+                if body.len() >= length {
+                    return text;
+                }
+            }
+            assert!(n > 0, "connection closed mid-response: {text:?}");
+        }
+    };
+    tokio::time::timeout(deadline, read)
+        .await
+        .expect("a response within the deadline")
+}
+
+/// A declared Content-Length over the limit is refused at once, before the body (which never
+/// comes) is waited for: not a 503 when the request timeout expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn declared_oversize_is_413_at_once() {
+    let Some(h) = Harness::start_with(Backend::Sqlite, |s| {
+        s.body_limit_bytes = 1024;
+        s.request_timeout = Duration::from_secs(5);
+    })
+    .await
+    else {
+        return;
+    };
+    h.create_sku("mug", 5).await;
+    let started = Instant::now();
+    let response = raw_exchange(
+        h.server.addr(),
+        b"POST /v1/skus/mug/deduct HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+          Content-Length: 10000000000\r\n\r\n{\"qua",
+        false,
+        Duration::from_secs(2),
+    )
+    .await;
+    let elapsed = started.elapsed();
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    assert!(
+        response.contains("urn:stockguard:problem:payload_too_large"),
+        "{response}"
+    );
+    assert!(elapsed < Duration::from_secs(1), "answered after {elapsed:?}");
+    let stock: serde_json::Value = h.get("/v1/skus/mug").await.json().await.unwrap();
+    assert_eq!(stock["stock"], 5);
+    h.shutdown().await;
+}
+
+/// A body that ends (the client closes its sending half) before its declared length is a
+/// 400: the request is broken on the wire, which is not an input validation failure (422).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn body_cut_short_is_400() {
+    let Some(h) = Harness::start(Backend::Sqlite).await else {
+        return;
+    };
+    h.create_sku("mug", 5).await;
+    let response = raw_exchange(
+        h.server.addr(),
+        b"POST /v1/skus/mug/deduct HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+          Content-Length: 50\r\n\r\n{\"quantity\": 1}",
+        true,
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    assert!(
+        response.contains("urn:stockguard:problem:bad_request"),
+        "{response}"
+    );
+    let stock: serde_json::Value = h.get("/v1/skus/mug").await.json().await.unwrap();
+    assert_eq!(stock["stock"], 5, "nothing was deducted");
+    h.shutdown().await;
+}
 
 const AUTH_TOKEN: &str = "main-token";
 const AUDIT_TOKEN: &str = "audit-only-token";

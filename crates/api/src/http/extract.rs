@@ -80,8 +80,10 @@ fn token_matches(presented: &str, expected: &str) -> bool {
     bool::from(presented.as_bytes().ct_eq(expected.as_bytes()))
 }
 
-/// A JSON body whose every failure is a problem document: 415 without a JSON content type,
-/// 413 over the body limit, 422 for malformed JSON or wrong fields/types.
+/// A JSON object body whose every failure is a problem document: 415 without a JSON content
+/// type, 413 over the body limit, 400 when the body cannot be read in full (the client stopped
+/// short of its Content-Length), 422 for anything but a JSON object, malformed JSON or wrong
+/// fields/types.
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
@@ -110,13 +112,39 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::payload_too_large(state.policy.body_limit_bytes)
             } else {
-                ApiError::invalid_input(format!("could not read the request body: {rejection}"))
+                // The body stream failed: the connection ended before the declared length,
+                // or broke. Not a JSON problem, so not a 422.
+                ApiError::bad_request(format!("could not read the request body in full: {rejection}"))
             }
         })?;
+        require_object(&bytes)?;
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|e| ApiError::invalid_input(format!("invalid JSON body: {e}")))
     }
+}
+
+/// Refuses any body but a JSON object before deserializing it. Serde's derived struct
+/// visitors also accept a sequence of the fields in order, so without this `[1]` would deduct
+/// one unit and `["sku", 5]` would create a SKU: a second, undocumented body format.
+fn require_object(body: &[u8]) -> Result<(), ApiError> {
+    // JSON's insignificant whitespace: space, tab, line feed, carriage return.
+    let first = body
+        .iter()
+        .find(|byte| !matches!(byte, b' ' | b'\t' | b'\n' | b'\r'));
+    let found = match first {
+        Some(b'{') => return Ok(()),
+        None => "an empty body",
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b'-' | b'0'..=b'9') => "a number",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        Some(_) => "something that is not JSON",
+    };
+    Err(ApiError::invalid_input(format!(
+        "the request body must be a JSON object, not {found}"
+    )))
 }
 
 pub(crate) fn sku_from_path(path: Result<Path<String>, PathRejection>) -> Result<SkuId, ApiError> {

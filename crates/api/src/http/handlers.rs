@@ -36,11 +36,12 @@ const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Created", body = StockResponse),
+        (status = 400, description = "bad_request: the body ended before its Content-Length", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong bearer token", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 409, description = "already_exists", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 415, description = "Body is not JSON", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 422, description = "invalid_input", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "invalid_input (including a body that is not a JSON object)", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 503, description = "lock_timeout, unavailable, overloaded or request_timeout; see Retry-After", body = ProblemDetails, content_type = "application/problem+json"),
     )
 )]
@@ -81,11 +82,12 @@ pub(crate) async fn get_stock(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Restocked", body = RestockResponse),
+        (status = 400, description = "bad_request: the body ended before its Content-Length", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong bearer token", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 404, description = "not_found", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 415, description = "Body is not JSON", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 422, description = "invalid_input (including a restock past the stock maximum)", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "invalid_input (including a body that is not a JSON object, or a restock past the stock maximum)", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 503, description = "lock_timeout, unavailable, overloaded or request_timeout; see Retry-After", body = ProblemDetails, content_type = "application/problem+json"),
     )
 )]
@@ -123,12 +125,13 @@ pub(crate) async fn restock(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Deducted (or replayed)", body = DeductReceipt),
+        (status = 400, description = "bad_request: the body ended before its Content-Length", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong bearer token", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 404, description = "not_found", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 409, description = "insufficient_stock (with `available`) or conflict (retries exhausted)", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 415, description = "Body is not JSON", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 422, description = "invalid_input or idempotency_key_reused", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "invalid_input (including a body that is not a JSON object) or idempotency_key_reused", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 503, description = "lock_timeout, unavailable, overloaded or request_timeout; see Retry-After", body = ProblemDetails, content_type = "application/problem+json"),
     )
 )]

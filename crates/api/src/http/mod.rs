@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
 use axum::{BoxError, Router};
 use stockguard_core::Strategy;
@@ -124,6 +124,28 @@ async fn record_latency(State(state): State<AppState>, request: Request, next: N
     response
 }
 
+/// Answers 413 at once when the declared Content-Length is over the body limit, before
+/// anything (authentication, the concurrency limit, the handler) reads or waits for the body:
+/// otherwise a client declaring gigabytes and sending a few bytes would hold the request open
+/// until the request timeout. Bodies without a length (chunked) are capped while read by
+/// `DefaultBodyLimit`.
+async fn refuse_declared_oversize(
+    State(limit_bytes): State<usize>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let declared_bytes = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    let limit = u64::try_from(limit_bytes).unwrap_or(u64::MAX);
+    if declared_bytes.is_some_and(|declared| declared > limit) {
+        return ApiError::payload_too_large(limit_bytes).into_response();
+    }
+    next.run(request).await
+}
+
 /// Turns errors of the limit layers into problem documents.
 async fn limit_error(metrics: Arc<Metrics>, error: BoxError) -> ApiError {
     if error.is::<tower::load_shed::error::Overloaded>() {
@@ -167,7 +189,11 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         .route("/v1/skus/{sku}/ledger", get(handlers::ledger))
         .route("/v1/audit", get(handlers::audit))
         .layer(limits)
-        .layer(DefaultBodyLimit::max(settings.body_limit_bytes));
+        .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
+        .layer(middleware::from_fn_with_state(
+            settings.body_limit_bytes,
+            refuse_declared_oversize,
+        ));
     Router::new()
         .merge(v1)
         .route("/healthz", get(handlers::healthz))
