@@ -147,7 +147,10 @@ fn require_object(body: &[u8]) -> Result<(), ApiError> {
     )))
 }
 
+/// The SKU of a `/v1/skus/{sku}/…` path, validated, and recorded on the request span.
 pub(crate) fn sku_from_path(path: Result<Path<String>, PathRejection>) -> Result<SkuId, ApiError> {
     let Path(raw) = path.map_err(|e| ApiError::invalid_input(format!("invalid path: {e}")))?;
-    SkuId::parse(raw).map_err(|e| ApiError::invalid_input(e.to_string()))
+    let sku = SkuId::parse(raw).map_err(|e| ApiError::invalid_input(e.to_string()))?;
+    super::trace::record_sku(sku.as_str());
+    Ok(sku)
 }

@@ -51,6 +51,7 @@ pub(crate) async fn create_sku(
     JsonBody(body): JsonBody<CreateSkuRequest>,
 ) -> Result<(StatusCode, Json<StockResponse>), ApiError> {
     let sku = SkuId::parse(body.sku).map_err(|e| ApiError::invalid_input(e.to_string()))?;
+    super::trace::record_sku(sku.as_str());
     let level = state.store.create_sku(&sku, body.initial_stock).await?;
     Ok((StatusCode::CREATED, Json(level.into())))
 }
@@ -155,6 +156,8 @@ pub(crate) async fn deduct(
             )));
         }
     };
+    let span = tracing::Span::current();
+    span.record("strategy", tracing::field::display(strategy));
     let mut request = DeductRequest::new(sku, quantity, strategy);
     if let Some(key) = idempotency_key(&headers)? {
         request = request.with_idempotency_key(key);
@@ -162,6 +165,8 @@ pub(crate) async fn deduct(
     match state.store.deduct(request).await {
         Ok(receipt) => {
             let outcome = if receipt.replayed { "replayed" } else { "ok" };
+            span.record("outcome", tracing::field::display(outcome));
+            span.record("attempts", receipt.attempts);
             state.metrics.record_deduction(strategy, outcome);
             if !receipt.replayed {
                 state
@@ -176,6 +181,7 @@ pub(crate) async fn deduct(
             ))
         }
         Err(error) => {
+            span.record("outcome", tracing::field::display(error.kind()));
             state.metrics.record_deduction(strategy, error.kind());
             Err(error.into())
         }

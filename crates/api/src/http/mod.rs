@@ -1,17 +1,18 @@
 //! The HTTP API. This module builds the router and holds the state every handler shares;
-//! `dto` has the wire bodies, `extract` the extractors, `handlers` the routes and `openapi`
-//! the generated document.
+//! `dto` has the wire bodies, `extract` the extractors, `handlers` the routes, `openapi` the
+//! generated document and `trace` the request id, span and access log.
 
 pub mod dto;
 pub mod extract;
 pub mod handlers;
 pub mod openapi;
+pub mod trace;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse as _, Response};
@@ -21,7 +22,6 @@ use stockguard_core::Strategy;
 use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
-use tower_http::trace::TraceLayer;
 use utoipa::OpenApi as _;
 use utoipa_scalar::{Scalar, Servable};
 
@@ -107,23 +107,6 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// Records latency per method, route template and status.
-async fn record_latency(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    // Clones without allocating (a standard method is inline, a matched path is an `Arc`):
-    // this runs on every request.
-    let method = request.method().clone();
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let response = next.run(request).await;
-    state.metrics.record_request(
-        method.as_str(),
-        route.as_ref().map_or("unmatched", MatchedPath::as_str),
-        response.status().as_u16(),
-        started.elapsed(),
-    );
-    response
-}
-
 /// Answers 413 at once when the declared Content-Length is over the body limit, before
 /// anything (authentication, the concurrency limit, the handler) reads or waits for the body:
 /// otherwise a client declaring gigabytes and sending a few bytes would hold the request open
@@ -203,7 +186,9 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         .merge(Scalar::with_url("/docs", ApiDoc::openapi()))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), record_latency))
-        .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            trace::trace_request,
+        ))
         .with_state(state)
 }
