@@ -568,7 +568,10 @@ async fn operations_endpoints(backend: Backend) {
     assert_eq!(spec, expected);
     let docs = h.get("/docs").await;
     assert_eq!(docs.status(), 200);
-    assert!(docs.text().await.unwrap().contains("scalar"), "the Scalar page");
+    assert!(
+        docs.text().await.unwrap().contains("swagger-ui"),
+        "the Swagger UI page"
+    );
     h.shutdown().await;
 }
 

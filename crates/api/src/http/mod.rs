@@ -22,8 +22,6 @@ use stockguard_core::Strategy;
 use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
-use utoipa::OpenApi as _;
-use utoipa_scalar::{Scalar, Servable};
 
 use crate::config::Settings;
 use crate::metrics::Metrics;
@@ -183,7 +181,7 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::metrics_text))
         .route("/openapi.json", get(openapi::openapi_json))
-        .merge(Scalar::with_url("/docs", ApiDoc::openapi()))
+        .merge(openapi::docs_ui())
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(

@@ -1,9 +1,11 @@
-//! The OpenAPI document generated from the handlers, and the routes that serve it.
+//! The OpenAPI document generated from the handlers, and the routes that serve it and the
+//! interactive docs page.
 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::dto::StrategyName;
 use super::handlers;
@@ -16,6 +18,16 @@ pub(crate) async fn openapi_json() -> Response {
         openapi_pretty_json(),
     )
         .into_response()
+}
+
+/// Where the interactive docs page is served (`/docs` redirects to `/docs/`).
+pub const DOCS_PATH: &str = "/docs";
+
+/// Swagger UI at [`DOCS_PATH`], from files compiled into the binary (nothing is fetched from
+/// a CDN, so the page works offline), reading the document `/openapi.json` serves.
+pub(crate) fn docs_ui() -> SwaggerUi {
+    // The online validator badge would send the spec's URL to swagger.io: off.
+    SwaggerUi::new(DOCS_PATH).config(Config::from("/openapi.json").validator_url("none"))
 }
 
 struct BearerAuth;
