@@ -372,3 +372,22 @@ fn no_secret_reaches_any_output() {
         }
     }
 }
+
+/// The README's first screen (its first 30 lines) shows, beside the two set-up commands, the
+/// service started in one command on embedded SQLite and a deduction with curl.
+#[test]
+fn readme_first_screen_shows_the_service() {
+    let readme = include_str!("../../../README.md");
+    let first_screen = readme.lines().take(30).collect::<Vec<_>>().join("\n");
+    for needle in [
+        "pip install rust-just && just bench",
+        "cargo test --workspace",
+        "cargo run --release -p stockguard-api -- serve",
+        "localhost:8080/v1/skus/tee/deduct",
+    ] {
+        assert!(
+            first_screen.contains(needle),
+            "{needle:?} is not on the README's first screen"
+        );
+    }
+}
