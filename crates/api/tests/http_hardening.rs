@@ -273,8 +273,9 @@ async fn audits_run_one_at_a_time(backend: Backend) {
         let (client, url) = (h.client.clone(), h.url("/v1/audit"));
         async move { client.get(url).send().await.unwrap() }
     });
-    // Long enough for the first audit to be waiting on the lock in the database.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Long enough for the first audit to hold the gate and wait on the lock in the database,
+    // even on a loaded machine; well inside its 2 s request timeout.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     assert!(!first.is_finished(), "the first audit waits for the lock");
     let second = h.get("/v1/audit").await;
     let retry_after: u64 = second.headers()["retry-after"].to_str().unwrap().parse().unwrap();
