@@ -78,7 +78,10 @@ pub(crate) async fn get_stock(
 /// Add units (writes one ledger row).
 #[utoipa::path(
     post, path = "/v1/skus/{sku}/restock", tag = "inventory",
-    params(("sku" = String, Path, description = "SKU id", pattern = r"^[A-Za-z0-9._:-]{1,64}$")),
+    params(
+        ("sku" = String, Path, description = "SKU id", pattern = r"^[A-Za-z0-9._:-]{1,64}$"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1–128 printable ASCII characters without spaces"),
+    ),
     request_body = RestockRequest,
     security(("bearer" = [])),
     responses(
@@ -89,7 +92,7 @@ pub(crate) async fn get_stock(
         (status = 413, description = "Body too large", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 415, description = "Body is not JSON", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "invalid_input (including a body that is not a JSON object, or a restock past the stock maximum)", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "lock_timeout, unavailable, overloaded or request_timeout; see Retry-After", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "lock_timeout, unavailable, outcome_unknown (retry with the key), overloaded or request_timeout; see Retry-After", body = ProblemDetails, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn restock(
@@ -133,7 +136,7 @@ pub(crate) async fn restock(
         (status = 413, description = "Body too large", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 415, description = "Body is not JSON", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "invalid_input (including a body that is not a JSON object) or idempotency_key_reused", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "lock_timeout, unavailable, overloaded or request_timeout; see Retry-After", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "lock_timeout, unavailable, outcome_unknown (retry with the key), overloaded or request_timeout; see Retry-After", body = ProblemDetails, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn deduct(
