@@ -11,5 +11,5 @@ pub mod store;
 
 pub use config::{CliSettings, DatabaseTarget, Settings};
 pub use http::{ApiDoc, AppState, openapi_pretty_json, router};
-pub use server::{RunningServer, open_store, start};
+pub use server::{RunningServer, open_existing_store, open_store, start};
 pub use store::AnyStore;

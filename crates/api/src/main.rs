@@ -1,11 +1,14 @@
 //! `stockguard`: serve the HTTP API, migrate, audit.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use clap::builder::BoolishValueParser;
 use clap::{Parser, Subcommand};
-use stockguard_api::{CliSettings, Settings, open_store, server};
+use stockguard_api::config::{DatabaseArgs, ServeArgs};
+use stockguard_api::{CliSettings, Settings, open_existing_store, open_store, server};
 use stockguard_core::InventoryStore;
 use tracing_subscriber::EnvFilter;
 
@@ -13,11 +16,13 @@ use tracing_subscriber::EnvFilter;
 #[command(
     name = "stockguard",
     version,
-    about = "Oversell-proof inventory deduction service"
+    about = "Oversell-proof inventory deduction service",
+    after_help = "Each command lists its own flags: stockguard <COMMAND> --help"
 )]
 struct Cli {
-    #[command(flatten)]
-    settings: CliSettings,
+    /// Log JSON lines instead of text (filter with RUST_LOG).
+    #[arg(long, global = true, env = "STOCKGUARD_JSON_LOGS", value_parser = BoolishValueParser::new())]
+    json_logs: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,29 +31,58 @@ struct Cli {
 enum Command {
     /// Apply migrations and serve the HTTP API until SIGTERM or Ctrl-C.
     Serve {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        serve: ServeArgs,
         /// Allow a non-loopback bind address without an auth token (anyone who can reach
         /// the port can then deduct and restock).
         #[arg(long)]
         insecure: bool,
     },
     /// Apply the database migrations and exit.
-    Migrate,
+    Migrate {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
     /// Reconcile every SKU (stock >= 0, initial + sum of ledger deltas = stock); print each
-    /// discrepancy and exit with status 1 if there is any.
-    Audit,
+    /// discrepancy and exit with status 1 if there is any. Read-only: never creates or
+    /// migrates a database.
+    Audit {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
     /// Print the OpenAPI document (the one checked into docs/openapi.json).
     Openapi,
     /// Benchmarks live in the harness: run `just bench` (see benches/).
     Bench,
 }
 
+/// What a command that opens the database does, once its settings are resolved.
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Serve { insecure: bool },
+    Migrate,
+    Audit,
+}
+
 fn init_logging(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,tower_http=info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Escape codes belong on a terminal only; in a file or a log collector they are noise.
+    // NO_COLOR (no-color.org) turns them off on a terminal too.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     if json {
-        builder.json().init();
+        // Event fields at the top level, the request span (request id, sku, strategy) beside them.
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
     } else {
         builder.init();
     }
@@ -56,7 +90,39 @@ fn init_logging(json: bool) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::resolve(&cli.settings) {
+    let database_only = |database| CliSettings {
+        database,
+        serve: ServeArgs::default(),
+        json_logs: cli.json_logs,
+    };
+    let (given, action) = match cli.command {
+        Command::Openapi => {
+            print!("{}", stockguard_api::openapi_pretty_json());
+            return ExitCode::SUCCESS;
+        }
+        Command::Bench => {
+            println!(
+                "Benchmarks live in the harness crate (benches/). Run `just bench` from the \
+                 repository root; see README.md for workloads and options."
+            );
+            return ExitCode::SUCCESS;
+        }
+        Command::Serve {
+            database,
+            serve,
+            insecure,
+        } => (
+            CliSettings {
+                database,
+                serve,
+                json_logs: cli.json_logs,
+            },
+            Action::Serve { insecure },
+        ),
+        Command::Migrate { database } => (database_only(database), Action::Migrate),
+        Command::Audit { database } => (database_only(database), Action::Audit),
+    };
+    let settings = match Settings::resolve(&given) {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("stockguard: invalid configuration: {error:#}");
@@ -71,9 +137,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command, settings)) {
+    match runtime.block_on(run(action, settings)) {
         Ok(code) => code,
         Err(error) => {
+            // Logged for log collectors and printed for the person at the terminal. Neither
+            // carries the database URL: errors name the target by its parsed parts.
             tracing::error!("{error:#}");
             eprintln!("stockguard: {error:#}");
             ExitCode::FAILURE
@@ -81,27 +149,16 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
-    match command {
-        Command::Serve { insecure } => serve(settings, insecure).await,
-        Command::Migrate => {
+async fn run(action: Action, settings: Settings) -> anyhow::Result<ExitCode> {
+    match action {
+        Action::Serve { insecure } => serve(settings, insecure).await,
+        Action::Migrate => {
             let store = open_store(&settings).await?;
             store.close().await;
-            println!("migrations applied ({})", settings.database.redacted());
+            println!("migrations applied ({})", settings.database);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Audit => audit(settings).await,
-        Command::Openapi => {
-            print!("{}", stockguard_api::openapi_pretty_json());
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Bench => {
-            println!(
-                "Benchmarks live in the harness crate (benches/). Run `just bench` from the \
-                 repository root; see README.md for workloads and options."
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        Action::Audit => audit(settings).await,
     }
 }
 
@@ -140,6 +197,7 @@ async fn serve(settings: Settings, insecure: bool) -> anyhow::Result<ExitCode> {
         default_strategy = %settings.default_strategy,
         strategy_override = settings.allow_strategy_override,
         auth = settings.auth_token.is_some(),
+        audit_token = settings.audit_token.is_some(),
         "serving; API docs at http://{}/docs", running.addr()
     );
     let trigger = running.shutdown_handle();
@@ -152,11 +210,17 @@ async fn serve(settings: Settings, insecure: bool) -> anyhow::Result<ExitCode> {
 }
 
 async fn audit(settings: Settings) -> anyhow::Result<ExitCode> {
-    let store = open_store(&settings).await?;
+    let store = open_existing_store(&settings).await?;
     let report = store.audit().await;
     store.close().await;
-    let report =
-        report.map_err(|e| anyhow::anyhow!("audit failed: {}", stockguard_api::problem::error_chain(&e)))?;
+    let report = report.map_err(|e| {
+        anyhow::anyhow!(
+            "auditing {} failed: {}. The audit never creates or migrates a database: if this \
+             one has no stockguard schema yet, `stockguard migrate` creates it",
+            settings.database,
+            stockguard_api::problem::error_chain(&e)
+        )
+    })?;
     println!(
         "audit: {} SKUs, {} ledger rows, {} discrepancies",
         report.skus_checked,

@@ -82,6 +82,11 @@ impl ApiError {
         )
     }
 
+    /// 400 for a request that could not be read as HTTP says it should be (a body cut short).
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", "Bad request", detail)
+    }
+
     /// 401 for a missing or wrong bearer token.
     pub fn unauthorized() -> Self {
         let mut error = Self::new(
@@ -107,6 +112,18 @@ impl ApiError {
     /// 503 with `Retry-After`.
     pub fn unavailable(kind: &str, title: &str, detail: impl Into<String>, retry_after: Duration) -> Self {
         let mut error = Self::new(StatusCode::SERVICE_UNAVAILABLE, kind, title, detail);
+        error.retry_after = Some(retry_after);
+        error
+    }
+
+    /// 429 with `Retry-After`: the request is refused because one like it is running.
+    pub fn too_many_requests(
+        kind: &str,
+        title: &str,
+        detail: impl Into<String>,
+        retry_after: Duration,
+    ) -> Self {
+        let mut error = Self::new(StatusCode::TOO_MANY_REQUESTS, kind, title, detail);
         error.retry_after = Some(retry_after);
         error
     }
@@ -234,13 +251,18 @@ impl From<DeductError> for ApiError {
     }
 }
 
-/// The error and all its sources, for logs.
+/// The error and all its sources, for logs and the CLI. A cause whose text the chain already
+/// holds is left out: many errors (sqlx's among them) repeat their source in their own
+/// message, and printing it again made one failure read like three.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text
@@ -264,5 +286,49 @@ impl IntoResponse for ApiError {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Layer {
+        text: String,
+        source: Option<Box<Layer>>,
+    }
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.text)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.source.as_deref().map(|s| s as _)
+        }
+    }
+
+    fn layer(text: &str, source: Option<Layer>) -> Layer {
+        Layer {
+            text: text.to_owned(),
+            source: source.map(Box::new),
+        }
+    }
+
+    #[test]
+    fn error_chain_names_each_cause_once() {
+        let refused = layer("Connection refused (os error 111)", None);
+        let io = layer(
+            "error communicating with database: Connection refused (os error 111)",
+            Some(refused),
+        );
+        let top = layer("connecting to PostgreSQL", Some(io));
+        assert_eq!(
+            error_chain(&top),
+            "connecting to PostgreSQL: error communicating with database: Connection refused (os error 111)"
+        );
     }
 }

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::Settings;
+use crate::config::{DatabaseTarget, Settings};
 use crate::http::{AppState, router};
 use crate::store::AnyStore;
 
@@ -140,23 +140,55 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<AnyStore> {
     if settings.database_is_default {
         tracing::warn!(
             path = crate::config::DEFAULT_SQLITE_PATH,
-            "no database URL configured (--database-url / STOCKGUARD_DATABASE_URL / config file): \
-             using the embedded SQLite file {}",
+            "no database URL configured (--database-url / STOCKGUARD_DATABASE_URL / DATABASE_URL / \
+             config file): using the embedded SQLite file {}",
             crate::config::DEFAULT_SQLITE_PATH
         );
     }
-    tracing::info!(database = %settings.database.redacted(), "connecting");
-    let store = AnyStore::connect(settings).await.map_err(|e| {
+    let store = connect(settings).await?;
+    store.migrate().await.map_err(|e| {
         anyhow::anyhow!(
-            "connecting to {}: {}",
-            settings.database.redacted(),
+            "migrating {}: {}",
+            settings.database,
             crate::problem::error_chain(&e)
         )
     })?;
-    store
-        .migrate()
-        .await
-        .map_err(|e| anyhow::anyhow!("migrating: {}", crate::problem::error_chain(&e)))?;
     tracing::info!(backend = store.backend(), "database ready (migrations applied)");
     Ok(store)
+}
+
+/// Opens the configured store as it is, for read-only commands: no migrations, and no
+/// SQLite file is created where none exists (a missing database is an error, not an empty
+/// one that reconciles).
+pub async fn open_existing_store(settings: &Settings) -> anyhow::Result<AnyStore> {
+    if let DatabaseTarget::Sqlite(path) = &settings.database {
+        // The SQLite adapter opens with create-if-missing and has no read-only option, so
+        // the file is checked here. (A file created between this check and the open would
+        // still be opened; nothing here creates one.)
+        anyhow::ensure!(
+            path.is_file(),
+            "no SQLite database at {}{}: this command never creates one (`stockguard migrate` \
+             does); check --database-url / STOCKGUARD_DATABASE_URL / DATABASE_URL",
+            path.display(),
+            if settings.database_is_default {
+                " (the default, used because no database URL is configured)"
+            } else {
+                ""
+            }
+        );
+    }
+    connect(settings).await
+}
+
+/// Connects, naming the target by its parsed parts only (never the URL, which may hold a
+/// password) in the log and in the error.
+async fn connect(settings: &Settings) -> anyhow::Result<AnyStore> {
+    tracing::info!(database = %settings.database, "connecting");
+    AnyStore::connect(settings).await.map_err(|e| {
+        anyhow::anyhow!(
+            "connecting to {}: {}",
+            settings.database,
+            crate::problem::error_chain(&e)
+        )
+    })
 }

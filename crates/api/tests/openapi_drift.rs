@@ -1,8 +1,13 @@
-//! Fails when docs/openapi.json differs from the spec generated from the code.
+//! Fails when docs/openapi.json differs from the spec generated from the code, or when the
+//! page that shows it (`/docs`) needs anything from outside the binary.
 //! Regenerate with `STOCKGUARD_BLESS_OPENAPI=1 cargo test -p stockguard-api --test openapi_drift`
 //! (or `cargo run -p stockguard-api -- openapi > docs/openapi.json`).
 
+mod common;
+
 use std::path::PathBuf;
+
+use common::{Backend, Harness};
 
 #[test]
 fn checked_in_spec_matches_the_generated_one() {
@@ -40,4 +45,46 @@ fn every_error_response_is_problem_json() {
         }
     }
     assert!(checked > 20, "only {checked} error responses documented");
+}
+
+/// `/docs` is served from files inside the binary: the page names no other host, every asset
+/// it loads answers 200 from this server, and the UI reads this server's `/openapi.json`.
+#[tokio::test(flavor = "multi_thread")]
+async fn docs_page_works_offline() {
+    let Some(h) = Harness::start(Backend::Sqlite).await else {
+        return;
+    };
+    let page = h.get("/docs").await;
+    assert_eq!(page.status(), 200);
+    let base = page.url().clone();
+    let html = page.text().await.unwrap();
+    assert!(html.contains("swagger-ui"), "{html}");
+    assert!(
+        !html.contains("http://") && !html.contains("https://") && !html.contains("//cdn"),
+        "the page names another host:\n{html}"
+    );
+    let assets: Vec<&str> = html
+        .split(['"', '\''])
+        .filter(|part| [".js", ".css", ".png"].iter().any(|ext| part.ends_with(ext)))
+        .collect();
+    assert!(assets.len() >= 4, "scripts, styles and icons: {assets:?}");
+    for asset in &assets {
+        let url = base.join(asset).unwrap();
+        assert_eq!(url.host_str(), Some("127.0.0.1"), "{asset}");
+        let response = h.client.get(url.clone()).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{url}");
+        assert!(!response.bytes().await.unwrap().is_empty(), "{url}");
+    }
+    let initializer = h
+        .client
+        .get(base.join("swagger-initializer.js").unwrap())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(initializer.contains(r#""url": "/openapi.json""#), "{initializer}");
+    assert!(initializer.contains(r#""validatorUrl": "none""#), "{initializer}");
+    h.shutdown().await;
 }

@@ -229,3 +229,34 @@ pub async fn execute_sql(db: &TestDb, sql: &'static str) {
         }
     }
 }
+
+/// How many tables the test database holds, read over a separate connection.
+pub async fn table_count(db: &TestDb) -> i64 {
+    use sqlx::Connection;
+    match db {
+        TestDb::Server(server) if server.url().starts_with("postgres") => {
+            let mut conn = sqlx::PgConnection::connect(server.url()).await.unwrap();
+            sqlx::query_scalar("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap()
+        }
+        TestDb::Server(server) => {
+            let mut conn = sqlx::MySqlConnection::connect(server.url()).await.unwrap();
+            sqlx::query_scalar(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = DATABASE()",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+        }
+        TestDb::Sqlite(file) => {
+            let url = format!("sqlite://{}", file.path().display());
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table'")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap()
+        }
+    }
+}

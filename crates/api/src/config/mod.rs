@@ -1,12 +1,20 @@
 //! Service configuration. Precedence, highest first: command-line flags, `STOCKGUARD_*`
-//! environment variables (clap reads both), the optional TOML config file, built-in defaults.
+//! environment variables (clap reads both), `DATABASE_URL` for the database URL alone, the
+//! optional TOML config file, built-in defaults.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use serde::Deserialize;
 use stockguard_core::Strategy;
+
+pub use self::target::DatabaseTarget;
+use crate::http::dto::StrategyName;
+
+mod target;
 
 /// Where `serve` keeps its data when no database URL is configured.
 pub const DEFAULT_SQLITE_PATH: &str = "./stockguard.db";
@@ -48,8 +56,10 @@ pub struct FileConfig {
     pub request_timeout_ms: Option<u64>,
     /// Listen address.
     pub bind: Option<SocketAddr>,
-    /// Bearer token required on mutations.
+    /// Bearer token required on mutations and the audit.
     pub auth_token: Option<String>,
+    /// Bearer token for the audit only.
+    pub audit_token: Option<String>,
     /// Largest request body.
     pub body_limit_bytes: Option<usize>,
     /// Requests served at once.
@@ -73,127 +83,105 @@ impl FileConfig {
     }
 }
 
-/// Settings given on the command line or in the environment (clap fills both); `None`
-/// means "not given here", so the config file or the default applies.
+/// Where the data lives: the flags of every command that opens the database.
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct CliSettings {
+#[command(next_help_heading = "Database")]
+pub struct DatabaseArgs {
     /// TOML config file (lowest precedence after the defaults).
-    #[arg(long, env = "STOCKGUARD_CONFIG", global = true)]
+    #[arg(long, env = "STOCKGUARD_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// Database URL: postgres://…, mysql://… or mariadb://…, sqlite://PATH or a plain file path.
-    /// Without one, the embedded SQLite file ./stockguard.db is used.
-    #[arg(long, env = "STOCKGUARD_DATABASE_URL", global = true)]
+    /// Falls back to DATABASE_URL; without either, the embedded SQLite file ./stockguard.db.
+    #[arg(
+        long,
+        env = "STOCKGUARD_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub database_url: Option<String>,
-    /// Strategy used when a request names none: pessimistic, no_wait, optimistic, guarded,
-    /// coalesced, sharded (not on SQLite).
-    #[arg(long, env = "STOCKGUARD_DEFAULT_STRATEGY", global = true)]
-    pub default_strategy: Option<Strategy>,
-    /// Whether a deduct request may name its own strategy (true/false).
-    #[arg(long, env = "STOCKGUARD_ALLOW_STRATEGY_OVERRIDE", global = true)]
-    pub allow_strategy_override: Option<bool>,
-    /// Most pooled database connections.
-    #[arg(long, env = "STOCKGUARD_POOL_SIZE", global = true)]
-    pub pool_size: Option<u32>,
-    /// Wait for a pooled connection before answering 503, in milliseconds.
-    #[arg(long, env = "STOCKGUARD_ACQUIRE_TIMEOUT_MS", global = true)]
+    /// Wait for a database connection before giving up (serve: before answering 503), in
+    /// milliseconds.
+    #[arg(long, env = "STOCKGUARD_ACQUIRE_TIMEOUT_MS", value_name = "MS")]
     pub acquire_timeout_ms: Option<u64>,
+}
+
+/// The flags only `serve` uses. A boolean is a switch: given (or its variable set to true) it
+/// turns the setting on; absent, the config file or the default decides.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Service")]
+pub struct ServeArgs {
+    /// Strategy used when a request names none.
+    #[arg(
+        long,
+        env = "STOCKGUARD_DEFAULT_STRATEGY",
+        value_enum,
+        value_name = "STRATEGY"
+    )]
+    pub default_strategy: Option<StrategyName>,
+    /// Refuse (422) a deduct body that names its own strategy: every deduction uses the default.
+    #[arg(long, env = "STOCKGUARD_NO_STRATEGY_OVERRIDE", value_parser = BoolishValueParser::new())]
+    pub no_strategy_override: bool,
+    /// Most pooled database connections.
+    #[arg(long, env = "STOCKGUARD_POOL_SIZE", value_name = "N")]
+    pub pool_size: Option<u32>,
     /// Wait for a row lock (SQLite: the write lock) before answering 503, in milliseconds.
-    #[arg(long, env = "STOCKGUARD_LOCK_TIMEOUT_MS", global = true)]
+    #[arg(long, env = "STOCKGUARD_LOCK_TIMEOUT_MS", value_name = "MS")]
     pub lock_timeout_ms: Option<u64>,
     /// Time a /v1 request may take before it is answered with 503, in milliseconds.
-    #[arg(long, env = "STOCKGUARD_REQUEST_TIMEOUT_MS", global = true)]
+    #[arg(long, env = "STOCKGUARD_REQUEST_TIMEOUT_MS", value_name = "MS")]
     pub request_timeout_ms: Option<u64>,
     /// Listen address (default 127.0.0.1:8080).
-    #[arg(long, env = "STOCKGUARD_BIND", global = true)]
+    #[arg(long, env = "STOCKGUARD_BIND", value_name = "ADDR")]
     pub bind: Option<SocketAddr>,
-    /// Bearer token required on every mutation (POST). Prefer the env var over the flag,
-    /// which shows up in process listings.
-    #[arg(long, env = "STOCKGUARD_AUTH_TOKEN", global = true, hide_env_values = true)]
+    /// Bearer token required on every mutation (POST) and on GET /v1/audit. Prefer the env
+    /// var over the flag, which shows up in process listings.
+    #[arg(
+        long,
+        env = "STOCKGUARD_AUTH_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub auth_token: Option<String>,
+    /// A second bearer token that may run GET /v1/audit and nothing else (for monitoring).
+    #[arg(
+        long,
+        env = "STOCKGUARD_AUDIT_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub audit_token: Option<String>,
     /// Largest accepted request body, in bytes.
-    #[arg(long, env = "STOCKGUARD_BODY_LIMIT_BYTES", global = true)]
+    #[arg(long, env = "STOCKGUARD_BODY_LIMIT_BYTES", value_name = "BYTES")]
     pub body_limit_bytes: Option<usize>,
     /// /v1 requests served at once; more are shed with 503.
-    #[arg(long, env = "STOCKGUARD_CONCURRENCY_LIMIT", global = true)]
+    #[arg(long, env = "STOCKGUARD_CONCURRENCY_LIMIT", value_name = "N")]
     pub concurrency_limit: Option<usize>,
-    /// Log JSON lines instead of text (true/false).
-    #[arg(long, env = "STOCKGUARD_JSON_LOGS", global = true)]
-    pub json_logs: Option<bool>,
     /// Time in-flight requests get to finish after SIGTERM/Ctrl-C, in milliseconds.
-    #[arg(long, env = "STOCKGUARD_SHUTDOWN_GRACE_MS", global = true)]
+    #[arg(long, env = "STOCKGUARD_SHUTDOWN_GRACE_MS", value_name = "MS")]
     pub shutdown_grace_ms: Option<u64>,
     /// Buckets a `sharded` SKU's stock is spread over (1..=256; PostgreSQL and MySQL/MariaDB).
-    #[arg(long, env = "STOCKGUARD_SHARD_BUCKETS", global = true)]
+    #[arg(long, env = "STOCKGUARD_SHARD_BUCKETS", value_name = "N")]
     pub shard_buckets: Option<u32>,
     /// `sharded` spreads a SKU on its first deduction instead of the first time two
-    /// deductions meet on its row (true/false).
-    #[arg(long, env = "STOCKGUARD_SPREAD_EAGERLY", global = true)]
-    pub spread_eagerly: Option<bool>,
+    /// deductions meet on its row.
+    #[arg(long, env = "STOCKGUARD_SPREAD_EAGERLY", value_parser = BoolishValueParser::new())]
+    pub spread_eagerly: bool,
 }
 
-/// Where the data lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DatabaseTarget {
-    /// A `postgres://` URL.
-    Postgres(String),
-    /// A `mysql://` URL (`mariadb://` is rewritten to `mysql://`).
-    MySql(String),
-    /// A SQLite file path.
-    Sqlite(PathBuf),
+/// Everything given on the command line or in the environment (clap fills both); `None` (or
+/// `false` for a switch) means "not given here", so the config file or the default applies.
+#[derive(Debug, Clone, Default)]
+pub struct CliSettings {
+    /// Database flags.
+    pub database: DatabaseArgs,
+    /// Service flags (all unset for commands other than `serve`).
+    pub serve: ServeArgs,
+    /// `--json-logs`.
+    pub json_logs: bool,
 }
 
-impl DatabaseTarget {
-    /// Classifies a database URL by its scheme; anything without a known scheme is a SQLite path.
-    pub fn parse(url: &str) -> anyhow::Result<Self> {
-        let url = url.trim();
-        if url.is_empty() {
-            anyhow::bail!("the database URL is empty");
-        }
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Ok(Self::Postgres(url.to_owned()));
-        }
-        if url.starts_with("mysql://") {
-            return Ok(Self::MySql(url.to_owned()));
-        }
-        if let Some(rest) = url.strip_prefix("mariadb://") {
-            // sqlx speaks the MySQL protocol to MariaDB under the mysql:// scheme.
-            return Ok(Self::MySql(format!("mysql://{rest}")));
-        }
-        if let Some(rest) = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-        {
-            let path = rest.split('?').next().unwrap_or(rest);
-            if path.is_empty() || path == ":memory:" {
-                anyhow::bail!("sqlite needs a file path (an in-memory database would lose its data)");
-            }
-            return Ok(Self::Sqlite(PathBuf::from(path)));
-        }
-        if let Some((scheme, _)) = url.split_once("://") {
-            anyhow::bail!(
-                "unsupported database scheme {scheme:?}: use postgres://, mysql://, mariadb:// or sqlite://"
-            );
-        }
-        Ok(Self::Sqlite(PathBuf::from(url)))
-    }
-
-    /// A description safe for logs: the scheme and host part without credentials.
-    pub fn redacted(&self) -> String {
-        fn strip_credentials(url: &str) -> String {
-            match (url.split_once("://"), url.rfind('@')) {
-                (Some((scheme, _)), Some(at)) => format!("{scheme}://***@{}", &url[at + 1..]),
-                _ => url.to_owned(),
-            }
-        }
-        match self {
-            Self::Postgres(url) | Self::MySql(url) => strip_credentials(url),
-            Self::Sqlite(path) => format!("sqlite file {}", path.display()),
-        }
-    }
-}
-
-/// The resolved settings the service runs with.
-#[derive(Debug, Clone)]
+/// The resolved settings the service runs with. `Debug` leaves the token out.
+#[derive(Clone)]
 pub struct Settings {
     /// Where the data lives.
     pub database: DatabaseTarget,
@@ -213,8 +201,10 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// Listen address.
     pub bind: SocketAddr,
-    /// Bearer token for mutations.
+    /// Bearer token for mutations and the audit.
     pub auth_token: Option<String>,
+    /// Bearer token for the audit only.
+    pub audit_token: Option<String>,
     /// Largest request body, in bytes.
     pub body_limit_bytes: usize,
     /// /v1 requests served at once.
@@ -229,76 +219,119 @@ pub struct Settings {
     pub spread_eagerly: bool,
 }
 
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("database", &self.database)
+            .field("database_is_default", &self.database_is_default)
+            .field("default_strategy", &self.default_strategy)
+            .field("allow_strategy_override", &self.allow_strategy_override)
+            .field("pool_size", &self.pool_size)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("bind", &self.bind)
+            .field("auth_token", &self.auth_token.as_ref().map(|_| "<set>"))
+            .field("audit_token", &self.audit_token.as_ref().map(|_| "<set>"))
+            .field("body_limit_bytes", &self.body_limit_bytes)
+            .field("concurrency_limit", &self.concurrency_limit)
+            .field("json_logs", &self.json_logs)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("shard_buckets", &self.shard_buckets)
+            .field("spread_eagerly", &self.spread_eagerly)
+            .finish()
+    }
+}
+
+/// The variable many tools (sqlx-cli, Heroku-style platforms) use for the database URL; read
+/// when `STOCKGUARD_DATABASE_URL` and `--database-url` are both absent.
+pub const DATABASE_URL_FALLBACK_ENV: &str = "DATABASE_URL";
+
 impl Settings {
     /// Applies flags/env over the config file (if any) over the defaults.
     pub fn resolve(cli: &CliSettings) -> anyhow::Result<Self> {
-        let file = match &cli.config {
+        let file = match &cli.database.config {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
         };
-        Self::merge(cli.clone(), file)
+        let mut cli = cli.clone();
+        if cli.database.database_url.is_none() {
+            cli.database.database_url = std::env::var(DATABASE_URL_FALLBACK_ENV)
+                .ok()
+                .filter(|url| !url.trim().is_empty());
+        }
+        Self::merge(cli, file)
     }
 
     /// The precedence rule itself, separate from file reading so it can be tested.
     pub fn merge(cli: CliSettings, file: FileConfig) -> anyhow::Result<Self> {
-        let url = cli.database_url.or(file.database_url);
+        let CliSettings {
+            database: db,
+            serve,
+            json_logs,
+        } = cli;
+        let url = db.database_url.or(file.database_url);
         let database_is_default = url.is_none();
         let database = match url {
             Some(url) => DatabaseTarget::parse(&url)?,
             None => DatabaseTarget::Sqlite(PathBuf::from(DEFAULT_SQLITE_PATH)),
         };
-        let auth_token = cli.auth_token.or(file.auth_token).filter(|t| !t.is_empty());
+        let token = |cli: Option<String>, file: Option<String>| cli.or(file).filter(|t| !t.is_empty());
+        let millis = |cli: Option<u64>, file: Option<u64>, default: u64| {
+            Duration::from_millis(cli.or(file).unwrap_or(default))
+        };
         let settings = Self {
             database,
             database_is_default,
-            default_strategy: cli
+            default_strategy: serve
                 .default_strategy
+                .map(Strategy::from)
                 .or(file.default_strategy)
                 .unwrap_or(Strategy::Guarded),
-            allow_strategy_override: cli
-                .allow_strategy_override
-                .or(file.allow_strategy_override)
-                .unwrap_or(true),
-            pool_size: cli.pool_size.or(file.pool_size).unwrap_or(DEFAULT_POOL_SIZE),
-            acquire_timeout: Duration::from_millis(
-                cli.acquire_timeout_ms
-                    .or(file.acquire_timeout_ms)
-                    .unwrap_or(DEFAULT_ACQUIRE_TIMEOUT_MS),
+            // A switch can only turn its setting on (`--no-strategy-override` turns this off).
+            allow_strategy_override: !serve.no_strategy_override
+                && file.allow_strategy_override.unwrap_or(true),
+            pool_size: serve.pool_size.or(file.pool_size).unwrap_or(DEFAULT_POOL_SIZE),
+            acquire_timeout: millis(
+                db.acquire_timeout_ms,
+                file.acquire_timeout_ms,
+                DEFAULT_ACQUIRE_TIMEOUT_MS,
             ),
-            lock_timeout: Duration::from_millis(
-                cli.lock_timeout_ms
-                    .or(file.lock_timeout_ms)
-                    .unwrap_or(DEFAULT_LOCK_TIMEOUT_MS),
+            lock_timeout: millis(
+                serve.lock_timeout_ms,
+                file.lock_timeout_ms,
+                DEFAULT_LOCK_TIMEOUT_MS,
             ),
-            request_timeout: Duration::from_millis(
-                cli.request_timeout_ms
-                    .or(file.request_timeout_ms)
-                    .unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS),
+            request_timeout: millis(
+                serve.request_timeout_ms,
+                file.request_timeout_ms,
+                DEFAULT_REQUEST_TIMEOUT_MS,
             ),
-            bind: match cli.bind.or(file.bind) {
+            bind: match serve.bind.or(file.bind) {
                 Some(bind) => bind,
                 None => DEFAULT_BIND.parse()?,
             },
-            auth_token,
-            body_limit_bytes: cli
+            auth_token: token(serve.auth_token, file.auth_token),
+            audit_token: token(serve.audit_token, file.audit_token),
+            body_limit_bytes: serve
                 .body_limit_bytes
                 .or(file.body_limit_bytes)
                 .unwrap_or(DEFAULT_BODY_LIMIT_BYTES),
-            concurrency_limit: cli
+            concurrency_limit: serve
                 .concurrency_limit
                 .or(file.concurrency_limit)
                 .unwrap_or(DEFAULT_CONCURRENCY_LIMIT),
-            json_logs: cli.json_logs.or(file.json_logs).unwrap_or(false),
-            shutdown_grace: Duration::from_millis(
-                cli.shutdown_grace_ms
-                    .or(file.shutdown_grace_ms)
-                    .unwrap_or(DEFAULT_SHUTDOWN_GRACE_MS),
+            json_logs: json_logs || file.json_logs.unwrap_or(false),
+            shutdown_grace: millis(
+                serve.shutdown_grace_ms,
+                file.shutdown_grace_ms,
+                DEFAULT_SHUTDOWN_GRACE_MS,
             ),
-            shard_buckets: cli
+            shard_buckets: serve
                 .shard_buckets
                 .or(file.shard_buckets)
                 .unwrap_or(stockguard_core::sharding::DEFAULT_SHARD_BUCKETS),
-            spread_eagerly: cli.spread_eagerly.or(file.spread_eagerly).unwrap_or(false),
+            spread_eagerly: serve.spread_eagerly || file.spread_eagerly.unwrap_or(false),
         };
         settings.validate()?;
         Ok(settings)
@@ -343,7 +376,10 @@ mod tests {
     #[test]
     fn flags_and_env_beat_the_file_which_beats_defaults() {
         let cli = CliSettings {
-            pool_size: Some(3),
+            serve: ServeArgs {
+                pool_size: Some(3),
+                ..ServeArgs::default()
+            },
             ..CliSettings::default()
         };
         let file = FileConfig {
@@ -363,6 +399,32 @@ mod tests {
     }
 
     #[test]
+    fn switches_turn_settings_on_or_leave_them_to_the_file() {
+        let defaults = Settings::merge(CliSettings::default(), FileConfig::default()).unwrap();
+        assert!(defaults.allow_strategy_override && !defaults.json_logs && !defaults.spread_eagerly);
+        let file = FileConfig {
+            json_logs: Some(true),
+            allow_strategy_override: Some(false),
+            ..FileConfig::default()
+        };
+        let settings = Settings::merge(CliSettings::default(), file).unwrap();
+        assert!(settings.json_logs && !settings.allow_strategy_override);
+        let cli = CliSettings {
+            json_logs: true,
+            serve: ServeArgs {
+                no_strategy_override: true,
+                spread_eagerly: true,
+                default_strategy: Some(StrategyName::NoWait),
+                ..ServeArgs::default()
+            },
+            ..CliSettings::default()
+        };
+        let settings = Settings::merge(cli, FileConfig::default()).unwrap();
+        assert!(settings.json_logs && settings.spread_eagerly && !settings.allow_strategy_override);
+        assert_eq!(settings.default_strategy, Strategy::NoWait);
+    }
+
+    #[test]
     fn shard_settings_default_and_are_bounded() {
         let settings = Settings::merge(CliSettings::default(), FileConfig::default()).unwrap();
         assert_eq!(
@@ -376,8 +438,11 @@ mod tests {
         let error = Settings::merge(CliSettings::default(), file).unwrap_err();
         assert!(error.to_string().contains("shard_buckets"), "{error}");
         let cli = CliSettings {
-            shard_buckets: Some(32),
-            spread_eagerly: Some(true),
+            serve: ServeArgs {
+                shard_buckets: Some(32),
+                spread_eagerly: true,
+                ..ServeArgs::default()
+            },
             ..CliSettings::default()
         };
         let file = FileConfig {
@@ -389,30 +454,14 @@ mod tests {
     }
 
     #[test]
-    fn database_urls_are_classified_by_scheme() {
-        assert!(matches!(
-            DatabaseTarget::parse("postgres://u@h/db").unwrap(),
-            DatabaseTarget::Postgres(_)
-        ));
-        assert_eq!(
-            DatabaseTarget::parse("mariadb://root@h:3306/db").unwrap(),
-            DatabaseTarget::MySql("mysql://root@h:3306/db".into())
-        );
-        assert_eq!(
-            DatabaseTarget::parse("sqlite://data/x.db").unwrap(),
-            DatabaseTarget::Sqlite("data/x.db".into())
-        );
-        assert_eq!(
-            DatabaseTarget::parse("x.db").unwrap(),
-            DatabaseTarget::Sqlite("x.db".into())
-        );
-        assert!(DatabaseTarget::parse("redis://h").is_err());
-        assert!(DatabaseTarget::parse("sqlite::memory:").is_err());
-        assert_eq!(
-            DatabaseTarget::parse("postgres://user:secret@h/db")
-                .unwrap()
-                .redacted(),
-            "postgres://***@h/db"
-        );
+    fn debug_leaves_secrets_out() {
+        let target = DatabaseTarget::parse("postgres://app:hunter2@db.example/shop").unwrap();
+        let settings = Settings {
+            auth_token: Some("hunter2".into()),
+            audit_token: Some("hunter2".into()),
+            ..Settings::for_database(target)
+        };
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
     }
 }

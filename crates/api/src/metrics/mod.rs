@@ -1,4 +1,5 @@
 //! Prometheus metrics in the text exposition format, kept in atomics and rendered on scrape.
+//! `process` reads the standard `process_*` metrics from `/proc`.
 //! Hand-rolled rather than a metrics crate: the set is small and fixed, and every label
 //! value comes from a closed set (strategies, error kinds, route templates, status codes),
 //! so cardinality stays bounded.
@@ -13,6 +14,8 @@ use stockguard_core::coalesce::BATCH_SIZE_BUCKETS;
 use stockguard_core::{InventoryStore, Strategy};
 
 use crate::store::AnyStore;
+
+mod process;
 
 /// Upper bounds, in seconds, of the latency and lock-wait histogram buckets (+Inf implied).
 const SECONDS_BUCKETS: [f64; 14] = [
@@ -293,6 +296,17 @@ impl Metrics {
         out.push_str("# HELP stockguard_pool_max_connections Configured pool size.\n");
         out.push_str("# TYPE stockguard_pool_max_connections gauge\n");
         let _ = writeln!(out, "stockguard_pool_max_connections {}", pool.max_size);
+
+        out.push_str(
+            "# HELP stockguard_build_info The running build: always 1, with the version as a label.\n",
+        );
+        out.push_str("# TYPE stockguard_build_info gauge\n");
+        let _ = writeln!(
+            out,
+            "stockguard_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        process::render(&mut out);
         out
     }
 }
