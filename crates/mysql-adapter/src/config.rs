@@ -5,7 +5,7 @@ use std::time::Duration;
 use stockguard_core::EngineConfig;
 
 /// How the adapter connects and what it allows; the engine's settings ride along.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MySqlConfig {
     /// Connection URL (`mysql://user:password@host:port/database`). Never logged.
     pub url: String,
@@ -21,6 +21,20 @@ pub struct MySqlConfig {
     pub statement_timeout: Duration,
     /// Deadline, retries, group commit and `Sharded` settings.
     pub engine: EngineConfig,
+}
+
+/// Leaves the URL out: it may carry a password.
+impl std::fmt::Debug for MySqlConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MySqlConfig")
+            .field("url", &"<not shown>")
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("engine", &self.engine)
+            .finish()
+    }
 }
 
 impl MySqlConfig {

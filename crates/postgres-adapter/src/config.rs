@@ -5,7 +5,7 @@ use std::time::Duration;
 use stockguard_core::EngineConfig;
 
 /// How the adapter connects and what it allows; the engine's settings ride along.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PgConfig {
     /// Connection URL. Never logged: it may carry a password.
     pub url: String,
@@ -23,6 +23,21 @@ pub struct PgConfig {
     pub idle_in_transaction_timeout: Duration,
     /// Deadline, retries, group commit and `Sharded` settings.
     pub engine: EngineConfig,
+}
+
+/// Leaves the URL out: it may carry a password.
+impl std::fmt::Debug for PgConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgConfig")
+            .field("url", &"<not shown>")
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("idle_in_transaction_timeout", &self.idle_in_transaction_timeout)
+            .field("engine", &self.engine)
+            .finish()
+    }
 }
 
 impl PgConfig {

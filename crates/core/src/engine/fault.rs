@@ -119,13 +119,27 @@ impl fmt::Debug for Fault {
     }
 }
 
+/// The kind and what was being done; the cause is `source()`, not repeated here.
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} while {}", self.kind, self.context)?;
-        if let Some(source) = &self.source {
-            write!(f, ": {source}")?;
-        }
-        Ok(())
+        let kind = match self.kind {
+            FaultKind::ConnectionLost => "connection lost",
+            FaultKind::ConnectRefused(refusal) => refusal.describe(),
+            FaultKind::PoolTimedOut => "connection pool exhausted",
+            FaultKind::PoolClosed => "connection pool closed",
+            FaultKind::LockTimeout => "lock not granted in time",
+            FaultKind::Deadlock => "deadlock",
+            FaultKind::SerializationFailure => "serialization failure",
+            FaultKind::KeyTaken => "idempotency key already in the ledger",
+            FaultKind::StatementTimeout => "statement timed out",
+            FaultKind::ResourceExhausted => "database out of resources",
+            FaultKind::CompletionUnknown => "commit completion unknown",
+            FaultKind::CheckViolation => "check constraint violated",
+            FaultKind::SchemaMismatch => "schema mismatch",
+            FaultKind::Unsupported => "not supported by this adapter",
+            FaultKind::Other => "unexpected error",
+        };
+        write!(f, "{kind} while {}", self.context)
     }
 }
 
