@@ -76,6 +76,8 @@ impl<B: Backend + std::fmt::Debug> std::fmt::Debug for Engine<B> {
 /// What the flows share: the backend, the settings and the counters.
 pub(crate) struct Core<B> {
     backend: B,
+    /// Read once: checked on every call, so it must not allocate per call.
+    capabilities: Capabilities,
     config: EngineConfig,
     stats: EngineStats,
     #[cfg(feature = "test-utils")]
@@ -122,6 +124,7 @@ impl<B: Backend> Engine<B> {
     /// The engine over an opened backend. `config` must be valid ([`EngineConfig::validate`]).
     pub fn new(backend: B, config: EngineConfig) -> Self {
         let core = Arc::new(Core {
+            capabilities: backend.capabilities(),
             backend,
             config,
             stats: EngineStats::default(),
@@ -170,7 +173,7 @@ impl<B: Backend> Engine<B> {
     }
 
     fn check_strategy(&self, strategy: Strategy) -> Result<(), DeductError> {
-        if self.core.backend.capabilities().strategies.contains(&strategy) {
+        if self.core.capabilities.strategies.contains(&strategy) {
             Ok(())
         } else {
             Err(InvalidInput::UnsupportedStrategy {
@@ -275,7 +278,7 @@ impl<B: Backend> InventoryStore for Engine<B> {
     }
 
     fn capabilities(&self) -> Capabilities {
-        self.core.backend.capabilities()
+        self.core.capabilities.clone()
     }
 
     async fn create_sku(&self, sku: &SkuId, initial_stock: i64) -> Result<StockLevel, DeductError> {
