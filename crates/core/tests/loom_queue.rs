@@ -131,14 +131,26 @@ fn close_is_a_barrier() {
     builder.check(|| {
         let queues = Arc::new(HandoffQueues::<u8, Arc<Slot>>::new(16, 64));
         let leaders_now = Arc::new(AtomicUsize::new(0));
+        let close_returned = Arc::new(AtomicUsize::new(0));
         let submitter = {
             let queues = Arc::clone(&queues);
             let leaders_now = Arc::clone(&leaders_now);
+            let close_returned = Arc::clone(&close_returned);
             thread::spawn(move || {
                 let slot = Arc::new(Slot {
                     taken: AtomicUsize::new(0),
                 });
-                match queues.push(&7, Arc::clone(&slot)) {
+                let pushed = queues.push(&7, Arc::clone(&slot));
+                // An accepted push keeps the queues busy until it is taken, so close cannot
+                // have returned before it: if it has, the push came after the barrier.
+                if matches!(pushed, Pushed::Lead | Pushed::Joined) {
+                    assert_eq!(
+                        close_returned.load(Ordering::SeqCst),
+                        0,
+                        "a request was accepted after close returned"
+                    );
+                }
+                match pushed {
                     Pushed::Lead => {
                         lead(&queues, 7, &leaders_now, 1);
                         Some(slot)
@@ -154,6 +166,7 @@ fn close_is_a_barrier() {
         while !queues.is_idle() {
             thread::yield_now();
         }
+        close_returned.store(1, Ordering::SeqCst);
         assert_eq!(queues.total_depth(), 0, "close returned with work queued");
         let late = Arc::new(Slot {
             taken: AtomicUsize::new(0),
