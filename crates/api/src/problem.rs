@@ -37,6 +37,9 @@ pub struct ProblemDetails {
     /// Attempts made before giving up (conflict only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u32>,
+    /// The SKU row's version now (version_mismatch only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<i64>,
     /// The key that resolves an unknown outcome: retry with it (outcome_unknown only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
@@ -65,6 +68,7 @@ impl ApiError {
                 available: None,
                 requested: None,
                 attempts: None,
+                current_version: None,
                 idempotency_key: None,
             }),
             retry_after: None,
@@ -230,6 +234,18 @@ impl From<DeductError> for ApiError {
                     retry_after,
                 );
                 problem.body.idempotency_key = idempotency_key.map(|k| k.as_str().to_owned());
+                problem
+            }
+            DeductError::VersionMismatch { expected, current } => {
+                let mut problem = Self::new(
+                    StatusCode::PRECONDITION_FAILED,
+                    "version_mismatch",
+                    "Version mismatch",
+                    format!(
+                        "the SKU row is at version {current}, not {expected}: it changed since it was read; nothing was changed, read it again"
+                    ),
+                );
+                problem.body.current_version = Some(current);
                 problem
             }
             DeductError::IdempotencyKeyReused => Self::new(

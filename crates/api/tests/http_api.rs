@@ -31,7 +31,59 @@ per_backend!(
     concurrent_clients_never_oversell,
     operations_endpoints,
     body_limit,
+    conditional_deduction,
 );
+
+/// The seed's optimistic flow over HTTP: read the version (`ETag`), deduct with `If-Match`
+/// (or `expected_version`); a stale version is 412 `version_mismatch` and changes nothing.
+async fn conditional_deduction(backend: Backend) {
+    let Some(h) = Harness::start(backend).await else {
+        return;
+    };
+    h.create_sku("cond", 5).await;
+    let read = h.get("/v1/skus/cond").await;
+    let etag = read.headers()["etag"].to_str().unwrap().to_owned();
+    let body: serde_json::Value = read.json().await.unwrap();
+    assert_eq!(etag, format!("\"{}\"", body["version"]));
+    let applied = h
+        .client
+        .post(h.url("/v1/skus/cond/deduct"))
+        .header("if-match", &etag)
+        .json(&json!({"quantity": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(applied.status(), 200);
+    let stale = h
+        .client
+        .post(h.url("/v1/skus/cond/deduct"))
+        .header("if-match", &etag)
+        .json(&json!({"quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    let problem = expect_problem(stale, 412, "version_mismatch").await;
+    let now: serde_json::Value = h.get("/v1/skus/cond").await.json().await.unwrap();
+    assert_eq!(problem["current_version"], now["version"]);
+    assert_eq!(now["stock"], 3, "the stale deduction changed nothing");
+    let by_body = h
+        .post_json(
+            "/v1/skus/cond/deduct",
+            json!({"quantity": 1, "expected_version": now["version"]}),
+        )
+        .await;
+    assert_eq!(by_body.status(), 200);
+    let conflicting = h
+        .client
+        .post(h.url("/v1/skus/cond/deduct"))
+        .header("if-match", "\"1\"")
+        .json(&json!({"quantity": 1, "expected_version": 2}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(conflicting, 422, "invalid_input").await;
+    h.shutdown().await;
+}
 
 async fn documented_statuses(backend: Backend) {
     let Some(h) = Harness::start(backend).await else {

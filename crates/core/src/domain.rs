@@ -274,6 +274,11 @@ pub struct DeductRequest {
     pub idempotency_key: Option<IdempotencyKey>,
     /// How to make the deduction safe.
     pub strategy: Strategy,
+    /// When set, a conditional deduction: it applies only if the SKU row's version (as read
+    /// by [`StockLevel::version`]) is still this one, else `VersionMismatch`. The seed
+    /// article's optimistic flow with the client holding the version, made safe: one
+    /// compare-and-set, no retry, no lost update. The strategy is not used.
+    pub expected_version: Option<i64>,
 }
 
 impl DeductRequest {
@@ -284,7 +289,14 @@ impl DeductRequest {
             quantity,
             idempotency_key: None,
             strategy,
+            expected_version: None,
         }
+    }
+
+    /// Makes the deduction conditional on the SKU row's version.
+    pub fn with_expected_version(mut self, version: i64) -> Self {
+        self.expected_version = Some(version);
+        self
     }
 
     /// Sets the idempotency key.
@@ -372,6 +384,9 @@ pub struct StockLevel {
     pub stock: i64,
     /// Stock the SKU was created with; the audit reconciles the ledger against it.
     pub initial_stock: i64,
+    /// The SKU row's version, bumped by every write to the row (not by `Sharded` bucket
+    /// deductions, which leave the row alone). A conditional deduction names it.
+    pub version: i64,
 }
 
 /// Why a ledger row was written.

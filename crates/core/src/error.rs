@@ -154,6 +154,15 @@ pub enum DeductError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// A conditional deduction's expected version is no longer the SKU row's version: the
+    /// row was written since the client read it. Nothing was changed.
+    #[error("version mismatch: expected {expected}, current {current}")]
+    VersionMismatch {
+        /// The version the request named.
+        expected: i64,
+        /// The row's version now.
+        current: i64,
+    },
     /// The idempotency key was already used for a different request (another SKU, quantity
     /// or operation). Nothing was changed.
     #[error("idempotency key already used for a different request")]
@@ -208,6 +217,7 @@ impl DeductError {
             DeductError::LockTimeout => "lock_timeout",
             DeductError::Unavailable { .. } => "unavailable",
             DeductError::OutcomeUnknown { .. } => "outcome_unknown",
+            DeductError::VersionMismatch { .. } => "version_mismatch",
             DeductError::IdempotencyKeyReused => "idempotency_key_reused",
             DeductError::InvalidInput(_) => "invalid_input",
             DeductError::Internal { .. } => "internal",
@@ -355,6 +365,10 @@ impl DeductError {
                 idempotency_key: idempotency_key.clone(),
                 retry_after: *retry_after,
                 source: cause(source),
+            },
+            DeductError::VersionMismatch { expected, current } => DeductError::VersionMismatch {
+                expected: *expected,
+                current: *current,
             },
             DeductError::IdempotencyKeyReused => DeductError::IdempotencyKeyReused,
             DeductError::InvalidInput(input) => DeductError::InvalidInput(input.clone()),

@@ -20,6 +20,7 @@ use crate::store::InventoryStore;
 struct SkuState {
     initial_stock: i64,
     stock: i64,
+    version: i64,
 }
 
 /// Sequential semantics of every strategy (they differ only in how they wait).
@@ -47,12 +48,14 @@ impl ReferenceModel {
             SkuState {
                 initial_stock,
                 stock: initial_stock,
+                version: 0,
             },
         );
         Ok(StockLevel {
             sku: sku.clone(),
             stock: initial_stock,
             initial_stock,
+            version: 0,
         })
     }
 
@@ -97,6 +100,14 @@ impl ReferenceModel {
             return replay(&self.ledger[index], &request.sku, request.quantity, 1);
         }
         let state = self.skus.get_mut(&request.sku).ok_or(DeductError::NotFound)?;
+        if let Some(expected) = request.expected_version
+            && expected != state.version
+        {
+            return Err(DeductError::VersionMismatch {
+                expected,
+                current: state.version,
+            });
+        }
         let requested = request.quantity.get();
         if state.stock < requested {
             return Err(DeductError::InsufficientStock {
@@ -105,6 +116,7 @@ impl ReferenceModel {
             });
         }
         state.stock -= requested;
+        state.version += 1;
         let remaining = state.stock;
         let key = request
             .idempotency_key
@@ -130,6 +142,7 @@ impl ReferenceModel {
             sku: sku.clone(),
             stock: state.stock,
             initial_stock: state.initial_stock,
+            version: state.version,
         })
     }
 

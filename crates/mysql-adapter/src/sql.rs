@@ -27,7 +27,7 @@ pub(crate) const PING: &str = "SELECT (SELECT 1 FROM inventory LIMIT 1), (SELECT
 pub(crate) const CREATE_SKU: &str = "INSERT INTO inventory (sku, stock, initial_stock) VALUES (?, ?, ?)";
 
 pub(crate) const STOCK: &str = "SELECT CAST(stock + COALESCE((SELECT SUM(b.stock) FROM inventory_bucket b WHERE b.sku = i.sku), 0) AS SIGNED), \
-            initial_stock FROM inventory i WHERE i.sku = ?";
+            initial_stock, version FROM inventory i WHERE i.sku = ?";
 
 pub(crate) const LEDGER_PAGE: &str = concat!(
     "SELECT ",

@@ -53,7 +53,7 @@ pub(crate) const CREATE_SKU: &str =
 pub(crate) const STOCK: &str = concat!(
     "SELECT stock + ",
     bucket_stock_of_param1!(),
-    ", initial_stock FROM inventory WHERE sku = $1"
+    ", initial_stock, version FROM inventory WHERE sku = $1"
 );
 
 pub(crate) const LEDGER_PAGE: &str = concat!(

@@ -43,7 +43,7 @@ where
     executor.execute(sql).await.map(|_| ())
 }
 
-/// A SKU's stock: `sql` takes the SKU and returns `(stock, initial_stock)`.
+/// A SKU's stock: `sql` takes the SKU and returns `(stock, initial_stock, version)`.
 pub async fn stock<'c, DB, E>(
     executor: E,
     sql: &'static str,
@@ -54,16 +54,17 @@ where
     DB::Arguments: IntoArguments<DB>,
     E: Executor<'c, Database = DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    (i64, i64): for<'r> FromRow<'r, DB::Row>,
+    (i64, i64, i64): for<'r> FromRow<'r, DB::Row>,
 {
-    let row: Option<(i64, i64)> = sqlx::query_as(sql)
+    let row: Option<(i64, i64, i64)> = sqlx::query_as(sql)
         .bind(sku.as_str())
         .fetch_optional(executor)
         .await?;
-    Ok(row.map(|(stock, initial_stock)| StockLevel {
+    Ok(row.map(|(stock, initial_stock, version)| StockLevel {
         sku: sku.clone(),
         stock,
         initial_stock,
+        version,
     }))
 }
 

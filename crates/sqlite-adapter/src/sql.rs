@@ -30,7 +30,7 @@ pub(crate) const PING: &str =
 pub(crate) const CREATE_SKU: &str =
     "INSERT INTO inventory (sku, stock, initial_stock) VALUES (?1, ?2, ?2) ON CONFLICT (sku) DO NOTHING";
 
-pub(crate) const STOCK: &str = "SELECT stock, initial_stock FROM inventory WHERE sku = ?1";
+pub(crate) const STOCK: &str = "SELECT stock, initial_stock, version FROM inventory WHERE sku = ?1";
 
 pub(crate) const LEDGER_PAGE: &str = concat!(
     "SELECT ",

@@ -72,6 +72,10 @@ pub struct DeductBody {
     /// server disallows per-request overrides. Not part of the idempotent identity.
     #[serde(default)]
     pub strategy: Option<StrategyName>,
+    /// Deduct only if the SKU row's `version` is still this one (from `GET /v1/skus/{sku}`,
+    /// or its `ETag`); else 412 `version_mismatch`, nothing changed. Same as `If-Match`.
+    #[serde(default)]
+    pub expected_version: Option<i64>,
 }
 
 /// A SKU's stock.
@@ -83,6 +87,8 @@ pub struct StockResponse {
     pub stock: i64,
     /// Units at creation; the audit reconciles the ledger against it.
     pub initial_stock: i64,
+    /// The SKU row's version (also the `ETag`): a conditional deduction names it.
+    pub version: i64,
 }
 
 impl From<StockLevel> for StockResponse {
@@ -91,6 +97,7 @@ impl From<StockLevel> for StockResponse {
             sku: level.sku.as_str().to_owned(),
             stock: level.stock,
             initial_stock: level.initial_stock,
+            version: level.version,
         }
     }
 }

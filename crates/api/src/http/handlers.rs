@@ -61,7 +61,8 @@ pub(crate) async fn create_sku(
     get, path = "/v1/skus/{sku}", tag = "inventory",
     params(("sku" = String, Path, description = "SKU id", pattern = r"^[A-Za-z0-9._:-]{1,64}$")),
     responses(
-        (status = 200, description = "Stock", body = StockResponse),
+        (status = 200, description = "Stock, with the row's version as the `ETag`", body = StockResponse,
+            headers(("ETag" = String, description = "The SKU row's version, quoted: send it back as `If-Match` to deduct conditionally"))),
         (status = 404, description = "not_found", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "invalid_input", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 503, description = "unavailable, overloaded or request_timeout; see Retry-After", body = ProblemDetails, content_type = "application/problem+json"),
@@ -70,9 +71,44 @@ pub(crate) async fn create_sku(
 pub(crate) async fn get_stock(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
-) -> Result<Json<StockResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let sku = sku_from_path(path)?;
-    Ok(Json(state.store.stock(&sku).await?.into()))
+    let level = state.store.stock(&sku).await?;
+    let etag = format!("\"{}\"", level.version);
+    let mut response = Json(StockResponse::from(level)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    Ok(response)
+}
+
+/// The version a conditional deduction names: the body's `expected_version`, or the
+/// `If-Match` header (one strong entity tag, the version quoted; unquoted is accepted).
+fn expected_version(headers: &HeaderMap, body: Option<i64>) -> Result<Option<i64>, ApiError> {
+    let Some(raw) = headers.get(header::IF_MATCH) else {
+        return Ok(body);
+    };
+    let tag = raw
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .map(|tag| {
+            tag.strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .unwrap_or(tag)
+        })
+        .and_then(|tag| tag.parse::<i64>().ok())
+        .ok_or_else(|| {
+            ApiError::invalid_input(
+                "If-Match must be one version, as the ETag of GET /v1/skus/{sku} gives it",
+            )
+        })?;
+    match body {
+        Some(version) if version != tag => Err(ApiError::invalid_input(
+            "If-Match and expected_version name different versions",
+        )),
+        _ => Ok(Some(tag)),
+    }
 }
 
 /// Add units (writes one ledger row).
@@ -124,6 +160,7 @@ pub(crate) async fn restock(
     params(
         ("sku" = String, Path, description = "SKU id", pattern = r"^[A-Za-z0-9._:-]{1,64}$"),
         ("Idempotency-Key" = Option<String>, Header, description = "1–128 printable ASCII characters without spaces"),
+        ("If-Match" = Option<String>, Header, description = "Deduct only at this SKU row version: the `ETag` of `GET /v1/skus/{sku}` (same as `expected_version`)"),
     ),
     request_body = DeductBody,
     security(("bearer" = [])),
@@ -133,6 +170,7 @@ pub(crate) async fn restock(
         (status = 401, description = "Missing or wrong bearer token", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 404, description = "not_found", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 409, description = "insufficient_stock (with `available`) or conflict (retries exhausted)", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 412, description = "version_mismatch: a conditional deduction's version moved (with `current_version`); nothing changed", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 415, description = "Body is not JSON", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "invalid_input (including a body that is not a JSON object) or idempotency_key_reused", body = ProblemDetails, content_type = "application/problem+json"),
@@ -164,6 +202,9 @@ pub(crate) async fn deduct(
     let mut request = DeductRequest::new(sku, quantity, strategy);
     if let Some(key) = idempotency_key(&headers)? {
         request = request.with_idempotency_key(key);
+    }
+    if let Some(version) = expected_version(&headers, body.expected_version)? {
+        request = request.with_expected_version(version);
     }
     match state.store.deduct(request).await {
         Ok(receipt) => {

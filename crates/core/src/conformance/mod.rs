@@ -27,7 +27,9 @@ pub use contract::{
     WireCut, every_change_carries_a_key, lost_answers_are_resolved, lost_batch_commit_on_the_wire,
     lost_commit_on_the_wire,
 };
-pub use sequential::{restock_and_paging, restock_limit_counts_buckets, sequential_semantics};
+pub use sequential::{
+    conditional_deduction, restock_and_paging, restock_limit_counts_buckets, sequential_semantics,
+};
 pub use state_machine::state_machine;
 
 use crate::{
@@ -125,6 +127,12 @@ macro_rules! conformance_suite {
         async fn restock_and_paging() {
             let Some(provisioned) = $setup().await else { return };
             $crate::conformance::restock_and_paging(&*provisioned.store).await;
+        }
+
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn conditional_deduction() {
+            let Some(provisioned) = $setup().await else { return };
+            $crate::conformance::conditional_deduction(&*provisioned.store).await;
         }
 
         #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]

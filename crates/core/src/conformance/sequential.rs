@@ -284,3 +284,71 @@ pub async fn restock_limit_counts_buckets<S: InventoryStore>(store: &S) {
     let report = store.audit().await.expect("audit");
     assert!(report.is_clean(), "{report:?}");
 }
+
+/// A conditional deduction (the client holds the version it read): applies at that version,
+/// is refused with `VersionMismatch` (changing nothing) once the row moved, replays by its key
+/// even after the row moved, and still refuses a shortfall at the right version.
+pub async fn conditional_deduction<S: InventoryStore>(store: &S) {
+    let s = sku("conditional");
+    store.create_sku(&s, 10).await.expect("create");
+    let read = store.stock(&s).await.expect("stock");
+    let k = key("conditional-1");
+    let first = store
+        .deduct(
+            DeductRequest::new(s.clone(), qty(3), Strategy::Guarded)
+                .with_expected_version(read.version)
+                .with_idempotency_key(k.clone()),
+        )
+        .await
+        .expect("applies at the version read");
+    assert_eq!(first.remaining, 7);
+    let moved = store.stock(&s).await.expect("stock");
+    assert_ne!(moved.version, read.version, "a write moves the version");
+    let stale = store
+        .deduct(
+            DeductRequest::new(s.clone(), qty(1), Strategy::Pessimistic).with_expected_version(read.version),
+        )
+        .await;
+    assert!(
+        matches!(stale, Err(DeductError::VersionMismatch { expected, current }) if expected == read.version && current == moved.version),
+        "{stale:?}"
+    );
+    let replay = store
+        .deduct(
+            DeductRequest::new(s.clone(), qty(3), Strategy::Guarded)
+                .with_expected_version(read.version)
+                .with_idempotency_key(k),
+        )
+        .await
+        .expect("a repeated key replays, whatever the version now");
+    assert!(replay.replayed);
+    assert_eq!(replay.ledger_id, first.ledger_id);
+    let short = store
+        .deduct(
+            DeductRequest::new(s.clone(), qty(8), Strategy::Coalesced).with_expected_version(moved.version),
+        )
+        .await;
+    assert!(
+        matches!(
+            short,
+            Err(DeductError::InsufficientStock {
+                requested: 8,
+                available: 7
+            })
+        ),
+        "{short:?}"
+    );
+    let missing = store
+        .deduct(
+            DeductRequest::new(sku("conditional-missing"), qty(1), Strategy::Guarded)
+                .with_expected_version(0),
+        )
+        .await;
+    assert!(matches!(missing, Err(DeductError::NotFound)), "{missing:?}");
+    assert_eq!(
+        store.stock(&s).await.expect("stock").stock,
+        7,
+        "refusals changed nothing"
+    );
+    assert_eq!(full_ledger(store, &s).await.len(), 1);
+}

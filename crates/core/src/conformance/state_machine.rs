@@ -106,7 +106,12 @@ async fn run_case<S: InventoryStore>(
                 let m = model.create_sku(&name(*sku), *initial);
                 let r = store.create_sku(&name(*sku), *initial).await;
                 match (&m, &r) {
-                    (Ok(a), Ok(b)) => prop_assert_eq!(a, b, "{}", context),
+                    (Ok(a), Ok(b)) => prop_assert_eq!(
+                        (&a.sku, a.stock, a.initial_stock),
+                        (&b.sku, b.stock, b.initial_stock),
+                        "{}",
+                        context
+                    ),
                     (Err(a), Err(b)) => prop_assert!(same_error(a, b), "{}: {:?} vs {:?}", context, a, b),
                     _ => prop_assert!(false, "{}: model {:?} vs store {:?}", context, m, r),
                 }
@@ -153,7 +158,14 @@ async fn run_case<S: InventoryStore>(
                 let m = model.stock(&name(*sku));
                 let r = store.stock(&name(*sku)).await;
                 match (&m, &r) {
-                    (Ok(a), Ok(b)) => prop_assert_eq!(a, b, "{}", context),
+                    // Not the version: a batch or a bucket deduction bumps the row's version
+                    // differently from one write per change (see `StockLevel::version`).
+                    (Ok(a), Ok(b)) => prop_assert_eq!(
+                        (&a.sku, a.stock, a.initial_stock),
+                        (&b.sku, b.stock, b.initial_stock),
+                        "{}",
+                        context
+                    ),
                     (Err(a), Err(b)) => prop_assert!(same_error(a, b), "{}", context),
                     _ => prop_assert!(false, "{}: model {:?} vs store {:?}", context, m, r),
                 }

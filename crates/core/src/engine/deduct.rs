@@ -75,6 +75,44 @@ impl<B: Backend> Core<B> {
         Ok(receipt)
     }
 
+    /// A conditional deduction: one compare-and-set on the version the client holds. A moved
+    /// version is `VersionMismatch` (never retried: the client decides again on fresh data),
+    /// unless the client's key was committed before, which replays.
+    pub(crate) async fn deduct_if_version(
+        &self,
+        call: &Call<'_>,
+        expected: i64,
+    ) -> Result<Receipt, DeductError> {
+        let (mut receipt, attempts) = self
+            .run(call.deadline, |_| async {
+                let current = self
+                    .backend
+                    .read_versioned(call.change.sku)
+                    .await
+                    .map_err(Fault::definite)?;
+                let requested = call.change.quantity.get();
+                let Some(row) = current.filter(|row| row.version == expected && row.stock >= requested)
+                else {
+                    return self
+                        .explain_version_miss(call, expected, current.map(|row| row.version))
+                        .await;
+                };
+                let started = Instant::now();
+                let write = self
+                    .backend
+                    .compare_and_set(call.change, row, row.stock - requested);
+                match self.land_change(call, write).await? {
+                    Landing::Answered(Some(written)) => Ok(call.receipt(written, started.elapsed())),
+                    Landing::Answered(None) => self.explain_version_miss(call, expected, None).await,
+                    Landing::Resolved(found) => call.resolved_receipt(&found, started.elapsed()),
+                    Landing::KeyTaken => self.replay_taken(call).await,
+                }
+            })
+            .await?;
+        receipt.attempts = attempts;
+        Ok(receipt)
+    }
+
     /// `Guarded`: one conditional write; on a miss, explain it before refusing.
     pub(crate) async fn guarded_attempt(&self, call: &Call<'_>) -> Result<Receipt, AttemptError> {
         let started = Instant::now();
@@ -211,6 +249,39 @@ impl<B: Backend> Core<B> {
             Landing::Resolved(found) => call.resolved_receipt(&found, lock_wait),
             Landing::KeyTaken => self.replay_taken(call).await,
         }
+    }
+
+    /// Why a conditional deduction cannot apply: a replayed key, `NotFound`, the version
+    /// moved, or (at the expected version) too little stock.
+    async fn explain_version_miss(
+        &self,
+        call: &Call<'_>,
+        expected: i64,
+        seen: Option<i64>,
+    ) -> Result<Receipt, AttemptError> {
+        let current = match seen {
+            Some(version) => version,
+            None => match self
+                .backend
+                .read_versioned(call.change.sku)
+                .await
+                .map_err(Fault::definite)?
+            {
+                Some(row) => row.version,
+                None => return self.explain_miss(call).await,
+            },
+        };
+        if current == expected {
+            // The version holds, so the stock is what fell short.
+            return self.explain_miss(call).await;
+        }
+        if let Some(key) = call.prior_key() {
+            let found = self.backend.find_keys(&[key]).await.map_err(Fault::definite)?;
+            if let Ok(entry) = call.entry_of_key(&found) {
+                return Ok(replay(entry, call.change.sku, call.change.quantity, 1)?);
+            }
+        }
+        Err(DeductError::VersionMismatch { expected, current }.into())
     }
 
     /// Before any refusal: one snapshot read decides between replaying the key, `NotFound`,
@@ -407,6 +478,7 @@ impl<B: Backend> Core<B> {
             sku: sku.clone(),
             stock: initial_stock,
             initial_stock,
+            version: 0,
         };
         let attempt = |_| async {
             match self.backend.create_sku(sku, initial_stock).await {

@@ -191,7 +191,7 @@ impl<B: Backend> Engine<B> {
         let client_key = request.idempotency_key.is_some();
         let key = request.idempotency_key.unwrap_or_else(IdempotencyKey::generate);
         let deadline = Instant::now() + self.core.config.deadline;
-        if request.strategy == Strategy::Coalesced {
+        if request.strategy == Strategy::Coalesced && request.expected_version.is_none() {
             let item = BatchItem {
                 quantity: request.quantity,
                 idempotency_key: key,
@@ -211,7 +211,13 @@ impl<B: Backend> Engine<B> {
             deadline,
             exposure: &exposure,
         };
-        match tokio::time::timeout_at(deadline.into(), self.core.deduct(&call)).await {
+        let flow = async {
+            match request.expected_version {
+                Some(expected) => self.core.deduct_if_version(&call, expected).await,
+                None => self.core.deduct(&call).await,
+            }
+        };
+        match tokio::time::timeout_at(deadline.into(), flow).await {
             Ok(result) => result,
             Err(_) => Err(self.core.past_deadline(&exposure, Some(&key))),
         }
