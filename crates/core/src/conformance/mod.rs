@@ -14,6 +14,7 @@
 mod concurrent;
 mod contract;
 mod sequential;
+mod server;
 mod state_machine;
 
 use std::sync::Arc;
