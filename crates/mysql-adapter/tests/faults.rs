@@ -327,3 +327,28 @@ async fn mariadb_missing_table_is_internal_and_not_ready() {
     assert!(matches!(broken, Err(DeductError::Internal { .. })), "{broken:?}");
     assert!(matches!(store.ping().await, Err(DeductError::Internal { .. })));
 }
+
+/// Galera's id settings on one private server: `innodb_autoinc_lock_mode = 2` and an
+/// `auto_increment_increment` of 3 (ids neither contiguous nor dense, interleaved between
+/// concurrent inserts). Coalesced batches still give every receipt its own ledger row,
+/// because ids are read back by key, and the invariants hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mariadb_batches_read_ids_back_by_key_under_galera_id_settings() {
+    let options = MariaDbOptions::new()
+        .arg("--innodb-autoinc-lock-mode=2")
+        .arg("--auto-increment-increment=3")
+        .arg("--auto-increment-offset=2");
+    let Some(server) = PrivateMariaDb::start_or_skip(options).await else {
+        return;
+    };
+    let store = store(&server.url(), |_| {}).await;
+    let (mode, step): (i64, i64) = sqlx::query_as(
+        "SELECT CAST(@@innodb_autoinc_lock_mode AS SIGNED), CAST(@@auto_increment_increment AS SIGNED)",
+    )
+    .fetch_one(store.adapter().pool())
+    .await
+    .expect("settings");
+    assert_eq!((mode, step), (2, 3), "the server runs with Galera's id settings");
+    conformance::receipts_name_their_rows(Arc::clone(&store)).await;
+    conformance::concurrent_invariants(Arc::clone(&store), Strategy::Coalesced, 4, 200).await;
+}

@@ -383,3 +383,42 @@ where
     let report = store.audit().await.expect("audit");
     assert!(report.is_clean(), "{report:?}");
 }
+
+/// Concurrent coalesced deductions of one SKU: every receipt names its own ledger row (the
+/// row with the receipt's key, quantity and remaining), however the database hands out ids.
+pub async fn receipts_name_their_rows<S: InventoryStore>(store: Arc<S>) {
+    let s = sku("receipts");
+    store.create_sku(&s, 10_000).await.expect("create");
+    let tasks: Vec<_> = (1..=40)
+        .map(|units| {
+            let store = Arc::clone(&store);
+            let s = s.clone();
+            tokio::spawn(async move {
+                store
+                    .deduct(DeductRequest::new(s, qty(units), Strategy::Coalesced))
+                    .await
+            })
+        })
+        .collect();
+    let mut receipts = Vec::new();
+    for task in tasks {
+        receipts.push(task.await.expect("join").expect("fits"));
+    }
+    let ledger = full_ledger(&*store, &s).await;
+    assert_eq!(ledger.len(), 40);
+    for receipt in &receipts {
+        let row = ledger
+            .iter()
+            .find(|e| e.id == receipt.ledger_id)
+            .expect("the receipt's row exists");
+        assert_eq!(
+            (row.delta, row.stock_after, row.idempotency_key.as_deref()),
+            (
+                -receipt.quantity.get(),
+                receipt.remaining,
+                Some(receipt.idempotency_key.as_str())
+            ),
+            "the receipt names its own ledger row"
+        );
+    }
+}

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 pub use concurrent::{
     cancelled_callers, coalesced_queue_depth_limit, concurrent_invariants, concurrent_invariants_across,
-    idempotency_race, mixed_strategies, sharded_spreads_on_contention_only,
+    idempotency_race, mixed_strategies, receipts_name_their_rows, sharded_spreads_on_contention_only,
 };
 pub use contract::{
     WireCut, every_change_carries_a_key, lost_answers_are_resolved, lost_batch_commit_on_the_wire,
@@ -128,6 +128,12 @@ macro_rules! conformance_suite {
         async fn restock_and_paging() {
             let Some(provisioned) = $setup().await else { return };
             $crate::conformance::restock_and_paging(&*provisioned.store).await;
+        }
+
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn receipts_name_their_rows() {
+            let Some(provisioned) = $setup().await else { return };
+            $crate::conformance::receipts_name_their_rows(provisioned.store.clone()).await;
         }
 
         #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
