@@ -141,11 +141,21 @@ impl IdempotencyKey {
         &self.0
     }
 
-    /// A fresh key for a request that came without one: [`GENERATED_KEY_PREFIX`] and 128
-    /// random bits in hex. Every change carries a key, so that a change whose answer was
-    /// lost can always be looked up (see the engine's outcome contract).
+    /// A fresh key for a request that came without one: [`GENERATED_KEY_PREFIX`], the time in
+    /// nanoseconds since 1970, and 64 random bits, in hex. Every change carries a key, so that
+    /// a change whose answer was lost can always be looked up (see the engine's outcome
+    /// contract). Time first, so that the ledger's unique index on the key grows at its right
+    /// edge, as it does for ids: random keys land all over the index. At a hot SKU on
+    /// PostgreSQL, random keys took `coalesced` from about 30 500 to 22 700 deductions/s;
+    /// time-ordered keys gave 31 600 and 32 800 against 32 700 without keys (A/B, one machine).
     pub fn generate() -> Self {
-        Self(format!("{GENERATED_KEY_PREFIX}{:032x}", rand::random::<u128>()))
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| u64::try_from(since.as_nanos()).unwrap_or(u64::MAX));
+        Self(format!(
+            "{GENERATED_KEY_PREFIX}{nanos:016x}{:016x}",
+            rand::random::<u64>()
+        ))
     }
 
     /// True for a key made by [`IdempotencyKey::generate`] (or a client key that happens to
