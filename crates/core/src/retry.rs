@@ -96,11 +96,6 @@ impl RetryPolicy {
             }
         }
     }
-
-    /// Convenience for attempts that retry on `cause`.
-    pub fn retry(cause: RetryCause) -> AttemptError {
-        AttemptError::Retry(cause)
-    }
 }
 
 #[cfg(test)]
