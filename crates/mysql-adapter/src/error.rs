@@ -5,8 +5,6 @@
 //! so the mapping keys on the number. Both servers share the InnoDB numbers; where they
 //! differ (NOWAIT, CHECK violation, statement timeout) both numbers are listed.
 
-use std::io::ErrorKind;
-
 use sqlx::mysql::MySqlDatabaseError;
 use stockguard_core::engine::{ConnectRefusal, Fault, FaultKind};
 
@@ -85,19 +83,7 @@ pub(crate) fn fault(error: sqlx::Error, context: &'static str, pool_has_room: bo
             Some(number) => kind_of_number(number, duplicate_key_name(&error)),
             None => FaultKind::Other,
         },
-        sqlx::Error::PoolTimedOut if pool_has_room => FaultKind::ConnectRefused(ConnectRefusal::OpenTimedOut),
-        sqlx::Error::PoolTimedOut => FaultKind::PoolTimedOut,
-        sqlx::Error::PoolClosed => FaultKind::PoolClosed,
-        sqlx::Error::Io(io) => match io.kind() {
-            ErrorKind::ConnectionRefused => FaultKind::ConnectRefused(ConnectRefusal::Refused),
-            ErrorKind::NotFound | ErrorKind::AddrNotAvailable | ErrorKind::HostUnreachable => {
-                FaultKind::ConnectRefused(ConnectRefusal::Unreachable)
-            }
-            _ => FaultKind::ConnectionLost,
-        },
-        sqlx::Error::Tls(_) => FaultKind::ConnectRefused(ConnectRefusal::Tls),
-        sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => FaultKind::ConnectionLost,
-        _ => FaultKind::Other,
+        other => stockguard_sql::transport_fault_kind(other, pool_has_room),
     };
     Fault::new(kind, context, error)
 }

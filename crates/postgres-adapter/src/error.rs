@@ -1,8 +1,6 @@
 //! PostgreSQL errors → [`FaultKind`]s. The only place that knows SQLSTATEs; what each kind
 //! means for an answer is the engine's business.
 
-use std::io::ErrorKind;
-
 use stockguard_core::engine::{ConnectRefusal, Fault, FaultKind};
 
 /// The SQLSTATE → fault table. Classes 08 (connection exception) and 53 (insufficient
@@ -40,19 +38,7 @@ pub fn classify(error: sqlx::Error) -> Fault {
 pub(crate) fn fault(error: sqlx::Error, context: &'static str, pool_has_room: bool) -> Fault {
     let kind = match &error {
         sqlx::Error::Database(db) => kind_of_sqlstate(db.code().as_deref().unwrap_or(""), db.constraint()),
-        sqlx::Error::PoolTimedOut if pool_has_room => FaultKind::ConnectRefused(ConnectRefusal::OpenTimedOut),
-        sqlx::Error::PoolTimedOut => FaultKind::PoolTimedOut,
-        sqlx::Error::PoolClosed => FaultKind::PoolClosed,
-        sqlx::Error::Io(io) => match io.kind() {
-            ErrorKind::ConnectionRefused => FaultKind::ConnectRefused(ConnectRefusal::Refused),
-            ErrorKind::NotFound | ErrorKind::AddrNotAvailable | ErrorKind::HostUnreachable => {
-                FaultKind::ConnectRefused(ConnectRefusal::Unreachable)
-            }
-            _ => FaultKind::ConnectionLost,
-        },
-        sqlx::Error::Tls(_) => FaultKind::ConnectRefused(ConnectRefusal::Tls),
-        sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => FaultKind::ConnectionLost,
-        _ => FaultKind::Other,
+        other => stockguard_sql::transport_fault_kind(other, pool_has_room),
     };
     Fault::new(kind, context, error)
 }

@@ -182,3 +182,27 @@ pub fn ids_in_key_order<'k>(
         .filter_map(|key| rows.iter().find(|(_, k)| k == key.as_str()).map(|(id, _)| *id))
         .collect()
 }
+
+/// What a sqlx error that the server did not send means: the pool, the socket, TLS. The
+/// server's own errors (`sqlx::Error::Database`) are each adapter's to map, by vendor code.
+/// `pool_has_room` tells a pool timeout with connections free to open (the pool kept trying to
+/// reach the server) from a truly exhausted pool.
+pub fn transport_fault_kind(error: &sqlx::Error, pool_has_room: bool) -> FaultKind {
+    use std::io::ErrorKind;
+    use stockguard_core::engine::ConnectRefusal;
+    match error {
+        sqlx::Error::PoolTimedOut if pool_has_room => FaultKind::ConnectRefused(ConnectRefusal::OpenTimedOut),
+        sqlx::Error::PoolTimedOut => FaultKind::PoolTimedOut,
+        sqlx::Error::PoolClosed => FaultKind::PoolClosed,
+        sqlx::Error::Io(io) => match io.kind() {
+            ErrorKind::ConnectionRefused => FaultKind::ConnectRefused(ConnectRefusal::Refused),
+            ErrorKind::NotFound | ErrorKind::AddrNotAvailable | ErrorKind::HostUnreachable => {
+                FaultKind::ConnectRefused(ConnectRefusal::Unreachable)
+            }
+            _ => FaultKind::ConnectionLost,
+        },
+        sqlx::Error::Tls(_) => FaultKind::ConnectRefused(ConnectRefusal::Tls),
+        sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => FaultKind::ConnectionLost,
+        _ => FaultKind::Other,
+    }
+}
