@@ -3,7 +3,7 @@
 use std::str::FromStr;
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
-use sqlx::{Connection, Executor, MySql, Transaction};
+use sqlx::{Connection, Executor, MySql};
 use stockguard_core::engine::{
     AllLocked, Backend, Change, Fault, FaultKind, LockWait, LockedRow, MissFacts, Step, VersionedRow, Written,
 };
@@ -22,7 +22,7 @@ use crate::{MIGRATOR, MySqlConfig, error};
 /// the protocol's 65 535 placeholders however large a batch is configured.
 pub(crate) const ROWS_PER_STATEMENT_MAX: usize = 1_000;
 
-pub(crate) type MySqlTx = Transaction<'static, MySql>;
+pub(crate) type MySqlTx = common::Tx<MySql>;
 
 /// The MySQL/MariaDB side of a [`crate::MySqlStore`]: a pool, the settings and the flavour.
 #[derive(Debug)]
@@ -333,9 +333,7 @@ impl Backend for MySqlBackend {
 
     fn settle_and_find(&self, sku: &SkuId, keys: &[&IdempotencyKey]) -> impl Step<Vec<LedgerEntry>> {
         async move {
-            let mut tx = self
-                .pool
-                .begin()
+            let mut tx = common::Tx::begin(&self.pool, "BEGIN")
                 .await
                 .map_err(self.fault("resolving a lost answer"))?;
             for lock in [sql::SETTLE_BUCKETS, sql::SETTLE_ROW] {
@@ -373,9 +371,7 @@ impl Backend for MySqlBackend {
 
     fn restock(&self, change: Change<'_>) -> impl Step<Option<Written>> {
         async move {
-            let mut tx = self
-                .pool
-                .begin()
+            let mut tx = common::Tx::begin(&self.pool, "BEGIN")
                 .await
                 .map_err(self.fault("beginning a restock"))?;
             let outcome = self.restock_in(&mut tx, change).await;
@@ -385,9 +381,7 @@ impl Backend for MySqlBackend {
 
     fn guarded_deduct(&self, change: Change<'_>) -> impl Step<Option<Written>> {
         async move {
-            let mut tx = self
-                .pool
-                .begin()
+            let mut tx = common::Tx::begin(&self.pool, "BEGIN")
                 .await
                 .map_err(self.fault("beginning a deduction"))?;
             let outcome = self.guarded_in(&mut tx, change).await;
@@ -418,9 +412,7 @@ impl Backend for MySqlBackend {
         row_stock_after: i64,
     ) -> impl Step<Option<Written>> {
         async move {
-            let mut tx = self
-                .pool
-                .begin()
+            let mut tx = common::Tx::begin(&self.pool, "BEGIN")
                 .await
                 .map_err(self.fault("beginning a deduction"))?;
             let outcome = self
@@ -432,9 +424,7 @@ impl Backend for MySqlBackend {
 
     fn take_from_bucket(&self, change: Change<'_>, spread_eagerly: bool) -> impl Step<Option<Written>> {
         async move {
-            let mut tx = self
-                .pool
-                .begin()
+            let mut tx = common::Tx::begin(&self.pool, "BEGIN")
                 .await
                 .map_err(self.fault("beginning a deduction"))?;
             let outcome = self.take_from_bucket_in(&mut tx, change, spread_eagerly).await;
@@ -444,8 +434,7 @@ impl Backend for MySqlBackend {
 
     fn begin(&self, _wait: LockWait) -> impl Step<Self::Tx> {
         async move {
-            self.pool
-                .begin()
+            common::Tx::begin(&self.pool, "BEGIN")
                 .await
                 .map_err(self.fault("beginning a transaction"))
         }

@@ -3,8 +3,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, Postgres};
-use sqlx::{Connection, Transaction};
 use stockguard_core::engine::{
     AllLocked, Backend, Change, Fault, LockWait, LockedRow, MissFacts, Step, VersionedRow, Written,
 };
@@ -62,7 +62,7 @@ impl PgBackend {
 
 impl Backend for PgBackend {
     type Config = PgConfig;
-    type Tx = Transaction<'static, Postgres>;
+    type Tx = common::Tx<Postgres>;
 
     async fn open(config: PgConfig) -> Result<Self, DeductError> {
         let options = PgConnectOptions::from_str(&config.url)
@@ -173,9 +173,7 @@ impl Backend for PgBackend {
 
     fn settle_and_find(&self, sku: &SkuId, keys: &[&IdempotencyKey]) -> impl Step<Vec<LedgerEntry>> {
         async move {
-            let mut tx = self
-                .pool
-                .begin()
+            let mut tx = common::Tx::begin(&self.pool, "BEGIN")
                 .await
                 .map_err(self.fault("resolving a lost answer"))?;
             for lock in [sql::SETTLE_ROW, sql::SETTLE_BUCKETS] {
@@ -298,8 +296,7 @@ impl Backend for PgBackend {
 
     fn begin(&self, _wait: LockWait) -> impl Step<Self::Tx> {
         async move {
-            self.pool
-                .begin()
+            common::Tx::begin(&self.pool, "BEGIN")
                 .await
                 .map_err(self.fault("beginning a transaction"))
         }

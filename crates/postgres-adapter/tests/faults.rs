@@ -356,3 +356,95 @@ async fn postgres_row_locks_do_not_wait_for_key_share() {
         .await
         .expect("release");
 }
+
+/// Found by the chaos runner: a repeat of a committed key whose connection is lost after its
+/// write reached the server (the server answered with the key's unique violation; the answer
+/// was dropped) is resolved by the key, and says `replayed: true`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_replay_whose_answer_is_lost_is_still_marked_replayed() {
+    let Some(database) = TestDatabase::postgres().await else {
+        return;
+    };
+    let proxy = FaultProxy::in_front_of(database.url()).await.expect("proxy");
+    let store = store(&proxy.proxied_url(database.url()), |_| {}).await;
+    store.create_sku(&sku("hot"), 10).await.expect("create");
+    let key = stockguard_core::IdempotencyKey::parse("replay-lost-1").expect("key");
+    let request =
+        || DeductRequest::new(sku("hot"), qty(1), Strategy::Guarded).with_idempotency_key(key.clone());
+    let first = store.deduct(request()).await.expect("first");
+    assert!(!first.replayed);
+    let cut = proxy.arm_cut(CutPlan::new(key.as_str().as_bytes(), CutMode::AfterReply));
+    let replay = store.deduct(request()).await.expect("replay");
+    assert!(matches!(cut.fired_within(CUT_WAIT).await, Ok(Some(_))));
+    assert_eq!(
+        (replay.ledger_id, replay.remaining),
+        (first.ledger_id, first.remaining)
+    );
+    assert!(replay.replayed, "a repeat of a committed key says replayed: true");
+}
+
+/// Found by the chaos runner (an acknowledged restock with no ledger row): a call cancelled
+/// while its BEGIN is on the wire must not hand its connection back to the pool inside an open
+/// transaction, where the next autocommit write would be acknowledged and then lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_call_cancelled_during_begin_loses_no_later_write() {
+    let Some(database) = TestDatabase::postgres().await else {
+        return;
+    };
+    let proxy = FaultProxy::in_front_of(database.url()).await.expect("proxy");
+    let store = store(&proxy.proxied_url(database.url()), |config| {
+        config.max_connections = 1
+    })
+    .await;
+    let hot = sku("hot");
+    store.create_sku(&hot, 10).await.expect("create");
+    // Slow the wire, start a pessimistic deduction, and cancel it once the server has run its
+    // BEGIN but before the answer (held by the proxy) reaches the store.
+    proxy.delay(Duration::from_millis(300));
+    let deduct = {
+        let store = Arc::clone(&store);
+        let request = DeductRequest::new(hot.clone(), qty(1), Strategy::Pessimistic);
+        tokio::spawn(async move { store.deduct(request).await })
+    };
+    let mut admin = sqlx::PgConnection::connect(database.url()).await.expect("admin");
+    let mut state: Option<String> = None;
+    for _ in 0..300 {
+        state = sqlx::query_scalar(
+            "SELECT state FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_optional(&mut admin)
+        .await
+        .expect("state");
+        if state.as_deref() == Some("idle in transaction") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    deduct.abort();
+    assert_eq!(
+        state.as_deref(),
+        Some("idle in transaction"),
+        "BEGIN never reached the server"
+    );
+    proxy.delay(Duration::ZERO);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let key = stockguard_core::IdempotencyKey::parse("after-cancelled-begin").expect("key");
+    let receipt = store
+        .restock(stockguard_core::RestockRequest::new(hot.clone(), qty(5)).with_idempotency_key(key.clone()))
+        .await
+        .expect("restock");
+    // The connection ends (a reset, a restart, the pool retiring it): an open transaction
+    // would roll back here.
+    proxy.reset_all().await;
+    store.close().await;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM inventory_ledger WHERE idempotency_key = $1")
+        .bind(key.as_str())
+        .fetch_one(&mut admin)
+        .await
+        .expect("count");
+    assert_eq!(
+        rows, 1,
+        "restock acknowledged as ledger row {} but not in the ledger",
+        receipt.ledger_id
+    );
+}

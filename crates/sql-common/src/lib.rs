@@ -6,6 +6,7 @@
 //! parameters come in the order documented on each function, and their columns in the order
 //! of core's `Stored*` row types.
 
+use sqlx::pool::PoolConnection;
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, QueryBuilder, Type};
 use stockguard_core::engine::{Fault, FaultKind, MissFacts, StoredMissFacts};
 use stockguard_core::{
@@ -204,5 +205,81 @@ pub fn transport_fault_kind(error: &sqlx::Error, pool_has_room: bool) -> FaultKi
         sqlx::Error::Tls(_) => FaultKind::ConnectRefused(ConnectRefusal::Tls),
         sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => FaultKind::ConnectionLost,
         _ => FaultKind::Other,
+    }
+}
+
+/// A transaction on one pooled connection, safe to drop at any point: while it is open,
+/// dropping it closes the connection (the server then rolls back) instead of returning it
+/// to the pool.
+///
+/// Why not `sqlx::Transaction`: in sqlx 0.9, a `begin()` future dropped after BEGIN was sent
+/// and before its answer arrived hands the connection back to the pool still inside a
+/// transaction (its rollback guard acts only once the depth counter is raised, after the
+/// answer). The next autocommit write on that connection is then answered as committed and
+/// lost when the connection ends (found by the chaos runner). Here the guard is armed before
+/// anything is sent.
+pub struct Tx<DB: Database> {
+    connection: PoolConnection<DB>,
+    open: bool,
+}
+
+impl<DB: Database> std::fmt::Debug for Tx<DB> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tx").field("open", &self.open).finish()
+    }
+}
+
+impl<DB> Tx<DB>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    /// Takes a pooled connection and starts a transaction with `begin` (`BEGIN`, or
+    /// SQLite's `BEGIN IMMEDIATE`).
+    pub async fn begin(pool: &Pool<DB>, begin: &'static str) -> Result<Self, sqlx::Error> {
+        let connection = pool.acquire().await?;
+        let mut tx = Self {
+            connection,
+            open: true,
+        };
+        (&mut *tx.connection).execute(begin).await?;
+        Ok(tx)
+    }
+
+    /// Commits. On an error the connection is closed when the transaction is dropped, whatever
+    /// state the server left it in.
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        (&mut *self.connection).execute("COMMIT").await?;
+        self.open = false;
+        Ok(())
+    }
+
+    /// Rolls back, releasing every lock before it returns.
+    pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        (&mut *self.connection).execute("ROLLBACK").await?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl<DB: Database> Drop for Tx<DB> {
+    fn drop(&mut self) {
+        if self.open {
+            self.connection.close_on_drop();
+        }
+    }
+}
+
+impl<DB: Database> std::ops::Deref for Tx<DB> {
+    type Target = DB::Connection;
+
+    fn deref(&self) -> &DB::Connection {
+        &self.connection
+    }
+}
+
+impl<DB: Database> std::ops::DerefMut for Tx<DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        &mut self.connection
     }
 }

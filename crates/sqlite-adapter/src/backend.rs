@@ -1,10 +1,10 @@
 //! The engine's primitives on SQLite.
 
+use sqlx::QueryBuilder;
 use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Transaction};
 use stockguard_core::engine::{
     Backend, Change, Fault, LockWait, LockedRow, MissFacts, Step, VersionedRow, Written,
 };
@@ -28,7 +28,7 @@ const KEYS_PER_LOOKUP: usize = 500;
 /// Connections in the pool that `NoWait` uses (busy timeout 0).
 const NO_WAIT_CONNECTIONS: u32 = 2;
 
-type SqliteTx = Transaction<'static, Sqlite>;
+type SqliteTx = common::Tx<Sqlite>;
 
 /// The SQLite side of a [`crate::SqliteStore`]: two pools on one file (the second, with no
 /// busy wait, serves `NoWait`), and the settings.
@@ -50,8 +50,7 @@ impl SqliteBackend {
     }
 
     async fn begin_write(&self) -> Result<SqliteTx, Fault> {
-        self.pool
-            .begin_with(sql::BEGIN_WRITE)
+        common::Tx::begin(&self.pool, sql::BEGIN_WRITE)
             .await
             .map_err(fault("taking the write lock"))
     }
@@ -346,7 +345,7 @@ impl Backend for SqliteBackend {
                 LockWait::Wait => &self.pool,
                 LockWait::NoWait => &self.no_wait_pool,
             };
-            pool.begin_with(sql::BEGIN_WRITE)
+            common::Tx::begin(pool, sql::BEGIN_WRITE)
                 .await
                 .map_err(fault("taking the write lock"))
         }

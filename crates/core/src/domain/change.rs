@@ -61,7 +61,10 @@ pub struct Receipt {
     /// Attempts this call made (1 unless a version miss, deadlock or serialization failure
     /// was retried). A replay reports the attempts of the replaying call.
     pub attempts: u32,
-    /// True when the idempotency key had already been used and this is the first receipt again.
+    /// True when this receipt was read back from the ledger rather than returned by this
+    /// call's own write: the key had already been used (this is the first receipt again), or
+    /// this call's answer was lost and its client key was then found (it may have been an
+    /// earlier call that committed it; either way it committed exactly once).
     pub replayed: bool,
     /// Time this call spent waiting for the right to change the row, in microseconds: the
     /// duration of the statements that take the row lock, plus queue time when coalesced.

@@ -33,11 +33,14 @@ impl Call<'_> {
 
     /// The receipt of a change whose answer was lost and whose key was then found. The row
     /// must be this very change; a row of another request under the same key means the key
-    /// was reused (and this write was refused by the key's unique index).
+    /// was reused (and this write was refused by the key's unique index). A generated key is
+    /// new, so its row is this call's own (`replayed: false`); a client's key may have been
+    /// committed by an earlier call, which a lost answer cannot rule out, so the receipt is
+    /// the stored one read back (`replayed: true`).
     fn resolved_receipt(&self, found: &[LedgerEntry], lock_wait: Duration) -> Result<Receipt, AttemptError> {
         let entry = self.entry_of_key(found)?;
         let mut receipt = replay(entry, self.change.sku, self.change.quantity, 1)?;
-        receipt.replayed = false;
+        receipt.replayed = self.client_key;
         receipt.lock_wait_us = micros(lock_wait);
         Ok(receipt)
     }
@@ -424,9 +427,10 @@ impl<B: Backend> Core<B> {
         let written = match self.land_change(call, self.backend.restock(call.change)).await? {
             Landing::Answered(Some(written)) => written,
             Landing::Resolved(found) => {
+                // As `resolved_receipt`: read back, so a replay unless the key is this call's.
                 let entry = call.entry_of_key(&found)?;
                 let mut receipt = replay_restock(entry, sku, quantity)?;
-                receipt.replayed = false;
+                receipt.replayed = call.client_key;
                 return Ok(receipt);
             }
             Landing::KeyTaken => {
