@@ -29,6 +29,12 @@ bench-smoke out="target/bench-smoke":
 bench-http out="bench-results/http":
     cargo run --release -p stockguard-bench -- --db postgres --level 1 --level 100000 --transport in-process,http --strategies pessimistic,no_wait,optimistic,guarded,coalesced,sharded --out {{out}}
 
+# One build for both binaries: built apart, their features differ and everything compiles twice.
+# Fault suite: a real service under load while sessions, the service, the server and the network fail; every answer checked against the database (smoke about 2 min, full about an hour).
+chaos profile="smoke" *args:
+    cargo build -p stockguard-api -p stockguard-bench
+    cargo run -p stockguard-bench -- chaos --profile {{profile}} --out target/chaos/{{profile}} {{args}}
+
 # Criterion micro-benches: uncontended single-deduction latency per strategy per DB.
 bench-micro:
     cargo bench -p stockguard-bench
@@ -77,3 +83,4 @@ pre-pr:
     just test
     just loom
     just bench-smoke
+    just chaos

@@ -1,10 +1,11 @@
 //! The stockguard simulation benchmark harness: seeded workloads driven through the real
 //! library, in-process or over the HTTP service (and raw-SQL baselines and a negative
 //! control), on real databases, with an in-database audit after every run. See
-//! docs/benchmarks.md.
+//! docs/benchmarks.md. The `chaos` module is the fault suite (docs/reliability.md).
 
 pub mod audit;
 pub mod case;
+pub mod chaos;
 pub mod db;
 pub mod http;
 pub mod measure;

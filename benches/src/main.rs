@@ -1,5 +1,6 @@
 //! `stockguard-bench`: runs every strategy on every available database across conflict
 //! levels, audits every run in the database, and writes results.json, report.md and plots.
+//! `stockguard-bench chaos` runs the fault suite instead (see `stockguard_bench::chaos`).
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -11,6 +12,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use stockguard_bench::case::{Bounds, CaseSpec, StockSizing, Transport, Variant};
+use stockguard_bench::chaos::ChaosArgs;
 use stockguard_bench::db::{self, FreshDatabase, RawPool};
 use stockguard_bench::profile::{Profile, transports_for};
 use stockguard_bench::report::{self, MachineInfo, Results};
@@ -22,11 +24,18 @@ use stockguard_testkit::Backend;
 /// Runs every strategy on every available database across conflict levels, audits every run
 /// inside the database, and writes results.json, report.md and SVG plots to --out.
 #[derive(Debug, Parser)]
-#[command(name = "stockguard-bench", version)]
+#[command(
+    name = "stockguard-bench",
+    version,
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Results directory (created if missing).
-    #[arg(long, short)]
-    out: PathBuf,
+    #[arg(long, short, required = true)]
+    out: Option<PathBuf>,
     /// Profile: smoke (CI), quick (`just bench`), full (`just bench-full`).
     #[arg(long, value_enum, default_value = "quick")]
     profile: Profile,
@@ -80,6 +89,13 @@ struct Args {
     /// STOCKGUARD_REQUIRE_DB=1).
     #[arg(long)]
     require_db: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// The fault suite: a real `stockguard serve` under load while faults fire, every
+    /// answer checked against the database (docs/reliability.md).
+    Chaos(ChaosArgs),
 }
 
 /// Most requesters one run may have (each is a task; the pool bounds the database side).
@@ -251,7 +267,7 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
     let profile_name = format!("{:?}", args.profile).to_lowercase();
     Ok(Plan {
         specs,
-        out: args.out,
+        out: args.out.context("--out is required")?,
         results: Results {
             started_at: chrono::Utc::now().to_rfc3339(),
             command: std::env::args().collect::<Vec<_>>().join(" "),
@@ -432,7 +448,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    let ran = match args.command {
+        Some(Command::Chaos(chaos)) => runtime.block_on(stockguard_bench::chaos::run(chaos)),
+        None => runtime.block_on(run(args)),
+    };
+    match ran {
         Ok(code) => code,
         Err(error) => {
             eprintln!("stockguard-bench: {error:#}");
@@ -478,5 +498,29 @@ mod tests {
         let db =
             Args::try_parse_from(["stockguard-bench", "--out", "x", "--db", "mariadb,postgres"]).unwrap();
         assert_eq!(db.db, vec![Backend::MySql, Backend::Postgres]);
+    }
+
+    #[test]
+    fn chaos_is_a_subcommand_and_the_bench_still_needs_out() {
+        let args = Args::try_parse_from([
+            "stockguard-bench",
+            "chaos",
+            "--out",
+            "x",
+            "--cell",
+            "postgres:guarded",
+            "--seed",
+            "7",
+        ])
+        .unwrap();
+        let Some(Command::Chaos(chaos)) = args.command else {
+            panic!("not the chaos subcommand");
+        };
+        assert_eq!(
+            (chaos.cells, chaos.seed),
+            (vec!["postgres:guarded".to_owned()], Some(7))
+        );
+        assert!(Args::try_parse_from(["stockguard-bench", "chaos"]).is_err());
+        assert!(Args::try_parse_from(["stockguard-bench", "--profile", "smoke"]).is_err());
     }
 }

@@ -1,0 +1,250 @@
+//! `stockguard-bench chaos`: a Jepsen-style fault suite. A real `stockguard serve` process
+//! takes keyed deductions and restocks from concurrent clients while a seeded schedule
+//! kills its database sessions, pauses, kills and restarts it, restarts and crashes the
+//! database server, resets, blackholes and delays the connection through a proxy, starves
+//! the server of connection slots and abandons requests. Every request is recorded; after
+//! quiescence every ambiguous answer is resolved by its key, and a checker judges the
+//! history against the database. See docs/reliability.md.
+//!
+//! Modules, in dependency order (no cycles): `history` (records and what an answer means),
+//! `checker` (the verdict, pure), `controls` (negative controls), `snapshot` (reading the
+//! database), `server` (private server and proxy), `service` (the process), `client` (HTTP),
+//! `load`, `resolve`, `schedule`, `inject`, `cell`, `report`, and this CLI.
+
+pub mod cell;
+pub mod checker;
+pub mod client;
+pub mod controls;
+pub mod history;
+pub mod inject;
+pub mod load;
+pub mod report;
+pub mod resolve;
+pub mod schedule;
+pub mod server;
+pub mod service;
+pub mod snapshot;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::ValueEnum;
+use stockguard_core::Strategy;
+use stockguard_testkit::Backend;
+
+use cell::{CellOptions, CellSpec, run_cell};
+use report::RunReport;
+
+/// Options of `stockguard-bench chaos`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ChaosArgs {
+    /// Output directory (report.json, report.md, one directory per cell with history.jsonl,
+    /// faults.jsonl and the service's log).
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// smoke: guarded and coalesced on PostgreSQL and MariaDB, one seed, 20 s each (CI);
+    /// full: every strategy on PostgreSQL and MariaDB plus SQLite, 3 seeds, 60 s each.
+    #[arg(long, value_enum, default_value = "smoke")]
+    pub profile: ChaosProfile,
+    /// Run only these cells, `db:strategy` (e.g. `postgres:guarded`, `mariadb:coalesced`,
+    /// `sqlite:pessimistic`); repeatable. Replaces the profile's cells.
+    #[arg(long = "cell")]
+    pub cells: Vec<String>,
+    /// The first seed (default: random, printed). Seed n of a run is this plus n.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Seeds per cell (default: the profile's).
+    #[arg(long)]
+    pub seeds: Option<u64>,
+    /// Seconds of load per cell (default: the profile's); every applicable fault fires at
+    /// least once however short.
+    #[arg(long)]
+    pub duration_s: Option<u64>,
+    /// The `stockguard` binary (default: the one beside this binary).
+    #[arg(long)]
+    pub service_bin: Option<PathBuf>,
+    /// Negative control: the client reports every lost answer as a definite refusal, as a
+    /// service that answers a lost COMMIT with "nothing changed" would. The run must fail.
+    #[arg(long)]
+    pub mutant: bool,
+}
+
+/// A named set of cells, seeds and durations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ChaosProfile {
+    /// CI: guarded and coalesced on PostgreSQL and MariaDB, one seed, 20 s each.
+    Smoke,
+    /// Every strategy on PostgreSQL and MariaDB, plus SQLite; 3 seeds, 60 s each.
+    Full,
+}
+
+impl ChaosProfile {
+    fn cells(self) -> Vec<(Backend, Strategy)> {
+        match self {
+            ChaosProfile::Smoke => [Backend::Postgres, Backend::MySql]
+                .into_iter()
+                .flat_map(|db| [(db, Strategy::Guarded), (db, Strategy::Coalesced)])
+                .collect(),
+            ChaosProfile::Full => Backend::ALL
+                .into_iter()
+                .flat_map(|db| {
+                    Strategy::ALL
+                        .into_iter()
+                        .filter(move |s| db != Backend::Sqlite || *s != Strategy::Sharded)
+                        .map(move |s| (db, s))
+                })
+                .collect(),
+        }
+    }
+
+    fn seeds(self) -> u64 {
+        match self {
+            ChaosProfile::Smoke => 1,
+            ChaosProfile::Full => 3,
+        }
+    }
+
+    fn duration_s(self) -> u64 {
+        match self {
+            ChaosProfile::Smoke => 20,
+            ChaosProfile::Full => 60,
+        }
+    }
+}
+
+/// Parses `db:strategy`.
+pub fn parse_cell(raw: &str) -> anyhow::Result<(Backend, Strategy)> {
+    let (db, strategy) = raw
+        .split_once(':')
+        .with_context(|| format!("--cell {raw:?}: expected db:strategy, e.g. postgres:guarded"))?;
+    let backend: Backend = db.parse().map_err(anyhow::Error::msg)?;
+    let strategy: Strategy = strategy.parse()?;
+    if backend == Backend::Sqlite && strategy == Strategy::Sharded {
+        bail!("sharded does not run on SQLite");
+    }
+    Ok((backend, strategy))
+}
+
+/// Runs the chaos matrix; exit status 0 only when every cell ran and found nothing wrong.
+pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
+    let began = Instant::now();
+    let cells = if args.cells.is_empty() {
+        args.profile.cells()
+    } else {
+        args.cells
+            .iter()
+            .map(|c| parse_cell(c))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let first_seed = args.seed.unwrap_or_else(rand::random);
+    let seed_count = args.seeds.unwrap_or(args.profile.seeds()).clamp(1, 100);
+    let duration_s = args
+        .duration_s
+        .unwrap_or(args.profile.duration_s())
+        .clamp(1, 3_600);
+    let service_bin = service::find_binary(args.service_bin.as_deref())?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let seeds: Vec<u64> = (0..seed_count).map(|n| first_seed.wrapping_add(n)).collect();
+    let profile = if args.cells.is_empty() {
+        format!("{:?}", args.profile).to_lowercase()
+    } else {
+        "cells".to_owned()
+    };
+    eprintln!(
+        "stockguard-bench chaos: {profile} · {} cells × {} seeds (first {first_seed}; rerun with --seed {first_seed}) · \
+         {duration_s} s each · {} · results in {}",
+        cells.len(),
+        seeds.len(),
+        service_bin.display(),
+        args.out.display()
+    );
+    let mut report = RunReport {
+        started_at: chrono::Utc::now().to_rfc3339(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        profile,
+        seeds: seeds.clone(),
+        total_s: 0.0,
+        cells: Vec::new(),
+        cell_errors: Vec::new(),
+    };
+    for &seed in &seeds {
+        for &(backend, strategy) in &cells {
+            let spec = CellSpec {
+                backend,
+                strategy,
+                seed,
+                duration_s,
+            };
+            let options = CellOptions {
+                service_bin: service_bin.clone(),
+                dir: args.out.join(format!("{backend}-{strategy}-s{seed}")),
+                mutant: args.mutant,
+            };
+            match run_cell(spec, &options).await {
+                Ok(cell) => {
+                    if !cell.passed() {
+                        eprintln!(
+                            "VIOLATIONS in {} (seed {seed}): {}; reproduce: {}",
+                            cell.cell,
+                            cell.findings
+                                .violations
+                                .iter()
+                                .map(|v| format!("{:?} × {}", v.kind, v.count))
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            cell.reproduce
+                        );
+                    }
+                    report.cells.push(cell);
+                }
+                Err(error) => {
+                    let message = format!("{} (seed {seed}): {error:#}", spec.name());
+                    eprintln!("CELL FAILED: {message}");
+                    report.cell_errors.push(message);
+                }
+            }
+        }
+    }
+    report.total_s = began.elapsed().as_secs_f64();
+    report::write(&report, &args.out)?;
+    let verdict = if report.passed() {
+        "passed: 0 violations"
+    } else {
+        "FAILED"
+    };
+    eprintln!(
+        "stockguard-bench chaos: {verdict} in {:.0} s (seed {first_seed}); see {}/report.md",
+        report.total_s,
+        args.out.display()
+    );
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_have_the_cells_the_issue_asks_for() {
+        assert_eq!(ChaosProfile::Smoke.cells().len(), 4);
+        // 6 strategies on each server, 5 on SQLite (no sharded).
+        assert_eq!(ChaosProfile::Full.cells().len(), 17);
+        assert_eq!(
+            parse_cell("mariadb:coalesced").unwrap(),
+            (Backend::MySql, Strategy::Coalesced)
+        );
+        assert_eq!(
+            parse_cell("pg:no_wait").unwrap(),
+            (Backend::Postgres, Strategy::NoWait)
+        );
+        assert!(parse_cell("sqlite:sharded").is_err());
+        assert!(parse_cell("guarded").is_err());
+        assert!(parse_cell("oracle:guarded").is_err());
+    }
+}

@@ -1,0 +1,353 @@
+//! The database side of a chaos cell: a private PostgreSQL or MariaDB server the runner
+//! may restart, crash and starve, reached by the service through testkit's fault proxy,
+//! and the runner's own direct connections that observe and kill the service's sessions.
+//! The machine's shared servers are never touched.
+
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, bail};
+use sqlx::mysql::{MySqlConnection, MySqlDatabaseError};
+use sqlx::postgres::PgConnection;
+use sqlx::{AssertSqlSafe, Connection, Executor};
+use stockguard_testkit::{
+    Backend, FaultProxy, MariaDbOptions, PostgresOptions, PrivateMariaDb, PrivatePostgres, with_database,
+};
+
+/// The database the service works in, on the private server.
+pub const DATABASE: &str = "chaos";
+/// Connection slots of the private server: the service's pool, the runner's observers and
+/// probes, and room for a restarted service's pool while the old sessions are still ending.
+/// Low enough that the runner can fill it to provoke "too many connections".
+pub const MAX_CONNECTIONS: u32 = 24;
+/// Bound on one connect of the runner's own.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection the runner holds open (to fill the server's connection slots).
+#[derive(Debug)]
+pub enum Held {
+    /// PostgreSQL.
+    Pg(PgConnection),
+    /// MariaDB.
+    My(MySqlConnection),
+}
+
+#[derive(Debug)]
+enum Private {
+    Postgres(PrivatePostgres),
+    MariaDb(PrivateMariaDb),
+}
+
+/// A private server with one database, behind a fault proxy.
+#[derive(Debug)]
+pub struct ServerUnderTest {
+    private: Private,
+    proxy: FaultProxy,
+}
+
+impl ServerUnderTest {
+    /// Starts a private server for `backend` (PostgreSQL or MySQL/MariaDB), creates the
+    /// database and puts a proxy in front of it.
+    pub async fn start(backend: Backend) -> anyhow::Result<Self> {
+        let private = match backend {
+            Backend::Postgres => Private::Postgres(
+                PrivatePostgres::start(PostgresOptions::new().max_connections(MAX_CONNECTIONS))
+                    .await
+                    .context("starting a private PostgreSQL")?,
+            ),
+            Backend::MySql => Private::MariaDb(
+                PrivateMariaDb::start(MariaDbOptions::new().max_connections(MAX_CONNECTIONS))
+                    .await
+                    .context("starting a private MariaDB")?,
+            ),
+            Backend::Sqlite => bail!("SQLite has no server"),
+        };
+        let proxy = FaultProxy::start(format!("127.0.0.1:{}", port(&private)))
+            .await
+            .context("starting the fault proxy")?;
+        let server = Self { private, proxy };
+        server.admin_execute(&server.create_database_sql()).await?;
+        Ok(server)
+    }
+
+    fn create_database_sql(&self) -> String {
+        match self.private {
+            Private::Postgres(_) => format!("CREATE DATABASE {DATABASE}"),
+            Private::MariaDb(_) => {
+                format!("CREATE DATABASE {DATABASE} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+            }
+        }
+    }
+
+    /// Which backend.
+    pub fn backend(&self) -> Backend {
+        match self.private {
+            Private::Postgres(_) => Backend::Postgres,
+            Private::MariaDb(_) => Backend::MySql,
+        }
+    }
+
+    fn admin_url(&self) -> String {
+        match &self.private {
+            Private::Postgres(server) => server.url(),
+            Private::MariaDb(server) => server.url(),
+        }
+    }
+
+    /// The database, reached directly (the checker's and the audit's way in).
+    pub fn direct_url(&self) -> String {
+        with_database(&self.admin_url(), DATABASE)
+    }
+
+    /// The database, reached through the proxy (the service's way in).
+    pub fn service_url(&self) -> String {
+        self.proxy.proxied_url(&self.direct_url())
+    }
+
+    /// The proxy between the service and the server.
+    pub fn proxy(&self) -> &FaultProxy {
+        &self.proxy
+    }
+
+    /// The server process's id (a new one after every restart).
+    pub fn pid(&self) -> Option<u32> {
+        match &self.private {
+            Private::Postgres(server) => server.pid(),
+            Private::MariaDb(server) => server.pid(),
+        }
+    }
+
+    /// When the running server started, as the server itself reports it.
+    pub async fn started_at(&self) -> anyhow::Result<SystemTime> {
+        Ok(match &self.private {
+            Private::Postgres(server) => server.started_at().await?,
+            Private::MariaDb(server) => server.started_at().await?,
+        })
+    }
+
+    /// Restarts the server: a clean shutdown, or (`crash`) SIGKILL and crash recovery.
+    pub async fn restart(&mut self, crash: bool) -> anyhow::Result<()> {
+        match &mut self.private {
+            Private::Postgres(server) => {
+                if crash {
+                    server.kill().await;
+                }
+                server.restart().await?;
+            }
+            Private::MariaDb(server) => {
+                if crash {
+                    server.kill().await;
+                }
+                server.restart().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ids of the sessions in the service's database, other than the runner's own.
+    pub async fn service_sessions(&self) -> anyhow::Result<Vec<i64>> {
+        let url = self.admin_url();
+        Ok(match self.private {
+            Private::Postgres(_) => {
+                let mut conn = pg(&url).await?;
+                let ids = sqlx::query_scalar(
+                    "SELECT pid::bigint FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                )
+                .bind(DATABASE)
+                .fetch_all(&mut conn)
+                .await?;
+                conn.close().await?;
+                ids
+            }
+            Private::MariaDb(_) => {
+                let mut conn = my(&url).await?;
+                let ids = sqlx::query_scalar(
+                    "SELECT CAST(ID AS SIGNED) FROM information_schema.PROCESSLIST \
+                     WHERE DB = ? AND ID <> CONNECTION_ID()",
+                )
+                .bind(DATABASE)
+                .fetch_all(&mut conn)
+                .await?;
+                conn.close().await?;
+                ids
+            }
+        })
+    }
+
+    /// Ends sessions the way an operator would: `pg_terminate_backend` or `KILL CONNECTION`.
+    /// Sessions already gone are skipped.
+    pub async fn kill_sessions(&self, ids: &[i64]) -> anyhow::Result<()> {
+        let url = self.admin_url();
+        match self.private {
+            Private::Postgres(_) => {
+                let mut conn = pg(&url).await?;
+                for id in ids {
+                    sqlx::query("SELECT pg_terminate_backend($1::int)")
+                        .bind(id)
+                        .execute(&mut conn)
+                        .await?;
+                }
+                conn.close().await?;
+            }
+            Private::MariaDb(_) => {
+                let mut conn = my(&url).await?;
+                for id in ids {
+                    // 1094: unknown thread id, i.e. the session ended on its own meanwhile.
+                    if let Err(error) = conn.execute(AssertSqlSafe(format!("KILL CONNECTION {id}"))).await
+                        && mysql_number(&error) != Some(1094)
+                    {
+                        return Err(error.into());
+                    }
+                }
+                conn.close().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sessions in the service's database that are running a statement or hold an open
+    /// transaction.
+    pub async fn busy_sessions(&self) -> anyhow::Result<i64> {
+        let url = self.admin_url();
+        Ok(match self.private {
+            Private::Postgres(_) => {
+                let mut conn = pg(&url).await?;
+                let busy = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
+                     AND pid <> pg_backend_pid() AND state IS DISTINCT FROM 'idle'",
+                )
+                .bind(DATABASE)
+                .fetch_one(&mut conn)
+                .await?;
+                conn.close().await?;
+                busy
+            }
+            Private::MariaDb(_) => {
+                let mut conn = my(&url).await?;
+                let busy = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST p \
+                     WHERE p.DB = ? AND p.ID <> CONNECTION_ID() AND (p.COMMAND <> 'Sleep' \
+                       OR EXISTS (SELECT 1 FROM information_schema.INNODB_TRX t \
+                                  WHERE t.trx_mysql_thread_id = p.ID))",
+                )
+                .bind(DATABASE)
+                .fetch_one(&mut conn)
+                .await?;
+                conn.close().await?;
+                busy
+            }
+        })
+    }
+
+    /// Opens direct connections until the server refuses one for lack of slots (at most
+    /// [`MAX_CONNECTIONS`] + 5 tries). Returns the held connections and the refusal's
+    /// message, or `None` if no refusal came.
+    pub async fn fill_connection_slots(&self) -> (Vec<Held>, Option<String>) {
+        let url = self.admin_url();
+        let mut held = Vec::new();
+        for _ in 0..MAX_CONNECTIONS + 5 {
+            let attempt = match self.private {
+                Private::Postgres(_) => pg(&url).await.map(Held::Pg),
+                Private::MariaDb(_) => my(&url).await.map(Held::My),
+            };
+            match attempt {
+                Ok(conn) => held.push(conn),
+                Err(error) => {
+                    let too_many = error
+                        .downcast_ref::<sqlx::Error>()
+                        .is_some_and(is_too_many_connections);
+                    if too_many {
+                        return (held, Some(format!("{error:#}")));
+                    }
+                }
+            }
+        }
+        (held, None)
+    }
+
+    /// Connects through the proxy and runs `SELECT 1` within `limit`; the time it took.
+    pub async fn probe_through_proxy(&self, limit: Duration) -> Result<Duration, String> {
+        let url = self.proxy.proxied_url(&self.admin_url());
+        let started = std::time::Instant::now();
+        let backend = self.backend();
+        let probe = async move {
+            match backend {
+                Backend::Postgres => {
+                    let mut conn = PgConnection::connect(&url).await?;
+                    conn.execute("SELECT 1").await?;
+                    conn.close().await
+                }
+                _ => {
+                    let mut conn = MySqlConnection::connect(&url).await?;
+                    conn.execute("SELECT 1").await?;
+                    conn.close().await
+                }
+            }
+        };
+        match tokio::time::timeout(limit, probe).await {
+            Ok(Ok(())) => Ok(started.elapsed()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err(format!("no answer within {limit:?}")),
+        }
+    }
+
+    async fn admin_execute(&self, sql: &str) -> anyhow::Result<()> {
+        let url = self.admin_url();
+        match self.private {
+            Private::Postgres(_) => {
+                let mut conn = pg(&url).await?;
+                conn.execute(AssertSqlSafe(sql.to_owned())).await?;
+                conn.close().await?;
+            }
+            Private::MariaDb(_) => {
+                let mut conn = my(&url).await?;
+                conn.execute(AssertSqlSafe(sql.to_owned())).await?;
+                conn.close().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The server's log tail, for a failure message.
+    pub fn log_tail(&self) -> String {
+        match &self.private {
+            Private::Postgres(server) => server.log_tail(),
+            Private::MariaDb(server) => server.log_tail(),
+        }
+    }
+}
+
+fn port(private: &Private) -> u16 {
+    match private {
+        Private::Postgres(server) => server.port(),
+        Private::MariaDb(server) => server.port(),
+    }
+}
+
+async fn pg(url: &str) -> anyhow::Result<PgConnection> {
+    let conn = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect(url))
+        .await
+        .context("connecting to the private PostgreSQL timed out")??;
+    Ok(conn)
+}
+
+async fn my(url: &str) -> anyhow::Result<MySqlConnection> {
+    let conn = tokio::time::timeout(CONNECT_TIMEOUT, MySqlConnection::connect(url))
+        .await
+        .context("connecting to the private MariaDB timed out")??;
+    Ok(conn)
+}
+
+fn mysql_number(error: &sqlx::Error) -> Option<u16> {
+    match error {
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<MySqlDatabaseError>()
+            .map(MySqlDatabaseError::number),
+        _ => None,
+    }
+}
+
+/// PostgreSQL 53300, MySQL/MariaDB 1040 (too many connections) or 1203 (user limit).
+fn is_too_many_connections(error: &sqlx::Error) -> bool {
+    let pg = matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("53300"));
+    pg || matches!(mysql_number(error), Some(1040 | 1203))
+}
