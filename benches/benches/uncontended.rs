@@ -2,6 +2,9 @@
 //! per-request path show. One requester, one SKU per strategy, plenty of stock. Each
 //! database gets a fresh, uniquely named database that is dropped afterwards; a database
 //! that is not reachable is skipped with a message (the harness binary owns the CI policy).
+// The engine's deduction future (retries, landing, resolution) nests deeper than the
+// default limit of 128 once criterion wraps it.
+#![recursion_limit = "256"]
 
 use std::time::Duration;
 
