@@ -96,7 +96,10 @@ async fn documented_statuses(backend: Backend) {
         .await;
     assert_eq!(created.status(), 201);
     let created: serde_json::Value = created.json().await.unwrap();
-    assert_eq!(created, json!({"sku": "tee-red", "stock": 3, "initial_stock": 3}));
+    assert_eq!(
+        created,
+        json!({"sku": "tee-red", "stock": 3, "initial_stock": 3, "version": 0})
+    );
 
     // 409 already exists.
     let again = h
