@@ -205,6 +205,13 @@ async fn fire(env: &mut Env<'_>, planned: &Planned) -> anyhow::Result<Effect> {
                 ),
             ))
         }
+        FaultKind::PoolExhaustion => {
+            let server = env
+                .server
+                .as_deref()
+                .ok_or_else(|| anyhow::anyhow!("pool_exhaustion needs a database server"))?;
+            pool_exhaustion(server, env.service, hold).await
+        }
         kind => {
             let server = env
                 .server
@@ -376,6 +383,47 @@ async fn connection_limit(server: &ServerUnderTest, hold: Duration) -> anyhow::R
             "{reset} connections reset; runner held {held_count} slots, then {}; the service tried {tries} \
              connections while they were held",
             refusal.map_or_else(|| "was NOT refused".to_owned(), |e| format!("was refused: {e}")),
+        ),
+    ))
+}
+
+/// Holds every row locked for `hold`, watching the service's sessions queue up on the locks
+/// and its pool run dry. The effect is the peak count of sessions waiting on the locks.
+async fn pool_exhaustion(
+    server: &ServerUnderTest,
+    service: &Service,
+    hold: Duration,
+) -> anyhow::Result<Effect> {
+    // The holder may lose a deadlock or time out behind the service's own transactions;
+    // a few tries, as an operator's job would.
+    let mut attempt = 1;
+    let (holder, rows) = loop {
+        match server.lock_every_row().await {
+            Ok(held) => break held,
+            Err(error) if attempt < 3 => {
+                eprintln!("pool_exhaustion: taking the locks failed ({error:#}); trying again");
+                attempt += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    };
+    let until = Instant::now() + hold;
+    let (mut waiting_peak, mut in_use_peak, mut pool_size) = (0_i64, 0_u64, 0_u64);
+    while Instant::now() < until {
+        waiting_peak = waiting_peak.max(server.lock_waiters().await.unwrap_or(0));
+        if let Some((in_use, size)) = service.pool_gauges().await {
+            in_use_peak = in_use_peak.max(in_use);
+            pool_size = size;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    holder.release().await;
+    Ok(Effect::new(
+        u64::try_from(waiting_peak).unwrap_or(0),
+        format!(
+            "locked {rows} rows for {} ms: up to {waiting_peak} service sessions waited on them; \
+             pooled connections in use peaked at {in_use_peak} of {pool_size}",
+            hold.as_millis()
         ),
     ))
 }

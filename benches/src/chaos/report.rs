@@ -123,7 +123,7 @@ fn fault_table(md: &mut String, cells: &[CellReport]) {
     }
     md.push_str("## Faults: observed / fired (effect)\n\n");
     md.push_str(
-        "Effect: sessions gone, connections reset, requests abandoned; 1 per pause, restart or refusal.\n\n",
+        "Effect: sessions gone, connections reset, requests abandoned, peak sessions waiting on held locks; 1 per pause, restart or refusal.\n\n",
     );
     md.push_str("| fault |");
     for cell in cells {

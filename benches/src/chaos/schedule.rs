@@ -40,11 +40,15 @@ pub enum FaultKind {
     ConnectionLimit,
     /// Every client uses a timeout of a few milliseconds and abandons its request.
     ClientAbandon,
+    /// A transaction outside the service locks every SKU row (and bucket), as a long admin
+    /// job would: the service's calls hold their pooled connections while they wait, the
+    /// pool runs dry and later calls wait for a connection.
+    PoolExhaustion,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 11] = [
+    pub const ALL: [FaultKind; 12] = [
         FaultKind::KillSessions,
         FaultKind::Pause,
         FaultKind::ServiceKill,
@@ -56,6 +60,7 @@ impl FaultKind {
         FaultKind::ProxyDelay,
         FaultKind::ConnectionLimit,
         FaultKind::ClientAbandon,
+        FaultKind::PoolExhaustion,
     ];
 
     /// The name in logs and reports.
@@ -72,6 +77,7 @@ impl FaultKind {
             FaultKind::ProxyDelay => "proxy_delay",
             FaultKind::ConnectionLimit => "connection_limit",
             FaultKind::ClientAbandon => "client_abandon",
+            FaultKind::PoolExhaustion => "pool_exhaustion",
         }
     }
 
@@ -95,7 +101,7 @@ impl FaultKind {
         match self {
             FaultKind::KillSessions | FaultKind::ClientAbandon => 200,
             FaultKind::Pause | FaultKind::ProxyReset | FaultKind::ProxyDelay => 300,
-            FaultKind::ProxyBlackhole | FaultKind::ConnectionLimit => 700,
+            FaultKind::ProxyBlackhole | FaultKind::ConnectionLimit | FaultKind::PoolExhaustion => 700,
             FaultKind::ServiceKill => 1_000,
             FaultKind::ServiceTerm => 1_500,
             FaultKind::DbRestart => 2_500,
@@ -110,6 +116,9 @@ impl FaultKind {
             FaultKind::ProxyReset => (rng.random_range(200..=600), 0),
             FaultKind::ProxyDelay => (rng.random_range(500..=1_500), rng.random_range(20..=120)),
             FaultKind::ConnectionLimit => (rng.random_range(500..=1_500), 0),
+            // Past the service's lock timeout (1 s) at times, so both the waits that give up
+            // and the ones that get the row are exercised.
+            FaultKind::PoolExhaustion => (rng.random_range(800..=2_000), 0),
             FaultKind::ClientAbandon => (rng.random_range(400..=1_000), rng.random_range(1..=5)),
             _ => (0, 0),
         }

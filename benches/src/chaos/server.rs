@@ -31,6 +31,35 @@ pub enum Held {
     My(MySqlConnection),
 }
 
+impl Held {
+    /// Rolls back whatever it holds and closes it; a connection the server already ended is
+    /// simply dropped (its transaction is gone with it).
+    pub async fn release(self) {
+        match self {
+            Held::Pg(mut conn) => {
+                if conn.execute("ROLLBACK").await.is_ok() {
+                    drop(conn.close().await);
+                }
+            }
+            Held::My(mut conn) => {
+                if conn.execute("ROLLBACK").await.is_ok() {
+                    drop(conn.close().await);
+                }
+            }
+        }
+    }
+}
+
+/// Every SKU row, then every bucket, in key order (the order the service locks in, so the
+/// holder waits behind the service's transactions rather than deadlocking with them).
+/// `FOR UPDATE` also blocks the ledger's foreign-key checks on PostgreSQL.
+const LOCK_EVERY_ROW: [&str; 2] = [
+    "SELECT sku FROM inventory ORDER BY sku FOR UPDATE",
+    "SELECT sku FROM inventory_bucket ORDER BY sku, bucket FOR UPDATE",
+];
+/// How long the holder itself may wait for a row the service holds.
+const HOLDER_LOCK_WAIT_S: u32 = 3;
+
 #[derive(Debug)]
 enum Private {
     Postgres(PrivatePostgres),
@@ -234,6 +263,69 @@ impl ServerUnderTest {
                 .await?;
                 conn.close().await?;
                 busy
+            }
+        })
+    }
+
+    /// Opens a transaction on a direct connection that locks every SKU row and bucket, as a
+    /// long admin job would; the locks hold until [`Held::release`]. Returns the holder and
+    /// how many rows it locked.
+    pub async fn lock_every_row(&self) -> anyhow::Result<(Held, usize)> {
+        let url = self.direct_url();
+        let mut locked = 0;
+        Ok(match self.private {
+            Private::Postgres(_) => {
+                let mut conn = pg(&url).await?;
+                conn.execute(AssertSqlSafe(format!(
+                    "SET lock_timeout = '{HOLDER_LOCK_WAIT_S}s'"
+                )))
+                .await?;
+                conn.execute("BEGIN").await?;
+                for sql in LOCK_EVERY_ROW {
+                    locked += sqlx::query(sql).fetch_all(&mut conn).await?.len();
+                }
+                (Held::Pg(conn), locked)
+            }
+            Private::MariaDb(_) => {
+                let mut conn = my(&url).await?;
+                conn.execute(AssertSqlSafe(format!(
+                    "SET SESSION innodb_lock_wait_timeout = {HOLDER_LOCK_WAIT_S}"
+                )))
+                .await?;
+                conn.execute("BEGIN").await?;
+                for sql in LOCK_EVERY_ROW {
+                    locked += sqlx::query(sql).fetch_all(&mut conn).await?.len();
+                }
+                (Held::My(conn), locked)
+            }
+        })
+    }
+
+    /// Sessions in the service's database waiting for a row lock right now.
+    pub async fn lock_waiters(&self) -> anyhow::Result<i64> {
+        let url = self.admin_url();
+        Ok(match self.private {
+            Private::Postgres(_) => {
+                let mut conn = pg(&url).await?;
+                let waiting = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
+                     AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'",
+                )
+                .bind(DATABASE)
+                .fetch_one(&mut conn)
+                .await?;
+                conn.close().await?;
+                waiting
+            }
+            Private::MariaDb(_) => {
+                let mut conn = my(&url).await?;
+                let waiting = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT'",
+                )
+                .fetch_one(&mut conn)
+                .await?;
+                conn.close().await?;
+                waiting
             }
         })
     }

@@ -105,6 +105,30 @@ impl Service {
         kill_process(pid, signal).with_context(|| format!("sending {signal:?} to the service"))
     }
 
+    /// The pool gauges from `/metrics`: connections in use and the pool's size. `None` when
+    /// the service does not answer (paused, restarting, shedding).
+    pub async fn pool_gauges(&self) -> Option<(u64, u64)> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base_url()))
+            .timeout(Duration::from_millis(500))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let gauge = |prefix: &str| -> Option<u64> {
+            text.lines()
+                .find_map(|line| line.strip_prefix(prefix))
+                .and_then(|value| value.trim().parse().ok())
+        };
+        Some((
+            gauge("stockguard_pool_connections{state=\"in_use\"} ")?,
+            gauge("stockguard_pool_max_connections ")?,
+        ))
+    }
+
     /// The process's state letter from `/proc` (`T` while stopped).
     pub fn proc_state(&self) -> Option<char> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;

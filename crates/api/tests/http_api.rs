@@ -517,6 +517,10 @@ async fn concurrent_clients_never_oversell(backend: Backend) {
             }));
         }
         let mut successes = 0i64;
+        // Refusals for contention rather than stock (a lock timeout, optimistic retries
+        // given up, a busy database): each leaves a unit unsold that a later request may
+        // or may not pick up, so only without them must every unit sell.
+        let mut contention_refusals = 0usize;
         for task in tasks {
             for (status, kind) in task.await.unwrap() {
                 match status {
@@ -530,6 +534,9 @@ async fn concurrent_clients_never_oversell(backend: Backend) {
                                 || kind.ends_with("unavailable"),
                             "{strategy}: unexpected {status} {kind}"
                         );
+                        if !kind.ends_with("insufficient_stock") {
+                            contention_refusals += 1;
+                        }
                     }
                     other => panic!("{strategy}: unexpected status {other} ({kind:?})"),
                 }
@@ -542,8 +549,8 @@ async fn concurrent_clients_never_oversell(backend: Backend) {
             "{strategy}"
         );
         assert!(successes <= INITIAL_STOCK, "{strategy}: oversold");
-        if strategy != "no_wait" {
-            // Blocking strategies serve every unit: 320 requests for 150 units.
+        if contention_refusals == 0 {
+            // Every refusal said "sold out": 320 requests for 150 units sell every unit.
             assert_eq!(successes, INITIAL_STOCK, "{strategy}: all stock sold");
         }
         let ledger: serde_json::Value = h
