@@ -2,6 +2,7 @@
 //! JSON objects, bodies larger or shorter than they claim, the audit without a token or while
 //! another audit runs.
 
+#[macro_use]
 mod common;
 
 use std::net::SocketAddr;
@@ -11,23 +12,6 @@ use common::{Backend, Harness, TestDb, expect_problem};
 use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-
-macro_rules! per_backend {
-    ($($scenario:ident),* $(,)?) => {
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $scenario() { super::$scenario(super::Backend::Postgres).await; })*
-        }
-        mod mariadb {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $scenario() { super::$scenario(super::Backend::MySql).await; })*
-        }
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $scenario() { super::$scenario(super::Backend::Sqlite).await; })*
-        }
-    };
-}
 
 per_backend!(non_object_bodies_change_nothing, audit_needs_a_token);
 

@@ -2,29 +2,13 @@
 //! graceful shutdown, each provoked for real: a separate connection holds the SKU's row lock
 //! (SQLite: the write lock) so that requests genuinely wait.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
 
 use common::{Backend, Harness, LockHolder, execute_sql, expect_problem};
 use serde_json::json;
-
-macro_rules! per_backend {
-    ($($scenario:ident),* $(,)?) => {
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $scenario() { super::$scenario(super::Backend::Postgres).await; })*
-        }
-        mod mariadb {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $scenario() { super::$scenario(super::Backend::MySql).await; })*
-        }
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $scenario() { super::$scenario(super::Backend::Sqlite).await; })*
-        }
-    };
-}
 
 per_backend!(
     lock_timeout_is_503_with_retry_after,

@@ -2,6 +2,26 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+/// Generates one `#[tokio::test]` per backend for each scenario function (`Backend` must be
+/// in scope in the calling file). Needs `#[macro_use] mod common;`.
+#[allow(unused_macros)]
+macro_rules! per_backend {
+    ($($scenario:ident),* $(,)?) => {
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $scenario() { super::$scenario(super::Backend::Postgres).await; })*
+        }
+        mod mariadb {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $scenario() { super::$scenario(super::Backend::MySql).await; })*
+        }
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $scenario() { super::$scenario(super::Backend::Sqlite).await; })*
+        }
+    };
+}
+
 use std::sync::Arc;
 use std::time::Duration;
 
