@@ -277,7 +277,7 @@ mod export {
     use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
     use tracing::Level;
     use tracing_subscriber::Layer;
-    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::filter::{LevelFilter, Targets};
 
     use super::{LogSubscriber, OtlpSettings, TelemetryError};
 
@@ -307,9 +307,12 @@ mod export {
         // Independent of RUST_LOG: quieting the log must not thin out the traces. The engine's
         // `deduct` span is DEBUG so that it stays out of every log line's span context, but
         // in a trace it is the request's child that shows the database work.
+        // The exporter's own events (a failed export) go to the log only: exported, they could
+        // feed the exporter its own failures. The prefix covers every opentelemetry* crate.
         let filter = Targets::new()
             .with_default(Level::INFO)
-            .with_target("stockguard_core::engine", Level::DEBUG);
+            .with_target("stockguard_core::engine", Level::DEBUG)
+            .with_target("opentelemetry", LevelFilter::OFF);
         let layer = tracing_opentelemetry::layer()
             .with_tracer(tracer)
             .with_filter(filter);
