@@ -13,6 +13,10 @@ default:
 test:
     cargo test --workspace
 
+# The OTLP span export (cargo feature `otlp`): the service against a trace receiver on loopback.
+test-otlp:
+    cargo test -p stockguard-api --features otlp --test otlp_export
+
 # The main job: compare every strategy across conflict rates on every reachable DB (about 3 min).
 bench out=results:
     cargo run --release -p stockguard-bench -- --profile quick --out {{out}}
@@ -81,6 +85,7 @@ pre-pr:
     just deps licenses bans sources
     just clippy
     just test
+    just test-otlp
     just loom
     just bench-smoke
     just chaos

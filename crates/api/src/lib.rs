@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod problem;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 
 pub use config::{CliSettings, DatabaseTarget, Settings};
 pub use http::{ApiDoc, AppState, openapi_pretty_json, router};

@@ -1,6 +1,5 @@
 //! `stockguard`: serve the HTTP API, migrate, audit.
 
-use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -8,9 +7,8 @@ use anyhow::Context as _;
 use clap::builder::BoolishValueParser;
 use clap::{Parser, Subcommand};
 use stockguard_api::config::{DatabaseArgs, ServeArgs};
-use stockguard_api::{CliSettings, Settings, open_existing_store, open_store, server};
+use stockguard_api::{CliSettings, Settings, open_existing_store, open_store, server, telemetry};
 use stockguard_core::InventoryStore;
-use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,8 +31,9 @@ enum Command {
     Serve {
         #[command(flatten)]
         database: DatabaseArgs,
+        // Boxed: the service's flags outweigh every other command's by far.
         #[command(flatten)]
-        serve: ServeArgs,
+        serve: Box<ServeArgs>,
         /// Allow a non-loopback bind address without an auth token (anyone who can reach
         /// the port can then deduct and restock).
         #[arg(long)]
@@ -66,28 +65,6 @@ enum Action {
     Audit,
 }
 
-fn init_logging(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Escape codes belong on a terminal only; in a file or a log collector they are noise.
-    // NO_COLOR (no-color.org) turns them off on a terminal too.
-    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    if json {
-        // Event fields at the top level, the request span (request id, sku, strategy) beside them.
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .init();
-    } else {
-        builder.init();
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let database_only = |database| CliSettings {
@@ -114,7 +91,7 @@ fn main() -> ExitCode {
         } => (
             CliSettings {
                 database,
-                serve,
+                serve: *serve,
                 json_logs: cli.json_logs,
             },
             Action::Serve { insecure },
@@ -129,7 +106,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(settings.json_logs);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -137,7 +113,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(action, settings)) {
+    // Spans are exported by `serve` only; the other commands are over before a batch would go.
+    let otlp = match action {
+        Action::Serve { .. } => settings.otlp.as_ref(),
+        Action::Migrate | Action::Audit => None,
+    };
+    let telemetry = {
+        // The span exporter is a task on this runtime.
+        let _inside_runtime = runtime.enter();
+        match telemetry::init(settings.json_logs, otlp) {
+            Ok(telemetry) => telemetry,
+            Err(error) => {
+                eprintln!("stockguard: {}", stockguard_api::problem::error_chain(&error));
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let code = match runtime.block_on(run(action, settings)) {
         Ok(code) => code,
         Err(error) => {
             // Logged for log collectors and printed for the person at the terminal. Neither
@@ -146,7 +138,11 @@ fn main() -> ExitCode {
             eprintln!("stockguard: {error:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Here, off the runtime's workers and with the server stopped, so the spans of the last
+    // requests are closed and in the batch this flushes.
+    telemetry.shutdown();
+    code
 }
 
 async fn run(action: Action, settings: Settings) -> anyhow::Result<ExitCode> {

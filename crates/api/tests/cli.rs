@@ -221,6 +221,8 @@ fn each_command_lists_only_its_own_flags() {
         "--bind",
         "--auth-token",
         "--insecure",
+        "--otlp-endpoint",
+        "--otlp-service-name",
     ] {
         assert!(serve.contains(flag), "`serve --help` lacks {flag}:\n{serve}");
     }
@@ -247,6 +249,7 @@ fn each_command_lists_only_its_own_flags() {
             "--auth-token",
             "--insecure",
             "--default-strategy",
+            "--otlp-endpoint",
         ] {
             assert!(!text.contains(flag), "`{command} --help` lists {flag}:\n{text}");
         }
@@ -389,5 +392,33 @@ fn readme_first_screen_shows_the_service() {
             first_screen.contains(needle),
             "{needle:?} is not on the README's first screen"
         );
+    }
+}
+
+/// A binary built without the `otlp` feature cannot export spans: asked to, by flag or
+/// variable, `serve` refuses before it opens the database, naming the missing feature.
+#[cfg(not(feature = "otlp"))]
+#[test]
+fn serve_refuses_an_otlp_endpoint_without_the_otlp_feature() {
+    let file = stockguard_testkit::TestSqliteFile::new();
+    for by_env in [false, true] {
+        let mut command = stockguard();
+        command
+            .args(["serve", "--bind", "127.0.0.1:0", "--database-url"])
+            .arg(file.path());
+        if by_env {
+            command.env("STOCKGUARD_OTLP_ENDPOINT", "http://127.0.0.1:4318");
+        } else {
+            command.args(["--otlp-endpoint", "http://127.0.0.1:4318"]);
+        }
+        let output = command.output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "refused as configuration");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("--otlp-endpoint (STOCKGUARD_OTLP_ENDPOINT")
+                && stderr.contains("built without the `otlp` feature"),
+            "{stderr}"
+        );
+        assert!(!file.path().exists(), "refused before touching the database");
     }
 }

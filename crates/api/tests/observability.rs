@@ -3,103 +3,12 @@
 //! returned on every response, no colour codes off a terminal, JSON lines on request, and the
 //! process and build metrics.
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod common;
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::served::Served;
 use serde_json::{Value, json};
-
-/// Longest wait for the server to say where it listens.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A `stockguard serve` process on an embedded SQLite file and a free port.
-struct Served {
-    child: Child,
-    base: String,
-    lines: Arc<Mutex<Vec<String>>>,
-    reader: std::thread::JoinHandle<()>,
-    _db: stockguard_testkit::TestSqliteFile,
-}
-
-impl Served {
-    fn start(json_logs: bool) -> Self {
-        let db = stockguard_testkit::TestSqliteFile::new();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_stockguard"));
-        for (key, _) in std::env::vars() {
-            if key.starts_with("STOCKGUARD_")
-                || key == "DATABASE_URL"
-                || key == "RUST_LOG"
-                || key == "NO_COLOR"
-            {
-                command.env_remove(key);
-            }
-        }
-        command
-            .args(["serve", "--bind", "127.0.0.1:0", "--database-url"])
-            .arg(db.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        if json_logs {
-            command.arg("--json-logs");
-        }
-        let mut child = command.spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let (addr_tx, addr_rx) = mpsc::channel();
-        let reader = std::thread::spawn({
-            let lines = Arc::clone(&lines);
-            move || {
-                for line in BufReader::new(stderr).lines() {
-                    let line = line.unwrap();
-                    if let Some(addr) = listening_address(&line) {
-                        let _ = addr_tx.send(addr);
-                    }
-                    lines.lock().unwrap().push(line);
-                }
-            }
-        });
-        let addr = addr_rx
-            .recv_timeout(STARTUP_TIMEOUT)
-            .unwrap_or_else(|_| panic!("no `serving` line:\n{}", lines.lock().unwrap().join("\n")));
-        Self {
-            child,
-            base: format!("http://{addr}"),
-            lines,
-            reader,
-            _db: db,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// SIGTERM, then every line the process wrote.
-    fn stop(mut self) -> Vec<String> {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        assert!(self.child.wait().unwrap().success(), "clean exit on SIGTERM");
-        self.reader.join().unwrap();
-        std::mem::take(&mut *self.lines.lock().unwrap())
-    }
-}
-
-/// The address in the start-up line, text (`addr=127.0.0.1:PORT`) or JSON (`"addr":"…"`).
-fn listening_address(line: &str) -> Option<String> {
-    if !line.contains("serving") {
-        return None;
-    }
-    if let Ok(event) = serde_json::from_str::<Value>(line) {
-        return event["addr"].as_str().map(str::to_owned);
-    }
-    let rest = &line[line.find("addr=")? + "addr=".len()..];
-    Some(rest.split_whitespace().next()?.to_owned())
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn text_access_log_request_ids_and_process_metrics() {

@@ -13,6 +13,7 @@ use stockguard_core::Strategy;
 
 pub use self::target::DatabaseTarget;
 use crate::http::dto::StrategyName;
+use crate::telemetry::OtlpSettings;
 
 mod target;
 
@@ -72,6 +73,10 @@ pub struct FileConfig {
     pub shard_buckets: Option<u32>,
     /// Spread a SKU on its first `sharded` deduction instead of on contention.
     pub spread_eagerly: Option<bool>,
+    /// OTLP/HTTP collector spans are exported to (needs the `otlp` feature).
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    pub otlp_service_name: Option<String>,
 }
 
 impl FileConfig {
@@ -166,6 +171,14 @@ pub struct ServeArgs {
     /// deductions meet on its row.
     #[arg(long, env = "STOCKGUARD_SPREAD_EAGERLY", value_parser = BoolishValueParser::new())]
     pub spread_eagerly: bool,
+    /// Export spans over OTLP/HTTP (protobuf) to this collector, e.g. http://127.0.0.1:4318
+    /// (/v1/traces is appended). Needs a binary built with the `otlp` feature; without it,
+    /// serve refuses to start.
+    #[arg(long, env = "STOCKGUARD_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// service.name of the exported spans (default stockguard).
+    #[arg(long, env = "STOCKGUARD_OTLP_SERVICE_NAME", value_name = "NAME")]
+    pub otlp_service_name: Option<String>,
 }
 
 /// Everything given on the command line or in the environment (clap fills both); `None` (or
@@ -217,6 +230,8 @@ pub struct Settings {
     pub shard_buckets: u32,
     /// `sharded` spreads a SKU on its first deduction.
     pub spread_eagerly: bool,
+    /// Span export, when configured (only a binary with the `otlp` feature accepts it).
+    pub otlp: Option<OtlpSettings>,
 }
 
 impl fmt::Debug for Settings {
@@ -239,6 +254,7 @@ impl fmt::Debug for Settings {
             .field("shutdown_grace", &self.shutdown_grace)
             .field("shard_buckets", &self.shard_buckets)
             .field("spread_eagerly", &self.spread_eagerly)
+            .field("otlp", &self.otlp)
             .finish()
     }
 }
@@ -332,6 +348,10 @@ impl Settings {
                 .or(file.shard_buckets)
                 .unwrap_or(stockguard_core::sharding::DEFAULT_SHARD_BUCKETS),
             spread_eagerly: serve.spread_eagerly || file.spread_eagerly.unwrap_or(false),
+            otlp: OtlpSettings::resolve(
+                serve.otlp_endpoint.or(file.otlp_endpoint),
+                serve.otlp_service_name.or(file.otlp_service_name),
+            )?,
         };
         settings.validate()?;
         Ok(settings)
@@ -451,6 +471,33 @@ mod tests {
         };
         let settings = Settings::merge(cli, file).unwrap();
         assert_eq!((settings.shard_buckets, settings.spread_eagerly), (32, true));
+    }
+
+    #[cfg(not(feature = "otlp"))]
+    #[test]
+    fn a_build_without_otlp_refuses_an_endpoint_from_flags_env_or_file() {
+        use crate::telemetry::TelemetryError;
+        let cli = CliSettings {
+            serve: ServeArgs {
+                otlp_endpoint: Some("http://127.0.0.1:4318".into()),
+                ..ServeArgs::default()
+            },
+            ..CliSettings::default()
+        };
+        let file = FileConfig {
+            otlp_endpoint: Some("http://127.0.0.1:4318".into()),
+            ..FileConfig::default()
+        };
+        for (cli, file) in [(cli, FileConfig::default()), (CliSettings::default(), file)] {
+            let error = Settings::merge(cli, file).unwrap_err();
+            assert!(
+                matches!(
+                    error.downcast_ref::<TelemetryError>(),
+                    Some(TelemetryError::OtlpNotBuilt { .. })
+                ),
+                "{error:#}"
+            );
+        }
     }
 
     #[test]

@@ -28,6 +28,8 @@ use std::time::Duration;
 use stockguard_api::{AnyStore, DatabaseTarget, RunningServer, Settings, open_store, start};
 use stockguard_testkit::{TestDatabase, TestSqliteFile};
 
+pub mod served;
+
 /// Which database a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
