@@ -15,6 +15,7 @@ test:
 
 # The OTLP span export (cargo feature `otlp`): the service against a trace receiver on loopback.
 test-otlp:
+    cargo clippy -p stockguard-api --all-targets --features otlp -- -D warnings
     cargo test -p stockguard-api --features otlp --test otlp_export
 
 # The main job: compare every strategy across conflict rates on every reachable DB (about 3 min).
