@@ -15,6 +15,7 @@ use stockguard_core::{InventoryStore, Strategy};
 
 use crate::store::AnyStore;
 
+pub mod named;
 mod process;
 
 /// Upper bounds, in seconds, of the latency and lock-wait histogram buckets (+Inf implied).
