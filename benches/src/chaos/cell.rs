@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::Serialize;
+use stockguard_api::metrics::named as metrics;
 use stockguard_core::Strategy;
 use stockguard_testkit::{Backend, TestSqliteFile};
 use tokio::sync::watch;
@@ -109,12 +110,15 @@ pub struct CellReport {
     pub ledger_rows: usize,
     /// How to run this cell again.
     pub reproduce: String,
+    /// Metrics docs/ops (dashboard, alert rules) names that the service's `/metrics` lacked
+    /// at the end of the cell.
+    pub metrics_missing: Vec<String>,
 }
 
 impl CellReport {
     /// True when the cell found nothing wrong.
     pub fn passed(&self) -> bool {
-        self.findings.violation_count() == 0
+        self.findings.violation_count() == 0 && self.metrics_missing.is_empty()
     }
 }
 
@@ -221,6 +225,15 @@ pub async fn run_cell(spec: CellSpec, options: &CellOptions) -> anyhow::Result<C
     let mut resolve = resolve::resolve(&api, RESOLVE_TIMEOUT).await;
     resolve.probes = resolve::probe_replays(&api, spec.seed, RESOLVE_TIMEOUT).await;
     watch_crash(&mut service, &mut crashes).await?;
+    // After a run under every fault, every series the dashboard and the alerts read must be
+    // there: an operator gets the same service on a bad day.
+    let metrics_missing = metrics::missing_from(
+        &metrics::named_in_ops_docs().context("reading docs/ops")?,
+        &service.scrape_metrics().await?,
+    );
+    if !metrics_missing.is_empty() {
+        eprintln!("{label}: /metrics lacks what docs/ops names: {metrics_missing:?}");
+    }
     service.stop().await?;
 
     let (audit_exit, audit_output) = snapshot::run_audit(&options.service_bin, &direct_url).await?;
@@ -264,6 +277,7 @@ pub async fn run_cell(spec: CellSpec, options: &CellOptions) -> anyhow::Result<C
         skus: db.skus,
         ledger_rows: db.ledger.len(),
         reproduce: reproduce(&spec, &options.dir, options.mutant),
+        metrics_missing,
     };
     std::fs::write(
         options.dir.join("cell.json"),

@@ -184,6 +184,15 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
             };
             match run_cell(spec, &options).await {
                 Ok(cell) => {
+                    if !cell.metrics_missing.is_empty() {
+                        let message = format!(
+                            "{} (seed {seed}): /metrics lacks metrics docs/ops names: {}",
+                            cell.cell,
+                            cell.metrics_missing.join(", ")
+                        );
+                        eprintln!("CELL FAILED: {message}");
+                        report.cell_errors.push(message);
+                    }
                     if !cell.passed() {
                         eprintln!(
                             "VIOLATIONS in {} (seed {seed}): {}; reproduce: {}",

@@ -196,6 +196,23 @@ impl Service {
         &self.crashes
     }
 
+    /// The service's `/metrics` text right now.
+    pub async fn scrape_metrics(&self) -> anyhow::Result<String> {
+        let url = format!("{}/metrics", self.base_url());
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("scraping {url}"))?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "scraping {url}: {}",
+            response.status()
+        );
+        Ok(response.text().await?)
+    }
+
     /// Graceful stop at the end of a run.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
         if self.child.is_some() {

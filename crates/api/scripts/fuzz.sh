@@ -11,7 +11,8 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../../.." && pwd)"
-port="${STOCKGUARD_FUZZ_PORT:-18089}"
+# A free port unless one is given: other runs (other worktrees' CI) may be fuzzing too.
+port="${STOCKGUARD_FUZZ_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
 max_examples="${FUZZ_MAX_EXAMPLES:-100}"
 token="fuzz-token"
 workdir="$(mktemp -d -t stockguard-fuzz-XXXXXX)"
@@ -46,17 +47,29 @@ for sku in a b tshirt-red-m; do
     -d "{\"sku\":\"$sku\",\"initial_stock\":1000000}"
 done
 
+# One worker: CPython 3.11's ast module can raise a spurious "SystemError: AST constructor
+# recursion depth mismatch" under threads (python/cpython#106905), which hypothesis trips over
+# while describing its strategies. That error is the interpreter's, never a finding about the
+# API, so a run that fails with it alone is run once more; any other failure stands.
+fuzz() {
+  schemathesis run "http://127.0.0.1:$port/openapi.json" \
+    --url "http://127.0.0.1:$port" \
+    --header "Authorization: Bearer $token" \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
+    --max-examples "$max_examples" \
+    --phases examples,coverage,fuzzing \
+    --workers 1 \
+    --seed 42 2>&1 | tee "$workdir/schemathesis.log"
+  return "${PIPESTATUS[0]}"
+}
 started=$(date +%s)
 status=0
-schemathesis run "http://127.0.0.1:$port/openapi.json" \
-  --url "http://127.0.0.1:$port" \
-  --header "Authorization: Bearer $token" \
-  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
-  --max-examples "$max_examples" \
-  --phases examples,coverage,fuzzing \
-  --workers 2 \
-  --seed 42 \
-  || status=$?
+fuzz || status=$?
+if [[ $status -ne 0 ]] && grep -q 'AST constructor recursion depth mismatch' "$workdir/schemathesis.log"; then
+  echo "schemathesis hit CPython's spurious AST SystemError (python/cpython#106905); running it again"
+  status=0
+  fuzz || status=$?
+fi
 echo "schemathesis finished in $(( $(date +%s) - started )) s (exit $status)"
 if grep -q '"level":"ERROR"\|ERROR' "$workdir/server.log"; then
   echo "server logged errors:"; grep 'ERROR' "$workdir/server.log" | head -20

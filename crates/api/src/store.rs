@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use stockguard_core::coalesce::CoalescerStats;
-use stockguard_core::engine::EngineStats;
+use stockguard_core::engine::{EngineStats, PoolWaitStats};
 use stockguard_core::{
     AuditReport, Capabilities, DeductError, DeductRequest, EngineConfig, InventoryStore, LedgerEntry,
     LedgerPage, PoolStatus, Receipt, RestockReceipt, RestockRequest, SkuId, SkuSnapshot, StockLevel,
@@ -132,6 +132,11 @@ impl AnyStore {
     /// Retries, resolutions and unknown outcomes, for metrics.
     pub fn engine_stats(&self) -> &EngineStats {
         delegate!(self, store => store.stats())
+    }
+
+    /// How long calls waited for a pooled connection, for metrics.
+    pub fn pool_wait(&self) -> &PoolWaitStats {
+        delegate!(self, store => store.pool_wait())
     }
 
     /// Applies the adapter's embedded migrations.

@@ -500,6 +500,15 @@ async fn operations_endpoints(backend: Backend) {
     ] {
         assert!(text.contains(needle), "metrics lack {needle:?}:\n{text}");
     }
+    // Every statement above took a pooled connection, autocommit ones included: each wait
+    // is in the histogram, on every database.
+    let acquires: u64 = text
+        .lines()
+        .find_map(|line| line.strip_prefix("stockguard_pool_acquire_wait_seconds_count "))
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no pool wait count:\n{text}"));
+    assert!(acquires >= 4, "pool waits recorded: {acquires}\n{text}");
+    assert!(text.contains("# TYPE stockguard_pool_acquire_wait_seconds histogram"));
 
     let spec = h.get("/openapi.json").await;
     assert_eq!(spec.status(), 200);

@@ -3,9 +3,11 @@
 use std::str::FromStr;
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::pool::PoolConnection;
 use sqlx::{Connection, Executor, MySql};
 use stockguard_core::engine::{
-    AllLocked, Backend, Change, Fault, FaultKind, LockWait, LockedRow, MissFacts, Step, VersionedRow, Written,
+    AllLocked, Backend, Change, Fault, FaultKind, LockWait, LockedRow, MissFacts, PoolWaitStats, Step,
+    VersionedRow, Written,
 };
 use stockguard_core::{
     BatchPlan, Capabilities, DeductError, EngineConfig, IdempotencyKey, LedgerEntry, LedgerPage,
@@ -27,7 +29,7 @@ pub(crate) type MySqlTx = common::Tx<MySql>;
 /// The MySQL/MariaDB side of a [`crate::MySqlStore`]: a pool, the settings and the flavour.
 #[derive(Debug)]
 pub struct MySqlBackend {
-    pub(crate) pool: MySqlPool,
+    pub(crate) pool: common::TimedPool<MySql>,
     pub(crate) config: MySqlConfig,
     pub(crate) flavor: ServerFlavor,
 }
@@ -35,7 +37,12 @@ pub struct MySqlBackend {
 impl MySqlBackend {
     /// The pool, for tests and tools that need raw SQL.
     pub fn pool(&self) -> &MySqlPool {
-        &self.pool
+        self.pool.inner()
+    }
+
+    /// A pooled connection for one autocommit statement, its wait timed.
+    async fn connection(&self, context: &'static str) -> Result<PoolConnection<MySql>, Fault> {
+        self.pool.acquire().await.map_err(self.fault(context))
     }
 
     /// Which server this backend talks to.
@@ -248,7 +255,11 @@ impl Backend for MySqlBackend {
                 })
             })
             .connect_lazy_with(options);
-        Ok(Self { pool, config, flavor })
+        Ok(Self {
+            pool: common::TimedPool::new(pool),
+            config,
+            flavor,
+        })
     }
 
     fn engine_config(config: &MySqlConfig) -> EngineConfig {
@@ -257,7 +268,7 @@ impl Backend for MySqlBackend {
 
     async fn migrate(&self) -> Result<(), DeductError> {
         MIGRATOR
-            .run(&self.pool)
+            .run(self.pool.inner())
             .await
             .map_err(|e| DeductError::internal("running migrations", e))
     }
@@ -274,7 +285,11 @@ impl Backend for MySqlBackend {
     }
 
     fn pool_status(&self) -> PoolStatus {
-        common::pool_status(&self.pool, self.config.max_connections)
+        self.pool.status(self.config.max_connections)
+    }
+
+    fn pool_wait(&self) -> &PoolWaitStats {
+        self.pool.wait()
     }
 
     async fn close(&self) {
@@ -283,7 +298,8 @@ impl Backend for MySqlBackend {
 
     fn ping(&self) -> impl Step<()> {
         async move {
-            common::execute(&self.pool, sql::PING)
+            let mut connection = self.connection("pinging MySQL").await?;
+            common::execute(&mut *connection, sql::PING)
                 .await
                 .map_err(self.fault("pinging MySQL"))
         }
@@ -291,7 +307,8 @@ impl Backend for MySqlBackend {
 
     fn stock(&self, sku: &SkuId) -> impl Step<Option<StockLevel>> {
         async move {
-            common::stock(&self.pool, sql::STOCK, sku)
+            let mut connection = self.connection("reading stock").await?;
+            common::stock(&mut *connection, sql::STOCK, sku)
                 .await
                 .map_err(self.fault("reading stock"))
         }
@@ -299,7 +316,8 @@ impl Backend for MySqlBackend {
 
     fn ledger(&self, sku: &SkuId, page: LedgerPage) -> impl Step<Vec<LedgerEntry>> {
         async move {
-            let rows = common::ledger_page(&self.pool, sql::LEDGER_PAGE, sku, page)
+            let mut connection = self.connection("reading the ledger").await?;
+            let rows = common::ledger_page(&mut *connection, sql::LEDGER_PAGE, sku, page)
                 .await
                 .map_err(self.fault("reading the ledger"))?;
             common::entries(rows)
@@ -308,7 +326,8 @@ impl Backend for MySqlBackend {
 
     fn snapshot(&self) -> impl Step<Vec<SkuSnapshot>> {
         async move {
-            let rows = common::snapshot(&self.pool, sql::SNAPSHOT)
+            let mut connection = self.connection("auditing").await?;
+            let rows = common::snapshot(&mut *connection, sql::SNAPSHOT)
                 .await
                 .map_err(self.fault("auditing"))?;
             common::snapshots(rows)
@@ -317,7 +336,8 @@ impl Backend for MySqlBackend {
 
     fn miss_facts(&self, sku: &SkuId, key: Option<&IdempotencyKey>) -> impl Step<MissFacts> {
         async move {
-            let row = common::miss_facts(&self.pool, sql::MISS_FACTS, sku, key)
+            let mut connection = self.connection("explaining a miss").await?;
+            let row = common::miss_facts(&mut *connection, sql::MISS_FACTS, sku, key)
                 .await
                 .map_err(self.fault("explaining a miss"))?;
             common::facts(row)
@@ -326,7 +346,7 @@ impl Backend for MySqlBackend {
 
     fn find_keys(&self, keys: &[&IdempotencyKey]) -> impl Step<Vec<LedgerEntry>> {
         async move {
-            let mut connection = self.pool.acquire().await.map_err(self.fault("looking up keys"))?;
+            let mut connection = self.connection("looking up keys").await?;
             self.find_keys_on(&mut connection, keys).await
         }
     }
@@ -354,7 +374,7 @@ impl Backend for MySqlBackend {
                 .bind(sku.as_str())
                 .bind(initial_stock)
                 .bind(initial_stock)
-                .execute(&self.pool)
+                .execute(&mut *self.connection("creating a sku").await?)
                 .await;
             match created {
                 Ok(_) => Ok(true),
@@ -394,7 +414,7 @@ impl Backend for MySqlBackend {
             // Outside any transaction: an autocommit read sees the latest committed version.
             let row: Option<(i64, i64, bool)> = sqlx::query_as(sql::READ_VERSIONED)
                 .bind(sku.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.connection("reading a version").await?)
                 .await
                 .map_err(self.fault("reading a version"))?;
             Ok(row.map(|(stock, version, sharded)| VersionedRow {

@@ -4,9 +4,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::Connection;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, Postgres};
 use stockguard_core::engine::{
-    AllLocked, Backend, Change, Fault, LockWait, LockedRow, MissFacts, Step, VersionedRow, Written,
+    AllLocked, Backend, Change, Fault, LockWait, LockedRow, MissFacts, PoolWaitStats, Step, VersionedRow,
+    Written,
 };
 use stockguard_core::{
     BatchPlan, Capabilities, DeductError, EngineConfig, IdempotencyKey, LedgerEntry, LedgerPage, PoolStatus,
@@ -23,7 +25,7 @@ const KEYS_PER_LOOKUP: usize = 1_000;
 /// The PostgreSQL side of a [`crate::PgStore`]: a pool and the adapter's settings.
 #[derive(Debug)]
 pub struct PgBackend {
-    pool: PgPool,
+    pool: common::TimedPool<Postgres>,
     config: PgConfig,
 }
 
@@ -52,7 +54,12 @@ impl PgBackend {
 
     /// The pool, for tests and tools that need raw SQL.
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        self.pool.inner()
+    }
+
+    /// A pooled connection for one autocommit statement, its wait timed.
+    async fn connection(&self, context: &'static str) -> Result<PoolConnection<Postgres>, Fault> {
+        self.pool.acquire().await.map_err(self.fault(context))
     }
 
     fn fault(&self, context: &'static str) -> impl FnOnce(sqlx::Error) -> Fault + '_ {
@@ -88,7 +95,10 @@ impl Backend for PgBackend {
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
             .connect_lazy_with(options);
-        Ok(Self { pool, config })
+        Ok(Self {
+            pool: common::TimedPool::new(pool),
+            config,
+        })
     }
 
     fn engine_config(config: &PgConfig) -> EngineConfig {
@@ -97,7 +107,7 @@ impl Backend for PgBackend {
 
     async fn migrate(&self) -> Result<(), DeductError> {
         MIGRATOR
-            .run(&self.pool)
+            .run(self.pool.inner())
             .await
             .map_err(|e| DeductError::internal("running migrations", e))
     }
@@ -114,7 +124,11 @@ impl Backend for PgBackend {
     }
 
     fn pool_status(&self) -> PoolStatus {
-        common::pool_status(&self.pool, self.config.max_connections)
+        self.pool.status(self.config.max_connections)
+    }
+
+    fn pool_wait(&self) -> &PoolWaitStats {
+        self.pool.wait()
     }
 
     async fn close(&self) {
@@ -123,7 +137,8 @@ impl Backend for PgBackend {
 
     fn ping(&self) -> impl Step<()> {
         async move {
-            common::execute(&self.pool, sql::PING)
+            let mut connection = self.connection("pinging PostgreSQL").await?;
+            common::execute(&mut *connection, sql::PING)
                 .await
                 .map_err(self.fault("pinging PostgreSQL"))
         }
@@ -131,7 +146,8 @@ impl Backend for PgBackend {
 
     fn stock(&self, sku: &SkuId) -> impl Step<Option<StockLevel>> {
         async move {
-            common::stock(&self.pool, sql::STOCK, sku)
+            let mut connection = self.connection("reading stock").await?;
+            common::stock(&mut *connection, sql::STOCK, sku)
                 .await
                 .map_err(self.fault("reading stock"))
         }
@@ -139,7 +155,8 @@ impl Backend for PgBackend {
 
     fn ledger(&self, sku: &SkuId, page: LedgerPage) -> impl Step<Vec<LedgerEntry>> {
         async move {
-            let rows = common::ledger_page(&self.pool, sql::LEDGER_PAGE, sku, page)
+            let mut connection = self.connection("reading the ledger").await?;
+            let rows = common::ledger_page(&mut *connection, sql::LEDGER_PAGE, sku, page)
                 .await
                 .map_err(self.fault("reading the ledger"))?;
             common::entries(rows)
@@ -148,7 +165,8 @@ impl Backend for PgBackend {
 
     fn snapshot(&self) -> impl Step<Vec<SkuSnapshot>> {
         async move {
-            let rows = common::snapshot(&self.pool, sql::SNAPSHOT)
+            let mut connection = self.connection("auditing").await?;
+            let rows = common::snapshot(&mut *connection, sql::SNAPSHOT)
                 .await
                 .map_err(self.fault("auditing"))?;
             common::snapshots(rows)
@@ -157,7 +175,8 @@ impl Backend for PgBackend {
 
     fn miss_facts(&self, sku: &SkuId, key: Option<&IdempotencyKey>) -> impl Step<MissFacts> {
         async move {
-            let row = common::miss_facts(&self.pool, sql::MISS_FACTS, sku, key)
+            let mut connection = self.connection("explaining a miss").await?;
+            let row = common::miss_facts(&mut *connection, sql::MISS_FACTS, sku, key)
                 .await
                 .map_err(self.fault("explaining a miss"))?;
             common::facts(row)
@@ -166,7 +185,7 @@ impl Backend for PgBackend {
 
     fn find_keys(&self, keys: &[&IdempotencyKey]) -> impl Step<Vec<LedgerEntry>> {
         async move {
-            let mut connection = self.pool.acquire().await.map_err(self.fault("looking up keys"))?;
+            let mut connection = self.connection("looking up keys").await?;
             self.find_keys_on(&mut connection, keys).await
         }
     }
@@ -194,7 +213,7 @@ impl Backend for PgBackend {
             let created = sqlx::query(sql::CREATE_SKU)
                 .bind(sku.as_str())
                 .bind(initial_stock)
-                .execute(&self.pool)
+                .execute(&mut *self.connection("creating a sku").await?)
                 .await
                 .map_err(self.fault("creating a sku"))?;
             Ok(created.rows_affected() == 1)
@@ -208,7 +227,7 @@ impl Backend for PgBackend {
                 .bind(change.quantity.get())
                 .bind(STOCK_MAX)
                 .bind(change.key.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.connection("restocking").await?)
                 .await
                 .map_err(self.fault("restocking"))?;
             Ok(row.map(written))
@@ -221,7 +240,7 @@ impl Backend for PgBackend {
                 .bind(change.sku.as_str())
                 .bind(change.quantity.get())
                 .bind(change.key.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.connection("deducting (guarded)").await?)
                 .await
                 .map_err(self.fault("deducting (guarded)"))?;
             Ok(row.map(written))
@@ -232,7 +251,7 @@ impl Backend for PgBackend {
         async move {
             let row: Option<(i64, i64, bool)> = sqlx::query_as(sql::READ_VERSIONED)
                 .bind(sku.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.connection("reading a version").await?)
                 .await
                 .map_err(self.fault("reading a version"))?;
             Ok(row.map(|(stock, version, sharded)| VersionedRow {
@@ -256,7 +275,7 @@ impl Backend for PgBackend {
                 .bind(-change.quantity.get())
                 .bind(change.key.as_str())
                 .bind(read.version)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.connection("compare-and-set").await?)
                 .await
                 .map_err(self.fault("compare-and-set"))?;
             Ok(row.map(written))
@@ -271,7 +290,7 @@ impl Backend for PgBackend {
                     .bind(change.quantity.get())
                     .bind(change.key.as_str())
                     .bind(!spread_eagerly)
-                    .fetch_one(&self.pool)
+                    .fetch_one(&mut *self.connection("taking from a free bucket").await?)
                     .await
                     .map_err(self.fault("taking from a free bucket"))?;
             if let (Some(ledger_id), Some(stock_after)) = (ledger_id, stock_after) {
@@ -287,7 +306,7 @@ impl Backend for PgBackend {
                 .bind(change.sku.as_str())
                 .bind(change.quantity.get())
                 .bind(change.key.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.connection("waiting for a bucket").await?)
                 .await
                 .map_err(self.fault("waiting for a bucket"))?;
             Ok(row.map(written))

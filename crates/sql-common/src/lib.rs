@@ -6,9 +6,12 @@
 //! parameters come in the order documented on each function, and their columns in the order
 //! of core's `Stored*` row types.
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use sqlx::pool::PoolConnection;
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, QueryBuilder, Type};
-use stockguard_core::engine::{Fault, FaultKind, MissFacts, StoredMissFacts};
+use stockguard_core::engine::{Fault, FaultKind, MissFacts, PoolWaitStats, StoredMissFacts};
 use stockguard_core::{
     DeductError, IdempotencyKey, LedgerEntry, LedgerPage, PoolStatus, SkuId, SkuSnapshot, StockLevel,
     StoredLedgerRow, StoredSnapshotRow,
@@ -26,12 +29,83 @@ pub fn entries(rows: Vec<StoredLedgerRow>) -> Result<Vec<LedgerEntry>, Fault> {
         .collect()
 }
 
-/// Pool occupancy.
-pub fn pool_status<DB: Database>(pool: &Pool<DB>, max_size: u32) -> PoolStatus {
-    PoolStatus {
-        size: pool.size(),
-        idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
-        max_size,
+/// A pool whose every acquire is timed into a [`PoolWaitStats`].
+///
+/// It is deliberately not an `Executor`: a statement run on `&pool` would acquire inside
+/// sqlx, untimed. Autocommit statements take a connection with [`TimedPool::acquire`] and
+/// run on it instead (the same round trips), transactions with [`Tx::begin`].
+#[derive(Debug)]
+pub struct TimedPool<DB: Database> {
+    pool: Pool<DB>,
+    wait: Arc<PoolWaitStats>,
+}
+
+impl<DB: Database> TimedPool<DB> {
+    /// Times `pool`'s acquires into a histogram of its own.
+    pub fn new(pool: Pool<DB>) -> Self {
+        Self {
+            pool,
+            wait: Arc::default(),
+        }
+    }
+
+    /// Times `pool`'s acquires into `other`'s histogram: one figure for a store with two pools.
+    pub fn sharing_wait_with(pool: Pool<DB>, other: &Self) -> Self {
+        Self {
+            pool,
+            wait: Arc::clone(&other.wait),
+        }
+    }
+
+    /// A pooled connection; the wait is recorded however it ends, a connection, an error
+    /// (a pool timeout is the wait that matters most) or a caller that gave up.
+    pub async fn acquire(&self) -> Result<PoolConnection<DB>, sqlx::Error> {
+        let _timer = WaitTimer {
+            started: Instant::now(),
+            wait: &self.wait,
+        };
+        self.pool.acquire().await
+    }
+
+    /// The waits recorded so far.
+    pub fn wait(&self) -> &PoolWaitStats {
+        &self.wait
+    }
+
+    /// The pool itself, for migrations, occupancy and tests (statements run on it are not timed).
+    pub fn inner(&self) -> &Pool<DB> {
+        &self.pool
+    }
+
+    /// Occupancy, against the configured maximum.
+    pub fn status(&self, max_size: u32) -> PoolStatus {
+        PoolStatus {
+            size: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            max_size,
+        }
+    }
+
+    /// Connections open now.
+    pub fn size(&self) -> u32 {
+        self.pool.size()
+    }
+
+    /// Closes the pool, waiting for connections in use to come back.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Records the time since `started` when dropped, so a cancelled acquire counts too.
+struct WaitTimer<'a> {
+    started: Instant,
+    wait: &'a PoolWaitStats,
+}
+
+impl Drop for WaitTimer<'_> {
+    fn drop(&mut self) {
+        self.wait.observe(self.started.elapsed());
     }
 }
 
@@ -236,7 +310,7 @@ where
 {
     /// Takes a pooled connection and starts a transaction with `begin` (`BEGIN`, or
     /// SQLite's `BEGIN IMMEDIATE`).
-    pub async fn begin(pool: &Pool<DB>, begin: &'static str) -> Result<Self, sqlx::Error> {
+    pub async fn begin(pool: &TimedPool<DB>, begin: &'static str) -> Result<Self, sqlx::Error> {
         let connection = pool.acquire().await?;
         let mut tx = Self {
             connection,

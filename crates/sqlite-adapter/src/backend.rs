@@ -1,12 +1,13 @@
 //! The engine's primitives on SQLite.
 
 use sqlx::QueryBuilder;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
 use stockguard_core::engine::{
-    Backend, Change, Fault, LockWait, LockedRow, MissFacts, Step, VersionedRow, Written,
+    Backend, Change, Fault, LockWait, LockedRow, MissFacts, PoolWaitStats, Step, VersionedRow, Written,
 };
 use stockguard_core::{
     BatchPlan, Capabilities, DeductError, EngineConfig, IdempotencyKey, LedgerEntry, LedgerPage,
@@ -34,8 +35,9 @@ type SqliteTx = common::Tx<Sqlite>;
 /// busy wait, serves `NoWait`), and the settings.
 #[derive(Debug)]
 pub struct SqliteBackend {
-    pool: SqlitePool,
-    no_wait_pool: SqlitePool,
+    pool: common::TimedPool<Sqlite>,
+    /// Its acquires are timed into `pool`'s histogram: one pool-wait figure per store.
+    no_wait_pool: common::TimedPool<Sqlite>,
     config: SqliteConfig,
 }
 
@@ -46,7 +48,12 @@ fn fault(context: &'static str) -> impl FnOnce(sqlx::Error) -> Fault {
 impl SqliteBackend {
     /// The pool, for tests and tools that need raw SQL.
     pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+        self.pool.inner()
+    }
+
+    /// A pooled connection for one autocommit statement, its wait timed.
+    async fn connection(&self, context: &'static str) -> Result<PoolConnection<Sqlite>, Fault> {
+        self.pool.acquire().await.map_err(fault(context))
     }
 
     async fn begin_write(&self) -> Result<SqliteTx, Fault> {
@@ -152,6 +159,8 @@ impl Backend for SqliteBackend {
             .max_connections(NO_WAIT_CONNECTIONS)
             .acquire_timeout(config.acquire_timeout)
             .connect_lazy_with(options.busy_timeout(std::time::Duration::ZERO));
+        let pool = common::TimedPool::new(pool);
+        let no_wait_pool = common::TimedPool::sharing_wait_with(no_wait_pool, &pool);
         Ok(Self {
             pool,
             no_wait_pool,
@@ -165,7 +174,7 @@ impl Backend for SqliteBackend {
 
     async fn migrate(&self) -> Result<(), DeductError> {
         MIGRATOR
-            .run(&self.pool)
+            .run(self.pool.inner())
             .await
             .map_err(|e| DeductError::internal("running migrations", e))
     }
@@ -187,7 +196,11 @@ impl Backend for SqliteBackend {
     }
 
     fn pool_status(&self) -> PoolStatus {
-        common::pool_status(&self.pool, self.config.max_connections)
+        self.pool.status(self.config.max_connections)
+    }
+
+    fn pool_wait(&self) -> &PoolWaitStats {
+        self.pool.wait()
     }
 
     async fn close(&self) {
@@ -197,7 +210,8 @@ impl Backend for SqliteBackend {
 
     fn ping(&self) -> impl Step<()> {
         async move {
-            common::execute(&self.pool, sql::PING)
+            let mut connection = self.connection("pinging SQLite").await?;
+            common::execute(&mut *connection, sql::PING)
                 .await
                 .map_err(fault("pinging SQLite"))
         }
@@ -205,7 +219,8 @@ impl Backend for SqliteBackend {
 
     fn stock(&self, sku: &SkuId) -> impl Step<Option<StockLevel>> {
         async move {
-            common::stock(&self.pool, sql::STOCK, sku)
+            let mut connection = self.connection("reading stock").await?;
+            common::stock(&mut *connection, sql::STOCK, sku)
                 .await
                 .map_err(fault("reading stock"))
         }
@@ -213,7 +228,8 @@ impl Backend for SqliteBackend {
 
     fn ledger(&self, sku: &SkuId, page: LedgerPage) -> impl Step<Vec<LedgerEntry>> {
         async move {
-            let rows = common::ledger_page(&self.pool, sql::LEDGER_PAGE, sku, page)
+            let mut connection = self.connection("reading the ledger").await?;
+            let rows = common::ledger_page(&mut *connection, sql::LEDGER_PAGE, sku, page)
                 .await
                 .map_err(fault("reading the ledger"))?;
             common::entries(rows)
@@ -222,7 +238,8 @@ impl Backend for SqliteBackend {
 
     fn snapshot(&self) -> impl Step<Vec<SkuSnapshot>> {
         async move {
-            let rows = common::snapshot(&self.pool, sql::SNAPSHOT)
+            let mut connection = self.connection("auditing").await?;
+            let rows = common::snapshot(&mut *connection, sql::SNAPSHOT)
                 .await
                 .map_err(fault("auditing"))?;
             common::snapshots(rows)
@@ -231,7 +248,8 @@ impl Backend for SqliteBackend {
 
     fn miss_facts(&self, sku: &SkuId, key: Option<&IdempotencyKey>) -> impl Step<MissFacts> {
         async move {
-            let row = common::miss_facts(&self.pool, sql::MISS_FACTS, sku, key)
+            let mut connection = self.connection("explaining a miss").await?;
+            let row = common::miss_facts(&mut *connection, sql::MISS_FACTS, sku, key)
                 .await
                 .map_err(fault("explaining a miss"))?;
             common::facts(row)
@@ -240,7 +258,7 @@ impl Backend for SqliteBackend {
 
     fn find_keys(&self, keys: &[&IdempotencyKey]) -> impl Step<Vec<LedgerEntry>> {
         async move {
-            let mut conn = self.pool.acquire().await.map_err(fault("looking up keys"))?;
+            let mut conn = self.connection("looking up keys").await?;
             Self::find_keys_on(&mut conn, keys).await
         }
     }
@@ -261,7 +279,7 @@ impl Backend for SqliteBackend {
             let created = sqlx::query(sql::CREATE_SKU)
                 .bind(sku.as_str())
                 .bind(initial_stock)
-                .execute(&self.pool)
+                .execute(&mut *self.connection("creating a sku").await?)
                 .await
                 .map_err(fault("creating a sku"))?;
             Ok(created.rows_affected() == 1)
@@ -295,7 +313,7 @@ impl Backend for SqliteBackend {
         async move {
             let row: Option<(i64, i64)> = sqlx::query_as(sql::READ_VERSIONED)
                 .bind(sku.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.connection("reading a version").await?)
                 .await
                 .map_err(fault("reading a version"))?;
             Ok(row.map(|(stock, version)| VersionedRow {

@@ -15,6 +15,7 @@ use stockguard_core::{InventoryStore, Strategy};
 
 use crate::store::AnyStore;
 
+pub mod named;
 mod process;
 
 /// Upper bounds, in seconds, of the latency and lock-wait histogram buckets (+Inf implied).
@@ -296,6 +297,24 @@ impl Metrics {
         out.push_str("# HELP stockguard_pool_max_connections Configured pool size.\n");
         out.push_str("# TYPE stockguard_pool_max_connections gauge\n");
         let _ = writeln!(out, "stockguard_pool_max_connections {}", pool.max_size);
+        out.push_str("# HELP stockguard_pool_acquire_wait_seconds Time calls waited for a pooled database connection (including waits that timed out or were abandoned).\n");
+        out.push_str("# TYPE stockguard_pool_acquire_wait_seconds histogram\n");
+        let wait = store.pool_wait();
+        let buckets = wait.cumulative_seconds();
+        for (bound, count) in &buckets {
+            let le = bound.map_or_else(|| "+Inf".to_owned(), |bound| bound.to_string());
+            let _ = writeln!(
+                out,
+                "stockguard_pool_acquire_wait_seconds_bucket{{le=\"{le}\"}} {count}"
+            );
+        }
+        let waits = buckets.last().map_or(0, |(_, count)| *count);
+        let _ = writeln!(
+            out,
+            "stockguard_pool_acquire_wait_seconds_sum {}",
+            wait.sum_seconds()
+        );
+        let _ = writeln!(out, "stockguard_pool_acquire_wait_seconds_count {waits}");
 
         out.push_str(
             "# HELP stockguard_build_info The running build: always 1, with the version as a label.\n",

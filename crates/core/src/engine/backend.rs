@@ -180,6 +180,9 @@ pub trait Backend: Send + Sync + Sized + 'static {
     fn capabilities(&self) -> Capabilities;
     /// Pool occupancy.
     fn pool_status(&self) -> PoolStatus;
+    /// How long calls waited for a pooled connection: every acquire records into it,
+    /// transactions and autocommit statements alike.
+    fn pool_wait(&self) -> &super::PoolWaitStats;
     /// Closes the pool.
     fn close(&self) -> impl Future<Output = ()> + Send;
 

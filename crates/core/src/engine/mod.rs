@@ -39,7 +39,7 @@ pub use backend::{
 };
 pub use config::{DEADLINE_MAX, EngineConfig};
 pub use fault::{ConnectRefusal, Fault, FaultKind, UNAVAILABLE_RETRY_AFTER, exhausted};
-pub use stats::{EngineStats, Resolution};
+pub use stats::{EngineStats, POOL_WAIT_BUCKETS_US, PoolWaitStats, Resolution};
 
 use crate::coalesce::{BatchItem, Coalescer};
 use crate::domain::{
@@ -158,6 +158,11 @@ impl<B: Backend> Engine<B> {
     /// Retries, resolutions and `OutcomeUnknown` answers (for metrics).
     pub fn stats(&self) -> &EngineStats {
         &self.core.stats
+    }
+
+    /// How long calls waited for a pooled connection (for metrics).
+    pub fn pool_wait(&self) -> &PoolWaitStats {
+        self.core.backend.pool_wait()
     }
 
     /// Test support: the next write carrying `key` that commits is answered as if its
