@@ -19,18 +19,22 @@ const BODY_BYTES_MAX: usize = 2_048;
 /// Knobs the fault injector turns while the clients run.
 #[derive(Debug, Default)]
 pub struct Knobs {
-    /// While non-zero, every client request uses this timeout (ms) and is likely abandoned.
+    /// While non-zero, every client request uses a timeout up to this (ms) and is likely
+    /// abandoned.
     pub abandon_timeout_ms: AtomicU64,
     /// Requests the clients abandoned while `abandon_timeout_ms` was set.
     pub abandoned: AtomicU64,
 }
 
 impl Knobs {
-    /// The timeout a client should use now, given its own.
-    pub fn timeout(&self, own: Duration) -> Duration {
+    /// The timeout a client should use now, given its own. While abandoning, it is drawn
+    /// between 50 µs and the knob's bound: a fixed few milliseconds outlast every answer
+    /// of a fast service (SQLite on a quiet machine answers in about 1 ms), and the fault
+    /// would have no effect; a spread abandons requests before, during and after sending.
+    pub fn timeout(&self, own: Duration, rng: &mut impl rand::Rng) -> Duration {
         match self.abandon_timeout_ms.load(Ordering::Relaxed) {
             0 => own,
-            ms => Duration::from_millis(ms),
+            ms => Duration::from_micros(rng.random_range(50..=ms.saturating_mul(1_000).max(50))),
         }
     }
 }

@@ -200,7 +200,7 @@ async fn fire(env: &mut Env<'_>, planned: &Planned) -> anyhow::Result<Effect> {
             Ok(Effect::new(
                 abandoned,
                 format!(
-                    "{abandoned} requests abandoned at a {} ms client timeout",
+                    "{abandoned} requests abandoned at client timeouts of 50 µs to {} ms",
                     planned.param_ms
                 ),
             ))

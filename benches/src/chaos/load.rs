@@ -125,7 +125,7 @@ async fn deducting_client(
     let mut last_acknowledged: Option<OpSpec> = None;
     let mut sent = 0;
     while !*stop.borrow() && sent < plan.requests_per_client_max {
-        let timeout = knobs.timeout(own_timeout);
+        let timeout = knobs.timeout(own_timeout, &mut rng);
         let abandoning = timeout != own_timeout;
         let replay = last_acknowledged
             .as_ref()
