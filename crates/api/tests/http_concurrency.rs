@@ -18,19 +18,7 @@ async fn concurrent_clients_never_oversell(backend: Backend) {
     let Some(h) = Harness::start_with(backend, |s| s.pool_size = 8).await else {
         return;
     };
-    let strategies: &[&str] = if backend == Backend::Sqlite {
-        &["pessimistic", "no_wait", "optimistic", "guarded", "coalesced"]
-    } else {
-        &[
-            "pessimistic",
-            "no_wait",
-            "optimistic",
-            "guarded",
-            "coalesced",
-            "sharded",
-        ]
-    };
-    for &strategy in strategies {
+    for strategy in backend.strategies() {
         let sku = format!("hot-{strategy}");
         h.create_sku(&sku, INITIAL_STOCK).await;
         let mut tasks = Vec::new();

@@ -38,6 +38,17 @@ pub enum Backend {
     Sqlite,
 }
 
+impl Backend {
+    /// The strategies this database runs, by their wire names (SQLite has no `sharded`).
+    pub fn strategies(self) -> Vec<&'static str> {
+        stockguard_core::Strategy::ALL
+            .into_iter()
+            .filter(|s| self != Backend::Sqlite || *s != stockguard_core::Strategy::Sharded)
+            .map(stockguard_core::Strategy::as_str)
+            .collect()
+    }
+}
+
 /// Keeps the fresh database alive (and drops it afterwards).
 #[derive(Debug)]
 pub enum TestDb {
