@@ -24,6 +24,9 @@ pub const RESOLVER_CLIENT: u32 = 2_000;
 pub const PROBER_CLIENT: u32 = 3_000;
 /// Retries per ambiguous operation.
 pub const RESOLVE_TRIES: u32 = 6;
+
+/// Resolutions in flight at once.
+const RESOLVERS_IN_FLIGHT: usize = 4;
 /// Acknowledged keys replayed after quiescence.
 pub const PROBES_MAX: usize = 40;
 /// Bound on waiting for busy sessions to end.
@@ -93,19 +96,23 @@ pub async fn resolve(api: &Arc<Api>, timeout: Duration) -> ResolveSummary {
         open: open.len() as u64,
         ..ResolveSummary::default()
     };
-    for chunk in open.chunks(4) {
-        let mut tasks = JoinSet::new();
-        for spec in chunk {
-            let (api, spec) = (Arc::clone(api), spec.clone());
+    // A window of four in flight, not chunks of four in lockstep: one retry's backoff does
+    // not hold three finished slots idle (a full run's `no_wait` cells spent 40 s here).
+    let mut pending = open.into_iter();
+    let mut tasks = JoinSet::new();
+    loop {
+        while tasks.len() < RESOLVERS_IN_FLIGHT {
+            let Some(spec) = pending.next() else { break };
+            let api = Arc::clone(api);
             tasks.spawn(async move { resolve_one(&api, &spec, timeout).await });
         }
-        while let Some(joined) = tasks.join_next().await {
-            let (retries, settled) = joined.unwrap_or((0, false));
-            summary.retries += retries;
-            summary.still_open += u64::from(!settled);
-        }
+        let Some(joined) = tasks.join_next().await else {
+            return summary;
+        };
+        let (retries, settled) = joined.unwrap_or((0, false));
+        summary.retries += retries;
+        summary.still_open += u64::from(!settled);
     }
-    summary
 }
 
 async fn resolve_one(api: &Api, spec: &OpSpec, timeout: Duration) -> (u64, bool) {
