@@ -218,10 +218,12 @@ async fn audit(settings: Settings) -> anyhow::Result<ExitCode> {
         )
     })?;
     println!(
-        "audit: {} SKUs, {} ledger rows, {} discrepancies",
+        "audit: {} SKUs, {} ledger rows, {} discrepancies; {} orders, {} incomplete",
         report.skus_checked,
         report.ledger_rows,
-        report.discrepancies.len()
+        report.discrepancies.len(),
+        report.orders_checked,
+        report.incomplete_orders.len()
     );
     for d in &report.discrepancies {
         println!(
@@ -233,6 +235,12 @@ async fn audit(settings: Settings) -> anyhow::Result<ExitCode> {
             d.snapshot.stock,
             d.ledger_gap,
             if d.negative_stock { ", NEGATIVE STOCK" } else { "" }
+        );
+    }
+    for order in &report.incomplete_orders {
+        println!(
+            "  order {}: {} ledger rows for {} lines",
+            order.order_id, order.ledger_rows, order.line_count
         );
     }
     Ok(if report.is_clean() {

@@ -43,6 +43,38 @@ pub struct ProblemDetails {
     /// The key that resolves an unknown outcome: retry with it (outcome_unknown only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// Every short line of a refused order, with what its SKU had (insufficient_stock of an
+    /// order only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lines: Option<Vec<ShortLineBody>>,
+    /// Every unknown SKU an order named (not_found of an order only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skus: Option<Vec<String>>,
+    /// Where a reused order id's stored lines and this request differ (order_mismatch only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mismatches: Option<Vec<LineMismatchBody>>,
+}
+
+/// A line of a refused order.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ShortLineBody {
+    /// The SKU.
+    pub sku: String,
+    /// Units the order asked for (its lines for this SKU summed).
+    pub requested: i64,
+    /// Units the SKU had when the order was refused.
+    pub available: i64,
+}
+
+/// Where a reused order id's stored lines and a new request differ.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LineMismatchBody {
+    /// The SKU.
+    pub sku: String,
+    /// Units stored with the order id (0: not in the stored order).
+    pub stored: i64,
+    /// Units in this request (0: not in it).
+    pub given: i64,
 }
 
 /// An error response: a problem document plus the headers that go with it.
@@ -70,6 +102,9 @@ impl ApiError {
                 attempts: None,
                 current_version: None,
                 idempotency_key: None,
+                lines: None,
+                skus: None,
+                mismatches: None,
             }),
             retry_after: None,
             www_authenticate: false,
@@ -173,6 +208,60 @@ impl From<DeductError> for ApiError {
                 "SKU not found",
                 "no SKU has this id",
             ),
+            DeductError::OrderShort { lines } => {
+                let mut problem = Self::new(
+                    StatusCode::CONFLICT,
+                    "insufficient_stock",
+                    "Insufficient stock",
+                    format!(
+                        "{} line(s) of the order asked for more than their SKU has; nothing was changed",
+                        lines.len()
+                    ),
+                );
+                problem.body.lines = Some(
+                    lines
+                        .into_iter()
+                        .map(|line| ShortLineBody {
+                            sku: line.sku.as_str().to_owned(),
+                            requested: line.requested,
+                            available: line.available,
+                        })
+                        .collect(),
+                );
+                problem
+            }
+            DeductError::SkusNotFound { skus } => {
+                let mut problem = Self::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "SKU not found",
+                    format!(
+                        "{} SKU(s) of the order do not exist; nothing was changed",
+                        skus.len()
+                    ),
+                );
+                problem.body.skus = Some(skus.iter().map(|sku| sku.as_str().to_owned()).collect());
+                problem
+            }
+            DeductError::OrderMismatch { mismatches } => {
+                let mut problem = Self::new(
+                    StatusCode::CONFLICT,
+                    "order_mismatch",
+                    "Order id reused",
+                    "this order id was already placed with other lines; nothing was changed",
+                );
+                problem.body.mismatches = Some(
+                    mismatches
+                        .into_iter()
+                        .map(|m| LineMismatchBody {
+                            sku: m.sku,
+                            stored: m.stored,
+                            given: m.given,
+                        })
+                        .collect(),
+                );
+                problem
+            }
             DeductError::AlreadyExists => Self::new(
                 StatusCode::CONFLICT,
                 "already_exists",

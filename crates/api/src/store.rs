@@ -13,7 +13,8 @@ use stockguard_core::coalesce::CoalescerStats;
 use stockguard_core::engine::{EngineStats, PoolWaitStats};
 use stockguard_core::{
     AuditReport, Capabilities, DeductError, DeductRequest, EngineConfig, InventoryStore, LedgerEntry,
-    LedgerPage, PoolStatus, Receipt, RestockReceipt, RestockRequest, SkuId, SkuSnapshot, StockLevel,
+    LedgerPage, OrderReceipt, OrderRequest, PoolStatus, Receipt, RestockReceipt, RestockRequest, SkuId,
+    SkuSnapshot, StockLevel,
 };
 use stockguard_mysql::{MySqlConfig, MySqlStore};
 use stockguard_postgres::{PgConfig, PgStore};
@@ -169,6 +170,10 @@ impl InventoryStore for AnyStore {
 
     async fn deduct(&self, request: DeductRequest) -> Result<Receipt, DeductError> {
         delegate!(self, store => store.deduct(request).await)
+    }
+
+    async fn place_order(&self, order: OrderRequest) -> Result<OrderReceipt, DeductError> {
+        delegate!(self, store => store.place_order(order).await)
     }
 
     async fn stock(&self, sku: &SkuId) -> Result<StockLevel, DeductError> {

@@ -83,6 +83,20 @@ pub enum InvalidInput {
         /// The largest allowed.
         max: u64,
     },
+    /// An order id that is empty, too long, or holds a non-printable or non-ASCII character.
+    #[error("order id must be 1 to {max_len} printable ASCII characters without spaces")]
+    OrderId {
+        /// The limit.
+        max_len: usize,
+    },
+    /// An order with no lines, or more than the limit.
+    #[error("an order must have between 1 and {max} lines (got {given})")]
+    OrderLines {
+        /// Lines given.
+        given: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A ledger page size outside 1..=max.
     #[error("page limit must be between 1 and {max} (got {given})")]
     PageLimitOutOfRange {
@@ -109,6 +123,25 @@ pub enum DeductError {
     /// No SKU has this id.
     #[error("sku not found")]
     NotFound,
+    /// An order was refused: these lines asked for more than their SKU had. Every short line
+    /// is named. Nothing was changed.
+    #[error("insufficient stock on {} line(s)", lines.len())]
+    OrderShort {
+        /// Each short line, in canonical order.
+        lines: Vec<crate::ShortLine>,
+    },
+    /// An order names SKUs that do not exist. Nothing was changed.
+    #[error("{} sku(s) not found", skus.len())]
+    SkusNotFound {
+        /// Each unknown SKU, in canonical order.
+        skus: Vec<crate::SkuId>,
+    },
+    /// The order id was already used for an order with other lines. Nothing was changed.
+    #[error("order id already used for other lines")]
+    OrderMismatch {
+        /// Where the stored order and this request differ.
+        mismatches: Vec<crate::LineMismatch>,
+    },
     /// `create_sku` for an id that already exists. Nothing was changed.
     #[error("sku already exists")]
     AlreadyExists,
@@ -211,7 +244,9 @@ impl DeductError {
     pub fn kind(&self) -> &'static str {
         match self {
             DeductError::InsufficientStock { .. } => "insufficient_stock",
-            DeductError::NotFound => "not_found",
+            DeductError::NotFound | DeductError::SkusNotFound { .. } => "not_found",
+            DeductError::OrderShort { .. } => "insufficient_stock",
+            DeductError::OrderMismatch { .. } => "order_mismatch",
             DeductError::AlreadyExists => "already_exists",
             DeductError::Conflict { .. } => "conflict",
             DeductError::LockTimeout => "lock_timeout",
@@ -343,6 +378,11 @@ impl DeductError {
                 available: *available,
             },
             DeductError::NotFound => DeductError::NotFound,
+            DeductError::OrderShort { lines } => DeductError::OrderShort { lines: lines.clone() },
+            DeductError::SkusNotFound { skus } => DeductError::SkusNotFound { skus: skus.clone() },
+            DeductError::OrderMismatch { mismatches } => DeductError::OrderMismatch {
+                mismatches: mismatches.clone(),
+            },
             DeductError::AlreadyExists => DeductError::AlreadyExists,
             DeductError::Conflict { attempts } => DeductError::Conflict { attempts: *attempts },
             DeductError::LockTimeout => DeductError::LockTimeout,

@@ -9,9 +9,10 @@ use std::sync::Mutex;
 use chrono::Utc;
 
 use crate::domain::{
-    Capabilities, DeductRequest, IdempotencyKey, LedgerEntry, LedgerPage, LedgerReason, PoolStatus, Quantity,
-    Receipt, RestockReceipt, RestockRequest, STOCK_MAX, SkuId, SkuSnapshot, StockLevel, Strategy,
-    check_stock_level,
+    Capabilities, DeductRequest, IdempotencyKey, LedgerEntry, LedgerPage, LedgerReason, OrderId,
+    OrderLineReceipt, OrderReceipt, OrderRequest, PoolStatus, Quantity, Receipt, RestockReceipt,
+    RestockRequest, STOCK_MAX, ShortLine, SkuId, SkuSnapshot, StockLevel, Strategy, check_stock_level,
+    line_mismatches,
 };
 use crate::error::{DeductError, InvalidInput};
 use crate::store::InventoryStore;
@@ -29,6 +30,8 @@ pub struct ReferenceModel {
     skus: BTreeMap<SkuId, SkuState>,
     ledger: Vec<LedgerEntry>,
     by_key: HashMap<String, usize>,
+    /// Each order's canonical lines and its receipt.
+    orders: HashMap<OrderId, (String, OrderReceipt)>,
 }
 
 impl ReferenceModel {
@@ -135,6 +138,70 @@ impl ReferenceModel {
         })
     }
 
+    /// See [`InventoryStore::place_order`]: all lines or none, each SKU's lines summed; a
+    /// replay answers the first receipt, other lines under the same id are a mismatch.
+    pub fn place_order(&mut self, order: &OrderRequest) -> Result<OrderReceipt, DeductError> {
+        if let Some((stored, receipt)) = self.orders.get(order.order_id()) {
+            let mismatches = line_mismatches(stored, order);
+            if !mismatches.is_empty() {
+                return Err(DeductError::OrderMismatch { mismatches });
+            }
+            return Ok(OrderReceipt {
+                replayed: true,
+                ..receipt.clone()
+            });
+        }
+        let missing: Vec<SkuId> = order
+            .lines()
+            .iter()
+            .filter(|(sku, _)| !self.skus.contains_key(sku))
+            .map(|(sku, _)| sku.clone())
+            .collect();
+        if !missing.is_empty() {
+            return Err(DeductError::SkusNotFound { skus: missing });
+        }
+        let short: Vec<ShortLine> = order
+            .lines()
+            .iter()
+            .filter_map(|(sku, units)| {
+                let available = self.skus[sku].stock;
+                (available < *units).then(|| ShortLine {
+                    sku: sku.clone(),
+                    requested: *units,
+                    available,
+                })
+            })
+            .collect();
+        if !short.is_empty() {
+            return Err(DeductError::OrderShort { lines: short });
+        }
+        let mut lines = Vec::with_capacity(order.lines().len());
+        for (sku, units) in order.lines() {
+            let state = self.skus.get_mut(sku).expect("checked above");
+            state.stock -= units;
+            state.version += 1;
+            let remaining = state.stock;
+            let ledger_id = self.push_entry(sku, -units, remaining, LedgerReason::Order, None);
+            lines.push(OrderLineReceipt {
+                sku: sku.clone(),
+                quantity: *units,
+                remaining,
+                ledger_id,
+            });
+        }
+        let receipt = OrderReceipt {
+            order_id: order.order_id().clone(),
+            lines,
+            replayed: false,
+            attempts: 1,
+        };
+        self.orders.insert(
+            order.order_id().clone(),
+            (order.canonical_lines(), receipt.clone()),
+        );
+        Ok(receipt)
+    }
+
     /// See [`InventoryStore::stock`].
     pub fn stock(&self, sku: &SkuId) -> Result<StockLevel, DeductError> {
         let state = self.skus.get(sku).ok_or(DeductError::NotFound)?;
@@ -186,16 +253,28 @@ impl ReferenceModel {
         reason: LedgerReason,
         idempotency_key: &IdempotencyKey,
     ) -> i64 {
+        self.push_entry(sku, delta, stock_after, reason, Some(idempotency_key))
+    }
+
+    fn push_entry(
+        &mut self,
+        sku: &SkuId,
+        delta: i64,
+        stock_after: i64,
+        reason: LedgerReason,
+        idempotency_key: Option<&IdempotencyKey>,
+    ) -> i64 {
         let id = i64::try_from(self.ledger.len()).expect("ledger fits i64") + 1;
-        self.by_key
-            .insert(idempotency_key.as_str().to_owned(), self.ledger.len());
+        if let Some(key) = idempotency_key {
+            self.by_key.insert(key.as_str().to_owned(), self.ledger.len());
+        }
         self.ledger.push(LedgerEntry {
             id,
             sku: sku.clone(),
             delta,
             stock_after,
             reason,
-            idempotency_key: Some(idempotency_key.as_str().to_owned()),
+            idempotency_key: idempotency_key.map(|key| key.as_str().to_owned()),
             created_at: Utc::now(),
         });
         id
@@ -294,6 +373,10 @@ impl InventoryStore for ReferenceStore {
 
     async fn deduct(&self, request: DeductRequest) -> Result<Receipt, DeductError> {
         self.with(|m| m.deduct(&request))
+    }
+
+    async fn place_order(&self, order: OrderRequest) -> Result<OrderReceipt, DeductError> {
+        self.with(|m| m.place_order(&order))
     }
 
     async fn stock(&self, sku: &SkuId) -> Result<StockLevel, DeductError> {

@@ -3,8 +3,8 @@
 use std::future::Future;
 
 use crate::domain::{
-    AuditReport, Capabilities, DeductRequest, LedgerEntry, LedgerPage, PoolStatus, Receipt, RestockReceipt,
-    RestockRequest, SkuId, SkuSnapshot, StockLevel,
+    AuditReport, Capabilities, DeductRequest, LedgerEntry, LedgerPage, OrderReceipt, OrderRequest,
+    PoolStatus, Receipt, RestockReceipt, RestockRequest, SkuId, SkuSnapshot, StockLevel,
 };
 use crate::error::DeductError;
 
@@ -56,6 +56,17 @@ pub trait InventoryStore: Send + Sync + 'static {
 
     /// Deducts `request.quantity` using `request.strategy`.
     fn deduct(&self, request: DeductRequest) -> impl Future<Output = Result<Receipt, DeductError>> + Send;
+
+    /// Applies every line of `order` or none, in one transaction. Lines with the same SKU
+    /// were summed when the order was parsed. The order id is the idempotency key: a replay
+    /// returns the first receipt (`replayed = true`); the same id with other lines is
+    /// `OrderMismatch`. A refusal names every short line (`OrderShort`) or every unknown SKU
+    /// (`SkusNotFound`). Each line writes one ledger row (reason `order`, reference the
+    /// order id). The outcome contract holds as for `deduct`, resolved by the order id.
+    fn place_order(
+        &self,
+        order: OrderRequest,
+    ) -> impl Future<Output = Result<OrderReceipt, DeductError>> + Send;
 
     /// Current stock of one SKU.
     fn stock(&self, sku: &SkuId) -> impl Future<Output = Result<StockLevel, DeductError>> + Send;

@@ -6,12 +6,12 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection, Executor, MySql};
 use stockguard_core::engine::{
-    AllLocked, Backend, Change, Fault, FaultKind, LockWait, LockedRow, MissFacts, PoolWaitStats, Step,
-    VersionedRow, Written,
+    AllLocked, Backend, Change, Fault, FaultKind, LineWrite, LockWait, LockedRow, MissFacts, PoolWaitStats,
+    Step, StoredOrder, VersionedRow, Written,
 };
 use stockguard_core::{
     BatchPlan, Capabilities, DeductError, EngineConfig, IdempotencyKey, LedgerEntry, LedgerPage,
-    LedgerReason, PoolStatus, STOCK_MAX, SkuId, SkuSnapshot, StockLevel, Strategy,
+    LedgerReason, OrderCheck, OrderId, PoolStatus, STOCK_MAX, SkuId, SkuSnapshot, StockLevel, Strategy,
 };
 
 use crate::config::{ServerFlavor, session_statements};
@@ -91,7 +91,7 @@ impl MySqlBackend {
     ) -> Result<Written, Fault> {
         let delta = match reason {
             LedgerReason::Restock => change.quantity.get(),
-            LedgerReason::Deduct => -change.quantity.get(),
+            LedgerReason::Deduct | LedgerReason::Order => -change.quantity.get(),
         };
         let done = sqlx::query(sql::INSERT_LEDGER)
             .bind(change.sku.as_str())
@@ -135,7 +135,7 @@ impl MySqlBackend {
     /// `UPDATE` that preceded this holds the row's exclusive lock, so the value is exactly
     /// the one this transaction wrote: the replacement for `UPDATE … RETURNING`) plus, for a
     /// sharded SKU, its bucket stock.
-    async fn read_back(&self, tx: &mut MySqlTx, sku: &SkuId) -> Result<i64, Fault> {
+    pub(crate) async fn read_back(&self, tx: &mut MySqlTx, sku: &SkuId) -> Result<i64, Fault> {
         let (row_stock, sharded): (i64, bool) = sqlx::query_as(sql::READ_BACK)
             .bind(sku.as_str())
             .fetch_one(&mut **tx)
@@ -334,6 +334,15 @@ impl Backend for MySqlBackend {
         }
     }
 
+    fn order_check(&self) -> impl Step<OrderCheck> {
+        async move {
+            let mut connection = self.connection("checking orders").await?;
+            common::order_check::<MySql>(&mut connection, sql::ORDER_COUNT, sql::INCOMPLETE_ORDERS)
+                .await
+                .map_err(self.fault("checking orders"))
+        }
+    }
+
     fn miss_facts(&self, sku: &SkuId, key: Option<&IdempotencyKey>) -> impl Step<MissFacts> {
         async move {
             let mut connection = self.connection("explaining a miss").await?;
@@ -366,6 +375,17 @@ impl Backend for MySqlBackend {
             self.rollback(tx).await;
             found
         }
+    }
+
+    fn find_order(&self, order_id: &OrderId) -> impl Step<Option<StoredOrder>> {
+        async move {
+            let mut connection = self.connection("reading an order").await?;
+            self.find_order_on(&mut connection, order_id).await
+        }
+    }
+
+    fn settle_and_find_order(&self, skus: &[&SkuId], order_id: &OrderId) -> impl Step<Option<StoredOrder>> {
+        async move { self.settle_and_find_order_in(skus, order_id).await }
     }
 
     fn create_sku(&self, sku: &SkuId, initial_stock: i64) -> impl Step<bool> {
@@ -507,6 +527,30 @@ impl Backend for MySqlBackend {
 
     fn write_batch(&self, tx: &mut Self::Tx, sku: &SkuId, plan: &BatchPlan) -> impl Step<Vec<i64>> {
         async move { self.write_batch_in(tx, sku, plan).await }
+    }
+
+    fn claim_order(
+        &self,
+        tx: &mut Self::Tx,
+        order_id: &OrderId,
+        lines: &str,
+        line_count: usize,
+    ) -> impl Step<()> {
+        async move { self.claim_order_in(tx, order_id, lines, line_count).await }
+    }
+
+    fn write_line(
+        &self,
+        tx: &mut Self::Tx,
+        line: LineWrite<'_>,
+        row_stock_after: i64,
+        stock_after: i64,
+    ) -> impl Step<Written> {
+        async move { self.write_line_in(tx, line, row_stock_after, stock_after).await }
+    }
+
+    fn guarded_line(&self, tx: &mut Self::Tx, line: LineWrite<'_>) -> impl Step<Option<Written>> {
+        async move { self.guarded_line_in(tx, line).await }
     }
 
     fn lock_all(&self, tx: &mut Self::Tx, sku: &SkuId) -> impl Step<AllLocked> {

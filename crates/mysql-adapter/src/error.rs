@@ -11,8 +11,12 @@ use stockguard_core::engine::{ConnectRefusal, Fault, FaultKind};
 /// `ER_DUP_ENTRY`: a unique index refused a row.
 pub(crate) const DUPLICATE_ENTRY: u16 = 1062;
 
-/// The name of the ledger's unique index on `idempotency_key` (see the migration).
-const IDEMPOTENCY_KEY_INDEX: &str = "inventory_ledger_idempotency_key";
+/// The unique indexes that claim a key (see the migrations): the ledger's on
+/// `idempotency_key`, and the order id's.
+const IDEMPOTENCY_KEY_INDEXES: [&str; 2] = [
+    "inventory_ledger_idempotency_key",
+    "inventory_order_idempotency_key",
+];
 
 /// The error number → fault table.
 fn kind_of_number(number: u16, duplicate_key: Option<&str>) -> FaultKind {
@@ -21,7 +25,9 @@ fn kind_of_number(number: u16, duplicate_key: Option<&str>) -> FaultKind {
         1205 | 3572 => FaultKind::LockTimeout,
         // Deadlock victim, or a Galera certification failure at COMMIT: rolled back either way.
         1213 => FaultKind::Deadlock,
-        DUPLICATE_ENTRY if duplicate_key == Some(IDEMPOTENCY_KEY_INDEX) => FaultKind::KeyTaken,
+        DUPLICATE_ENTRY if duplicate_key.is_some_and(|name| IDEMPOTENCY_KEY_INDEXES.contains(&name)) => {
+            FaultKind::KeyTaken
+        }
         // MariaDB max_statement_time, MySQL max_execution_time, KILL QUERY.
         1969 | 3024 | 1317 => FaultKind::StatementTimeout,
         // CHECK constraint: MariaDB 4025, MySQL 3819.
@@ -99,6 +105,10 @@ mod tests {
         assert_eq!(kind_of_number(1213, None), FaultKind::Deadlock);
         assert_eq!(
             kind_of_number(1062, Some("inventory_ledger_idempotency_key")),
+            FaultKind::KeyTaken
+        );
+        assert_eq!(
+            kind_of_number(1062, Some("inventory_order_idempotency_key")),
             FaultKind::KeyTaken
         );
         assert_eq!(kind_of_number(1062, Some("PRIMARY")), FaultKind::Other);

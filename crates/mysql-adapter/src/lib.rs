@@ -18,6 +18,7 @@
 mod backend;
 mod config;
 mod error;
+mod orders;
 mod sharded;
 mod sql;
 

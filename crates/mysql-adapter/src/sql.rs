@@ -22,7 +22,7 @@ macro_rules! bucket_stock_of_param {
 
 /// Touches every table: fails with 1146 when the schema is missing.
 pub(crate) const PING: &str = "SELECT (SELECT 1 FROM inventory LIMIT 1), (SELECT 1 FROM inventory_ledger LIMIT 1), \
-     (SELECT 1 FROM inventory_bucket LIMIT 1)";
+     (SELECT 1 FROM inventory_bucket LIMIT 1), (SELECT 1 FROM inventory_order LIMIT 1)";
 
 pub(crate) const CREATE_SKU: &str = "INSERT INTO inventory (sku, stock, initial_stock) VALUES (?, ?, ?)";
 
@@ -142,3 +142,32 @@ pub(crate) const EMPTY_BUCKETS: &str = "UPDATE inventory_bucket SET stock = 0 WH
 /// Binds: units, sku.
 pub(crate) const ADD_TO_ROW: &str =
     "UPDATE inventory SET stock = stock + ?, version = version + 1 WHERE sku = ?";
+
+/// Binds: order id, canonical lines, line count. A taken id fails with 1062 on
+/// `inventory_order_idempotency_key`; a concurrent claim waits for the other transaction.
+pub(crate) const CLAIM_ORDER: &str =
+    "INSERT INTO inventory_order (order_id, `lines`, line_count) VALUES (?, ?, ?)";
+
+/// Binds: order id.
+pub(crate) const ORDER_LINES: &str = "SELECT `lines` FROM inventory_order WHERE order_id = ?";
+pub(crate) const ORDER_ENTRIES: &str = concat!(
+    "SELECT ",
+    ledger_columns!(),
+    " FROM inventory_ledger WHERE reference = ? AND reason = 'order' ORDER BY id"
+);
+
+/// Binds: sku, delta, stock_after, order id. An order line's ledger row: no key of its own.
+pub(crate) const INSERT_ORDER_LINE: &str =
+    "INSERT INTO inventory_ledger (sku, delta, stock_after, reason, reference) VALUES (?, ?, ?, 'order', ?)";
+
+/// The audit's order check: how many orders there are, and every order whose `order` ledger
+/// rows are not exactly its line count, plus `order` rows whose reference no order claimed
+/// (line count 0).
+pub(crate) const ORDER_COUNT: &str = "SELECT COUNT(*) FROM inventory_order";
+pub(crate) const INCOMPLETE_ORDERS: &str = "SELECT o.order_id, CAST(o.line_count AS SIGNED), CAST(COUNT(l.id) AS SIGNED) \
+     FROM inventory_order o LEFT JOIN inventory_ledger l ON l.reference = o.order_id AND l.reason = 'order' \
+     GROUP BY o.order_id, o.line_count HAVING COUNT(l.id) <> o.line_count \
+     UNION ALL \
+     SELECT l.reference, CAST(0 AS SIGNED), CAST(COUNT(*) AS SIGNED) FROM inventory_ledger l \
+     WHERE l.reason = 'order' AND NOT EXISTS (SELECT 1 FROM inventory_order o WHERE o.order_id = l.reference) \
+     GROUP BY l.reference ORDER BY 1";

@@ -7,12 +7,12 @@ use sqlx::Connection;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, Postgres};
 use stockguard_core::engine::{
-    AllLocked, Backend, Change, Fault, LockWait, LockedRow, MissFacts, PoolWaitStats, Step, VersionedRow,
-    Written,
+    AllLocked, Backend, Change, Fault, LineWrite, LockWait, LockedRow, MissFacts, PoolWaitStats, Step,
+    StoredOrder, VersionedRow, Written,
 };
 use stockguard_core::{
-    BatchPlan, Capabilities, DeductError, EngineConfig, IdempotencyKey, LedgerEntry, LedgerPage, PoolStatus,
-    STOCK_MAX, SkuId, SkuSnapshot, StockLevel, Strategy,
+    BatchPlan, Capabilities, DeductError, EngineConfig, IdempotencyKey, LedgerEntry, LedgerPage, OrderCheck,
+    OrderId, PoolStatus, STOCK_MAX, SkuId, SkuSnapshot, StockLevel, Strategy,
 };
 
 use stockguard_sql as common;
@@ -50,6 +50,18 @@ impl PgBackend {
             .await
             .map_err(self.fault("looking up keys"))?;
         common::entries(rows)
+    }
+
+    async fn find_order_on(
+        &self,
+        connection: &mut sqlx::PgConnection,
+        order_id: &OrderId,
+    ) -> Result<Option<StoredOrder>, Fault> {
+        let found =
+            common::find_order::<Postgres>(connection, sql::ORDER_LINES, sql::ORDER_ENTRIES, order_id)
+                .await
+                .map_err(self.fault("reading an order"))?;
+        common::stored_order(found)
     }
 
     /// The pool, for tests and tools that need raw SQL.
@@ -173,6 +185,15 @@ impl Backend for PgBackend {
         }
     }
 
+    fn order_check(&self) -> impl Step<OrderCheck> {
+        async move {
+            let mut connection = self.connection("checking orders").await?;
+            common::order_check::<Postgres>(&mut connection, sql::ORDER_COUNT, sql::INCOMPLETE_ORDERS)
+                .await
+                .map_err(self.fault("checking orders"))
+        }
+    }
+
     fn miss_facts(&self, sku: &SkuId, key: Option<&IdempotencyKey>) -> impl Step<MissFacts> {
         async move {
             let mut connection = self.connection("explaining a miss").await?;
@@ -203,6 +224,32 @@ impl Backend for PgBackend {
                     .map_err(self.fault("waiting out the lost transaction's locks"))?;
             }
             let found = self.find_keys_on(&mut tx, keys).await;
+            self.rollback(tx).await;
+            found
+        }
+    }
+
+    fn find_order(&self, order_id: &OrderId) -> impl Step<Option<StoredOrder>> {
+        async move {
+            let mut connection = self.connection("reading an order").await?;
+            self.find_order_on(&mut connection, order_id).await
+        }
+    }
+
+    fn settle_and_find_order(&self, skus: &[&SkuId], order_id: &OrderId) -> impl Step<Option<StoredOrder>> {
+        async move {
+            let mut tx = common::Tx::begin(&self.pool, "BEGIN")
+                .await
+                .map_err(self.fault("resolving a lost answer"))?;
+            // In the order's own (canonical) lock order.
+            for sku in skus {
+                sqlx::query(sql::SETTLE_ROW)
+                    .bind(sku.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(self.fault("waiting out the lost transaction's locks"))?;
+            }
+            let found = self.find_order_on(&mut tx, order_id).await;
             self.rollback(tx).await;
             found
         }
@@ -389,6 +436,59 @@ impl Backend for PgBackend {
                 .map_err(self.fault("writing a batch"))?;
             // Ids by key: RETURNING's order is not guaranteed.
             Ok(common::ids_in_key_order(plan.new_keys(), &rows))
+        }
+    }
+
+    fn claim_order(
+        &self,
+        tx: &mut Self::Tx,
+        order_id: &OrderId,
+        lines: &str,
+        line_count: usize,
+    ) -> impl Step<()> {
+        async move {
+            sqlx::query(sql::CLAIM_ORDER)
+                .bind(order_id.as_str())
+                .bind(lines)
+                .bind(i32::try_from(line_count).unwrap_or(i32::MAX))
+                .execute(&mut **tx)
+                .await
+                .map(|_| ())
+                .map_err(self.fault("claiming an order id"))
+        }
+    }
+
+    fn write_line(
+        &self,
+        tx: &mut Self::Tx,
+        line: LineWrite<'_>,
+        row_stock_after: i64,
+        stock_after: i64,
+    ) -> impl Step<Written> {
+        async move {
+            let row: (i64, i64) = sqlx::query_as(sql::WRITE_LINE)
+                .bind(line.sku.as_str())
+                .bind(row_stock_after)
+                .bind(line.quantity)
+                .bind(stock_after)
+                .bind(line.order_id.as_str())
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(self.fault("writing an order line"))?;
+            Ok(written(row))
+        }
+    }
+
+    fn guarded_line(&self, tx: &mut Self::Tx, line: LineWrite<'_>) -> impl Step<Option<Written>> {
+        async move {
+            let row: Option<(i64, i64)> = sqlx::query_as(sql::GUARDED_LINE)
+                .bind(line.sku.as_str())
+                .bind(line.quantity)
+                .bind(line.order_id.as_str())
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(self.fault("writing an order line (guarded)"))?;
+            Ok(row.map(written))
         }
     }
 

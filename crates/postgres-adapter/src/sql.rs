@@ -45,7 +45,7 @@ macro_rules! ledger_columns {
 
 /// Touches every table: fails with 42P01 when the schema is missing.
 pub(crate) const PING: &str = "SELECT (SELECT 1 FROM inventory LIMIT 1), (SELECT 1 FROM inventory_ledger LIMIT 1), \
-     (SELECT 1 FROM inventory_bucket LIMIT 1)";
+     (SELECT 1 FROM inventory_bucket LIMIT 1), (SELECT 1 FROM inventory_order LIMIT 1)";
 
 pub(crate) const CREATE_SKU: &str =
     "INSERT INTO inventory (sku, stock, initial_stock) VALUES ($1, $2, $2) ON CONFLICT (sku) DO NOTHING";
@@ -221,3 +221,43 @@ pub(crate) const WRITE_SPREAD: &str = "WITH spread AS (INSERT INTO inventory_buc
 /// `$1` sku, `$2` the bucket stock moved into the row.
 pub(crate) const WRITE_GATHER: &str = "WITH emptied AS (UPDATE inventory_bucket SET stock = 0 WHERE sku = $1 AND stock > 0) \
      UPDATE inventory SET stock = stock + $2, version = version + 1 WHERE sku = $1";
+
+/// `$1` order id, `$2` canonical lines, `$3` line count. A taken id fails with 23505 on
+/// `inventory_order_idempotency_key`; a concurrent claim waits for the other transaction.
+pub(crate) const CLAIM_ORDER: &str =
+    "INSERT INTO inventory_order (order_id, lines, line_count) VALUES ($1, $2, $3)";
+
+/// `$1` order id.
+pub(crate) const ORDER_LINES: &str = "SELECT lines FROM inventory_order WHERE order_id = $1";
+pub(crate) const ORDER_ENTRIES: &str = concat!(
+    "SELECT ",
+    ledger_columns!(),
+    " FROM inventory_ledger WHERE reference = $1 AND reason = 'order' ORDER BY id"
+);
+
+/// `$1` sku, `$2` row stock after, `$3` units, `$4` stock_after, `$5` order id.
+pub(crate) const WRITE_LINE: &str = "WITH u AS (UPDATE inventory SET stock = $2, version = version + 1 WHERE sku = $1) \
+     INSERT INTO inventory_ledger (sku, delta, stock_after, reason, reference) \
+     VALUES ($1, -$3, $4, 'order', $5) RETURNING id, stock_after";
+
+/// `$1` sku, `$2` units, `$3` order id: `GUARDED_DEDUCT` for an order's line.
+pub(crate) const GUARDED_LINE: &str = concat!(
+    "WITH u AS (UPDATE inventory SET stock = stock - $2, version = version + 1 \
+                WHERE sku = $1 AND stock >= $2 RETURNING stock, sharded) \
+     INSERT INTO inventory_ledger (sku, delta, stock_after, reason, reference) \
+     SELECT $1, -$2, ",
+    total_after!("-$2"),
+    ", 'order', $3 FROM u RETURNING id, stock_after"
+);
+
+/// The audit's order check: how many orders there are, and every order whose `order` ledger
+/// rows are not exactly its line count, plus `order` rows whose reference no order claimed
+/// (line count 0).
+pub(crate) const ORDER_COUNT: &str = "SELECT COUNT(*) FROM inventory_order";
+pub(crate) const INCOMPLETE_ORDERS: &str = "SELECT o.order_id::text, o.line_count::bigint, COUNT(l.id) \
+     FROM inventory_order o LEFT JOIN inventory_ledger l ON l.reference = o.order_id AND l.reason = 'order' \
+     GROUP BY o.order_id, o.line_count HAVING COUNT(l.id) <> o.line_count \
+     UNION ALL \
+     SELECT l.reference::text, 0::bigint, COUNT(*) FROM inventory_ledger l \
+     WHERE l.reason = 'order' AND NOT EXISTS (SELECT 1 FROM inventory_order o WHERE o.order_id = l.reference) \
+     GROUP BY l.reference ORDER BY 1";

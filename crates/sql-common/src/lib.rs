@@ -11,10 +11,10 @@ use std::time::Instant;
 
 use sqlx::pool::PoolConnection;
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, QueryBuilder, Type};
-use stockguard_core::engine::{Fault, FaultKind, MissFacts, PoolWaitStats, StoredMissFacts};
+use stockguard_core::engine::{Fault, FaultKind, MissFacts, PoolWaitStats, StoredMissFacts, StoredOrder};
 use stockguard_core::{
-    DeductError, IdempotencyKey, LedgerEntry, LedgerPage, PoolStatus, SkuId, SkuSnapshot, StockLevel,
-    StoredLedgerRow, StoredSnapshotRow,
+    DeductError, IdempotencyKey, LedgerEntry, LedgerPage, OrderCheck, OrderId, PoolStatus, SkuId,
+    SkuSnapshot, StockLevel, StoredLedgerRow, StoredOrderCheckRow, StoredSnapshotRow,
 };
 
 /// A stored row the adapter read back but core refused (a SKU id or reason that cannot be).
@@ -245,6 +245,71 @@ where
         );
     }
     Ok(rows)
+}
+
+/// A committed order's stored lines and ledger rows: `order_sql` takes the order id and
+/// returns its lines; `lines_sql` takes the order id and returns its ledger rows
+/// (`StoredLedgerRow`s). Two statements are enough: an order's rows commit with it and
+/// never change. See [`stored_order`].
+pub async fn find_order<DB>(
+    connection: &mut DB::Connection,
+    order_sql: &'static str,
+    lines_sql: &'static str,
+    order_id: &OrderId,
+) -> Result<Option<(String, Vec<StoredLedgerRow>)>, sqlx::Error>
+where
+    DB: Database,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    (String,): for<'r> FromRow<'r, DB::Row>,
+    StoredLedgerRow: for<'r> FromRow<'r, DB::Row>,
+{
+    let lines: Option<(String,)> = sqlx::query_as(order_sql)
+        .bind(order_id.as_str())
+        .fetch_optional(&mut *connection)
+        .await?;
+    let Some((lines,)) = lines else {
+        return Ok(None);
+    };
+    let rows = sqlx::query_as(lines_sql)
+        .bind(order_id.as_str())
+        .fetch_all(&mut *connection)
+        .await?;
+    Ok(Some((lines, rows)))
+}
+
+/// The audit's order check: `count_sql` returns the number of orders, `incomplete_sql` the
+/// `StoredOrderCheckRow`s of incomplete ones. That one is a single statement, so it reads one
+/// snapshot, and an order commits with all its lines: it never sees an order in flight as
+/// half applied.
+pub async fn order_check<DB>(
+    connection: &mut DB::Connection,
+    count_sql: &'static str,
+    incomplete_sql: &'static str,
+) -> Result<OrderCheck, sqlx::Error>
+where
+    DB: Database,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    (i64,): for<'r> FromRow<'r, DB::Row>,
+    StoredOrderCheckRow: for<'r> FromRow<'r, DB::Row>,
+{
+    let (orders,): (i64,) = sqlx::query_as(count_sql).fetch_one(&mut *connection).await?;
+    let rows = sqlx::query_as(incomplete_sql).fetch_all(&mut *connection).await?;
+    Ok(OrderCheck::from_stored(orders, rows))
+}
+
+/// [`find_order`]'s rows, re-checked.
+pub fn stored_order(found: Option<(String, Vec<StoredLedgerRow>)>) -> Result<Option<StoredOrder>, Fault> {
+    found
+        .map(|(lines, rows)| {
+            Ok(StoredOrder {
+                lines,
+                entries: entries(rows)?,
+            })
+        })
+        .transpose()
 }
 
 /// The ids of `keys` in `rows` (pairs of id and key, in any order), in `keys`' order; a key

@@ -7,11 +7,12 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use stockguard_core::engine::{
-    Backend, Change, Fault, LockWait, LockedRow, MissFacts, PoolWaitStats, Step, VersionedRow, Written,
+    Backend, Change, Fault, LineWrite, LockWait, LockedRow, MissFacts, PoolWaitStats, Step, StoredOrder,
+    VersionedRow, Written,
 };
 use stockguard_core::{
     BatchPlan, Capabilities, DeductError, EngineConfig, IdempotencyKey, LedgerEntry, LedgerPage,
-    LedgerReason, PoolStatus, STOCK_MAX, SkuId, SkuSnapshot, StockLevel, Strategy,
+    LedgerReason, OrderCheck, OrderId, PoolStatus, STOCK_MAX, SkuId, SkuSnapshot, StockLevel, Strategy,
 };
 
 use stockguard_sql as common;
@@ -86,7 +87,7 @@ impl SqliteBackend {
     ) -> Result<Written, Fault> {
         let delta = match reason {
             LedgerReason::Restock => change.quantity.get(),
-            LedgerReason::Deduct => -change.quantity.get(),
+            LedgerReason::Deduct | LedgerReason::Order => -change.quantity.get(),
         };
         let ledger_id: i64 = sqlx::query_scalar(sql::INSERT_LEDGER)
             .bind(change.sku.as_str())
@@ -120,6 +121,35 @@ impl SqliteBackend {
         Self::insert_ledger(conn, change, reason, stock_after)
             .await
             .map(Some)
+    }
+
+    async fn find_order_on(
+        conn: &mut SqliteConnection,
+        order_id: &OrderId,
+    ) -> Result<Option<StoredOrder>, Fault> {
+        let found = common::find_order::<Sqlite>(conn, sql::ORDER_LINES, sql::ORDER_ENTRIES, order_id)
+            .await
+            .map_err(fault("reading an order"))?;
+        common::stored_order(found)
+    }
+
+    async fn insert_order_line(
+        conn: &mut SqliteConnection,
+        line: LineWrite<'_>,
+        stock_after: i64,
+    ) -> Result<Written, Fault> {
+        let ledger_id: i64 = sqlx::query_scalar(sql::INSERT_ORDER_LINE)
+            .bind(line.sku.as_str())
+            .bind(-line.quantity)
+            .bind(stock_after)
+            .bind(line.order_id.as_str())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(fault("writing an order line's ledger row"))?;
+        Ok(Written {
+            ledger_id,
+            stock_after,
+        })
     }
 
     async fn find_keys_on(
@@ -246,6 +276,15 @@ impl Backend for SqliteBackend {
         }
     }
 
+    fn order_check(&self) -> impl Step<OrderCheck> {
+        async move {
+            let mut conn = self.connection("checking orders").await?;
+            common::order_check::<Sqlite>(&mut conn, sql::ORDER_COUNT, sql::INCOMPLETE_ORDERS)
+                .await
+                .map_err(fault("checking orders"))
+        }
+    }
+
     fn miss_facts(&self, sku: &SkuId, key: Option<&IdempotencyKey>) -> impl Step<MissFacts> {
         async move {
             let mut connection = self.connection("explaining a miss").await?;
@@ -269,6 +308,23 @@ impl Backend for SqliteBackend {
         async move {
             let mut tx = self.begin_write().await?;
             let found = Self::find_keys_on(&mut tx, keys).await;
+            self.rollback(tx).await;
+            found
+        }
+    }
+
+    fn find_order(&self, order_id: &OrderId) -> impl Step<Option<StoredOrder>> {
+        async move {
+            let mut conn = self.connection("reading an order").await?;
+            Self::find_order_on(&mut conn, order_id).await
+        }
+    }
+
+    /// As `settle_and_find`: once the write lock is held, no other write is in progress.
+    fn settle_and_find_order(&self, _skus: &[&SkuId], order_id: &OrderId) -> impl Step<Option<StoredOrder>> {
+        async move {
+            let mut tx = self.begin_write().await?;
+            let found = Self::find_order_on(&mut tx, order_id).await;
             self.rollback(tx).await;
             found
         }
@@ -403,6 +459,58 @@ impl Backend for SqliteBackend {
                 .await
                 .map_err(fault("writing the row"))?;
             Self::insert_ledger(tx, change, LedgerReason::Deduct, stock_after).await
+        }
+    }
+
+    fn claim_order(
+        &self,
+        tx: &mut Self::Tx,
+        order_id: &OrderId,
+        lines: &str,
+        line_count: usize,
+    ) -> impl Step<()> {
+        async move {
+            sqlx::query(sql::CLAIM_ORDER)
+                .bind(order_id.as_str())
+                .bind(lines)
+                .bind(i64::try_from(line_count).unwrap_or(i64::MAX))
+                .execute(&mut **tx)
+                .await
+                .map(|_| ())
+                .map_err(fault("claiming an order id"))
+        }
+    }
+
+    fn write_line(
+        &self,
+        tx: &mut Self::Tx,
+        line: LineWrite<'_>,
+        row_stock_after: i64,
+        stock_after: i64,
+    ) -> impl Step<Written> {
+        async move {
+            sqlx::query(sql::SET_ROW_STOCK)
+                .bind(line.sku.as_str())
+                .bind(row_stock_after)
+                .execute(&mut **tx)
+                .await
+                .map_err(fault("writing the row"))?;
+            Self::insert_order_line(tx, line, stock_after).await
+        }
+    }
+
+    fn guarded_line(&self, tx: &mut Self::Tx, line: LineWrite<'_>) -> impl Step<Option<Written>> {
+        async move {
+            let Some(stock_after) = sqlx::query_scalar::<_, i64>(sql::GUARDED_UPDATE)
+                .bind(line.sku.as_str())
+                .bind(line.quantity)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(fault("writing an order line (guarded)"))?
+            else {
+                return Ok(None);
+            };
+            Self::insert_order_line(tx, line, stock_after).await.map(Some)
         }
     }
 

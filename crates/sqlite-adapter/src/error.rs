@@ -28,6 +28,8 @@ const SQLITE_CANTOPEN: i64 = 14;
 const SQLITE_CONSTRAINT_CHECK: i64 = 275;
 /// `SQLITE_CONSTRAINT_UNIQUE`.
 const SQLITE_CONSTRAINT_UNIQUE: i64 = 2067;
+/// `SQLITE_CONSTRAINT_PRIMARYKEY`: an order id's claim (the order table's primary key).
+const SQLITE_CONSTRAINT_PRIMARYKEY: i64 = 1555;
 
 fn kind_of_code(code: i64, message: &str) -> FaultKind {
     match code {
@@ -36,6 +38,7 @@ fn kind_of_code(code: i64, message: &str) -> FaultKind {
         SQLITE_CONSTRAINT_UNIQUE if message.contains("inventory_ledger.idempotency_key") => {
             FaultKind::KeyTaken
         }
+        SQLITE_CONSTRAINT_PRIMARYKEY if message.contains("inventory_order.order_id") => FaultKind::KeyTaken,
         SQLITE_CONSTRAINT_CHECK => FaultKind::CheckViolation,
         code => match code & 0xff {
             SQLITE_BUSY | SQLITE_LOCKED => FaultKind::LockTimeout,
@@ -86,6 +89,10 @@ mod tests {
         assert_eq!(kind_of_code(517, ""), FaultKind::SerializationFailure);
         assert_eq!(
             kind_of_code(2067, "UNIQUE constraint failed: inventory_ledger.idempotency_key"),
+            FaultKind::KeyTaken
+        );
+        assert_eq!(
+            kind_of_code(1555, "UNIQUE constraint failed: inventory_order.order_id"),
             FaultKind::KeyTaken
         );
         assert_eq!(

@@ -24,8 +24,8 @@ pub(crate) const FIND_KEYS: &str = concat!(
 );
 
 /// Touches every table: fails with "no such table" when the schema is missing.
-pub(crate) const PING: &str =
-    "SELECT (SELECT 1 FROM inventory LIMIT 1), (SELECT 1 FROM inventory_ledger LIMIT 1)";
+pub(crate) const PING: &str = "SELECT (SELECT 1 FROM inventory LIMIT 1), (SELECT 1 FROM inventory_ledger LIMIT 1), \
+     (SELECT 1 FROM inventory_order LIMIT 1)";
 
 pub(crate) const CREATE_SKU: &str =
     "INSERT INTO inventory (sku, stock, initial_stock) VALUES (?1, ?2, ?2) ON CONFLICT (sku) DO NOTHING";
@@ -74,3 +74,32 @@ pub(crate) const LOCK_ROW: &str = "SELECT stock FROM inventory WHERE sku = ?1";
 /// Binds: sku, row stock.
 pub(crate) const SET_ROW_STOCK: &str =
     "UPDATE inventory SET stock = ?2, version = version + 1 WHERE sku = ?1";
+
+/// Binds: order id, canonical lines, line count. A taken id fails with a UNIQUE violation on
+/// `inventory_order.order_id`.
+pub(crate) const CLAIM_ORDER: &str =
+    "INSERT INTO inventory_order (order_id, lines, line_count) VALUES (?1, ?2, ?3)";
+
+/// Binds: order id.
+pub(crate) const ORDER_LINES: &str = "SELECT lines FROM inventory_order WHERE order_id = ?1";
+pub(crate) const ORDER_ENTRIES: &str = concat!(
+    "SELECT ",
+    ledger_columns!(),
+    " FROM inventory_ledger WHERE reference = ?1 AND reason = 'order' ORDER BY id"
+);
+
+/// Binds: sku, delta, stock_after, order id. An order line's ledger row: no key of its own.
+pub(crate) const INSERT_ORDER_LINE: &str = "INSERT INTO inventory_ledger (sku, delta, stock_after, reason, reference) \
+     VALUES (?1, ?2, ?3, 'order', ?4) RETURNING id";
+
+/// The audit's order check: how many orders there are, and every order whose `order` ledger
+/// rows are not exactly its line count, plus `order` rows whose reference no order claimed
+/// (line count 0).
+pub(crate) const ORDER_COUNT: &str = "SELECT COUNT(*) FROM inventory_order";
+pub(crate) const INCOMPLETE_ORDERS: &str = "SELECT o.order_id, o.line_count, COUNT(l.id) \
+     FROM inventory_order o LEFT JOIN inventory_ledger l ON l.reference = o.order_id AND l.reason = 'order' \
+     GROUP BY o.order_id, o.line_count HAVING COUNT(l.id) <> o.line_count \
+     UNION ALL \
+     SELECT l.reference, 0, COUNT(*) FROM inventory_ledger l \
+     WHERE l.reason = 'order' AND NOT EXISTS (SELECT 1 FROM inventory_order o WHERE o.order_id = l.reference) \
+     GROUP BY l.reference ORDER BY 1";

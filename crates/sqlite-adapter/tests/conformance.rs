@@ -36,6 +36,10 @@ mod sqlite {
             coalesced: Coalesced,
         ]
     );
+
+    mod orders {
+        stockguard_core::order_conformance_tests!(setup = crate::setup, strategies = [locked: Locked, guarded: Guarded]);
+    }
 }
 
 fn test_config(file: &TestSqliteFile) -> SqliteConfig {

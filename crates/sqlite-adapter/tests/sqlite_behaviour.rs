@@ -197,3 +197,74 @@ async fn constraint_violations_map_to_their_fault_kinds() {
     assert_eq!(classify(orphan).kind(), FaultKind::Other);
     store.close().await;
 }
+
+/// Migration 2 rebuilds the ledger (SQLite cannot change a CHECK in place): a database
+/// written before it keeps every row and id, its AUTOINCREMENT counter, its audit, and takes
+/// orders afterwards.
+#[tokio::test]
+async fn the_orders_migration_moves_existing_data_forward() {
+    let file = TestSqliteFile::new();
+    let url = format!("sqlite://{}?mode=rwc", file.path().display());
+    let pool = sqlx::SqlitePool::connect(&url).await.expect("pool");
+    stockguard_sqlite::MIGRATOR
+        .run_to(1, &pool)
+        .await
+        .expect("migration 1 only");
+    sqlx::query("INSERT INTO inventory (sku, stock, initial_stock) VALUES ('old', 7, 10)")
+        .execute(&pool)
+        .await
+        .expect("sku");
+    for (delta, after, key) in [(-1, 9, "k1"), (-2, 7, "k2")] {
+        sqlx::query(
+            "INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) VALUES ('old', ?1, ?2, 'deduct', ?3)",
+        )
+        .bind(delta)
+        .bind(after)
+        .bind(key)
+        .execute(&pool)
+        .await
+        .expect("ledger row");
+    }
+    // A row deleted at the end must not let its id be reused (AUTOINCREMENT's promise).
+    sqlx::query(
+        "INSERT INTO inventory_ledger (sku, delta, stock_after, reason) VALUES ('old', 1, 8, 'restock')",
+    )
+    .execute(&pool)
+    .await
+    .expect("row 3");
+    sqlx::query("DELETE FROM inventory_ledger WHERE id = 3")
+        .execute(&pool)
+        .await
+        .expect("delete row 3");
+    pool.close().await;
+
+    let store = open(&file, |_| {}).await;
+    let old = sku("old");
+    let rows = stockguard_core::conformance::full_ledger(&store, &old).await;
+    let kept: Vec<_> = rows
+        .iter()
+        .map(|r| (r.id, r.delta, r.idempotency_key.as_deref()))
+        .collect();
+    assert_eq!(kept, vec![(1, -1, Some("k1")), (2, -2, Some("k2"))]);
+    assert!(store.audit().await.expect("audit").is_clean());
+    let receipt = store
+        .deduct(DeductRequest::new(old.clone(), qty(1), Strategy::Guarded))
+        .await
+        .expect("deduct after migrating");
+    assert_eq!(receipt.ledger_id, 4, "ids keep growing past every id ever used");
+    let order = stockguard_core::OrderRequest::new(
+        stockguard_core::OrderId::parse("after-migration").expect("id"),
+        vec![stockguard_core::OrderLine {
+            sku: old.clone(),
+            quantity: qty(2),
+        }],
+        stockguard_core::OrderStrategy::Locked,
+    )
+    .expect("order");
+    store
+        .place_order(order)
+        .await
+        .expect("orders work after migrating");
+    assert_eq!(store.stock(&old).await.expect("stock").stock, 4);
+    assert!(store.audit().await.expect("audit").is_clean());
+}

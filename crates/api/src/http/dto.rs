@@ -245,10 +245,21 @@ pub struct AuditDiscrepancy {
     pub ledger_gap: i64,
 }
 
-/// Result of reconciling every SKU.
+/// An order whose ledger rows are not exactly its lines.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditIncompleteOrder {
+    /// The order id.
+    pub order_id: String,
+    /// Lines the order was placed with (0: ledger rows name an order that was never placed).
+    pub line_count: i64,
+    /// Its ledger rows.
+    pub ledger_rows: i64,
+}
+
+/// Result of reconciling every SKU and every order.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditResponse {
-    /// True when every SKU reconciles.
+    /// True when every SKU reconciles and every order has all its lines.
     pub clean: bool,
     /// SKUs checked.
     pub skus_checked: u64,
@@ -256,6 +267,10 @@ pub struct AuditResponse {
     pub ledger_rows: u64,
     /// SKUs that broke an invariant.
     pub discrepancies: Vec<AuditDiscrepancy>,
+    /// Orders checked.
+    pub orders_checked: u64,
+    /// Orders without exactly their lines (all lines or none).
+    pub incomplete_orders: Vec<AuditIncompleteOrder>,
 }
 
 impl From<AuditReport> for AuditResponse {
@@ -275,6 +290,16 @@ impl From<AuditReport> for AuditResponse {
                     ledger_rows: d.snapshot.ledger_rows,
                     negative_stock: d.negative_stock,
                     ledger_gap: d.ledger_gap,
+                })
+                .collect(),
+            orders_checked: report.orders_checked,
+            incomplete_orders: report
+                .incomplete_orders
+                .into_iter()
+                .map(|o| AuditIncompleteOrder {
+                    order_id: o.order_id,
+                    line_count: o.line_count,
+                    ledger_rows: o.ledger_rows,
                 })
                 .collect(),
         }

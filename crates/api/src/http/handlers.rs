@@ -247,7 +247,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiErr
 
 /// A JSON receipt with the key in the `Idempotency-Key` header and, for a replay,
 /// `Idempotent-Replayed: true`.
-fn keyed_response(body: impl Serialize, key: &IdempotencyKey, replayed: bool) -> Response {
+pub(crate) fn keyed_response(body: impl Serialize, key: &IdempotencyKey, replayed: bool) -> Response {
     let mut response = Json(body).into_response();
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(key.as_str()) {

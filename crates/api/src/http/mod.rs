@@ -6,6 +6,7 @@ pub mod dto;
 pub mod extract;
 pub mod handlers;
 pub mod openapi;
+pub mod orders;
 pub mod trace;
 
 use std::sync::Arc;
@@ -168,6 +169,7 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         .route("/v1/skus/{sku}/restock", post(handlers::restock))
         .route("/v1/skus/{sku}/deduct", post(handlers::deduct))
         .route("/v1/skus/{sku}/ledger", get(handlers::ledger))
+        .route("/v1/orders", post(orders::place_order))
         .route("/v1/audit", get(handlers::audit))
         .layer(limits)
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes))

@@ -55,6 +55,7 @@ impl Modify for BearerAuth {
         handlers::restock,
         handlers::deduct,
         handlers::ledger,
+        super::orders::place_order,
         handlers::audit,
         handlers::healthz,
         handlers::readyz,
@@ -64,6 +65,7 @@ impl Modify for BearerAuth {
     modifiers(&BearerAuth),
     tags(
         (name = "inventory", description = "Stock, deductions and the ledger"),
+        (name = "orders", description = "Multi-line orders: all lines or none"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]

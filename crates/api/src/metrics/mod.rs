@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use stockguard_core::coalesce::BATCH_SIZE_BUCKETS;
-use stockguard_core::{InventoryStore, Strategy};
+use stockguard_core::{InventoryStore, OrderStrategy, Strategy};
 
 use crate::store::AnyStore;
 
@@ -79,6 +79,8 @@ struct RequestSeries {
 pub struct Metrics {
     /// (strategy, outcome) → count. Outcome is `ok`, `replayed` or a `DeductError::kind()`.
     deductions: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// (order strategy, outcome) → count, with the same outcomes.
+    orders: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     retries: [AtomicU64; Strategy::ALL.len()],
     lock_wait: [Histogram; Strategy::ALL.len()],
     /// Latency histogram per (method, route template, status). A short list scanned in place:
@@ -93,6 +95,12 @@ impl Metrics {
     /// Records one deduction outcome.
     pub fn record_deduction(&self, strategy: Strategy, outcome: &'static str) {
         let mut map = self.deductions.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry((strategy.as_str(), outcome)).or_default() += 1;
+    }
+
+    /// Records one order outcome.
+    pub fn record_order(&self, strategy: OrderStrategy, outcome: &'static str) {
+        let mut map = self.orders.lock().unwrap_or_else(|p| p.into_inner());
         *map.entry((strategy.as_str(), outcome)).or_default() += 1;
     }
 
@@ -147,6 +155,15 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "stockguard_deductions_total{{strategy=\"{strategy}\",outcome=\"{outcome}\"}} {count}"
+            );
+        }
+
+        out.push_str("# HELP stockguard_orders_total Multi-line orders by strategy and outcome (ok, replayed or an error kind).\n");
+        out.push_str("# TYPE stockguard_orders_total counter\n");
+        for ((strategy, outcome), count) in self.orders.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(
+                out,
+                "stockguard_orders_total{{strategy=\"{strategy}\",outcome=\"{outcome}\"}} {count}"
             );
         }
 

@@ -13,6 +13,7 @@
 
 mod concurrent;
 mod contract;
+mod orders;
 mod sequential;
 mod server;
 mod state_machine;
@@ -27,6 +28,10 @@ pub use concurrent::{
 pub use contract::{
     WireCut, every_change_carries_a_key, lost_answers_are_resolved, lost_batch_commit_on_the_wire,
     lost_commit_on_the_wire,
+};
+pub use orders::{
+    PRE_ORDERS_SEED, lost_order_answers_are_resolved, opposite_orders_never_deadlock, order_semantics,
+    orders_race_deductions, orders_take_sharded_stock, seeded_data_carries_forward,
 };
 pub use sequential::{
     conditional_deduction, restock_and_paging, restock_limit_counts_buckets, sequential_semantics,
@@ -73,7 +78,7 @@ pub(crate) fn key(raw: &str) -> IdempotencyKey {
     IdempotencyKey::parse(raw).expect("test key")
 }
 
-pub(crate) async fn full_ledger<S: InventoryStore>(store: &S, sku: &SkuId) -> Vec<LedgerEntry> {
+pub async fn full_ledger<S: InventoryStore>(store: &S, sku: &SkuId) -> Vec<LedgerEntry> {
     let mut rows = Vec::new();
     let mut after = None;
     loop {
@@ -107,6 +112,45 @@ pub(crate) async fn deduct_patiently<S: InventoryStore>(
         }
     }
     Err(last.expect("at least one attempt"))
+}
+
+/// The order tests for one adapter, per order strategy; invoked beside
+/// [`conformance_suite!`](crate::conformance_suite).
+#[macro_export]
+macro_rules! order_conformance_tests {
+    (setup = $setup:path, strategies = [$($name:ident : $strategy:ident),+ $(,)?]) => {
+        $(
+            mod $name {
+                use $crate::OrderStrategy;
+                const STRATEGY: OrderStrategy = OrderStrategy::$strategy;
+
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn order_semantics() {
+                    let Some(provisioned) = $setup().await else { return };
+                    $crate::conformance::order_semantics(&*provisioned.store, STRATEGY).await;
+                }
+
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn lost_order_answers_are_resolved() {
+                    let Some(provisioned) = $setup().await else { return };
+                    $crate::conformance::lost_order_answers_are_resolved(provisioned.store.clone(), STRATEGY).await;
+                }
+
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn opposite_orders_never_deadlock() {
+                    let Some(provisioned) = $setup().await else { return };
+                    $crate::conformance::opposite_orders_never_deadlock(provisioned.store.clone(), STRATEGY, 64, 1_000)
+                        .await;
+                }
+
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn orders_race_deductions() {
+                    let Some(provisioned) = $setup().await else { return };
+                    $crate::conformance::orders_race_deductions(provisioned.store.clone(), STRATEGY, 32).await;
+                }
+            }
+        )+
+    };
 }
 
 /// Generates the conformance tests for one adapter.

@@ -60,6 +60,20 @@ macro_rules! server_conformance_tests {
                 ]
             );
 
+            mod orders {
+                $crate::order_conformance_tests!(setup = crate::setup, strategies = [locked: Locked, guarded: Guarded]);
+
+                /// An order whose SKU's units sit in `Sharded` buckets gathers them inside
+                /// its own transaction.
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn orders_take_sharded_stock() {
+                    let Some(provisioned) = crate::setup_spread_eagerly().await else { return };
+                    for strategy in $crate::OrderStrategy::ALL {
+                        $crate::conformance::orders_take_sharded_stock(&*provisioned.store, strategy).await;
+                    }
+                }
+            }
+
             mod spread_eagerly {
                 $crate::conformance_suite!(
                     setup = crate::setup_spread_eagerly,

@@ -52,7 +52,49 @@ pub struct Discrepancy {
     pub ledger_gap: i64,
 }
 
-/// The result of reconciling every SKU: `stock ≥ 0` and `initial + Σ deltas = stock`.
+/// An order whose ledger rows are not exactly its lines: some lines applied without the
+/// others, or order rows with no claimed order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IncompleteOrder {
+    /// The order id (the ledger rows' reference).
+    pub order_id: String,
+    /// Lines the order was claimed with (0: no order claimed this id).
+    pub line_count: i64,
+    /// Ledger rows with reason `order` and this reference.
+    pub ledger_rows: i64,
+}
+
+/// One row of an adapter's order check, in column order: order id, line count, ledger rows.
+pub type StoredOrderCheckRow = (String, i64, i64);
+
+/// What the order check found: orders checked, and every incomplete one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OrderCheck {
+    /// Orders checked.
+    pub orders_checked: u64,
+    /// Orders that do not have all their lines (empty when the check passes).
+    pub incomplete: Vec<IncompleteOrder>,
+}
+
+impl OrderCheck {
+    /// From the count of orders and the adapter's rows of incomplete ones.
+    pub fn from_stored(orders_checked: i64, rows: Vec<StoredOrderCheckRow>) -> Self {
+        Self {
+            orders_checked: u64::try_from(orders_checked).unwrap_or(0),
+            incomplete: rows
+                .into_iter()
+                .map(|(order_id, line_count, ledger_rows)| IncompleteOrder {
+                    order_id,
+                    line_count,
+                    ledger_rows,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The result of reconciling every SKU (`stock ≥ 0` and `initial + Σ deltas = stock`) and
+/// every order (all its lines or none).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditReport {
     /// SKUs checked.
@@ -61,6 +103,10 @@ pub struct AuditReport {
     pub ledger_rows: u64,
     /// SKUs that broke an invariant; empty when the audit passes.
     pub discrepancies: Vec<Discrepancy>,
+    /// Orders checked.
+    pub orders_checked: u64,
+    /// Orders without exactly their lines; empty when the audit passes.
+    pub incomplete_orders: Vec<IncompleteOrder>,
 }
 
 impl AuditReport {
@@ -84,12 +130,21 @@ impl AuditReport {
             skus_checked: snapshots.len() as u64,
             ledger_rows,
             discrepancies,
+            orders_checked: 0,
+            incomplete_orders: Vec::new(),
         }
     }
 
-    /// True when every SKU reconciles.
+    /// Adds the order check's findings.
+    pub fn with_orders(mut self, check: OrderCheck) -> Self {
+        self.orders_checked = check.orders_checked;
+        self.incomplete_orders = check.incomplete;
+        self
+    }
+
+    /// True when every SKU reconciles and every order has all its lines.
     pub fn is_clean(&self) -> bool {
-        self.discrepancies.is_empty()
+        self.discrepancies.is_empty() && self.incomplete_orders.is_empty()
     }
 }
 

@@ -14,6 +14,8 @@ pub enum LedgerReason {
     Deduct,
     /// A restock (positive delta).
     Restock,
+    /// One line of a multi-line order (negative delta); the row's reference is the order id.
+    Order,
 }
 
 impl LedgerReason {
@@ -22,6 +24,7 @@ impl LedgerReason {
         match self {
             LedgerReason::Deduct => "deduct",
             LedgerReason::Restock => "restock",
+            LedgerReason::Order => "order",
         }
     }
 
@@ -30,6 +33,7 @@ impl LedgerReason {
         match raw {
             "deduct" => Some(LedgerReason::Deduct),
             "restock" => Some(LedgerReason::Restock),
+            "order" => Some(LedgerReason::Order),
             _ => None,
         }
     }

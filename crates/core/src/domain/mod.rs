@@ -11,11 +11,13 @@ use crate::error::InvalidInput;
 mod audit;
 mod change;
 mod ledger;
+mod order;
 mod strategy;
 
 pub use audit::*;
 pub use change::*;
 pub use ledger::*;
+pub use order::*;
 pub use strategy::*;
 
 /// Longest accepted SKU id, in characters. Matches the `VARCHAR(64)` columns in every adapter.

@@ -20,8 +20,8 @@ use super::EngineConfig;
 use super::fault::{Fault, FaultKind};
 use crate::coalesce::BatchPlan;
 use crate::domain::{
-    Capabilities, IdempotencyKey, LedgerEntry, LedgerPage, PoolStatus, Quantity, SkuId, SkuSnapshot,
-    StockLevel,
+    Capabilities, IdempotencyKey, LedgerEntry, LedgerPage, OrderCheck, OrderId, PoolStatus, Quantity, SkuId,
+    SkuSnapshot, StockLevel,
 };
 use crate::error::DeductError;
 
@@ -53,6 +53,28 @@ impl From<&LedgerEntry> for Written {
             stock_after: entry.stock_after,
         }
     }
+}
+
+/// One line of an order as a primitive writes it: a ledger row with reason `order`, no
+/// idempotency key of its own, and the order id as its reference.
+#[derive(Debug, Clone, Copy)]
+pub struct LineWrite<'a> {
+    /// The SKU.
+    pub sku: &'a SkuId,
+    /// Units (positive; the row's delta is its negation).
+    pub quantity: i64,
+    /// The order, written as the row's reference.
+    pub order_id: &'a OrderId,
+}
+
+/// An order as the database holds it: the lines it was claimed with and its ledger rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredOrder {
+    /// The canonical lines the order id was claimed with (see
+    /// [`crate::OrderRequest::canonical_lines`]).
+    pub lines: String,
+    /// Its ledger rows (reason `order`, reference the order id), in id order.
+    pub entries: Vec<LedgerEntry>,
 }
 
 /// The SKU row, read under this transaction's lock.
@@ -196,6 +218,9 @@ pub trait Backend: Send + Sync + Sized + 'static {
     fn ledger(&self, sku: &SkuId, page: LedgerPage) -> impl Step<Vec<LedgerEntry>>;
     /// The per-SKU figures the audit reconciles, in one query.
     fn snapshot(&self) -> impl Step<Vec<SkuSnapshot>>;
+    /// The orders the audit checks: how many, and every one whose `order` ledger rows are not
+    /// exactly its line count (including rows whose reference no order claimed).
+    fn order_check(&self) -> impl Step<OrderCheck>;
     /// One snapshot of the SKU's row and bucket stock, and `key`'s ledger row if asked for.
     fn miss_facts(&self, sku: &SkuId, key: Option<&IdempotencyKey>) -> impl Step<MissFacts>;
     /// The committed ledger rows of any of `keys`.
@@ -206,6 +231,12 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// and its lost write can no longer commit. Fails (e.g. `LockTimeout`) when that cannot
     /// be established within the lock timeout.
     fn settle_and_find(&self, sku: &SkuId, keys: &[&IdempotencyKey]) -> impl Step<Vec<LedgerEntry>>;
+
+    /// The order `order_id`, if it was committed.
+    fn find_order(&self, order_id: &OrderId) -> impl Step<Option<StoredOrder>>;
+    /// Resolution of an order's lost answer: as [`Backend::settle_and_find`], waiting out
+    /// whatever holds any of `skus`' rows, then reading the order.
+    fn settle_and_find_order(&self, skus: &[&SkuId], order_id: &OrderId) -> impl Step<Option<StoredOrder>>;
 
     // Self-contained writes. Each MAY COMMIT.
 
@@ -256,6 +287,29 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// `plan.new_rows`. Returns their ids in plan order (read back by key, never assumed
     /// consecutive).
     fn write_batch(&self, tx: &mut Self::Tx, sku: &SkuId, plan: &BatchPlan) -> impl Step<Vec<i64>>;
+    /// Claims an order id inside the transaction, storing its canonical `lines` and their
+    /// count; `KeyTaken` when the id is already claimed (a concurrent claim waits for the
+    /// other transaction to end).
+    fn claim_order(
+        &self,
+        tx: &mut Self::Tx,
+        order_id: &OrderId,
+        lines: &str,
+        line_count: usize,
+    ) -> impl Step<()>;
+    /// Sets the locked row's stock to `row_stock_after` and writes the order line's ledger
+    /// row with `stock_after`.
+    fn write_line(
+        &self,
+        tx: &mut Self::Tx,
+        line: LineWrite<'_>,
+        row_stock_after: i64,
+        stock_after: i64,
+    ) -> impl Step<Written>;
+    /// One conditional decrement of the SKU row inside the transaction (taking its lock as
+    /// it writes), plus the line's ledger row; `None` (nothing written) when the row does not
+    /// exist or holds too little.
+    fn guarded_line(&self, tx: &mut Self::Tx, line: LineWrite<'_>) -> impl Step<Option<Written>>;
     /// Locks the SKU row and every bucket, in this database's lock order.
     fn lock_all(&self, tx: &mut Self::Tx, sku: &SkuId) -> impl Step<AllLocked> {
         let _ = (tx, sku);

@@ -72,18 +72,45 @@ impl<B: Backend> Core<B> {
         keys: &[&IdempotencyKey],
         lost: Fault,
     ) -> Result<Landing<T>, AttemptError> {
+        let unknown_key = keys.first().map(|k| (*k).clone());
+        let lookup = || async {
+            let found = self.backend.settle_and_find(sku, keys).await?;
+            Ok((!found.is_empty()).then_some(found))
+        };
+        let found = self
+            .resolve_by(exposure, deadline, unknown_key, lost, lookup)
+            .await?;
+        Ok(Landing::Resolved(found))
+    }
+
+    /// Resolves a lost answer with `lookup`, which waits out the lost transaction's locks
+    /// and reads what it committed: `Some` means committed, `None` means it aborted and can
+    /// no longer commit (`ResolvedNotApplied`, run again). Retried while the database may
+    /// come back within `deadline`; past that the outcome stays unknown, with `unknown_key`.
+    pub(crate) async fn resolve_by<R, F, Fut>(
+        &self,
+        exposure: &Exposure,
+        deadline: Instant,
+        unknown_key: Option<IdempotencyKey>,
+        lost: Fault,
+        lookup: F,
+    ) -> Result<R, AttemptError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Option<R>, Fault>>,
+    {
         let mut backoff = RESOLVE_BACKOFF_MIN;
         loop {
-            match self.backend.settle_and_find(sku, keys).await {
-                Ok(found) if found.is_empty() => {
+            match lookup().await {
+                Ok(None) => {
                     self.stats.resolved(Resolution::NotApplied);
                     exposure.settled();
                     return Err(AttemptError::Retry(RetryCause::ResolvedNotApplied));
                 }
-                Ok(found) => {
+                Ok(Some(found)) => {
                     self.stats.resolved(Resolution::Committed);
                     exposure.settled();
-                    return Ok(Landing::Resolved(found));
+                    return Ok(found);
                 }
                 Err(fault) if Instant::now() + backoff < deadline && lookup_may_succeed_later(&fault) => {
                     tracing::debug!(%fault, "key lookup failed; trying again");
@@ -91,11 +118,11 @@ impl<B: Backend> Core<B> {
                     backoff = (backoff * 2).min(RESOLVE_BACKOFF_MAX);
                 }
                 Err(fault) => {
-                    tracing::warn!(%sku, %fault, "key lookup failed; the outcome stays unknown");
+                    tracing::warn!(%fault, "key lookup failed; the outcome stays unknown");
                     self.stats.resolved(Resolution::Unknown);
                     return Err(AttemptError::Fail(DeductError::OutcomeUnknown {
                         reason: "connection lost after the write was sent, and its key could not be looked up in time",
-                        idempotency_key: keys.first().map(|k| (*k).clone()),
+                        idempotency_key: unknown_key,
                         retry_after: UNAVAILABLE_RETRY_AFTER,
                         source: Some(Box::new(lost)),
                     }));
@@ -105,7 +132,7 @@ impl<B: Backend> Core<B> {
     }
 
     #[cfg(feature = "test-utils")]
-    fn lose_answer_if_asked<T>(
+    pub(crate) fn lose_answer_if_asked<T>(
         &self,
         keys: &[&IdempotencyKey],
         answered: Result<T, Fault>,

@@ -26,6 +26,7 @@ mod config;
 mod deduct;
 mod fault;
 mod land;
+mod order;
 mod stats;
 
 use std::sync::Arc;
@@ -35,7 +36,8 @@ use std::time::Instant;
 use tracing::Instrument;
 
 pub use backend::{
-    AllLocked, Backend, Change, LockWait, LockedRow, MissFacts, Step, StoredMissFacts, VersionedRow, Written,
+    AllLocked, Backend, Change, LineWrite, LockWait, LockedRow, MissFacts, Step, StoredMissFacts,
+    StoredOrder, VersionedRow, Written,
 };
 pub use config::{DEADLINE_MAX, EngineConfig};
 pub use fault::{ConnectRefusal, Fault, FaultKind, UNAVAILABLE_RETRY_AFTER, exhausted};
@@ -43,8 +45,9 @@ pub use stats::{EngineStats, POOL_WAIT_BUCKETS_US, PoolWaitStats, Resolution};
 
 use crate::coalesce::{BatchItem, Coalescer};
 use crate::domain::{
-    AuditReport, Capabilities, DeductRequest, IdempotencyKey, LedgerEntry, LedgerPage, PoolStatus, Receipt,
-    RestockReceipt, RestockRequest, SkuId, SkuSnapshot, StockLevel, Strategy, check_stock_level,
+    AuditReport, Capabilities, DeductRequest, IdempotencyKey, LedgerEntry, LedgerPage, OrderReceipt,
+    OrderRequest, PoolStatus, Receipt, RestockReceipt, RestockRequest, SkuId, SkuSnapshot, StockLevel,
+    Strategy, check_stock_level,
 };
 use crate::error::{AttemptError, DeductError, InvalidInput};
 use crate::store::InventoryStore;
@@ -317,6 +320,22 @@ impl<B: Backend> InventoryStore for Engine<B> {
         self.core.counted(result)
     }
 
+    async fn place_order(&self, order: OrderRequest) -> Result<OrderReceipt, DeductError> {
+        let span = tracing::debug_span!(
+            "order",
+            order_id = %order.order_id(),
+            lines = order.lines().len(),
+            strategy = %order.strategy(),
+            outcome = tracing::field::Empty
+        );
+        let result = self.core.place_order(&order).instrument(span.clone()).await;
+        span.record(
+            "outcome",
+            result.as_ref().map_or_else(DeductError::kind, |_| "committed"),
+        );
+        result
+    }
+
     async fn stock(&self, sku: &SkuId) -> Result<StockLevel, DeductError> {
         self.core
             .read(|| self.core.backend.stock(sku))
@@ -338,7 +357,9 @@ impl<B: Backend> InventoryStore for Engine<B> {
     }
 
     async fn audit(&self) -> Result<AuditReport, DeductError> {
-        Ok(AuditReport::from_snapshots(&self.snapshot().await?))
+        let report = AuditReport::from_snapshots(&self.snapshot().await?);
+        let orders = self.core.read(|| self.core.backend.order_check()).await?;
+        Ok(report.with_orders(orders))
     }
 
     async fn ping(&self) -> Result<(), DeductError> {
