@@ -36,7 +36,7 @@ pub use orders::{
 pub use sequential::{
     conditional_deduction, restock_and_paging, restock_limit_counts_buckets, sequential_semantics,
 };
-pub use state_machine::state_machine;
+pub use state_machine::{OrderParsing, state_machine, state_machine_with};
 
 use crate::{
     DeductError, DeductRequest, IdempotencyKey, InventoryStore, LEDGER_PAGE_MAX, LedgerEntry, LedgerPage,
@@ -119,6 +119,28 @@ pub(crate) async fn deduct_patiently<S: InventoryStore>(
 #[macro_export]
 macro_rules! order_conformance_tests {
     (setup = $setup:path, strategies = [$($name:ident : $strategy:ident),+ $(,)?]) => {
+        /// The negative control of the state-machine test: a planted bug that checks a SKU's
+        /// duplicate lines one by one (keeping the last) instead of summing them must be caught.
+        #[test]
+        fn state_machine_catches_unsummed_duplicate_lines() {
+            let runtime = ::tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let Some(provisioned) = runtime.block_on($setup()) else { return };
+            let found = $crate::conformance::state_machine_with(
+                &runtime,
+                provisioned.store.clone(),
+                $crate::Strategy::Guarded,
+                $crate::conformance::OrderParsing::LastLineWins,
+            );
+            let failure = found.expect_err("the state-machine test missed unsummed duplicate lines");
+            // Caught at an order, by the model's different answer to it.
+            assert!(failure.contains(": Order {"), "caught elsewhere: {failure}");
+            drop(provisioned);
+        }
+
         $(
             mod $name {
                 use $crate::OrderStrategy;

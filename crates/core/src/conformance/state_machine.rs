@@ -1,4 +1,6 @@
-//! Random operation sequences against the reference model.
+//! Random operation sequences against the reference model: deductions, restocks and
+//! multi-line orders (with duplicate lines, reused order ids, unknown SKUs), each result
+//! compared with the model's.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,16 +12,37 @@ use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner}
 use super::{deduct_patiently, key, qty, sku};
 use crate::model::ReferenceModel;
 use crate::{
-    DeductError, DeductRequest, InventoryStore, LEDGER_PAGE_MAX, LedgerPage, RestockRequest, Strategy,
+    DeductError, DeductRequest, InventoryStore, LEDGER_PAGE_MAX, LedgerPage, OrderId, OrderLine,
+    OrderRequest, OrderStrategy, RestockRequest, Strategy,
 };
 
 #[derive(Debug, Clone)]
 enum Op {
-    Create { sku: u8, initial: i64 },
-    Restock { sku: u8, units: i64 },
-    Deduct { sku: u8, units: i64, key: Option<u8> },
-    Stock { sku: u8 },
-    Ledger { sku: u8 },
+    Create {
+        sku: u8,
+        initial: i64,
+    },
+    Restock {
+        sku: u8,
+        units: i64,
+    },
+    Deduct {
+        sku: u8,
+        units: i64,
+        key: Option<u8>,
+    },
+    /// SKU 4 is never created: orders naming it are refused as unknown.
+    Order {
+        id: u8,
+        lines: Vec<(u8, i64)>,
+        locked: bool,
+    },
+    Stock {
+        sku: u8,
+    },
+    Ledger {
+        sku: u8,
+    },
     Audit,
 }
 
@@ -28,6 +51,8 @@ fn op_strategy() -> impl proptest::strategy::Strategy<Value = Op> {
         2 => (0..4u8, 0..40i64).prop_map(|(sku, initial)| Op::Create { sku, initial }),
         1 => (0..4u8, 1..15i64).prop_map(|(sku, units)| Op::Restock { sku, units }),
         6 => (0..4u8, 1..12i64, proptest::option::of(0..4u8)).prop_map(|(sku, units, key)| Op::Deduct { sku, units, key }),
+        3 => (0..6u8, proptest::collection::vec((0..5u8, 1..8i64), 1..5), proptest::bool::ANY)
+            .prop_map(|(id, lines, locked)| Op::Order { id, lines, locked }),
         1 => (0..4u8).prop_map(|sku| Op::Stock { sku }),
         1 => (0..4u8).prop_map(|sku| Op::Ledger { sku }),
         1 => Just(Op::Audit),
@@ -56,32 +81,54 @@ fn same_error(model: &DeductError, real: &DeductError) -> bool {
                 available: d,
             },
         ) => a == c && b == d,
+        (DeductError::OrderShort { lines: a }, DeductError::OrderShort { lines: b }) => a == b,
+        (DeductError::SkusNotFound { skus: a }, DeductError::SkusNotFound { skus: b }) => a == b,
+        (DeductError::OrderMismatch { mismatches: a }, DeductError::OrderMismatch { mismatches: b }) => {
+            a == b
+        }
         _ => model.kind() == real.kind(),
     }
 }
 
-/// Random operation sequences run against the reference model and the real store; every
-/// result must match. Cases: `STOCKGUARD_PROPTEST_CASES` (default 24).
+/// How the order under test is built from its lines: as core parses it, or (negative
+/// control) with a planted bug that keeps the last of a SKU's lines instead of summing them,
+/// as Medusa #16502 checked duplicate lines one by one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderParsing {
+    /// `OrderRequest::new`.
+    Correct,
+    /// The planted bug.
+    LastLineWins,
+}
+
+fn order_request(
+    id: OrderId,
+    lines: Vec<OrderLine>,
+    strategy: OrderStrategy,
+    parsing: OrderParsing,
+) -> OrderRequest {
+    let lines = match parsing {
+        OrderParsing::Correct => lines,
+        OrderParsing::LastLineWins => {
+            let mut last: Vec<OrderLine> = Vec::new();
+            for line in lines {
+                last.retain(|kept| kept.sku != line.sku);
+                last.push(line);
+            }
+            last
+        }
+    };
+    OrderRequest::new(id, lines, strategy).expect("test lines are within the limits")
+}
+
+/// Random sequences of 50 to 60 operations run against the reference model and the real
+/// store; every result must match. Cases: `STOCKGUARD_PROPTEST_CASES` (default 12).
 pub fn state_machine<S: InventoryStore>(
     runtime: &tokio::runtime::Runtime,
     store: Arc<S>,
     strategy: Strategy,
 ) {
-    let cases = std::env::var("STOCKGUARD_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(24);
-    let mut runner = TestRunner::new(ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    });
-    let case_counter = std::sync::atomic::AtomicU64::new(0);
-    let result = runner.run(&proptest::collection::vec(op_strategy(), 1..30), |ops| {
-        let case = case_counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        runtime.block_on(run_case(&*store, strategy, case, &ops))
-    });
-    if let Err(failure) = result {
+    if let Err(failure) = state_machine_with(runtime, store.clone(), strategy, OrderParsing::Correct) {
         panic!(
             "{} {strategy}: model and store disagree: {failure}",
             store.backend()
@@ -89,13 +136,49 @@ pub fn state_machine<S: InventoryStore>(
     }
 }
 
+/// [`state_machine`], returning the first disagreement; with [`OrderParsing::LastLineWins`]
+/// it must find one (the negative control).
+pub fn state_machine_with<S: InventoryStore>(
+    runtime: &tokio::runtime::Runtime,
+    store: Arc<S>,
+    strategy: Strategy,
+    parsing: OrderParsing,
+) -> Result<(), String> {
+    let cases = std::env::var("STOCKGUARD_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let case_counter = std::sync::atomic::AtomicU64::new(0);
+    let tag = match parsing {
+        OrderParsing::Correct => strategy.as_str().to_owned(),
+        OrderParsing::LastLineWins => format!("{}-mutant", strategy.as_str()),
+    };
+    runner
+        .run(&proptest::collection::vec(op_strategy(), 50..=60), |ops| {
+            let case = case_counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            runtime.block_on(run_case(
+                &*store,
+                strategy,
+                parsing,
+                &format!("sm-{tag}-{case}"),
+                &ops,
+            ))
+        })
+        .map_err(|failure| failure.to_string())
+}
+
 async fn run_case<S: InventoryStore>(
     store: &S,
     strategy: Strategy,
-    case: u64,
+    parsing: OrderParsing,
+    prefix: &str,
     ops: &[Op],
 ) -> Result<(), TestCaseError> {
-    let prefix = format!("sm-{}-{case}", strategy.as_str());
     let name = |i: u8| sku(&format!("{prefix}-{i}"));
     let mut model = ReferenceModel::new();
     let mut ids: HashMap<i64, i64> = HashMap::new();
@@ -148,6 +231,56 @@ async fn run_case<S: InventoryStore>(
                             prop_assert_eq!(ids.get(&a.ledger_id), Some(&b.ledger_id), "{}", context);
                         } else {
                             ids.insert(a.ledger_id, b.ledger_id);
+                        }
+                    }
+                    (Err(a), Err(b)) => prop_assert!(same_error(a, b), "{}: {:?} vs {:?}", context, a, b),
+                    _ => prop_assert!(false, "{}: model {:?} vs store {:?}", context, m, r),
+                }
+            }
+            Op::Order { id, lines, locked } => {
+                let order_strategy = if *locked {
+                    OrderStrategy::Locked
+                } else {
+                    OrderStrategy::Guarded
+                };
+                let lines: Vec<OrderLine> = lines
+                    .iter()
+                    .map(|(sku, units)| OrderLine {
+                        sku: name(*sku),
+                        quantity: qty(*units),
+                    })
+                    .collect();
+                let order_id = OrderId::parse(format!("{prefix}-o{id}")).expect("order id");
+                let m = model.place_order(&order_request(
+                    order_id.clone(),
+                    lines.clone(),
+                    order_strategy,
+                    OrderParsing::Correct,
+                ));
+                let r = store
+                    .place_order(order_request(order_id, lines, order_strategy, parsing))
+                    .await;
+                match (&m, &r) {
+                    (Ok(a), Ok(b)) => {
+                        let shape = |receipt: &crate::OrderReceipt| -> Vec<_> {
+                            receipt
+                                .lines
+                                .iter()
+                                .map(|l| (l.sku.clone(), l.quantity, l.remaining))
+                                .collect()
+                        };
+                        prop_assert_eq!((shape(a), a.replayed), (shape(b), b.replayed), "{}", context);
+                        for (model_line, real_line) in a.lines.iter().zip(&b.lines) {
+                            if a.replayed {
+                                prop_assert_eq!(
+                                    ids.get(&model_line.ledger_id),
+                                    Some(&real_line.ledger_id),
+                                    "{}",
+                                    context
+                                );
+                            } else {
+                                ids.insert(model_line.ledger_id, real_line.ledger_id);
+                            }
                         }
                     }
                     (Err(a), Err(b)) => prop_assert!(same_error(a, b), "{}: {:?} vs {:?}", context, a, b),
