@@ -12,9 +12,9 @@ use std::time::Duration;
 use stockguard_core::coalesce::CoalescerStats;
 use stockguard_core::engine::{EngineStats, PoolWaitStats};
 use stockguard_core::{
-    AuditReport, Capabilities, DeductError, DeductRequest, EngineConfig, InventoryStore, LedgerEntry,
-    LedgerPage, OrderReceipt, OrderRequest, PoolStatus, Receipt, RestockReceipt, RestockRequest, SkuId,
-    SkuSnapshot, StockLevel,
+    AdjustReceipt, AdjustRequest, AuditReport, Capabilities, DeductError, DeductRequest, EngineConfig,
+    InventoryStore, LedgerEntry, LedgerPage, OrderReceipt, OrderRequest, PoolStatus, Receipt, RestockReceipt,
+    RestockRequest, SkuId, SkuSnapshot, StockLevel,
 };
 use stockguard_mysql::{MySqlConfig, MySqlStore};
 use stockguard_postgres::{PgConfig, PgStore};
@@ -174,6 +174,10 @@ impl InventoryStore for AnyStore {
 
     async fn place_order(&self, order: OrderRequest) -> Result<OrderReceipt, DeductError> {
         delegate!(self, store => store.place_order(order).await)
+    }
+
+    async fn adjust(&self, request: AdjustRequest) -> Result<AdjustReceipt, DeductError> {
+        delegate!(self, store => store.adjust(request).await)
     }
 
     async fn stock(&self, sku: &SkuId) -> Result<StockLevel, DeductError> {

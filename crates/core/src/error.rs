@@ -97,6 +97,28 @@ pub enum InvalidInput {
         /// The limit.
         max: usize,
     },
+    /// An adjustment of 0 units, or of more than the limit either way.
+    #[error("an adjustment must add or remove between 1 and {max} units (got {given})")]
+    AdjustmentOutOfRange {
+        /// What was given.
+        given: i64,
+        /// The limit.
+        max: u32,
+    },
+    /// An adjustment whose sign does not fit its kind.
+    #[error(
+        "a {kind} adjustment cannot have that sign: return and restock add units, damage removes them, recount does either"
+    )]
+    AdjustmentSign {
+        /// The kind.
+        kind: &'static str,
+    },
+    /// A reference that is empty, too long, or holds a non-printable or non-ASCII character.
+    #[error("reference must be 1 to {max_len} printable ASCII characters without spaces")]
+    Reference {
+        /// The limit.
+        max_len: usize,
+    },
     /// A ledger page size outside 1..=max.
     #[error("page limit must be between 1 and {max} (got {given})")]
     PageLimitOutOfRange {

@@ -9,13 +9,24 @@ use std::sync::Mutex;
 use chrono::Utc;
 
 use crate::domain::{
-    Capabilities, DeductRequest, IdempotencyKey, LedgerEntry, LedgerPage, LedgerReason, OrderId,
-    OrderLineReceipt, OrderReceipt, OrderRequest, PoolStatus, Quantity, Receipt, RestockReceipt,
-    RestockRequest, STOCK_MAX, ShortLine, SkuId, SkuSnapshot, StockLevel, Strategy, check_stock_level,
-    line_mismatches,
+    AdjustReceipt, AdjustRequest, AdjustmentKind, Capabilities, DeductRequest, IdempotencyKey, LedgerEntry,
+    LedgerPage, LedgerReason, OrderId, OrderLineReceipt, OrderReceipt, OrderRequest, PoolStatus, Quantity,
+    Receipt, RestockReceipt, RestockRequest, STOCK_MAX, ShortLine, SkuId, SkuSnapshot, StockLevel, Strategy,
+    check_stock_level, line_mismatches,
 };
 use crate::error::{DeductError, InvalidInput};
 use crate::store::InventoryStore;
+
+/// A ledger row the model is about to append.
+struct NewRow<'a> {
+    sku: &'a SkuId,
+    delta: i64,
+    stock_after: i64,
+    reason: LedgerReason,
+    idempotency_key: Option<&'a IdempotencyKey>,
+    reference: Option<&'a str>,
+    adjustment: Option<AdjustmentKind>,
+}
 
 #[derive(Debug, Clone)]
 struct SkuState {
@@ -181,7 +192,15 @@ impl ReferenceModel {
             state.stock -= units;
             state.version += 1;
             let remaining = state.stock;
-            let ledger_id = self.push_entry(sku, -units, remaining, LedgerReason::Order, None);
+            let ledger_id = self.push_entry(NewRow {
+                sku,
+                delta: -units,
+                stock_after: remaining,
+                reason: LedgerReason::Order,
+                idempotency_key: None,
+                reference: Some(order.order_id().as_str()),
+                adjustment: None,
+            });
             lines.push(OrderLineReceipt {
                 sku: sku.clone(),
                 quantity: *units,
@@ -200,6 +219,71 @@ impl ReferenceModel {
             (order.canonical_lines(), receipt.clone()),
         );
         Ok(receipt)
+    }
+
+    /// See [`InventoryStore::adjust`].
+    pub fn adjust(&mut self, request: &AdjustRequest) -> Result<AdjustReceipt, DeductError> {
+        if let Some(key) = &request.idempotency_key
+            && let Some(&index) = self.by_key.get(key.as_str())
+        {
+            let entry = &self.ledger[index];
+            if entry.reason != LedgerReason::Adjust
+                || entry.sku != request.sku
+                || entry.delta != request.delta
+            {
+                return Err(DeductError::IdempotencyKeyReused);
+            }
+            return Ok(AdjustReceipt {
+                sku: entry.sku.clone(),
+                delta: entry.delta,
+                stock_after: entry.stock_after,
+                ledger_id: entry.id,
+                kind: entry.adjustment.unwrap_or(request.kind),
+                reference: entry.reference.clone(),
+                replayed: true,
+                idempotency_key: key.clone(),
+            });
+        }
+        let state = self.skus.get_mut(&request.sku).ok_or(DeductError::NotFound)?;
+        let stock_after = state.stock + request.delta;
+        if stock_after < 0 {
+            return Err(DeductError::InsufficientStock {
+                requested: -request.delta,
+                available: state.stock,
+            });
+        }
+        if stock_after > STOCK_MAX {
+            return Err(InvalidInput::StockOutOfRange {
+                given: stock_after,
+                max: STOCK_MAX,
+            }
+            .into());
+        }
+        state.stock = stock_after;
+        state.version += 1;
+        let key = request
+            .idempotency_key
+            .clone()
+            .unwrap_or_else(IdempotencyKey::generate);
+        let ledger_id = self.push_entry(NewRow {
+            sku: &request.sku,
+            delta: request.delta,
+            stock_after,
+            reason: LedgerReason::Adjust,
+            idempotency_key: Some(&key),
+            reference: request.reference.as_deref(),
+            adjustment: Some(request.kind),
+        });
+        Ok(AdjustReceipt {
+            sku: request.sku.clone(),
+            delta: request.delta,
+            stock_after,
+            ledger_id,
+            kind: request.kind,
+            reference: request.reference.clone(),
+            replayed: false,
+            idempotency_key: key,
+        })
     }
 
     /// See [`InventoryStore::stock`].
@@ -253,17 +337,27 @@ impl ReferenceModel {
         reason: LedgerReason,
         idempotency_key: &IdempotencyKey,
     ) -> i64 {
-        self.push_entry(sku, delta, stock_after, reason, Some(idempotency_key))
+        self.push_entry(NewRow {
+            sku,
+            delta,
+            stock_after,
+            reason,
+            idempotency_key: Some(idempotency_key),
+            reference: None,
+            adjustment: None,
+        })
     }
 
-    fn push_entry(
-        &mut self,
-        sku: &SkuId,
-        delta: i64,
-        stock_after: i64,
-        reason: LedgerReason,
-        idempotency_key: Option<&IdempotencyKey>,
-    ) -> i64 {
+    fn push_entry(&mut self, row: NewRow<'_>) -> i64 {
+        let NewRow {
+            sku,
+            delta,
+            stock_after,
+            reason,
+            idempotency_key,
+            reference,
+            adjustment,
+        } = row;
         let id = i64::try_from(self.ledger.len()).expect("ledger fits i64") + 1;
         if let Some(key) = idempotency_key {
             self.by_key.insert(key.as_str().to_owned(), self.ledger.len());
@@ -276,6 +370,8 @@ impl ReferenceModel {
             reason,
             idempotency_key: idempotency_key.map(|key| key.as_str().to_owned()),
             created_at: Utc::now(),
+            reference: reference.map(str::to_owned),
+            adjustment,
         });
         id
     }
@@ -377,6 +473,10 @@ impl InventoryStore for ReferenceStore {
 
     async fn place_order(&self, order: OrderRequest) -> Result<OrderReceipt, DeductError> {
         self.with(|m| m.place_order(&order))
+    }
+
+    async fn adjust(&self, request: AdjustRequest) -> Result<AdjustReceipt, DeductError> {
+        self.with(|m| m.adjust(&request))
     }
 
     async fn stock(&self, sku: &SkuId) -> Result<StockLevel, DeductError> {

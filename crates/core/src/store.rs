@@ -3,8 +3,9 @@
 use std::future::Future;
 
 use crate::domain::{
-    AuditReport, Capabilities, DeductRequest, LedgerEntry, LedgerPage, OrderReceipt, OrderRequest,
-    PoolStatus, Receipt, RestockReceipt, RestockRequest, SkuId, SkuSnapshot, StockLevel,
+    AdjustReceipt, AdjustRequest, AuditReport, Capabilities, DeductRequest, LedgerEntry, LedgerPage,
+    OrderReceipt, OrderRequest, PoolStatus, Receipt, RestockReceipt, RestockRequest, SkuId, SkuSnapshot,
+    StockLevel,
 };
 use crate::error::DeductError;
 
@@ -67,6 +68,14 @@ pub trait InventoryStore: Send + Sync + 'static {
         &self,
         order: OrderRequest,
     ) -> impl Future<Output = Result<OrderReceipt, DeductError>> + Send;
+
+    /// Adjusts stock by hand (a return, damage, a recount, a restock): one ledger row with
+    /// reason `adjust`, the kind and the reference. Never below zero (`InsufficientStock`),
+    /// never past `STOCK_MAX`. Keyed and replayed like a restock.
+    fn adjust(
+        &self,
+        request: AdjustRequest,
+    ) -> impl Future<Output = Result<AdjustReceipt, DeductError>> + Send;
 
     /// Current stock of one SKU.
     fn stock(&self, sku: &SkuId) -> impl Future<Output = Result<StockLevel, DeductError>> + Send;

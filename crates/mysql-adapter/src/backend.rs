@@ -6,8 +6,8 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection, Executor, MySql};
 use stockguard_core::engine::{
-    AllLocked, Backend, Change, Fault, FaultKind, LineWrite, LockWait, LockedRow, MissFacts, PoolWaitStats,
-    Step, StoredOrder, VersionedRow, Written,
+    AdjustWrite, AllLocked, Backend, Change, Fault, FaultKind, LineWrite, LockWait, LockedRow, MissFacts,
+    PoolWaitStats, Step, StoredOrder, VersionedRow, Written,
 };
 use stockguard_core::{
     BatchPlan, Capabilities, DeductError, EngineConfig, IdempotencyKey, LedgerEntry, LedgerPage,
@@ -91,7 +91,8 @@ impl MySqlBackend {
     ) -> Result<Written, Fault> {
         let delta = match reason {
             LedgerReason::Restock => change.quantity.get(),
-            LedgerReason::Deduct | LedgerReason::Order => -change.quantity.get(),
+            // Called for deductions and restocks only: orders and adjustments write their own rows.
+            _ => -change.quantity.get(),
         };
         let done = sqlx::query(sql::INSERT_LEDGER)
             .bind(change.sku.as_str())
@@ -551,6 +552,19 @@ impl Backend for MySqlBackend {
 
     fn guarded_line(&self, tx: &mut Self::Tx, line: LineWrite<'_>) -> impl Step<Option<Written>> {
         async move { self.guarded_line_in(tx, line).await }
+    }
+
+    fn write_adjustment(
+        &self,
+        tx: &mut Self::Tx,
+        adjustment: AdjustWrite<'_>,
+        row_stock_after: i64,
+        stock_after: i64,
+    ) -> impl Step<Written> {
+        async move {
+            self.write_adjustment_in(tx, adjustment, row_stock_after, stock_after)
+                .await
+        }
     }
 
     fn lock_all(&self, tx: &mut Self::Tx, sku: &SkuId) -> impl Step<AllLocked> {

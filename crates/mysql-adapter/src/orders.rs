@@ -1,4 +1,5 @@
-//! The order primitives on MySQL/MariaDB: claiming an order id, and writing its lines.
+//! The order and adjustment primitives on MySQL/MariaDB: claiming an order id, writing its
+//! lines, and writing an adjustment.
 //!
 //! An order locks its lines' rows in canonical SKU order. Where a line's SKU is `Sharded`
 //! and its row is short, the engine gathers its buckets inside the order's transaction,
@@ -7,7 +8,7 @@
 //! it, and the engine retries the order inside its deadline.
 
 use sqlx::MySql;
-use stockguard_core::engine::{Backend, Fault, FaultKind, LineWrite, StoredOrder, Written};
+use stockguard_core::engine::{AdjustWrite, Backend, Fault, FaultKind, LineWrite, StoredOrder, Written};
 use stockguard_core::{OrderId, SkuId};
 
 use stockguard_sql as common;
@@ -119,6 +120,38 @@ impl MySqlBackend {
             .execute(&mut **tx)
             .await
             .map_err(self.fault("writing an order line's ledger row"))?;
+        let ledger_id = i64::try_from(done.last_insert_id())
+            .map_err(|e| Fault::new(FaultKind::Other, "ledger id does not fit in BIGINT", e))?;
+        Ok(Written {
+            ledger_id,
+            stock_after,
+        })
+    }
+
+    /// Sets the locked row and writes the adjustment's ledger row.
+    pub(crate) async fn write_adjustment_in(
+        &self,
+        tx: &mut MySqlTx,
+        adjustment: AdjustWrite<'_>,
+        row_stock_after: i64,
+        stock_after: i64,
+    ) -> Result<Written, Fault> {
+        sqlx::query(sql::SET_ROW_STOCK)
+            .bind(row_stock_after)
+            .bind(adjustment.sku.as_str())
+            .execute(&mut **tx)
+            .await
+            .map_err(self.fault("writing the locked row"))?;
+        let done = sqlx::query(sql::INSERT_ADJUSTMENT)
+            .bind(adjustment.sku.as_str())
+            .bind(adjustment.delta)
+            .bind(stock_after)
+            .bind(adjustment.key.as_str())
+            .bind(adjustment.reference)
+            .bind(adjustment.kind.as_str())
+            .execute(&mut **tx)
+            .await
+            .map_err(self.fault("writing an adjustment"))?;
         let ledger_id = i64::try_from(done.last_insert_id())
             .map_err(|e| Fault::new(FaultKind::Other, "ledger id does not fit in BIGINT", e))?;
         Ok(Written {

@@ -8,7 +8,7 @@
 /// Columns of a ledger row, in `StoredLedgerRow` order.
 macro_rules! ledger_columns {
     () => {
-        "id, sku, delta, stock_after, reason, idempotency_key, created_at"
+        "id, sku, delta, stock_after, reason, idempotency_key, created_at, reference, adjustment"
     };
 }
 
@@ -49,7 +49,7 @@ pub(crate) const SNAPSHOT: &str = "SELECT i.sku, i.initial_stock, CAST(i.stock +
 /// Binds: sku, key.
 pub(crate) const MISS_FACTS: &str = "SELECT (SELECT i.stock FROM inventory i WHERE i.sku = one.sku), \
             CAST(COALESCE((SELECT SUM(b.stock) FROM inventory_bucket b WHERE b.sku = one.sku), 0) AS SIGNED), \
-            l.id, l.sku, l.delta, l.stock_after, l.reason, l.idempotency_key, l.created_at \
+            l.id, l.sku, l.delta, l.stock_after, l.reason, l.idempotency_key, l.created_at, l.reference, l.adjustment \
      FROM (SELECT CONVERT(? USING utf8mb4) COLLATE utf8mb4_bin AS sku) AS one LEFT JOIN inventory_ledger l ON l.idempotency_key = ?";
 
 /// Completed with the keys and `)` by the lookup.
@@ -171,3 +171,7 @@ pub(crate) const INCOMPLETE_ORDERS: &str = "SELECT o.order_id, CAST(o.line_count
      SELECT l.reference, CAST(0 AS SIGNED), CAST(COUNT(*) AS SIGNED) FROM inventory_ledger l \
      WHERE l.reason = 'order' AND NOT EXISTS (SELECT 1 FROM inventory_order o WHERE o.order_id = l.reference) \
      GROUP BY l.reference ORDER BY 1";
+
+/// Binds: sku, delta, stock_after, key, reference, adjustment kind.
+pub(crate) const INSERT_ADJUSTMENT: &str = "INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key, reference, adjustment) \
+     VALUES (?, ?, ?, 'adjust', ?, ?, ?)";

@@ -7,8 +7,8 @@ use sqlx::Connection;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, Postgres};
 use stockguard_core::engine::{
-    AllLocked, Backend, Change, Fault, LineWrite, LockWait, LockedRow, MissFacts, PoolWaitStats, Step,
-    StoredOrder, VersionedRow, Written,
+    AdjustWrite, AllLocked, Backend, Change, Fault, LineWrite, LockWait, LockedRow, MissFacts, PoolWaitStats,
+    Step, StoredOrder, VersionedRow, Written,
 };
 use stockguard_core::{
     BatchPlan, Capabilities, DeductError, EngineConfig, IdempotencyKey, LedgerEntry, LedgerPage, OrderCheck,
@@ -489,6 +489,29 @@ impl Backend for PgBackend {
                 .await
                 .map_err(self.fault("writing an order line (guarded)"))?;
             Ok(row.map(written))
+        }
+    }
+
+    fn write_adjustment(
+        &self,
+        tx: &mut Self::Tx,
+        adjustment: AdjustWrite<'_>,
+        row_stock_after: i64,
+        stock_after: i64,
+    ) -> impl Step<Written> {
+        async move {
+            let row: (i64, i64) = sqlx::query_as(sql::WRITE_ADJUSTMENT)
+                .bind(adjustment.sku.as_str())
+                .bind(row_stock_after)
+                .bind(adjustment.delta)
+                .bind(stock_after)
+                .bind(adjustment.key.as_str())
+                .bind(adjustment.reference)
+                .bind(adjustment.kind.as_str())
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(self.fault("writing an adjustment"))?;
+            Ok(written(row))
         }
     }
 

@@ -39,7 +39,7 @@ macro_rules! total_after {
 /// Columns of a ledger row, in `StoredLedgerRow` order.
 macro_rules! ledger_columns {
     () => {
-        "id, sku, delta, stock_after, reason, idempotency_key, created_at"
+        "id, sku, delta, stock_after, reason, idempotency_key, created_at, reference, adjustment"
     };
 }
 
@@ -75,7 +75,7 @@ pub(crate) const SNAPSHOT: &str = "SELECT i.sku, i.initial_stock, (i.stock + COA
 pub(crate) const MISS_FACTS: &str = concat!(
     "SELECT (SELECT stock FROM inventory WHERE sku = $1), ",
     bucket_stock_of_param1!(),
-    ", l.id, l.sku, l.delta, l.stock_after, l.reason, l.idempotency_key, l.created_at \
+    ", l.id, l.sku, l.delta, l.stock_after, l.reason, l.idempotency_key, l.created_at, l.reference, l.adjustment \
      FROM (SELECT 1) AS one LEFT JOIN inventory_ledger l ON l.idempotency_key = $2"
 );
 
@@ -261,3 +261,9 @@ pub(crate) const INCOMPLETE_ORDERS: &str = "SELECT o.order_id::text, o.line_coun
      SELECT l.reference::text, 0::bigint, COUNT(*) FROM inventory_ledger l \
      WHERE l.reason = 'order' AND NOT EXISTS (SELECT 1 FROM inventory_order o WHERE o.order_id = l.reference) \
      GROUP BY l.reference ORDER BY 1";
+
+/// `$1` sku, `$2` row stock after, `$3` delta, `$4` stock_after, `$5` key, `$6` reference,
+/// `$7` adjustment kind.
+pub(crate) const WRITE_ADJUSTMENT: &str = "WITH u AS (UPDATE inventory SET stock = $2, version = version + 1 WHERE sku = $1) \
+     INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key, reference, adjustment) \
+     VALUES ($1, $3, $4, 'adjust', $5, $6, $7) RETURNING id, stock_after";

@@ -7,8 +7,8 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use stockguard_core::engine::{
-    Backend, Change, Fault, LineWrite, LockWait, LockedRow, MissFacts, PoolWaitStats, Step, StoredOrder,
-    VersionedRow, Written,
+    AdjustWrite, Backend, Change, Fault, LineWrite, LockWait, LockedRow, MissFacts, PoolWaitStats, Step,
+    StoredOrder, VersionedRow, Written,
 };
 use stockguard_core::{
     BatchPlan, Capabilities, DeductError, EngineConfig, IdempotencyKey, LedgerEntry, LedgerPage,
@@ -87,7 +87,8 @@ impl SqliteBackend {
     ) -> Result<Written, Fault> {
         let delta = match reason {
             LedgerReason::Restock => change.quantity.get(),
-            LedgerReason::Deduct | LedgerReason::Order => -change.quantity.get(),
+            // Called for deductions and restocks only: orders and adjustments write their own rows.
+            _ => -change.quantity.get(),
         };
         let ledger_id: i64 = sqlx::query_scalar(sql::INSERT_LEDGER)
             .bind(change.sku.as_str())
@@ -511,6 +512,37 @@ impl Backend for SqliteBackend {
                 return Ok(None);
             };
             Self::insert_order_line(tx, line, stock_after).await.map(Some)
+        }
+    }
+
+    fn write_adjustment(
+        &self,
+        tx: &mut Self::Tx,
+        adjustment: AdjustWrite<'_>,
+        row_stock_after: i64,
+        stock_after: i64,
+    ) -> impl Step<Written> {
+        async move {
+            sqlx::query(sql::SET_ROW_STOCK)
+                .bind(adjustment.sku.as_str())
+                .bind(row_stock_after)
+                .execute(&mut **tx)
+                .await
+                .map_err(fault("writing the row"))?;
+            let ledger_id: i64 = sqlx::query_scalar(sql::INSERT_ADJUSTMENT)
+                .bind(adjustment.sku.as_str())
+                .bind(adjustment.delta)
+                .bind(stock_after)
+                .bind(adjustment.key.as_str())
+                .bind(adjustment.reference)
+                .bind(adjustment.kind.as_str())
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(fault("writing an adjustment"))?;
+            Ok(Written {
+                ledger_id,
+                stock_after,
+            })
         }
     }
 

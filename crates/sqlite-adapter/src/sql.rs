@@ -12,7 +12,7 @@ pub(crate) const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 /// Columns of a ledger row, in `StoredLedgerRow` order.
 macro_rules! ledger_columns {
     () => {
-        "id, sku, delta, stock_after, reason, idempotency_key, created_at"
+        "id, sku, delta, stock_after, reason, idempotency_key, created_at, reference, adjustment"
     };
 }
 
@@ -47,7 +47,7 @@ pub(crate) const SNAPSHOT: &str = "SELECT i.sku, i.initial_stock, i.stock, COALE
 
 /// One snapshot: the row's stock, no bucket stock (SQLite has none), and key `?2`'s row.
 pub(crate) const MISS_FACTS: &str = "SELECT (SELECT stock FROM inventory WHERE sku = ?1), 0, \
-            l.id, l.sku, l.delta, l.stock_after, l.reason, l.idempotency_key, l.created_at \
+            l.id, l.sku, l.delta, l.stock_after, l.reason, l.idempotency_key, l.created_at, l.reference, l.adjustment \
      FROM (SELECT 1) AS one LEFT JOIN inventory_ledger l ON l.idempotency_key = ?2";
 
 /// Binds: sku, units. The database decides: the row changes only if it still holds enough.
@@ -103,3 +103,7 @@ pub(crate) const INCOMPLETE_ORDERS: &str = "SELECT o.order_id, o.line_count, COU
      SELECT l.reference, 0, COUNT(*) FROM inventory_ledger l \
      WHERE l.reason = 'order' AND NOT EXISTS (SELECT 1 FROM inventory_order o WHERE o.order_id = l.reference) \
      GROUP BY l.reference ORDER BY 1";
+
+/// Binds: sku, delta, stock_after, key, reference, adjustment kind.
+pub(crate) const INSERT_ADJUSTMENT: &str = "INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key, reference, adjustment) \
+     VALUES (?1, ?2, ?3, 'adjust', ?4, ?5, ?6) RETURNING id";

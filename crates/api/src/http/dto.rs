@@ -180,16 +180,22 @@ pub struct LedgerRow {
     pub id: i64,
     /// The SKU.
     pub sku: String,
-    /// Signed change: negative for deductions, positive for restocks.
+    /// Signed change: negative for deductions and order lines, positive for restocks, either
+    /// for adjustments.
     pub delta: i64,
     /// Stock right after this change.
     pub stock_after: i64,
-    /// `deduct` or `restock`.
+    /// `deduct`, `restock`, `order` or `adjust`.
     pub reason: String,
-    /// Idempotency key of the request that wrote the row, if any.
+    /// Idempotency key of the request that wrote the row (an order's lines have none: the
+    /// order id is in `reference`).
     pub idempotency_key: Option<String>,
     /// Commit timestamp.
     pub created_at: DateTime<Utc>,
+    /// What the change belongs to: an order's id, an adjustment's reference.
+    pub reference: Option<String>,
+    /// An adjustment's kind: `return`, `damage`, `recount` or `restock`.
+    pub adjustment: Option<String>,
 }
 
 impl From<LedgerEntry> for LedgerRow {
@@ -202,6 +208,8 @@ impl From<LedgerEntry> for LedgerRow {
             reason: entry.reason.as_str().to_owned(),
             idempotency_key: entry.idempotency_key,
             created_at: entry.created_at,
+            reference: entry.reference,
+            adjustment: entry.adjustment.map(|kind| kind.as_str().to_owned()),
         }
     }
 }

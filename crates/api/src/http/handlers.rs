@@ -233,7 +233,7 @@ pub(crate) async fn deduct(
 }
 
 /// The request's `Idempotency-Key`, parsed, if it sent one.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
     let Some(raw) = headers.get(IDEMPOTENCY_KEY_HEADER) else {
         return Ok(None);
     };

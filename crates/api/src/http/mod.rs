@@ -2,6 +2,7 @@
 //! `dto` has the wire bodies, `extract` the extractors, `handlers` the routes, `openapi` the
 //! generated document and `trace` the request id, span and access log.
 
+pub mod adjustments;
 pub mod dto;
 pub mod extract;
 pub mod handlers;
@@ -169,6 +170,7 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         .route("/v1/skus/{sku}/restock", post(handlers::restock))
         .route("/v1/skus/{sku}/deduct", post(handlers::deduct))
         .route("/v1/skus/{sku}/ledger", get(handlers::ledger))
+        .route("/v1/skus/{sku}/adjustments", post(adjustments::adjust))
         .route("/v1/orders", post(orders::place_order))
         .route("/v1/audit", get(handlers::audit))
         .layer(limits)

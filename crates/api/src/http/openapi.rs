@@ -56,6 +56,7 @@ impl Modify for BearerAuth {
         handlers::deduct,
         handlers::ledger,
         super::orders::place_order,
+        super::adjustments::adjust,
         handlers::audit,
         handlers::healthz,
         handlers::readyz,

@@ -11,6 +11,7 @@
 //! - the hot SKU's ledger is a serial history: each row's `stock_after` is the previous
 //!   row's plus its delta.
 
+mod adjustments;
 mod concurrent;
 mod contract;
 mod orders;
@@ -21,6 +22,7 @@ mod state_machine;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use adjustments::adjustment_semantics;
 pub use concurrent::{
     cancelled_callers, coalesced_queue_depth_limit, concurrent_invariants, concurrent_invariants_across,
     idempotency_race, mixed_strategies, receipts_name_their_rows, sharded_spreads_on_contention_only,
@@ -114,10 +116,10 @@ pub(crate) async fn deduct_patiently<S: InventoryStore>(
     Err(last.expect("at least one attempt"))
 }
 
-/// The order tests for one adapter, per order strategy; invoked beside
+/// The checkout tests for one adapter (orders per order strategy, adjustments); invoked beside
 /// [`conformance_suite!`](crate::conformance_suite).
 #[macro_export]
-macro_rules! order_conformance_tests {
+macro_rules! checkout_conformance_tests {
     (setup = $setup:path, strategies = [$($name:ident : $strategy:ident),+ $(,)?]) => {
         /// The negative control of the state-machine test: a planted bug that checks a SKU's
         /// duplicate lines one by one (keeping the last) instead of summing them must be caught.
@@ -139,6 +141,12 @@ macro_rules! order_conformance_tests {
             // Caught at an order, by the model's different answer to it.
             assert!(failure.contains(": Order {"), "caught elsewhere: {failure}");
             drop(provisioned);
+        }
+
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn adjustment_semantics() {
+            let Some(provisioned) = $setup().await else { return };
+            $crate::conformance::adjustment_semantics(&*provisioned.store).await;
         }
 
         $(

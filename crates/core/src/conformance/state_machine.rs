@@ -37,6 +37,12 @@ enum Op {
         lines: Vec<(u8, i64)>,
         locked: bool,
     },
+    /// A recount by `delta` (either sign), keyed when `key` is set.
+    Adjust {
+        sku: u8,
+        delta: i64,
+        key: Option<u8>,
+    },
     Stock {
         sku: u8,
     },
@@ -53,6 +59,8 @@ fn op_strategy() -> impl proptest::strategy::Strategy<Value = Op> {
         6 => (0..4u8, 1..12i64, proptest::option::of(0..4u8)).prop_map(|(sku, units, key)| Op::Deduct { sku, units, key }),
         3 => (0..6u8, proptest::collection::vec((0..5u8, 1..8i64), 1..5), proptest::bool::ANY)
             .prop_map(|(id, lines, locked)| Op::Order { id, lines, locked }),
+        1 => (0..4u8, (-10..10i64).prop_filter("non-zero", |d| *d != 0), proptest::option::of(0..4u8))
+            .prop_map(|(sku, delta, key)| Op::Adjust { sku, delta, key }),
         1 => (0..4u8).prop_map(|sku| Op::Stock { sku }),
         1 => (0..4u8).prop_map(|sku| Op::Ledger { sku }),
         1 => Just(Op::Audit),
@@ -287,6 +295,33 @@ async fn run_case<S: InventoryStore>(
                     _ => prop_assert!(false, "{}: model {:?} vs store {:?}", context, m, r),
                 }
             }
+            Op::Adjust { sku, delta, key: k } => {
+                let mut request =
+                    crate::AdjustRequest::new(name(*sku), *delta, crate::AdjustmentKind::Recount, None)
+                        .expect("valid adjustment");
+                if let Some(k) = k {
+                    request = request.with_idempotency_key(key(&format!("{prefix}-a{k}")));
+                }
+                let m = model.adjust(&request);
+                let r = store.adjust(request).await;
+                match (&m, &r) {
+                    (Ok(a), Ok(b)) => {
+                        prop_assert_eq!(
+                            (a.stock_after, a.replayed),
+                            (b.stock_after, b.replayed),
+                            "{}",
+                            context
+                        );
+                        if a.replayed {
+                            prop_assert_eq!(ids.get(&a.ledger_id), Some(&b.ledger_id), "{}", context);
+                        } else {
+                            ids.insert(a.ledger_id, b.ledger_id);
+                        }
+                    }
+                    (Err(a), Err(b)) => prop_assert!(same_error(a, b), "{}: {:?} vs {:?}", context, a, b),
+                    _ => prop_assert!(false, "{}: model {:?} vs store {:?}", context, m, r),
+                }
+            }
             Op::Stock { sku } => {
                 let m = model.stock(&name(*sku));
                 let r = store.stock(&name(*sku)).await;
@@ -318,6 +353,8 @@ async fn run_case<S: InventoryStore>(
                                     e.stock_after,
                                     e.reason,
                                     key_shape(e.idempotency_key.as_deref()),
+                                    e.reference.clone(),
+                                    e.adjustment,
                                 )
                             })
                             .collect();
@@ -330,6 +367,8 @@ async fn run_case<S: InventoryStore>(
                                     e.stock_after,
                                     e.reason,
                                     key_shape(e.idempotency_key.as_deref()),
+                                    e.reference.clone(),
+                                    e.adjustment,
                                 )
                             })
                             .collect();

@@ -16,6 +16,8 @@ pub enum LedgerReason {
     Restock,
     /// One line of a multi-line order (negative delta); the row's reference is the order id.
     Order,
+    /// A stock adjustment (either sign), with its kind and the client's reference.
+    Adjust,
 }
 
 impl LedgerReason {
@@ -25,6 +27,7 @@ impl LedgerReason {
             LedgerReason::Deduct => "deduct",
             LedgerReason::Restock => "restock",
             LedgerReason::Order => "order",
+            LedgerReason::Adjust => "adjust",
         }
     }
 
@@ -34,6 +37,44 @@ impl LedgerReason {
             "deduct" => Some(LedgerReason::Deduct),
             "restock" => Some(LedgerReason::Restock),
             "order" => Some(LedgerReason::Order),
+            "adjust" => Some(LedgerReason::Adjust),
+            _ => None,
+        }
+    }
+}
+
+/// Why stock was adjusted by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdjustmentKind {
+    /// A customer returned units (positive).
+    Return,
+    /// Units were damaged or lost (negative).
+    Damage,
+    /// A stock count found more or fewer units (either sign).
+    Recount,
+    /// Units arrived outside the restock endpoint (positive).
+    Restock,
+}
+
+impl AdjustmentKind {
+    /// The value stored in the ledger's `adjustment` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdjustmentKind::Return => "return",
+            AdjustmentKind::Damage => "damage",
+            AdjustmentKind::Recount => "recount",
+            AdjustmentKind::Restock => "restock",
+        }
+    }
+
+    /// Parses the stored column value.
+    pub fn from_db(raw: &str) -> Option<Self> {
+        match raw {
+            "return" => Some(AdjustmentKind::Return),
+            "damage" => Some(AdjustmentKind::Damage),
+            "recount" => Some(AdjustmentKind::Recount),
+            "restock" => Some(AdjustmentKind::Restock),
             _ => None,
         }
     }
@@ -56,16 +97,38 @@ pub struct LedgerEntry {
     pub idempotency_key: Option<String>,
     /// Commit-side timestamp.
     pub created_at: DateTime<Utc>,
+    /// What the change belongs to: an order's id, an adjustment's client reference.
+    pub reference: Option<String>,
+    /// The kind of an adjustment (reason `adjust` only).
+    pub adjustment: Option<AdjustmentKind>,
 }
 
 /// One ledger row as an adapter reads it, in column order: id, sku, delta, stock_after,
-/// reason, idempotency key, created_at. [`LedgerEntry::from_stored`] re-checks it.
-pub type StoredLedgerRow = (i64, String, i64, i64, String, Option<String>, DateTime<Utc>);
+/// reason, idempotency key, created_at, reference, adjustment. [`LedgerEntry::from_stored`]
+/// re-checks it.
+pub type StoredLedgerRow = (
+    i64,
+    String,
+    i64,
+    i64,
+    String,
+    Option<String>,
+    DateTime<Utc>,
+    Option<String>,
+    Option<String>,
+);
 
 impl LedgerEntry {
     /// Builds an entry from a stored row, re-checking the SKU id and the reason.
     pub fn from_stored(row: StoredLedgerRow) -> Result<Self, crate::DeductError> {
-        let (id, sku, delta, stock_after, reason, idempotency_key, created_at) = row;
+        let (id, sku, delta, stock_after, reason, idempotency_key, created_at, reference, adjustment) = row;
+        let adjustment = match adjustment {
+            None => None,
+            Some(raw) => Some(AdjustmentKind::from_db(&raw).ok_or(crate::DeductError::Internal {
+                context: "stored adjustment kind is unknown",
+                source: None,
+            })?),
+        };
         Ok(LedgerEntry {
             id,
             sku: SkuId::parse(sku)
@@ -78,6 +141,8 @@ impl LedgerEntry {
             })?,
             idempotency_key,
             created_at,
+            reference,
+            adjustment,
         })
     }
 }

@@ -8,12 +8,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::InvalidInput;
 
+mod adjust;
 mod audit;
 mod change;
 mod ledger;
 mod order;
 mod strategy;
 
+pub use adjust::*;
 pub use audit::*;
 pub use change::*;
 pub use ledger::*;

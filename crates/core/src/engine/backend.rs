@@ -67,6 +67,22 @@ pub struct LineWrite<'a> {
     pub order_id: &'a OrderId,
 }
 
+/// An adjustment as a primitive writes it: a ledger row with reason `adjust`, its kind, the
+/// client's reference and the change's key.
+#[derive(Debug, Clone, Copy)]
+pub struct AdjustWrite<'a> {
+    /// The SKU.
+    pub sku: &'a SkuId,
+    /// Units added (positive) or removed (negative).
+    pub delta: i64,
+    /// The kind, stored in the row's `adjustment` column.
+    pub kind: crate::domain::AdjustmentKind,
+    /// The client's reference.
+    pub reference: Option<&'a str>,
+    /// The key the row carries.
+    pub key: &'a IdempotencyKey,
+}
+
 /// An order as the database holds it: the lines it was claimed with and its ledger rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredOrder {
@@ -133,15 +149,29 @@ pub type StoredMissFacts = (
     Option<String>,
     Option<String>,
     Option<DateTime<Utc>>,
+    Option<String>,
+    Option<String>,
 );
 
 impl MissFacts {
     /// Builds the facts from an adapter's miss-facts row, re-checking the ledger row.
     pub fn from_stored(row: StoredMissFacts) -> Result<Self, DeductError> {
-        let (row_stock, bucket_stock, id, sku, delta, stock_after, reason, key, created_at) = row;
+        let (
+            row_stock,
+            bucket_stock,
+            id,
+            sku,
+            delta,
+            stock_after,
+            reason,
+            key,
+            created_at,
+            reference,
+            adjustment,
+        ) = row;
         let prior = match (id, sku, delta, stock_after, reason, created_at) {
             (Some(id), Some(sku), Some(delta), Some(after), Some(reason), Some(at)) => Some(
-                LedgerEntry::from_stored((id, sku, delta, after, reason, key, at))?,
+                LedgerEntry::from_stored((id, sku, delta, after, reason, key, at, reference, adjustment))?,
             ),
             _ => None,
         };
@@ -310,6 +340,15 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// it writes), plus the line's ledger row; `None` (nothing written) when the row does not
     /// exist or holds too little.
     fn guarded_line(&self, tx: &mut Self::Tx, line: LineWrite<'_>) -> impl Step<Option<Written>>;
+    /// Sets the locked row's stock to `row_stock_after` and writes the adjustment's ledger
+    /// row with `stock_after`; `KeyTaken` when its key was used before.
+    fn write_adjustment(
+        &self,
+        tx: &mut Self::Tx,
+        adjustment: AdjustWrite<'_>,
+        row_stock_after: i64,
+        stock_after: i64,
+    ) -> impl Step<Written>;
     /// Locks the SKU row and every bucket, in this database's lock order.
     fn lock_all(&self, tx: &mut Self::Tx, sku: &SkuId) -> impl Step<AllLocked> {
         let _ = (tx, sku);

@@ -45,7 +45,7 @@ impl Call<'_> {
         Ok(receipt)
     }
 
-    fn entry_of_key<'e>(&self, found: &'e [LedgerEntry]) -> Result<&'e LedgerEntry, AttemptError> {
+    pub(crate) fn entry_of_key<'e>(&self, found: &'e [LedgerEntry]) -> Result<&'e LedgerEntry, AttemptError> {
         found
             .iter()
             .find(|e| e.idempotency_key.as_deref() == Some(self.change.key.as_str()))

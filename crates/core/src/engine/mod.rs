@@ -20,6 +20,7 @@
 //! and reads the key ([`Backend::settle_and_find`]): found means committed; absent means the
 //! lost write aborted and cannot commit any more, so the engine runs the change again.
 
+mod adjust;
 mod backend;
 mod batch;
 mod config;
@@ -36,8 +37,8 @@ use std::time::Instant;
 use tracing::Instrument;
 
 pub use backend::{
-    AllLocked, Backend, Change, LineWrite, LockWait, LockedRow, MissFacts, Step, StoredMissFacts,
-    StoredOrder, VersionedRow, Written,
+    AdjustWrite, AllLocked, Backend, Change, LineWrite, LockWait, LockedRow, MissFacts, Step,
+    StoredMissFacts, StoredOrder, VersionedRow, Written,
 };
 pub use config::{DEADLINE_MAX, EngineConfig};
 pub use fault::{ConnectRefusal, Fault, FaultKind, UNAVAILABLE_RETRY_AFTER, exhausted};
@@ -45,9 +46,9 @@ pub use stats::{EngineStats, POOL_WAIT_BUCKETS_US, PoolWaitStats, Resolution};
 
 use crate::coalesce::{BatchItem, Coalescer};
 use crate::domain::{
-    AuditReport, Capabilities, DeductRequest, IdempotencyKey, LedgerEntry, LedgerPage, OrderReceipt,
-    OrderRequest, PoolStatus, Receipt, RestockReceipt, RestockRequest, SkuId, SkuSnapshot, StockLevel,
-    Strategy, check_stock_level,
+    AdjustReceipt, AdjustRequest, AuditReport, Capabilities, DeductRequest, IdempotencyKey, LedgerEntry,
+    LedgerPage, OrderReceipt, OrderRequest, PoolStatus, Receipt, RestockReceipt, RestockRequest, SkuId,
+    SkuSnapshot, StockLevel, Strategy, check_stock_level,
 };
 use crate::error::{AttemptError, DeductError, InvalidInput};
 use crate::store::InventoryStore;
@@ -334,6 +335,10 @@ impl<B: Backend> InventoryStore for Engine<B> {
             result.as_ref().map_or_else(DeductError::kind, |_| "committed"),
         );
         result
+    }
+
+    async fn adjust(&self, request: AdjustRequest) -> Result<AdjustReceipt, DeductError> {
+        self.core.adjust(&request).await
     }
 
     async fn stock(&self, sku: &SkuId) -> Result<StockLevel, DeductError> {

@@ -14,9 +14,7 @@
 
 use std::time::Instant;
 
-use super::{
-    AllLocked, Backend, Core, Exposure, Fault, FaultKind, LineWrite, LockWait, LockedRow, StoredOrder,
-};
+use super::{Backend, Core, Exposure, Fault, FaultKind, LineWrite, LockWait, LockedRow, StoredOrder};
 use crate::domain::{
     IdempotencyKey, OrderLineReceipt, OrderReceipt, OrderRequest, OrderStrategy, ShortLine, line_mismatches,
 };
@@ -91,29 +89,10 @@ impl<B: Backend> Core<B> {
             if row.stock >= *units || !row.sharded {
                 continue;
             }
-            // Units sit in `Sharded` buckets: bring them into the row, in this transaction,
-            // under the row's lock and then the buckets' (the one lock order of a SKU).
-            match self.backend.lock_all(&mut tx, sku).await {
-                Ok(AllLocked::Locked { row_stock, buckets }) => {
-                    let bucket_stock: i64 = buckets.iter().map(|(_, stock)| stock).sum();
-                    if bucket_stock > 0
-                        && let Err(fault) = self.backend.write_gather(&mut tx, sku, bucket_stock).await
-                    {
-                        return self.abandon(tx, fault.definite()).await;
-                    }
-                    *row = LockedRow {
-                        stock: row_stock + bucket_stock,
-                        bucket_offset: 0,
-                        sharded: true,
-                    };
-                }
-                Ok(AllLocked::Missing) => return self.abandon(tx, DeductError::NotFound.into()).await,
-                Ok(AllLocked::Changed) => {
-                    return self
-                        .abandon(tx, AttemptError::Retry(RetryCause::BucketsChanged))
-                        .await;
-                }
-                Err(fault) => return self.abandon(tx, fault.definite()).await,
+            // Units sit in `Sharded` buckets: bring them into the row, in this transaction.
+            match self.gather_locked(&mut tx, sku).await {
+                Ok(gathered) => *row = gathered,
+                Err(error) => return self.abandon(tx, error).await,
             }
         }
         let short: Vec<ShortLine> = lines

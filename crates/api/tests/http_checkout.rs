@@ -1,5 +1,6 @@
-//! `POST /v1/orders` over real PostgreSQL, MariaDB and SQLite: every status it documents,
-//! the refusal bodies that name lines, replay by order id, and the orders metric.
+//! The checkout endpoints over real PostgreSQL, MariaDB and SQLite: `POST /v1/orders` (every
+//! status it documents, the refusal bodies that name lines, replay by order id, the orders
+//! metric, the audit's order check) and `POST /v1/skus/{sku}/adjustments`.
 
 #[macro_use]
 mod common;
@@ -7,7 +8,7 @@ mod common;
 use common::{Backend, Harness, execute_sql, expect_problem};
 use serde_json::json;
 
-per_backend!(order_statuses, audit_catches_an_order_missing_a_line);
+per_backend!(order_statuses, audit_catches_an_order_missing_a_line, adjustments);
 
 async fn order_statuses(backend: Backend) {
     let Some(h) = Harness::start(backend).await else {
@@ -170,5 +171,100 @@ async fn audit_catches_an_order_missing_a_line(backend: Backend) {
             {"order_id": "aud-renamed", "line_count": 3, "ledger_rows": 0},
         ])
     );
+    h.shutdown().await;
+}
+
+async fn adjustments(backend: Backend) {
+    let Some(h) = Harness::start(backend).await else {
+        return;
+    };
+    h.create_sku("adj-a", 5).await;
+    let send = |key: Option<&'static str>, body: serde_json::Value| {
+        let mut request = h.client.post(h.url("/v1/skus/adj-a/adjustments")).json(&body);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        request.send()
+    };
+    let returned = send(
+        Some("ret-1"),
+        json!({"quantity": 2, "reason": "return", "reference": "RMA-9"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(returned.status(), 200);
+    let receipt: serde_json::Value = returned.json().await.unwrap();
+    assert_eq!(
+        (
+            &receipt["stock_after"],
+            &receipt["reason"],
+            &receipt["reference"],
+            &receipt["replayed"]
+        ),
+        (&json!(7), &json!("return"), &json!("RMA-9"), &json!(false))
+    );
+    let replay = send(
+        Some("ret-1"),
+        json!({"quantity": 2, "reason": "return", "reference": "RMA-9"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    let reused = send(Some("ret-1"), json!({"quantity": -1, "reason": "damage"}))
+        .await
+        .unwrap();
+    expect_problem(reused, 422, "idempotency_key_reused").await;
+    let too_much = send(None, json!({"quantity": -10, "reason": "damage"}))
+        .await
+        .unwrap();
+    let problem = expect_problem(too_much, 409, "insufficient_stock").await;
+    assert_eq!(
+        (problem["available"].as_i64(), problem["requested"].as_i64()),
+        (Some(7), Some(10))
+    );
+    for bad in [
+        json!({"quantity": 1, "reason": "damage"}),
+        json!({"quantity": -1, "reason": "return"}),
+        json!({"quantity": 0, "reason": "recount"}),
+        json!({"quantity": 1, "reason": "theft"}),
+        json!({"quantity": 1, "reason": "recount", "reference": ""}),
+    ] {
+        expect_problem(send(None, bad).await.unwrap(), 422, "invalid_input").await;
+    }
+    let counted = send(None, json!({"quantity": -7, "reason": "recount"}))
+        .await
+        .unwrap();
+    assert_eq!(counted.status(), 200);
+    let missing = h
+        .post_json(
+            "/v1/skus/adj-none/adjustments",
+            json!({"quantity": 1, "reason": "restock"}),
+        )
+        .await;
+    expect_problem(missing, 404, "not_found").await;
+
+    let ledger: serde_json::Value = h.get("/v1/skus/adj-a/ledger").await.json().await.unwrap();
+    let rows: Vec<_> = ledger["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["delta"].clone(),
+                r["reason"].clone(),
+                r["adjustment"].clone(),
+                r["reference"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (json!(2), json!("adjust"), json!("return"), json!("RMA-9")),
+            (json!(-7), json!("adjust"), json!("recount"), json!(null)),
+        ]
+    );
+    let audit: serde_json::Value = h.get("/v1/audit").await.json().await.unwrap();
+    assert_eq!(audit["clean"], true, "{audit}");
     h.shutdown().await;
 }
