@@ -62,6 +62,12 @@ serve *args:
 fuzz examples="100":
     FUZZ_MAX_EXAMPLES={{examples}} bash crates/api/scripts/fuzz.sh
 
+# The FastAPI shop example against a live stockguard on SQLite (installs its pinned requirements).
+example-checkout:
+    cargo build -p stockguard-api
+    python3 -m pip install --quiet --disable-pip-version-check -r examples/fastapi-checkout/requirements.txt
+    STOCKGUARD_BIN=target/debug/stockguard python3 -m pytest -q -p no:cacheprovider examples/fastapi-checkout
+
 # Check the Prometheus alert rules and run their promtool unit tests (docs/ops; promtool from PATH or Debian's package, unpacked).
 ops-check:
     bash .ci/promtool

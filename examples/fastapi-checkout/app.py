@@ -1,0 +1,121 @@
+"""A small shop in the style of the FastAPI + Tortoise-ORM tutorials, with its stock kept by
+stockguard instead of `select_for_update`.
+
+The shop owns products (names, prices) and carts. Stock never lives here: reading it asks
+stockguard, and checking out a cart places one stockguard order with every line, all or
+nothing. The cart id is the order id, so a checkout retried after a lost answer (a timeout, a
+dropped connection, a 503 outcome_unknown) can never sell twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import httpx
+from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel, Field
+
+# Bounded retries of a checkout whose answer was unknown; each waits Retry-After.
+CHECKOUT_ATTEMPTS_MAX = 5
+RETRY_AFTER_MAX_S = 2.0
+
+
+@dataclass
+class Product:
+    sku: str
+    name: str
+    price_cents: int
+
+
+@dataclass
+class Cart:
+    id: str
+    items: dict[str, int] = field(default_factory=dict)
+    placed: dict | None = None
+
+
+class ItemIn(BaseModel):
+    sku: str
+    quantity: int = Field(gt=0, le=1000)
+
+
+def create_app(stockguard_url: str, products: list[Product], token: str | None = None) -> FastAPI:
+    catalog = {p.sku: p for p in products}
+    carts: dict[str, Cart] = {}
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    stockguard = httpx.AsyncClient(base_url=stockguard_url, headers=headers, timeout=10.0)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        await stockguard.aclose()
+
+    app = FastAPI(title="fastapi-checkout", lifespan=lifespan)
+    app.state.stockguard = stockguard
+
+    @app.get("/products")
+    async def list_products():
+        out = []
+        for product in catalog.values():
+            level = await stockguard.get(f"/v1/skus/{product.sku}")
+            stock = level.json()["stock"] if level.status_code == 200 else 0
+            out.append({"sku": product.sku, "name": product.name, "price_cents": product.price_cents, "stock": stock})
+        return out
+
+    @app.post("/carts", status_code=201)
+    async def create_cart():
+        cart = Cart(id=f"cart-{uuid.uuid4().hex}")
+        carts[cart.id] = cart
+        return {"id": cart.id}
+
+    @app.post("/carts/{cart_id}/items")
+    async def add_item(cart_id: str, item: ItemIn):
+        cart = carts.get(cart_id)
+        if cart is None:
+            raise HTTPException(404, "no such cart")
+        if item.sku not in catalog:
+            raise HTTPException(404, "no such product")
+        if cart.placed is not None:
+            raise HTTPException(409, "cart already checked out")
+        # Two adds of one SKU are two lines; stockguard sums them before the check.
+        cart.items[item.sku] = cart.items.get(item.sku, 0) + item.quantity
+        return {"id": cart.id, "items": cart.items}
+
+    @app.post("/carts/{cart_id}/checkout")
+    async def checkout(cart_id: str):
+        cart = carts.get(cart_id)
+        if cart is None:
+            raise HTTPException(404, "no such cart")
+        if not cart.items:
+            raise HTTPException(422, "empty cart")
+        body = {
+            "order_id": cart.id,
+            "lines": [{"sku": sku, "quantity": quantity} for sku, quantity in cart.items.items()],
+        }
+        for _attempt in range(CHECKOUT_ATTEMPTS_MAX):
+            try:
+                answer = await stockguard.post("/v1/orders", json=body)
+            except httpx.TransportError:
+                # The order may or may not have been placed: the same order id settles it.
+                await asyncio.sleep(0.2)
+                continue
+            if answer.status_code == 200:
+                cart.placed = answer.json()
+                total = sum(catalog[line["sku"]].price_cents * line["quantity"] for line in cart.placed["lines"])
+                return {"cart": cart.id, "status": "placed", "total_cents": total, "receipt": cart.placed}
+            problem = answer.json()
+            kind = problem.get("type", "").rsplit(":", 1)[-1]
+            if answer.status_code == 409 and kind == "insufficient_stock":
+                raise HTTPException(409, {"error": "sold_out", "lines": problem.get("lines", [])})
+            if answer.status_code == 503:
+                # Nothing changed (or, for outcome_unknown, at most once): retry with the same id.
+                retry_after = float(answer.headers.get("retry-after", "1"))
+                await asyncio.sleep(min(retry_after, RETRY_AFTER_MAX_S))
+                continue
+            raise HTTPException(502, {"error": "stock_service", "problem": problem})
+        raise HTTPException(503, "stock service unavailable; try the checkout again")
+
+    return app
