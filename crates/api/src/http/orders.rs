@@ -5,8 +5,8 @@ use axum::extract::State;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use stockguard_core::{
-    IdempotencyKey, InventoryStore, ORDER_LINES_MAX, OrderId, OrderLine, OrderReceipt, OrderRequest,
-    OrderStrategy, Quantity, SkuId,
+    InventoryStore, ORDER_LINES_MAX, OrderId, OrderLine, OrderReceipt, OrderRequest, OrderStrategy, Quantity,
+    SkuId,
 };
 use utoipa::ToSchema;
 
@@ -116,6 +116,8 @@ impl OrderReceiptBody {
 fn parse(body: OrderBody) -> Result<(OrderRequest, OrderStrategyName), ApiError> {
     let invalid = |e: stockguard_core::InvalidInput| ApiError::invalid_input(e.to_string());
     let order_id = OrderId::parse(body.order_id).map_err(invalid)?;
+    // Before parsing each line: refuse an over-long order without walking all of it
+    // (`OrderRequest::new` checks the same limit for callers that skip this edge).
     if body.lines.len() > ORDER_LINES_MAX {
         return Err(invalid(stockguard_core::InvalidInput::OrderLines {
             given: body.lines.len(),
@@ -168,8 +170,7 @@ pub(crate) async fn place_order(
     JsonBody(body): JsonBody<OrderBody>,
 ) -> Result<Response, ApiError> {
     let (order, strategy) = parse(body)?;
-    let key = IdempotencyKey::parse(order.order_id().as_str())
-        .map_err(|e| ApiError::invalid_input(e.to_string()))?;
+    let key = order.order_id().idempotency_key();
     match state.store.place_order(order).await {
         Ok(receipt) => {
             let outcome = if receipt.replayed { "replayed" } else { "ok" };

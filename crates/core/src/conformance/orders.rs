@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use super::{full_ledger, qty, sku};
 use crate::engine::{Backend, Engine};
 use crate::{
-    DeductError, DeductRequest, IdempotencyKey, InventoryStore, LedgerReason, OrderId, OrderLine,
-    OrderRequest, OrderStrategy, RetryCause, ShortLine, SkuId, Strategy,
+    DeductError, DeductRequest, InventoryStore, LedgerReason, OrderId, OrderLine, OrderRequest,
+    OrderStrategy, RetryCause, ShortLine, SkuId, Strategy,
 };
 
 fn order_id(raw: &str) -> OrderId {
@@ -176,7 +176,7 @@ pub async fn lost_order_answers_are_resolved<B: Backend>(store: Arc<Engine<B>>, 
     store.create_sku(&a, 10).await.expect("create");
     store.create_sku(&b, 10).await.expect("create");
     let id = format!("lost-order-{tag}");
-    store.lose_next_answer(&IdempotencyKey::parse(id.clone()).expect("key"));
+    store.lose_next_answer(&order_id(&id).idempotency_key());
     let resolved = match store.place_order(order(&id, &[(&a, 2), (&b, 3)], strategy)).await {
         Ok(receipt) => receipt,
         Err(error) => panic!("a committed order whose answer was lost must not be refused: {error:?}"),

@@ -10,7 +10,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{IDEMPOTENCY_KEY_MAX_LEN, Quantity, SkuId};
+use super::{IDEMPOTENCY_KEY_MAX_LEN, IdempotencyKey, Quantity, SkuId};
 use crate::error::InvalidInput;
 
 /// Most lines one order may carry (after summing lines with the same SKU, and before).
@@ -37,6 +37,13 @@ impl OrderId {
     /// The id as stored.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The id as the idempotency key it is: for `OutcomeUnknown` answers, the
+    /// `Idempotency-Key` response header and test hooks. The two share their rules, so every
+    /// order id is a valid key.
+    pub fn idempotency_key(&self) -> IdempotencyKey {
+        IdempotencyKey::parse(self.0.clone()).expect("order ids and idempotency keys share their rules")
     }
 }
 

@@ -38,8 +38,7 @@ enum Claimed<Tx> {
 impl<B: Backend> Core<B> {
     /// Places an order under the retry policy and the deadline.
     pub(crate) async fn place_order(&self, order: &OrderRequest) -> Result<OrderReceipt, DeductError> {
-        // Order ids and idempotency keys share their rules, so this cannot fail.
-        let key = IdempotencyKey::parse(order.order_id().as_str()).map_err(DeductError::from)?;
+        let key = order.order_id().idempotency_key();
         let deadline = Instant::now() + self.config.deadline;
         let exposure = Exposure::default();
         let call = OrderCall {
