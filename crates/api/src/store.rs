@@ -12,9 +12,9 @@ use std::time::Duration;
 use stockguard_core::coalesce::CoalescerStats;
 use stockguard_core::engine::{EngineStats, PoolWaitStats};
 use stockguard_core::{
-    AdjustReceipt, AdjustRequest, AuditReport, Capabilities, DeductError, DeductRequest, EngineConfig,
-    InventoryStore, LedgerEntry, LedgerPage, OrderReceipt, OrderRequest, PoolStatus, Receipt, RestockReceipt,
-    RestockRequest, SkuId, SkuSnapshot, StockLevel,
+    AdjustReceipt, AdjustRequest, AuditReport, Capabilities, ConfirmLines, DeductError, DeductRequest,
+    EngineConfig, HoldId, HoldReceipt, HoldRequest, InventoryStore, LedgerEntry, LedgerPage, OrderReceipt,
+    OrderRequest, PoolStatus, Receipt, RestockReceipt, RestockRequest, SkuId, SkuSnapshot, StockLevel,
 };
 use stockguard_mysql::{MySqlConfig, MySqlStore};
 use stockguard_postgres::{PgConfig, PgStore};
@@ -178,6 +178,26 @@ impl InventoryStore for AnyStore {
 
     async fn adjust(&self, request: AdjustRequest) -> Result<AdjustReceipt, DeductError> {
         delegate!(self, store => store.adjust(request).await)
+    }
+
+    async fn reserve(&self, hold: HoldRequest) -> Result<HoldReceipt, DeductError> {
+        delegate!(self, store => store.reserve(hold).await)
+    }
+
+    async fn hold(&self, hold_id: &HoldId) -> Result<HoldReceipt, DeductError> {
+        delegate!(self, store => store.hold(hold_id).await)
+    }
+
+    async fn confirm_hold(&self, hold_id: &HoldId, lines: ConfirmLines) -> Result<HoldReceipt, DeductError> {
+        delegate!(self, store => store.confirm_hold(hold_id, lines).await)
+    }
+
+    async fn release_hold(&self, hold_id: &HoldId) -> Result<HoldReceipt, DeductError> {
+        delegate!(self, store => store.release_hold(hold_id).await)
+    }
+
+    async fn sweep_holds(&self, batch: u32) -> Result<usize, DeductError> {
+        delegate!(self, store => store.sweep_holds(batch).await)
     }
 
     async fn stock(&self, sku: &SkuId) -> Result<StockLevel, DeductError> {

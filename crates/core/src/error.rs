@@ -89,6 +89,40 @@ pub enum InvalidInput {
         /// The limit.
         max_len: usize,
     },
+    /// A hold id that is empty, too long, or holds a non-printable or non-ASCII character.
+    #[error("hold id must be 1 to {max_len} printable ASCII characters without spaces")]
+    HoldId {
+        /// The limit.
+        max_len: usize,
+    },
+    /// A hold's time to live outside its bounds.
+    #[error("ttl_s must be between {min} and {max} seconds (got {given})")]
+    HoldTtl {
+        /// What was given.
+        given: u32,
+        /// The shortest allowed.
+        min: u32,
+        /// The longest allowed.
+        max: u32,
+    },
+    /// A partial confirm names a SKU the hold does not have, or more units than it holds.
+    #[error("cannot confirm {given} units of {sku}: the hold has {held}")]
+    ConfirmLine {
+        /// The SKU.
+        sku: String,
+        /// Units the confirm asked for.
+        given: i64,
+        /// Units the hold has of it (0: not in the hold).
+        held: i64,
+    },
+    /// A sweep batch outside its bounds.
+    #[error("sweep batch must be between 1 and {max} holds (got {given})")]
+    SweepBatch {
+        /// What was given.
+        given: u32,
+        /// The limit.
+        max: u32,
+    },
     /// An order with no lines, or more than the limit.
     #[error("an order must have between 1 and {max} lines (got {given})")]
     OrderLines {
@@ -163,6 +197,30 @@ pub enum DeductError {
     OrderMismatch {
         /// Where the stored order and this request differ.
         mismatches: Vec<crate::LineMismatch>,
+    },
+    /// No hold has this id.
+    #[error("hold not found")]
+    HoldNotFound,
+    /// The hold id was already used for a hold with other lines. Nothing was changed.
+    #[error("hold id already used for other lines")]
+    HoldMismatch {
+        /// Where the stored hold and this request differ.
+        mismatches: Vec<crate::LineMismatch>,
+    },
+    /// The hold passed its `expires_at` before it was confirmed (or released): its units are
+    /// back in stock, or are reported so until the sweeper writes the expiry. Nothing was
+    /// changed.
+    #[error("hold expired at {expires_at}")]
+    HoldExpired {
+        /// When it expired (the database's clock).
+        expires_at: chrono::DateTime<chrono::Utc>,
+    },
+    /// The hold was already resolved another way (released, or confirmed with other units),
+    /// and resolves at most once. Nothing was changed.
+    #[error("hold already {state}")]
+    HoldResolved {
+        /// How it was resolved.
+        state: crate::HoldState,
     },
     /// `create_sku` for an id that already exists. Nothing was changed.
     #[error("sku already exists")]
@@ -269,6 +327,10 @@ impl DeductError {
             DeductError::NotFound | DeductError::SkusNotFound { .. } => "not_found",
             DeductError::OrderShort { .. } => "insufficient_stock",
             DeductError::OrderMismatch { .. } => "order_mismatch",
+            DeductError::HoldNotFound => "not_found",
+            DeductError::HoldMismatch { .. } => "hold_mismatch",
+            DeductError::HoldExpired { .. } => "hold_expired",
+            DeductError::HoldResolved { .. } => "hold_resolved",
             DeductError::AlreadyExists => "already_exists",
             DeductError::Conflict { .. } => "conflict",
             DeductError::LockTimeout => "lock_timeout",
@@ -405,6 +467,14 @@ impl DeductError {
             DeductError::OrderMismatch { mismatches } => DeductError::OrderMismatch {
                 mismatches: mismatches.clone(),
             },
+            DeductError::HoldNotFound => DeductError::HoldNotFound,
+            DeductError::HoldMismatch { mismatches } => DeductError::HoldMismatch {
+                mismatches: mismatches.clone(),
+            },
+            DeductError::HoldExpired { expires_at } => DeductError::HoldExpired {
+                expires_at: *expires_at,
+            },
+            DeductError::HoldResolved { state } => DeductError::HoldResolved { state: *state },
             DeductError::AlreadyExists => DeductError::AlreadyExists,
             DeductError::Conflict { attempts } => DeductError::Conflict { attempts: *attempts },
             DeductError::LockTimeout => DeductError::LockTimeout,

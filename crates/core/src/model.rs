@@ -3,13 +3,16 @@
 //! compare every result. It is not a store for production use and never stands in for a
 //! database in a test of an adapter.
 
+mod holds;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use chrono::Utc;
 
 use crate::domain::{
-    AdjustReceipt, AdjustRequest, AdjustmentKind, Capabilities, DeductRequest, IdempotencyKey, LedgerEntry,
+    AdjustReceipt, AdjustRequest, AdjustmentKind, Capabilities, ConfirmLines, DeductRequest, HoldId,
+    HoldReceipt, HoldRequest, IdempotencyKey, LedgerEntry,
     LedgerPage, LedgerReason, OrderId, OrderLineReceipt, OrderReceipt, OrderRequest, PoolStatus, Quantity,
     Receipt, RestockReceipt, RestockRequest, STOCK_MAX, ShortLine, SkuId, SkuSnapshot, StockLevel, Strategy,
     check_stock_level, line_mismatches,
@@ -32,6 +35,8 @@ struct NewRow<'a> {
 struct SkuState {
     initial_stock: i64,
     stock: i64,
+    /// Units set aside by active holds.
+    reserved: i64,
     version: i64,
 }
 
@@ -43,6 +48,8 @@ pub struct ReferenceModel {
     by_key: HashMap<String, usize>,
     /// Each order's canonical lines and its receipt.
     orders: HashMap<OrderId, (String, OrderReceipt)>,
+    /// Each hold's canonical lines and how it stands.
+    holds: HashMap<HoldId, holds::ModelHold>,
 }
 
 impl ReferenceModel {
@@ -62,12 +69,14 @@ impl ReferenceModel {
             SkuState {
                 initial_stock,
                 stock: initial_stock,
+                reserved: 0,
                 version: 0,
             },
         );
         Ok(StockLevel {
             sku: sku.clone(),
             stock: initial_stock,
+            reserved: 0,
             initial_stock,
             version: 0,
         })
@@ -153,7 +162,7 @@ impl ReferenceModel {
     /// replay answers the first receipt, other lines under the same id are a mismatch.
     pub fn place_order(&mut self, order: &OrderRequest) -> Result<OrderReceipt, DeductError> {
         if let Some((stored, receipt)) = self.orders.get(order.order_id()) {
-            let mismatches = line_mismatches(stored, order);
+            let mismatches = line_mismatches(stored, order.lines());
             if !mismatches.is_empty() {
                 return Err(DeductError::OrderMismatch { mismatches });
             }
@@ -292,6 +301,7 @@ impl ReferenceModel {
         Ok(StockLevel {
             sku: sku.clone(),
             stock: state.stock,
+            reserved: state.reserved,
             initial_stock: state.initial_stock,
             version: state.version,
         })
@@ -477,6 +487,27 @@ impl InventoryStore for ReferenceStore {
 
     async fn adjust(&self, request: AdjustRequest) -> Result<AdjustReceipt, DeductError> {
         self.with(|m| m.adjust(&request))
+    }
+
+    async fn reserve(&self, hold: HoldRequest) -> Result<HoldReceipt, DeductError> {
+        self.with(|m| m.reserve(&hold))
+    }
+
+    async fn hold(&self, hold_id: &HoldId) -> Result<HoldReceipt, DeductError> {
+        self.with(|m| m.hold(hold_id))
+    }
+
+    async fn confirm_hold(&self, hold_id: &HoldId, lines: ConfirmLines) -> Result<HoldReceipt, DeductError> {
+        self.with(|m| m.confirm_hold(hold_id, &lines))
+    }
+
+    async fn release_hold(&self, hold_id: &HoldId) -> Result<HoldReceipt, DeductError> {
+        self.with(|m| m.release_hold(hold_id))
+    }
+
+    async fn sweep_holds(&self, _batch: u32) -> Result<usize, DeductError> {
+        // The model never expires a hold (see `holds.rs`).
+        Ok(0)
     }
 
     async fn stock(&self, sku: &SkuId) -> Result<StockLevel, DeductError> {

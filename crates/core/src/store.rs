@@ -3,9 +3,9 @@
 use std::future::Future;
 
 use crate::domain::{
-    AdjustReceipt, AdjustRequest, AuditReport, Capabilities, DeductRequest, LedgerEntry, LedgerPage,
-    OrderReceipt, OrderRequest, PoolStatus, Receipt, RestockReceipt, RestockRequest, SkuId, SkuSnapshot,
-    StockLevel,
+    AdjustReceipt, AdjustRequest, AuditReport, Capabilities, ConfirmLines, DeductRequest, HoldId, HoldReceipt,
+    HoldRequest, LedgerEntry, LedgerPage, OrderReceipt, OrderRequest, PoolStatus, Receipt, RestockReceipt,
+    RestockRequest, SkuId, SkuSnapshot, StockLevel,
 };
 use crate::error::DeductError;
 
@@ -68,6 +68,32 @@ pub trait InventoryStore: Send + Sync + 'static {
         &self,
         order: OrderRequest,
     ) -> impl Future<Output = Result<OrderReceipt, DeductError>> + Send;
+
+    /// Places a hold: all lines' units move from available stock into `reserved`, or none
+    /// do, until it is confirmed, released, or expires `ttl_s` seconds after it committed (the
+    /// database's clock). The hold id is its idempotency key: a replay answers with the hold
+    /// as it stands; the same id with other lines is `HoldMismatch`.
+    fn reserve(&self, hold: HoldRequest) -> impl Future<Output = Result<HoldReceipt, DeductError>> + Send;
+
+    /// The hold as it stands; an active hold past its expiry reads as expired.
+    fn hold(&self, hold_id: &HoldId) -> impl Future<Output = Result<HoldReceipt, DeductError>> + Send;
+
+    /// Confirms an active hold: `lines` units are sold, any rest goes back to stock. Again with
+    /// the same lines replays; `HoldExpired` past its expiry; `HoldResolved` when it was
+    /// released, or confirmed with other units.
+    fn confirm_hold(
+        &self,
+        hold_id: &HoldId,
+        lines: ConfirmLines,
+    ) -> impl Future<Output = Result<HoldReceipt, DeductError>> + Send;
+
+    /// Releases an active hold: every unit goes back to stock. Again replays; `HoldExpired`
+    /// past its expiry; `HoldResolved` when it was confirmed.
+    fn release_hold(&self, hold_id: &HoldId) -> impl Future<Output = Result<HoldReceipt, DeductError>> + Send;
+
+    /// Expires up to `batch` due holds in one transaction (1..=`HOLD_SWEEP_BATCH_MAX`);
+    /// returns how many.
+    fn sweep_holds(&self, batch: u32) -> impl Future<Output = Result<usize, DeductError>> + Send;
 
     /// Adjusts stock by hand (a return, damage, a recount, a restock): one ledger row with
     /// reason `adjust`, the kind and the reference. Never below zero (`InsufficientStock`),

@@ -5,13 +5,15 @@ use std::str::FromStr;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection, Executor, MySql};
+use chrono::{DateTime, Utc};
 use stockguard_core::engine::{
     AdjustWrite, AllLocked, Backend, Change, Fault, FaultKind, LineWrite, LockWait, LockedRow, MissFacts,
-    PoolWaitStats, Step, StoredOrder, VersionedRow, Written,
+    PoolWaitStats, Step, StoredHold, StoredOrder, VersionedRow, Written,
 };
 use stockguard_core::{
-    BatchPlan, Capabilities, DeductError, EngineConfig, IdempotencyKey, LedgerEntry, LedgerPage,
-    LedgerReason, OrderCheck, OrderId, PoolStatus, STOCK_MAX, SkuId, SkuSnapshot, StockLevel, Strategy,
+    BatchPlan, Capabilities, DeductError, EngineConfig, HoldCheck, HoldId, HoldState, IdempotencyKey,
+    LedgerEntry, LedgerPage, LedgerReason, OrderCheck, OrderId, PoolStatus, SkuId, SkuSnapshot, StockLevel,
+    Strategy,
 };
 
 use crate::config::{ServerFlavor, session_statements};
@@ -41,7 +43,7 @@ impl MySqlBackend {
     }
 
     /// A pooled connection for one autocommit statement, its wait timed.
-    async fn connection(&self, context: &'static str) -> Result<PoolConnection<MySql>, Fault> {
+    pub(crate) async fn connection(&self, context: &'static str) -> Result<PoolConnection<MySql>, Fault> {
         self.pool.acquire().await.map_err(self.fault(context))
     }
 
@@ -154,68 +156,6 @@ impl MySqlBackend {
             .await
             .map_err(self.fault("looking up keys"))?;
         common::entries(rows)
-    }
-
-    async fn guarded_in(&self, tx: &mut MySqlTx, change: Change<'_>) -> Result<Option<Written>, Fault> {
-        let quantity = change.quantity.get();
-        let updated = sqlx::query(sql::GUARDED_UPDATE)
-            .bind(quantity)
-            .bind(change.sku.as_str())
-            .bind(quantity)
-            .execute(&mut **tx)
-            .await
-            .map_err(self.fault("deducting (guarded)"))?;
-        if updated.rows_affected() == 0 {
-            return Ok(None);
-        }
-        let stock_after = self.read_back(tx, change.sku).await?;
-        self.insert_ledger(tx, change, LedgerReason::Deduct, stock_after)
-            .await
-            .map(Some)
-    }
-
-    async fn restock_in(&self, tx: &mut MySqlTx, change: Change<'_>) -> Result<Option<Written>, Fault> {
-        let quantity = change.quantity.get();
-        let updated = sqlx::query(sql::RESTOCK_UPDATE)
-            .bind(quantity)
-            .bind(change.sku.as_str())
-            .bind(change.sku.as_str())
-            .bind(STOCK_MAX)
-            .bind(quantity)
-            .execute(&mut **tx)
-            .await
-            .map_err(self.fault("restocking"))?;
-        if updated.rows_affected() == 0 {
-            return Ok(None);
-        }
-        let stock_after = self.read_back(tx, change.sku).await?;
-        self.insert_ledger(tx, change, LedgerReason::Restock, stock_after)
-            .await
-            .map(Some)
-    }
-
-    async fn compare_and_set_in(
-        &self,
-        tx: &mut MySqlTx,
-        change: Change<'_>,
-        read: VersionedRow,
-        row_stock_after: i64,
-    ) -> Result<Option<Written>, Fault> {
-        let updated = sqlx::query(sql::COMPARE_AND_SET)
-            .bind(row_stock_after)
-            .bind(change.sku.as_str())
-            .bind(read.version)
-            .execute(&mut **tx)
-            .await
-            .map_err(self.fault("compare-and-set"))?;
-        if updated.rows_affected() == 0 {
-            return Ok(None);
-        }
-        // The version matched, so `sharded` (read with it) is current: spreading bumps it.
-        let stock_after = row_stock_after + self.bucket_stock_if(tx, change.sku, read.sharded).await?;
-        self.insert_ledger(tx, change, LedgerReason::Deduct, stock_after)
-            .await
-            .map(Some)
     }
 }
 
@@ -385,6 +325,22 @@ impl Backend for MySqlBackend {
         }
     }
 
+    fn find_hold(&self, hold_id: &HoldId) -> impl Step<Option<StoredHold>> {
+        self.find_hold_in(hold_id)
+    }
+
+    fn settle_and_find_hold(&self, skus: &[&SkuId], hold_id: &HoldId) -> impl Step<Option<StoredHold>> {
+        self.settle_and_find_hold_in(skus, hold_id)
+    }
+
+    fn has_due_holds(&self, sku: &SkuId) -> impl Step<bool> {
+        self.has_due_holds_in(sku)
+    }
+
+    fn hold_check(&self) -> impl Step<HoldCheck> {
+        self.hold_check_in()
+    }
+
     fn settle_and_find_order(&self, skus: &[&SkuId], order_id: &OrderId) -> impl Step<Option<StoredOrder>> {
         async move { self.settle_and_find_order_in(skus, order_id).await }
     }
@@ -538,6 +494,29 @@ impl Backend for MySqlBackend {
         line_count: usize,
     ) -> impl Step<()> {
         async move { self.claim_order_in(tx, order_id, lines, line_count).await }
+    }
+
+    fn claim_hold(
+        &self,
+        tx: &mut Self::Tx,
+        hold_id: &HoldId,
+        lines: &str,
+        line_count: usize,
+        ttl_s: u32,
+    ) -> impl Step<DateTime<Utc>> {
+        self.claim_hold_in(tx, hold_id, lines, line_count, ttl_s)
+    }
+
+    fn lock_hold(&self, tx: &mut Self::Tx, hold_id: &HoldId) -> impl Step<Option<StoredHold>> {
+        self.hold_on(tx, sql::LOCK_HOLD, hold_id)
+    }
+
+    fn lock_due_holds(&self, tx: &mut Self::Tx, sku: Option<&SkuId>, limit: u32) -> impl Step<Vec<StoredHold>> {
+        self.lock_due_holds_in(tx, sku, limit)
+    }
+
+    fn set_hold_state(&self, tx: &mut Self::Tx, hold_id: &HoldId, state: HoldState) -> impl Step<()> {
+        self.set_hold_state_in(tx, hold_id, state)
     }
 
     fn write_line(

@@ -12,10 +12,11 @@ use stockguard_core::engine::{ConnectRefusal, Fault, FaultKind};
 pub(crate) const DUPLICATE_ENTRY: u16 = 1062;
 
 /// The unique indexes that claim a key (see the migrations): the ledger's on
-/// `idempotency_key`, and the order id's.
-const IDEMPOTENCY_KEY_INDEXES: [&str; 2] = [
+/// `idempotency_key`, the order id's and the hold id's.
+const IDEMPOTENCY_KEY_INDEXES: [&str; 3] = [
     "inventory_ledger_idempotency_key",
     "inventory_order_idempotency_key",
+    "inventory_hold_idempotency_key",
 ];
 
 /// The error number → fault table.
@@ -109,6 +110,10 @@ mod tests {
         );
         assert_eq!(
             kind_of_number(1062, Some("inventory_order_idempotency_key")),
+            FaultKind::KeyTaken
+        );
+        assert_eq!(
+            kind_of_number(1062, Some("inventory_hold_idempotency_key")),
             FaultKind::KeyTaken
         );
         assert_eq!(kind_of_number(1062, Some("PRIMARY")), FaultKind::Other);

@@ -17,7 +17,9 @@
 
 mod backend;
 mod config;
+mod deductions;
 mod error;
+mod holds;
 mod orders;
 mod sharded;
 mod sql;

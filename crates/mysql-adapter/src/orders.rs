@@ -1,5 +1,5 @@
 //! The order and adjustment primitives on MySQL/MariaDB: claiming an order id, writing its
-//! lines, and writing an adjustment.
+//! lines (an order's or a hold's), and writing an adjustment.
 //!
 //! An order locks its lines' rows in canonical SKU order. Where a line's SKU is `Sharded`
 //! and its row is short, the engine gathers its buckets inside the order's transaction,
@@ -69,7 +69,7 @@ impl MySqlBackend {
             .map_err(self.fault("claiming an order id"))
     }
 
-    /// Sets the locked row and writes the line's ledger row.
+    /// Sets the locked row (and moves `reserved`) and writes the line's ledger row.
     pub(crate) async fn write_line_in(
         &self,
         tx: &mut MySqlTx,
@@ -77,49 +77,48 @@ impl MySqlBackend {
         row_stock_after: i64,
         stock_after: i64,
     ) -> Result<Written, Fault> {
-        sqlx::query(sql::SET_ROW_STOCK)
+        sqlx::query(sql::SET_ROW_STOCK_RESERVED)
             .bind(row_stock_after)
+            .bind(line.reserved_delta())
             .bind(line.sku.as_str())
             .execute(&mut **tx)
             .await
             .map_err(self.fault("writing the locked row"))?;
-        self.insert_order_line(tx, line, stock_after).await
+        self.insert_line(tx, line, stock_after).await
     }
 
-    /// `Guarded`'s conditional decrement for one line.
+    /// `Guarded`'s conditional write for one line of an order or a hold.
     pub(crate) async fn guarded_line_in(
         &self,
         tx: &mut MySqlTx,
         line: LineWrite<'_>,
     ) -> Result<Option<Written>, Fault> {
-        let updated = sqlx::query(sql::GUARDED_UPDATE)
-            .bind(line.quantity)
+        let updated = sqlx::query(sql::GUARDED_LINE_UPDATE)
+            .bind(line.stock_delta())
+            .bind(line.reserved_delta())
             .bind(line.sku.as_str())
-            .bind(line.quantity)
+            .bind(line.stock_delta())
+            .bind(line.reserved_delta())
             .execute(&mut **tx)
             .await
-            .map_err(self.fault("writing an order line (guarded)"))?;
+            .map_err(self.fault("writing a line (guarded)"))?;
         if updated.rows_affected() == 0 {
             return Ok(None);
         }
         let stock_after = self.read_back(tx, line.sku).await?;
-        self.insert_order_line(tx, line, stock_after).await.map(Some)
+        self.insert_line(tx, line, stock_after).await.map(Some)
     }
 
-    async fn insert_order_line(
-        &self,
-        tx: &mut MySqlTx,
-        line: LineWrite<'_>,
-        stock_after: i64,
-    ) -> Result<Written, Fault> {
-        let done = sqlx::query(sql::INSERT_ORDER_LINE)
+    async fn insert_line(&self, tx: &mut MySqlTx, line: LineWrite<'_>, stock_after: i64) -> Result<Written, Fault> {
+        let done = sqlx::query(sql::INSERT_LINE)
             .bind(line.sku.as_str())
-            .bind(-line.quantity)
+            .bind(line.stock_delta())
             .bind(stock_after)
-            .bind(line.order_id.as_str())
+            .bind(line.reason.ledger_reason().as_str())
+            .bind(line.reference)
             .execute(&mut **tx)
             .await
-            .map_err(self.fault("writing an order line's ledger row"))?;
+            .map_err(self.fault("writing a line's ledger row"))?;
         let ledger_id = i64::try_from(done.last_insert_id())
             .map_err(|e| Fault::new(FaultKind::Other, "ledger id does not fit in BIGINT", e))?;
         Ok(Written {

@@ -20,14 +20,32 @@ macro_rules! bucket_stock_of_param {
     };
 }
 
+/// Units of the SKU `i.sku` that due holds (active, past `expires_at`) still hold: reads count
+/// them as available at once, before the sweeper writes the expiry.
+macro_rules! due_units_of_i_sku {
+    () => {
+        "CAST(COALESCE((SELECT SUM(-l.delta) FROM inventory_hold h \
+          JOIN inventory_ledger l ON l.reference = h.hold_id AND l.reason = 'reserve' AND l.sku = i.sku \
+          WHERE h.state = 'active' AND h.expires_at <= NOW(6)), 0) AS SIGNED)"
+    };
+}
+
 /// Touches every table: fails with 1146 when the schema is missing.
 pub(crate) const PING: &str = "SELECT (SELECT 1 FROM inventory LIMIT 1), (SELECT 1 FROM inventory_ledger LIMIT 1), \
-     (SELECT 1 FROM inventory_bucket LIMIT 1), (SELECT 1 FROM inventory_order LIMIT 1)";
+     (SELECT 1 FROM inventory_bucket LIMIT 1), (SELECT 1 FROM inventory_order LIMIT 1), \
+     (SELECT 1 FROM inventory_hold LIMIT 1)";
 
 pub(crate) const CREATE_SKU: &str = "INSERT INTO inventory (sku, stock, initial_stock) VALUES (?, ?, ?)";
 
-pub(crate) const STOCK: &str = "SELECT CAST(stock + COALESCE((SELECT SUM(b.stock) FROM inventory_bucket b WHERE b.sku = i.sku), 0) AS SIGNED), \
-            initial_stock, version FROM inventory i WHERE i.sku = ?";
+/// Available (row, buckets, and due holds' units), initial stock, version, and reserved less
+/// due holds' units.
+pub(crate) const STOCK: &str = concat!(
+    "SELECT CAST(stock + COALESCE((SELECT SUM(b.stock) FROM inventory_bucket b WHERE b.sku = i.sku), 0) + ",
+    due_units_of_i_sku!(),
+    " AS SIGNED), initial_stock, version, CAST(reserved - ",
+    due_units_of_i_sku!(),
+    " AS SIGNED) FROM inventory i WHERE i.sku = ?"
+);
 
 pub(crate) const LEDGER_PAGE: &str = concat!(
     "SELECT ",
@@ -156,9 +174,91 @@ pub(crate) const ORDER_ENTRIES: &str = concat!(
     " FROM inventory_ledger WHERE reference = ? AND reason = 'order' ORDER BY id"
 );
 
-/// Binds: sku, delta, stock_after, order id. An order line's ledger row: no key of its own.
-pub(crate) const INSERT_ORDER_LINE: &str =
-    "INSERT INTO inventory_ledger (sku, delta, stock_after, reason, reference) VALUES (?, ?, ?, 'order', ?)";
+/// Binds: sku, delta, stock_after, reason, reference. A line's ledger row (an order's or a
+/// hold's): no key of its own.
+pub(crate) const INSERT_LINE: &str =
+    "INSERT INTO inventory_ledger (sku, delta, stock_after, reason, reference) VALUES (?, ?, ?, ?, ?)";
+
+/// Binds: row stock after, reserved delta, sku.
+pub(crate) const SET_ROW_STOCK_RESERVED: &str =
+    "UPDATE inventory SET stock = ?, reserved = reserved + ?, version = version + 1 WHERE sku = ?";
+
+/// Binds: stock delta, reserved delta, sku, stock delta, reserved delta. A line's conditional
+/// write: neither column below zero.
+pub(crate) const GUARDED_LINE_UPDATE: &str = "UPDATE inventory SET stock = stock + ?, reserved = reserved + ?, \
+     version = version + 1 WHERE sku = ? AND stock + ? >= 0 AND reserved + ? >= 0";
+
+/// A hold row's columns, in `StoredHoldRow` order (due: 1 or 0 on this server's clock).
+macro_rules! hold_columns {
+    () => {
+        "hold_id, `lines`, state, expires_at, CAST(state = 'active' AND expires_at <= NOW(6) AS SIGNED)"
+    };
+}
+
+/// Binds: hold id, canonical lines, line count, seconds to live. A taken id fails with 1062 on
+/// `inventory_hold_idempotency_key`.
+pub(crate) const CLAIM_HOLD: &str = "INSERT INTO inventory_hold (hold_id, `lines`, line_count, expires_at) \
+     VALUES (?, ?, ?, NOW(6) + INTERVAL ? SECOND)";
+/// Binds: hold id (no `RETURNING` here: the expiry is read back in the same transaction).
+pub(crate) const HOLD_EXPIRY: &str = "SELECT expires_at FROM inventory_hold WHERE hold_id = ?";
+/// Binds: hold id.
+pub(crate) const FIND_HOLD: &str = concat!("SELECT ", hold_columns!(), " FROM inventory_hold WHERE hold_id = ?");
+pub(crate) const LOCK_HOLD: &str = concat!(
+    "SELECT ",
+    hold_columns!(),
+    " FROM inventory_hold WHERE hold_id = ? FOR UPDATE"
+);
+/// Completed with the hold ids and `) ORDER BY id`.
+pub(crate) const HOLD_ENTRIES: &str = concat!(
+    "SELECT ",
+    ledger_columns!(),
+    " FROM inventory_ledger WHERE reason IN ('reserve', 'confirm', 'release', 'expire') AND reference IN ("
+);
+/// The sweeper. Binds: holds at most. Skips holds another transaction holds (MariaDB 10.6+,
+/// MySQL 8.0+).
+pub(crate) const LOCK_DUE_ANY: &str = concat!(
+    "SELECT ",
+    hold_columns!(),
+    " FROM inventory_hold WHERE state = 'active' AND expires_at <= NOW(6) \
+     ORDER BY expires_at, hold_id LIMIT ? FOR UPDATE SKIP LOCKED"
+);
+/// A refusal's expiry. Binds: sku, holds at most. Waits for holds another transaction holds.
+pub(crate) const LOCK_DUE_ON: &str = concat!(
+    "SELECT ",
+    hold_columns!(),
+    " FROM inventory_hold h WHERE state = 'active' AND expires_at <= NOW(6) \
+     AND EXISTS (SELECT 1 FROM inventory_ledger l WHERE l.reference = h.hold_id AND l.reason = 'reserve' AND l.sku = ?) \
+     ORDER BY expires_at, hold_id LIMIT ? FOR UPDATE"
+);
+/// Binds: sku.
+pub(crate) const HAS_DUE_ON: &str = "SELECT CAST(EXISTS (SELECT 1 FROM inventory_hold h \
+     JOIN inventory_ledger l ON l.reference = h.hold_id AND l.reason = 'reserve' \
+     WHERE l.sku = ? AND h.state = 'active' AND h.expires_at <= NOW(6)) AS SIGNED)";
+/// Binds: final state, hold id.
+pub(crate) const SET_HOLD_STATE: &str =
+    "UPDATE inventory_hold SET state = ?, resolved_at = NOW(6) WHERE hold_id = ?";
+/// Resolution: waits for whatever holds the hold's row. Binds: hold id.
+pub(crate) const SETTLE_HOLD: &str = "SELECT hold_id FROM inventory_hold WHERE hold_id = ? LOCK IN SHARE MODE";
+
+/// The audit's hold check: every hold's ledger rows, summed (see `HoldRows`).
+pub(crate) const HOLD_ROWS: &str = "SELECT h.hold_id, h.state, CAST(h.line_count AS SIGNED), \
+            CAST(COALESCE(SUM(l.reason = 'reserve'), 0) AS SIGNED), \
+            CAST(COALESCE(SUM(l.reason = 'confirm'), 0) AS SIGNED), \
+            CAST(COALESCE(SUM(l.reason = 'release'), 0) AS SIGNED), \
+            CAST(COALESCE(SUM(l.reason = 'expire'), 0) AS SIGNED), \
+            CAST(COALESCE(SUM(CASE WHEN l.reason = 'reserve' THEN -l.delta ELSE 0 END), 0) AS SIGNED), \
+            CAST(COALESCE(SUM(CASE WHEN l.reason IN ('release', 'expire') THEN l.delta ELSE 0 END), 0) AS SIGNED), \
+            CAST(COALESCE(SUM(CASE WHEN l.reason = 'confirm' THEN l.delta ELSE 0 END), 0) AS SIGNED) \
+     FROM inventory_hold h LEFT JOIN inventory_ledger l \
+       ON l.reference = h.hold_id AND l.reason IN ('reserve', 'confirm', 'release', 'expire') \
+     GROUP BY h.hold_id, h.state, h.line_count ORDER BY h.hold_id";
+/// SKUs whose `reserved` is not their active holds' units.
+pub(crate) const RESERVED_MISMATCHES: &str = "SELECT i.sku, i.reserved, CAST(COALESCE(a.held, 0) AS SIGNED) \
+     FROM inventory i LEFT JOIN ( \
+         SELECT l.sku, SUM(-l.delta) AS held FROM inventory_ledger l \
+         JOIN inventory_hold h ON h.hold_id = l.reference AND h.state = 'active' \
+         WHERE l.reason = 'reserve' GROUP BY l.sku) a ON a.sku = i.sku \
+     WHERE i.reserved <> COALESCE(a.held, 0) OR i.reserved < 0 ORDER BY i.sku";
 
 /// The audit's order check: how many orders there are, and every order whose `order` ledger
 /// rows are not exactly its line count, plus `order` rows whose reference no order claimed

@@ -6,13 +6,15 @@ use std::time::Duration;
 use sqlx::Connection;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, Postgres};
+use chrono::{DateTime, Utc};
 use stockguard_core::engine::{
     AdjustWrite, AllLocked, Backend, Change, Fault, LineWrite, LockWait, LockedRow, MissFacts, PoolWaitStats,
-    Step, StoredOrder, VersionedRow, Written,
+    Step, StoredHold, StoredOrder, VersionedRow, Written,
 };
 use stockguard_core::{
-    BatchPlan, Capabilities, DeductError, EngineConfig, IdempotencyKey, LedgerEntry, LedgerPage, OrderCheck,
-    OrderId, PoolStatus, STOCK_MAX, SkuId, SkuSnapshot, StockLevel, Strategy,
+    BatchPlan, Capabilities, DeductError, EngineConfig, HoldCheck, HoldId, HoldState, IdempotencyKey,
+    LedgerEntry, LedgerPage, OrderCheck, OrderId, PoolStatus, STOCK_MAX, SkuId, SkuSnapshot, StockLevel,
+    Strategy,
 };
 
 use stockguard_sql as common;
@@ -25,7 +27,7 @@ const KEYS_PER_LOOKUP: usize = 1_000;
 /// The PostgreSQL side of a [`crate::PgStore`]: a pool and the adapter's settings.
 #[derive(Debug)]
 pub struct PgBackend {
-    pool: common::TimedPool<Postgres>,
+    pub(crate) pool: common::TimedPool<Postgres>,
     config: PgConfig,
 }
 
@@ -33,7 +35,7 @@ fn millis(duration: Duration) -> u128 {
     duration.as_millis().max(1)
 }
 
-fn written((ledger_id, stock_after): (i64, i64)) -> Written {
+pub(crate) fn written((ledger_id, stock_after): (i64, i64)) -> Written {
     Written {
         ledger_id,
         stock_after,
@@ -52,29 +54,17 @@ impl PgBackend {
         common::entries(rows)
     }
 
-    async fn find_order_on(
-        &self,
-        connection: &mut sqlx::PgConnection,
-        order_id: &OrderId,
-    ) -> Result<Option<StoredOrder>, Fault> {
-        let found =
-            common::find_order::<Postgres>(connection, sql::ORDER_LINES, sql::ORDER_ENTRIES, order_id)
-                .await
-                .map_err(self.fault("reading an order"))?;
-        common::stored_order(found)
-    }
-
     /// The pool, for tests and tools that need raw SQL.
     pub fn pool(&self) -> &PgPool {
         self.pool.inner()
     }
 
     /// A pooled connection for one autocommit statement, its wait timed.
-    async fn connection(&self, context: &'static str) -> Result<PoolConnection<Postgres>, Fault> {
+    pub(crate) async fn connection(&self, context: &'static str) -> Result<PoolConnection<Postgres>, Fault> {
         self.pool.acquire().await.map_err(self.fault(context))
     }
 
-    fn fault(&self, context: &'static str) -> impl FnOnce(sqlx::Error) -> Fault + '_ {
+    pub(crate) fn fault(&self, context: &'static str) -> impl FnOnce(sqlx::Error) -> Fault + '_ {
         move |e| error::fault(e, context, self.pool.size() < self.config.max_connections)
     }
 }
@@ -237,22 +227,23 @@ impl Backend for PgBackend {
     }
 
     fn settle_and_find_order(&self, skus: &[&SkuId], order_id: &OrderId) -> impl Step<Option<StoredOrder>> {
-        async move {
-            let mut tx = common::Tx::begin(&self.pool, "BEGIN")
-                .await
-                .map_err(self.fault("resolving a lost answer"))?;
-            // In the order's own (canonical) lock order.
-            for sku in skus {
-                sqlx::query(sql::SETTLE_ROW)
-                    .bind(sku.as_str())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(self.fault("waiting out the lost transaction's locks"))?;
-            }
-            let found = self.find_order_on(&mut tx, order_id).await;
-            self.rollback(tx).await;
-            found
-        }
+        self.settle_and_find_order_in(skus, order_id)
+    }
+
+    fn find_hold(&self, hold_id: &HoldId) -> impl Step<Option<StoredHold>> {
+        self.find_hold_in(hold_id)
+    }
+
+    fn settle_and_find_hold(&self, skus: &[&SkuId], hold_id: &HoldId) -> impl Step<Option<StoredHold>> {
+        self.settle_and_find_hold_in(skus, hold_id)
+    }
+
+    fn has_due_holds(&self, sku: &SkuId) -> impl Step<bool> {
+        self.has_due_holds_in(sku)
+    }
+
+    fn hold_check(&self) -> impl Step<HoldCheck> {
+        self.hold_check_in()
     }
 
     fn create_sku(&self, sku: &SkuId, initial_stock: i64) -> impl Step<bool> {
@@ -446,16 +437,30 @@ impl Backend for PgBackend {
         lines: &str,
         line_count: usize,
     ) -> impl Step<()> {
-        async move {
-            sqlx::query(sql::CLAIM_ORDER)
-                .bind(order_id.as_str())
-                .bind(lines)
-                .bind(i32::try_from(line_count).unwrap_or(i32::MAX))
-                .execute(&mut **tx)
-                .await
-                .map(|_| ())
-                .map_err(self.fault("claiming an order id"))
-        }
+        self.claim_order_in(tx, order_id, lines, line_count)
+    }
+
+    fn claim_hold(
+        &self,
+        tx: &mut Self::Tx,
+        hold_id: &HoldId,
+        lines: &str,
+        line_count: usize,
+        ttl_s: u32,
+    ) -> impl Step<DateTime<Utc>> {
+        self.claim_hold_in(tx, hold_id, lines, line_count, ttl_s)
+    }
+
+    fn lock_hold(&self, tx: &mut Self::Tx, hold_id: &HoldId) -> impl Step<Option<StoredHold>> {
+        self.hold_on(tx, sql::LOCK_HOLD, hold_id)
+    }
+
+    fn lock_due_holds(&self, tx: &mut Self::Tx, sku: Option<&SkuId>, limit: u32) -> impl Step<Vec<StoredHold>> {
+        self.lock_due_holds_in(tx, sku, limit)
+    }
+
+    fn set_hold_state(&self, tx: &mut Self::Tx, hold_id: &HoldId, state: HoldState) -> impl Step<()> {
+        self.set_hold_state_in(tx, hold_id, state)
     }
 
     fn write_line(
@@ -465,31 +470,11 @@ impl Backend for PgBackend {
         row_stock_after: i64,
         stock_after: i64,
     ) -> impl Step<Written> {
-        async move {
-            let row: (i64, i64) = sqlx::query_as(sql::WRITE_LINE)
-                .bind(line.sku.as_str())
-                .bind(row_stock_after)
-                .bind(line.quantity)
-                .bind(stock_after)
-                .bind(line.order_id.as_str())
-                .fetch_one(&mut **tx)
-                .await
-                .map_err(self.fault("writing an order line"))?;
-            Ok(written(row))
-        }
+        self.write_line_in(tx, line, row_stock_after, stock_after)
     }
 
     fn guarded_line(&self, tx: &mut Self::Tx, line: LineWrite<'_>) -> impl Step<Option<Written>> {
-        async move {
-            let row: Option<(i64, i64)> = sqlx::query_as(sql::GUARDED_LINE)
-                .bind(line.sku.as_str())
-                .bind(line.quantity)
-                .bind(line.order_id.as_str())
-                .fetch_optional(&mut **tx)
-                .await
-                .map_err(self.fault("writing an order line (guarded)"))?;
-            Ok(row.map(written))
-        }
+        self.guarded_line_in(tx, line)
     }
 
     fn write_adjustment(

@@ -16,6 +16,7 @@
 //! [`sql`](crate::sql), the error mapping in `error.rs`.
 
 mod backend;
+mod checkout;
 mod config;
 mod error;
 mod sql;

@@ -43,17 +43,32 @@ macro_rules! ledger_columns {
     };
 }
 
+/// Units of SKU `$1` that due holds (active, past `expires_at`) still hold: reads count them
+/// as available at once, before the sweeper writes the expiry.
+macro_rules! due_units_of_param1 {
+    () => {
+        "(SELECT COALESCE(SUM(-l.delta), 0)::bigint FROM inventory_hold h \
+          JOIN inventory_ledger l ON l.reference = h.hold_id AND l.reason = 'reserve' AND l.sku = $1 \
+          WHERE h.state = 'active' AND h.expires_at <= now())"
+    };
+}
+
 /// Touches every table: fails with 42P01 when the schema is missing.
 pub(crate) const PING: &str = "SELECT (SELECT 1 FROM inventory LIMIT 1), (SELECT 1 FROM inventory_ledger LIMIT 1), \
-     (SELECT 1 FROM inventory_bucket LIMIT 1), (SELECT 1 FROM inventory_order LIMIT 1)";
+     (SELECT 1 FROM inventory_bucket LIMIT 1), (SELECT 1 FROM inventory_order LIMIT 1), \
+     (SELECT 1 FROM inventory_hold LIMIT 1)";
 
 pub(crate) const CREATE_SKU: &str =
     "INSERT INTO inventory (sku, stock, initial_stock) VALUES ($1, $2, $2) ON CONFLICT (sku) DO NOTHING";
 
+/// Available (row, buckets, and due holds' units), initial stock, version, and reserved less
+/// due holds' units.
 pub(crate) const STOCK: &str = concat!(
-    "SELECT stock + ",
+    "WITH d AS (SELECT ",
+    due_units_of_param1!(),
+    " AS units) SELECT i.stock + ",
     bucket_stock_of_param1!(),
-    ", initial_stock, version FROM inventory WHERE sku = $1"
+    " + d.units, i.initial_stock, i.version, i.reserved - d.units FROM inventory i, d WHERE i.sku = $1"
 );
 
 pub(crate) const LEDGER_PAGE: &str = concat!(
@@ -235,20 +250,92 @@ pub(crate) const ORDER_ENTRIES: &str = concat!(
     " FROM inventory_ledger WHERE reference = $1 AND reason = 'order' ORDER BY id"
 );
 
-/// `$1` sku, `$2` row stock after, `$3` units, `$4` stock_after, `$5` order id.
-pub(crate) const WRITE_LINE: &str = "WITH u AS (UPDATE inventory SET stock = $2, version = version + 1 WHERE sku = $1) \
+/// `$1` sku, `$2` row stock after, `$3` stock delta, `$4` stock_after, `$5` reference,
+/// `$6` reserved delta, `$7` reason.
+pub(crate) const WRITE_LINE: &str = "WITH u AS (UPDATE inventory SET stock = $2, reserved = reserved + $6, \
+                version = version + 1 WHERE sku = $1) \
      INSERT INTO inventory_ledger (sku, delta, stock_after, reason, reference) \
-     VALUES ($1, -$3, $4, 'order', $5) RETURNING id, stock_after";
+     VALUES ($1, $3, $4, $7, $5) RETURNING id, stock_after";
 
-/// `$1` sku, `$2` units, `$3` order id: `GUARDED_DEDUCT` for an order's line.
+/// `$1` sku, `$2` stock delta, `$3` reference, `$4` reserved delta, `$5` reason:
+/// `GUARDED_DEDUCT` for a line of an order or a hold, neither column below zero.
 pub(crate) const GUARDED_LINE: &str = concat!(
-    "WITH u AS (UPDATE inventory SET stock = stock - $2, version = version + 1 \
-                WHERE sku = $1 AND stock >= $2 RETURNING stock, sharded) \
+    "WITH u AS (UPDATE inventory SET stock = stock + $2, reserved = reserved + $4, version = version + 1 \
+                WHERE sku = $1 AND stock + $2 >= 0 AND reserved + $4 >= 0 RETURNING stock, sharded) \
      INSERT INTO inventory_ledger (sku, delta, stock_after, reason, reference) \
-     SELECT $1, -$2, ",
-    total_after!("-$2"),
-    ", 'order', $3 FROM u RETURNING id, stock_after"
+     SELECT $1, $2, ",
+    total_after!("$2"),
+    ", $5, $3 FROM u RETURNING id, stock_after"
 );
+
+/// A hold row's columns, in `StoredHoldRow` order (due: 1 or 0 on this database's clock).
+macro_rules! hold_columns {
+    () => {
+        "hold_id, lines, state, expires_at, \
+         (CASE WHEN state = 'active' AND expires_at <= now() THEN 1 ELSE 0 END)::bigint"
+    };
+}
+
+/// `$1` hold id, `$2` canonical lines, `$3` line count, `$4` seconds to live. A taken id
+/// fails with 23505 on `inventory_hold_idempotency_key`.
+pub(crate) const CLAIM_HOLD: &str = "INSERT INTO inventory_hold (hold_id, lines, line_count, expires_at) \
+     VALUES ($1, $2, $3, now() + make_interval(secs => $4)) RETURNING expires_at";
+
+/// `$1` hold id.
+pub(crate) const FIND_HOLD: &str = concat!("SELECT ", hold_columns!(), " FROM inventory_hold WHERE hold_id = $1");
+pub(crate) const LOCK_HOLD: &str = concat!(
+    "SELECT ",
+    hold_columns!(),
+    " FROM inventory_hold WHERE hold_id = $1 FOR UPDATE"
+);
+/// Completed with the hold ids and `) ORDER BY id`.
+pub(crate) const HOLD_ENTRIES: &str = concat!(
+    "SELECT ",
+    ledger_columns!(),
+    " FROM inventory_ledger WHERE reason IN ('reserve', 'confirm', 'release', 'expire') AND reference IN ("
+);
+
+/// The sweeper: `$1` holds at most, skipping those another transaction holds.
+pub(crate) const LOCK_DUE_ANY: &str = concat!(
+    "SELECT ",
+    hold_columns!(),
+    " FROM inventory_hold WHERE state = 'active' AND expires_at <= now() \
+     ORDER BY expires_at, hold_id LIMIT $1 FOR UPDATE SKIP LOCKED"
+);
+/// A refusal's expiry: `$1` sku, `$2` holds at most, waiting for those another transaction
+/// holds (and rechecking them once granted).
+pub(crate) const LOCK_DUE_ON: &str = concat!(
+    "SELECT ",
+    hold_columns!(),
+    " FROM inventory_hold h WHERE state = 'active' AND expires_at <= now() \
+     AND EXISTS (SELECT 1 FROM inventory_ledger l WHERE l.reference = h.hold_id AND l.reason = 'reserve' AND l.sku = $1) \
+     ORDER BY expires_at, hold_id LIMIT $2 FOR UPDATE"
+);
+/// `$1` sku.
+pub(crate) const HAS_DUE_ON: &str = concat!("SELECT ", due_units_of_param1!(), " > 0");
+/// `$1` hold id, `$2` final state.
+pub(crate) const SET_HOLD_STATE: &str =
+    "UPDATE inventory_hold SET state = $2, resolved_at = now() WHERE hold_id = $1";
+/// Resolution: waits for whatever holds the hold's row.
+pub(crate) const SETTLE_HOLD: &str = "SELECT 1 FROM inventory_hold WHERE hold_id = $1 FOR SHARE";
+
+/// The audit's hold check: every hold's ledger rows, summed (see `HoldRows`).
+pub(crate) const HOLD_ROWS: &str = "SELECT h.hold_id::text, h.state::text, h.line_count::bigint, \
+            COUNT(*) FILTER (WHERE l.reason = 'reserve'), COUNT(*) FILTER (WHERE l.reason = 'confirm'), \
+            COUNT(*) FILTER (WHERE l.reason = 'release'), COUNT(*) FILTER (WHERE l.reason = 'expire'), \
+            COALESCE(SUM(-l.delta) FILTER (WHERE l.reason = 'reserve'), 0)::bigint, \
+            COALESCE(SUM(l.delta) FILTER (WHERE l.reason IN ('release', 'expire')), 0)::bigint, \
+            COALESCE(SUM(l.delta) FILTER (WHERE l.reason = 'confirm'), 0)::bigint \
+     FROM inventory_hold h LEFT JOIN inventory_ledger l \
+       ON l.reference = h.hold_id AND l.reason IN ('reserve', 'confirm', 'release', 'expire') \
+     GROUP BY h.hold_id, h.state, h.line_count ORDER BY h.hold_id";
+/// SKUs whose `reserved` is not their active holds' units.
+pub(crate) const RESERVED_MISMATCHES: &str = "SELECT i.sku::text, i.reserved, COALESCE(a.held, 0)::bigint \
+     FROM inventory i LEFT JOIN ( \
+         SELECT l.sku, SUM(-l.delta) AS held FROM inventory_ledger l \
+         JOIN inventory_hold h ON h.hold_id = l.reference AND h.state = 'active' \
+         WHERE l.reason = 'reserve' GROUP BY l.sku) a ON a.sku = i.sku \
+     WHERE i.reserved <> COALESCE(a.held, 0) OR i.reserved < 0 ORDER BY i.sku";
 
 /// The audit's order check: how many orders there are, and every order whose `order` ledger
 /// rows are not exactly its line count, plus `order` rows whose reference no order claimed

@@ -11,10 +11,13 @@ use std::time::Instant;
 
 use sqlx::pool::PoolConnection;
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, QueryBuilder, Type};
-use stockguard_core::engine::{Fault, FaultKind, MissFacts, PoolWaitStats, StoredMissFacts, StoredOrder};
+use stockguard_core::engine::{
+    Fault, FaultKind, MissFacts, PoolWaitStats, StoredHold, StoredHoldRow, StoredMissFacts, StoredOrder,
+};
 use stockguard_core::{
-    DeductError, IdempotencyKey, LedgerEntry, LedgerPage, OrderCheck, OrderId, PoolStatus, SkuId,
-    SkuSnapshot, StockLevel, StoredLedgerRow, StoredOrderCheckRow, StoredSnapshotRow,
+    DeductError, HoldCheck, HoldId, IdempotencyKey, LedgerEntry, LedgerPage, OrderCheck, OrderId, PoolStatus,
+    SkuId, SkuSnapshot, StockLevel, StoredHoldRows, StoredLedgerRow, StoredOrderCheckRow,
+    StoredReservedMismatch, StoredSnapshotRow,
 };
 
 /// A stored row the adapter read back but core refused (a SKU id or reason that cannot be).
@@ -129,15 +132,16 @@ where
     DB::Arguments: IntoArguments<DB>,
     E: Executor<'c, Database = DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    (i64, i64, i64): for<'r> FromRow<'r, DB::Row>,
+    (i64, i64, i64, i64): for<'r> FromRow<'r, DB::Row>,
 {
-    let row: Option<(i64, i64, i64)> = sqlx::query_as(sql)
+    let row: Option<(i64, i64, i64, i64)> = sqlx::query_as(sql)
         .bind(sku.as_str())
         .fetch_optional(executor)
         .await?;
-    Ok(row.map(|(stock, initial_stock, version)| StockLevel {
+    Ok(row.map(|(stock, initial_stock, version, reserved)| StockLevel {
         sku: sku.clone(),
         stock,
+        reserved,
         initial_stock,
         version,
     }))
@@ -310,6 +314,97 @@ pub fn stored_order(found: Option<(String, Vec<StoredLedgerRow>)>) -> Result<Opt
             })
         })
         .transpose()
+}
+
+/// The holds of `rows` with their ledger rows: `entries_sql` is completed with the hold ids
+/// and `) ORDER BY id` (see each adapter's `HOLD_ENTRIES`).
+pub async fn holds_with_entries<DB>(
+    connection: &mut DB::Connection,
+    rows: Vec<StoredHoldRow>,
+    entries_sql: &'static str,
+) -> Result<Vec<(StoredHoldRow, Vec<StoredLedgerRow>)>, sqlx::Error>
+where
+    DB: Database,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    StoredLedgerRow: for<'r> FromRow<'r, DB::Row>,
+{
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut query = QueryBuilder::<DB>::new(entries_sql);
+    let mut list = query.separated(", ");
+    for row in &rows {
+        list.push_bind(row.0.as_str());
+    }
+    query.push(") ORDER BY id");
+    let mut entries: Vec<StoredLedgerRow> = query
+        .build_query_as::<StoredLedgerRow>()
+        .fetch_all(&mut *connection)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let (mine, rest): (Vec<_>, Vec<_>) = entries
+                .drain(..)
+                .partition(|entry| entry.7.as_deref() == Some(row.0.as_str()));
+            entries = rest;
+            (row, mine)
+        })
+        .collect())
+}
+
+/// The hold `hold_id` read (or locked) by `hold_sql` (bind: the id), with its ledger rows.
+pub async fn find_hold<DB>(
+    connection: &mut DB::Connection,
+    hold_sql: &'static str,
+    entries_sql: &'static str,
+    hold_id: &HoldId,
+) -> Result<Option<(StoredHoldRow, Vec<StoredLedgerRow>)>, sqlx::Error>
+where
+    DB: Database,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    StoredHoldRow: for<'r> FromRow<'r, DB::Row>,
+    StoredLedgerRow: for<'r> FromRow<'r, DB::Row>,
+{
+    let row: Option<StoredHoldRow> = sqlx::query_as(hold_sql)
+        .bind(hold_id.as_str())
+        .fetch_optional(&mut *connection)
+        .await?;
+    let found = holds_with_entries::<DB>(connection, row.into_iter().collect(), entries_sql).await?;
+    Ok(found.into_iter().next())
+}
+
+/// Holds from stored rows, each re-checked.
+pub fn stored_holds(
+    found: impl IntoIterator<Item = (StoredHoldRow, Vec<StoredLedgerRow>)>,
+) -> Result<Vec<StoredHold>, Fault> {
+    found
+        .into_iter()
+        .map(|(row, rows)| StoredHold::from_stored(row, entries(rows)?).map_err(corrupt))
+        .collect()
+}
+
+/// The audit's hold check: every hold's rows summed (`holds_sql`) and the SKUs whose
+/// `reserved` is off (`reserved_sql`).
+pub async fn hold_check<DB>(
+    connection: &mut DB::Connection,
+    holds_sql: &'static str,
+    reserved_sql: &'static str,
+) -> Result<HoldCheck, sqlx::Error>
+where
+    DB: Database,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    StoredHoldRows: for<'r> FromRow<'r, DB::Row>,
+    StoredReservedMismatch: for<'r> FromRow<'r, DB::Row>,
+{
+    let holds = sqlx::query_as(holds_sql).fetch_all(&mut *connection).await?;
+    let mismatches = sqlx::query_as(reserved_sql).fetch_all(&mut *connection).await?;
+    Ok(HoldCheck::from_stored(holds, mismatches))
 }
 
 /// The ids of `keys` in `rows` (pairs of id and key, in any order), in `keys`' order; a key

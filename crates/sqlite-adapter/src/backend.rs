@@ -6,13 +6,15 @@ use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
+use chrono::{DateTime, Utc};
 use stockguard_core::engine::{
     AdjustWrite, Backend, Change, Fault, LineWrite, LockWait, LockedRow, MissFacts, PoolWaitStats, Step,
-    StoredOrder, VersionedRow, Written,
+    StoredHold, StoredOrder, VersionedRow, Written,
 };
 use stockguard_core::{
-    BatchPlan, Capabilities, DeductError, EngineConfig, IdempotencyKey, LedgerEntry, LedgerPage,
-    LedgerReason, OrderCheck, OrderId, PoolStatus, STOCK_MAX, SkuId, SkuSnapshot, StockLevel, Strategy,
+    BatchPlan, Capabilities, DeductError, EngineConfig, HoldCheck, HoldId, HoldState, IdempotencyKey,
+    LedgerEntry, LedgerPage, LedgerReason, OrderCheck, OrderId, PoolStatus, STOCK_MAX, SkuId, SkuSnapshot,
+    StockLevel, Strategy,
 };
 
 use stockguard_sql as common;
@@ -30,7 +32,7 @@ const KEYS_PER_LOOKUP: usize = 500;
 /// Connections in the pool that `NoWait` uses (busy timeout 0).
 const NO_WAIT_CONNECTIONS: u32 = 2;
 
-type SqliteTx = common::Tx<Sqlite>;
+pub(crate) type SqliteTx = common::Tx<Sqlite>;
 
 /// The SQLite side of a [`crate::SqliteStore`]: two pools on one file (the second, with no
 /// busy wait, serves `NoWait`), and the settings.
@@ -42,7 +44,7 @@ pub struct SqliteBackend {
     config: SqliteConfig,
 }
 
-fn fault(context: &'static str) -> impl FnOnce(sqlx::Error) -> Fault {
+pub(crate) fn fault(context: &'static str) -> impl FnOnce(sqlx::Error) -> Fault {
     move |e| error::fault(e, context)
 }
 
@@ -53,11 +55,11 @@ impl SqliteBackend {
     }
 
     /// A pooled connection for one autocommit statement, its wait timed.
-    async fn connection(&self, context: &'static str) -> Result<PoolConnection<Sqlite>, Fault> {
+    pub(crate) async fn connection(&self, context: &'static str) -> Result<PoolConnection<Sqlite>, Fault> {
         self.pool.acquire().await.map_err(fault(context))
     }
 
-    async fn begin_write(&self) -> Result<SqliteTx, Fault> {
+    pub(crate) async fn begin_write(&self) -> Result<SqliteTx, Fault> {
         common::Tx::begin(&self.pool, sql::BEGIN_WRITE)
             .await
             .map_err(fault("taking the write lock"))
@@ -122,35 +124,6 @@ impl SqliteBackend {
         Self::insert_ledger(conn, change, reason, stock_after)
             .await
             .map(Some)
-    }
-
-    async fn find_order_on(
-        conn: &mut SqliteConnection,
-        order_id: &OrderId,
-    ) -> Result<Option<StoredOrder>, Fault> {
-        let found = common::find_order::<Sqlite>(conn, sql::ORDER_LINES, sql::ORDER_ENTRIES, order_id)
-            .await
-            .map_err(fault("reading an order"))?;
-        common::stored_order(found)
-    }
-
-    async fn insert_order_line(
-        conn: &mut SqliteConnection,
-        line: LineWrite<'_>,
-        stock_after: i64,
-    ) -> Result<Written, Fault> {
-        let ledger_id: i64 = sqlx::query_scalar(sql::INSERT_ORDER_LINE)
-            .bind(line.sku.as_str())
-            .bind(-line.quantity)
-            .bind(stock_after)
-            .bind(line.order_id.as_str())
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(fault("writing an order line's ledger row"))?;
-        Ok(Written {
-            ledger_id,
-            stock_after,
-        })
     }
 
     async fn find_keys_on(
@@ -321,14 +294,24 @@ impl Backend for SqliteBackend {
         }
     }
 
-    /// As `settle_and_find`: once the write lock is held, no other write is in progress.
     fn settle_and_find_order(&self, _skus: &[&SkuId], order_id: &OrderId) -> impl Step<Option<StoredOrder>> {
-        async move {
-            let mut tx = self.begin_write().await?;
-            let found = Self::find_order_on(&mut tx, order_id).await;
-            self.rollback(tx).await;
-            found
-        }
+        self.settle_and_find_order_in(order_id)
+    }
+
+    fn find_hold(&self, hold_id: &HoldId) -> impl Step<Option<StoredHold>> {
+        self.find_hold_in(hold_id)
+    }
+
+    fn settle_and_find_hold(&self, _skus: &[&SkuId], hold_id: &HoldId) -> impl Step<Option<StoredHold>> {
+        self.settle_and_find_hold_in(hold_id)
+    }
+
+    fn has_due_holds(&self, sku: &SkuId) -> impl Step<bool> {
+        self.has_due_holds_in(sku)
+    }
+
+    fn hold_check(&self) -> impl Step<HoldCheck> {
+        self.hold_check_in()
     }
 
     fn create_sku(&self, sku: &SkuId, initial_stock: i64) -> impl Step<bool> {
@@ -470,16 +453,30 @@ impl Backend for SqliteBackend {
         lines: &str,
         line_count: usize,
     ) -> impl Step<()> {
-        async move {
-            sqlx::query(sql::CLAIM_ORDER)
-                .bind(order_id.as_str())
-                .bind(lines)
-                .bind(i64::try_from(line_count).unwrap_or(i64::MAX))
-                .execute(&mut **tx)
-                .await
-                .map(|_| ())
-                .map_err(fault("claiming an order id"))
-        }
+        self.claim_order_in(tx, order_id, lines, line_count)
+    }
+
+    fn claim_hold(
+        &self,
+        tx: &mut Self::Tx,
+        hold_id: &HoldId,
+        lines: &str,
+        line_count: usize,
+        ttl_s: u32,
+    ) -> impl Step<DateTime<Utc>> {
+        self.claim_hold_in(tx, hold_id, lines, line_count, ttl_s)
+    }
+
+    fn lock_hold(&self, tx: &mut Self::Tx, hold_id: &HoldId) -> impl Step<Option<StoredHold>> {
+        Self::hold_on(tx, hold_id)
+    }
+
+    fn lock_due_holds(&self, tx: &mut Self::Tx, sku: Option<&SkuId>, limit: u32) -> impl Step<Vec<StoredHold>> {
+        self.lock_due_holds_in(tx, sku, limit)
+    }
+
+    fn set_hold_state(&self, tx: &mut Self::Tx, hold_id: &HoldId, state: HoldState) -> impl Step<()> {
+        self.set_hold_state_in(tx, hold_id, state)
     }
 
     fn write_line(
@@ -489,30 +486,11 @@ impl Backend for SqliteBackend {
         row_stock_after: i64,
         stock_after: i64,
     ) -> impl Step<Written> {
-        async move {
-            sqlx::query(sql::SET_ROW_STOCK)
-                .bind(line.sku.as_str())
-                .bind(row_stock_after)
-                .execute(&mut **tx)
-                .await
-                .map_err(fault("writing the row"))?;
-            Self::insert_order_line(tx, line, stock_after).await
-        }
+        self.write_line_in(tx, line, row_stock_after, stock_after)
     }
 
     fn guarded_line(&self, tx: &mut Self::Tx, line: LineWrite<'_>) -> impl Step<Option<Written>> {
-        async move {
-            let Some(stock_after) = sqlx::query_scalar::<_, i64>(sql::GUARDED_UPDATE)
-                .bind(line.sku.as_str())
-                .bind(line.quantity)
-                .fetch_optional(&mut **tx)
-                .await
-                .map_err(fault("writing an order line (guarded)"))?
-            else {
-                return Ok(None);
-            };
-            Self::insert_order_line(tx, line, stock_after).await.map(Some)
-        }
+        self.guarded_line_in(tx, line)
     }
 
     fn write_adjustment(

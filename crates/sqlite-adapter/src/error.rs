@@ -38,7 +38,11 @@ fn kind_of_code(code: i64, message: &str) -> FaultKind {
         SQLITE_CONSTRAINT_UNIQUE if message.contains("inventory_ledger.idempotency_key") => {
             FaultKind::KeyTaken
         }
-        SQLITE_CONSTRAINT_PRIMARYKEY if message.contains("inventory_order.order_id") => FaultKind::KeyTaken,
+        SQLITE_CONSTRAINT_PRIMARYKEY
+            if message.contains("inventory_order.order_id") || message.contains("inventory_hold.hold_id") =>
+        {
+            FaultKind::KeyTaken
+        }
         SQLITE_CONSTRAINT_CHECK => FaultKind::CheckViolation,
         code => match code & 0xff {
             SQLITE_BUSY | SQLITE_LOCKED => FaultKind::LockTimeout,
@@ -93,6 +97,10 @@ mod tests {
         );
         assert_eq!(
             kind_of_code(1555, "UNIQUE constraint failed: inventory_order.order_id"),
+            FaultKind::KeyTaken
+        );
+        assert_eq!(
+            kind_of_code(1555, "UNIQUE constraint failed: inventory_hold.hold_id"),
             FaultKind::KeyTaken
         );
         assert_eq!(

@@ -15,6 +15,7 @@
 //! durability settings and limits.
 
 mod backend;
+mod checkout;
 mod config;
 mod error;
 mod sql;

@@ -23,14 +23,30 @@ pub(crate) const FIND_KEYS: &str = concat!(
     " FROM inventory_ledger WHERE idempotency_key IN ("
 );
 
+/// The database's clock, in the stored timestamp format (compared as text).
+macro_rules! now {
+    () => {
+        "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+    };
+}
+
 /// Touches every table: fails with "no such table" when the schema is missing.
 pub(crate) const PING: &str = "SELECT (SELECT 1 FROM inventory LIMIT 1), (SELECT 1 FROM inventory_ledger LIMIT 1), \
-     (SELECT 1 FROM inventory_order LIMIT 1)";
+     (SELECT 1 FROM inventory_order LIMIT 1), (SELECT 1 FROM inventory_hold LIMIT 1)";
 
 pub(crate) const CREATE_SKU: &str =
     "INSERT INTO inventory (sku, stock, initial_stock) VALUES (?1, ?2, ?2) ON CONFLICT (sku) DO NOTHING";
 
-pub(crate) const STOCK: &str = "SELECT stock, initial_stock, version FROM inventory WHERE sku = ?1";
+/// Available (the row and due holds' units), initial stock, version, and reserved less due
+/// holds' units.
+pub(crate) const STOCK: &str = concat!(
+    "SELECT i.stock + d.units, i.initial_stock, i.version, i.reserved - d.units FROM inventory i, \
+       (SELECT COALESCE(SUM(-l.delta), 0) AS units FROM inventory_hold h \
+        JOIN inventory_ledger l ON l.reference = h.hold_id AND l.reason = 'reserve' AND l.sku = ?1 \
+        WHERE h.state = 'active' AND h.expires_at <= ",
+    now!(),
+    ") d WHERE i.sku = ?1"
+);
 
 pub(crate) const LEDGER_PAGE: &str = concat!(
     "SELECT ",
@@ -88,9 +104,92 @@ pub(crate) const ORDER_ENTRIES: &str = concat!(
     " FROM inventory_ledger WHERE reference = ?1 AND reason = 'order' ORDER BY id"
 );
 
-/// Binds: sku, delta, stock_after, order id. An order line's ledger row: no key of its own.
-pub(crate) const INSERT_ORDER_LINE: &str = "INSERT INTO inventory_ledger (sku, delta, stock_after, reason, reference) \
-     VALUES (?1, ?2, ?3, 'order', ?4) RETURNING id";
+/// Binds: sku, delta, stock_after, reason, reference. A line's ledger row (an order's or a
+/// hold's): no key of its own.
+pub(crate) const INSERT_LINE: &str = "INSERT INTO inventory_ledger (sku, delta, stock_after, reason, reference) \
+     VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id";
+
+/// Binds: sku, row stock, reserved delta.
+pub(crate) const SET_ROW_STOCK_RESERVED: &str =
+    "UPDATE inventory SET stock = ?2, reserved = reserved + ?3, version = version + 1 WHERE sku = ?1";
+
+/// Binds: sku, stock delta, reserved delta. A line's conditional write: neither column below
+/// zero.
+pub(crate) const GUARDED_LINE_UPDATE: &str = "UPDATE inventory SET stock = stock + ?2, reserved = reserved + ?3, \
+     version = version + 1 WHERE sku = ?1 AND stock + ?2 >= 0 AND reserved + ?3 >= 0 RETURNING stock";
+
+/// A hold row's columns, in `StoredHoldRow` order (due: 1 or 0 on the database's clock).
+macro_rules! hold_columns {
+    () => {
+        concat!(
+            "hold_id, lines, state, expires_at, (state = 'active' AND expires_at <= ",
+            now!(),
+            ")"
+        )
+    };
+}
+
+/// Binds: hold id, canonical lines, line count, seconds to live. A taken id fails with a
+/// PRIMARY KEY violation on `inventory_hold.hold_id`.
+pub(crate) const CLAIM_HOLD: &str = "INSERT INTO inventory_hold (hold_id, lines, line_count, expires_at) \
+     VALUES (?1, ?2, ?3, strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+' || ?4 || ' seconds')) RETURNING expires_at";
+/// Binds: hold id. Under the write lock a plain read is a locked read.
+pub(crate) const FIND_HOLD: &str = concat!("SELECT ", hold_columns!(), " FROM inventory_hold WHERE hold_id = ?1");
+/// Completed with the hold ids and `) ORDER BY id`.
+pub(crate) const HOLD_ENTRIES: &str = concat!(
+    "SELECT ",
+    ledger_columns!(),
+    " FROM inventory_ledger WHERE reason IN ('reserve', 'confirm', 'release', 'expire') AND reference IN ("
+);
+/// The sweeper. Binds: holds at most. One writer at a time, so nothing to skip.
+pub(crate) const LOCK_DUE_ANY: &str = concat!(
+    "SELECT ",
+    hold_columns!(),
+    " FROM inventory_hold WHERE state = 'active' AND expires_at <= ",
+    now!(),
+    " ORDER BY expires_at, hold_id LIMIT ?1"
+);
+/// A refusal's expiry. Binds: sku, holds at most.
+pub(crate) const LOCK_DUE_ON: &str = concat!(
+    "SELECT ",
+    hold_columns!(),
+    " FROM inventory_hold h WHERE state = 'active' AND expires_at <= ",
+    now!(),
+    " AND EXISTS (SELECT 1 FROM inventory_ledger l WHERE l.reference = h.hold_id AND l.reason = 'reserve' AND l.sku = ?1) \
+     ORDER BY expires_at, hold_id LIMIT ?2"
+);
+/// Binds: sku.
+pub(crate) const HAS_DUE_ON: &str = concat!(
+    "SELECT EXISTS (SELECT 1 FROM inventory_hold h \
+     JOIN inventory_ledger l ON l.reference = h.hold_id AND l.reason = 'reserve' \
+     WHERE l.sku = ?1 AND h.state = 'active' AND h.expires_at <= ",
+    now!(),
+    ")"
+);
+/// Binds: hold id, final state.
+pub(crate) const SET_HOLD_STATE: &str = concat!(
+    "UPDATE inventory_hold SET state = ?2, resolved_at = ",
+    now!(),
+    " WHERE hold_id = ?1"
+);
+
+/// The audit's hold check: every hold's ledger rows, summed (see `HoldRows`).
+pub(crate) const HOLD_ROWS: &str = "SELECT h.hold_id, h.state, h.line_count, \
+            COALESCE(SUM(l.reason = 'reserve'), 0), COALESCE(SUM(l.reason = 'confirm'), 0), \
+            COALESCE(SUM(l.reason = 'release'), 0), COALESCE(SUM(l.reason = 'expire'), 0), \
+            COALESCE(SUM(CASE WHEN l.reason = 'reserve' THEN -l.delta ELSE 0 END), 0), \
+            COALESCE(SUM(CASE WHEN l.reason IN ('release', 'expire') THEN l.delta ELSE 0 END), 0), \
+            COALESCE(SUM(CASE WHEN l.reason = 'confirm' THEN l.delta ELSE 0 END), 0) \
+     FROM inventory_hold h LEFT JOIN inventory_ledger l \
+       ON l.reference = h.hold_id AND l.reason IN ('reserve', 'confirm', 'release', 'expire') \
+     GROUP BY h.hold_id, h.state, h.line_count ORDER BY h.hold_id";
+/// SKUs whose `reserved` is not their active holds' units.
+pub(crate) const RESERVED_MISMATCHES: &str = "SELECT i.sku, i.reserved, COALESCE(a.held, 0) \
+     FROM inventory i LEFT JOIN ( \
+         SELECT l.sku, SUM(-l.delta) AS held FROM inventory_ledger l \
+         JOIN inventory_hold h ON h.hold_id = l.reference AND h.state = 'active' \
+         WHERE l.reason = 'reserve' GROUP BY l.sku) a ON a.sku = i.sku \
+     WHERE i.reserved <> COALESCE(a.held, 0) OR i.reserved < 0 ORDER BY i.sku";
 
 /// The audit's order check: how many orders there are, and every order whose `order` ledger
 /// rows are not exactly its line count, plus `order` rows whose reference no order claimed

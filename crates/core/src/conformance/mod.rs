@@ -14,6 +14,7 @@
 mod adjustments;
 mod concurrent;
 mod contract;
+mod holds;
 mod orders;
 mod sequential;
 mod server;
@@ -30,6 +31,10 @@ pub use concurrent::{
 pub use contract::{
     WireCut, every_change_carries_a_key, lost_answers_are_resolved, lost_batch_commit_on_the_wire,
     lost_commit_on_the_wire,
+};
+pub use holds::{
+    confirm_races_expiry, hold_semantics, holds_expire_at_read_time, lost_hold_answers_are_resolved,
+    partial_confirm_races_release,
 };
 pub use orders::{
     PRE_ORDERS_SEED, lost_order_answers_are_resolved, opposite_orders_never_deadlock, order_semantics,
@@ -149,10 +154,40 @@ macro_rules! checkout_conformance_tests {
             $crate::conformance::adjustment_semantics(&*provisioned.store).await;
         }
 
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn holds_expire_at_read_time() {
+            let Some(provisioned) = $setup().await else { return };
+            $crate::conformance::holds_expire_at_read_time(&*provisioned.store).await;
+        }
+
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn lost_hold_answers_are_resolved() {
+            let Some(provisioned) = $setup().await else { return };
+            $crate::conformance::lost_hold_answers_are_resolved(provisioned.store.clone()).await;
+        }
+
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn confirm_races_expiry() {
+            let Some(provisioned) = $setup().await else { return };
+            $crate::conformance::confirm_races_expiry(provisioned.store.clone(), 40).await;
+        }
+
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn partial_confirm_races_release() {
+            let Some(provisioned) = $setup().await else { return };
+            $crate::conformance::partial_confirm_races_release(provisioned.store.clone(), 40).await;
+        }
+
         $(
             mod $name {
                 use $crate::OrderStrategy;
                 const STRATEGY: OrderStrategy = OrderStrategy::$strategy;
+
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn hold_semantics() {
+                    let Some(provisioned) = $setup().await else { return };
+                    $crate::conformance::hold_semantics(&*provisioned.store, STRATEGY).await;
+                }
 
                 #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn order_semantics() {

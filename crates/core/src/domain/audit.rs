@@ -93,6 +93,133 @@ impl OrderCheck {
     }
 }
 
+/// A hold's ledger rows, summed, as the audit checks them against its state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HoldRows {
+    /// The hold id (the ledger rows' reference).
+    pub hold_id: String,
+    /// Its stored state.
+    pub state: String,
+    /// Lines it was claimed with.
+    pub line_count: i64,
+    /// Rows with reason `reserve`.
+    pub reserve_rows: i64,
+    /// Rows with reason `confirm`.
+    pub confirm_rows: i64,
+    /// Rows with reason `release`.
+    pub release_rows: i64,
+    /// Rows with reason `expire`.
+    pub expire_rows: i64,
+    /// Units its `reserve` rows took from stock.
+    pub reserved_units: i64,
+    /// Units its `release` and `expire` rows gave back.
+    pub returned_units: i64,
+    /// The sum of its `confirm` rows' deltas (0: a confirm does not move `stock`).
+    pub confirm_delta: i64,
+}
+
+/// One row of an adapter's hold check, in [`HoldRows`] field order.
+pub type StoredHoldRows = (String, String, i64, i64, i64, i64, i64, i64, i64, i64);
+
+impl HoldRows {
+    /// What is wrong with the hold, if anything: every line reserved once, then, by state,
+    /// nothing more (active), every line released or expired in full, or every line confirmed
+    /// with at most the unconfirmed rest released. So a hold resolves at most once.
+    pub fn problem(&self) -> Option<&'static str> {
+        let n = self.line_count;
+        let resolutions = (self.confirm_rows, self.release_rows, self.expire_rows);
+        if self.reserve_rows != n || n <= 0 {
+            return Some("not every line was reserved exactly once");
+        }
+        if self.confirm_delta != 0 {
+            return Some("a confirm row moved stock");
+        }
+        let fits = match self.state.as_str() {
+            "active" => resolutions == (0, 0, 0),
+            "released" => resolutions == (0, n, 0) && self.returned_units == self.reserved_units,
+            "expired" => resolutions == (0, 0, n) && self.returned_units == self.reserved_units,
+            "confirmed" => {
+                self.confirm_rows == n
+                    && self.expire_rows == 0
+                    && self.release_rows <= n
+                    && (0..self.reserved_units).contains(&self.returned_units)
+            }
+            _ => false,
+        };
+        (!fits).then_some("its ledger rows do not fit its state (resolved more than once, or in part)")
+    }
+}
+
+/// A hold that broke an invariant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BadHold {
+    /// What the audit found.
+    pub problem: &'static str,
+    /// Its rows.
+    pub rows: HoldRows,
+}
+
+/// A SKU whose `reserved` is not the sum of its active holds' units.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReservedMismatch {
+    /// The SKU.
+    pub sku: String,
+    /// Its `reserved` column.
+    pub reserved: i64,
+    /// Units its active holds' `reserve` rows took.
+    pub active_holds: i64,
+}
+
+/// One row of an adapter's reserved check, in [`ReservedMismatch`] field order.
+pub type StoredReservedMismatch = (String, i64, i64);
+
+/// What the hold check found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct HoldCheck {
+    /// Holds checked.
+    pub holds_checked: u64,
+    /// Holds whose rows do not fit their state (empty when the check passes).
+    pub bad_holds: Vec<BadHold>,
+    /// SKUs whose `reserved` is off (empty when the check passes).
+    pub reserved_mismatches: Vec<ReservedMismatch>,
+}
+
+impl HoldCheck {
+    /// From every hold's rows and the adapter's reserved mismatches.
+    pub fn from_stored(holds: Vec<StoredHoldRows>, mismatches: Vec<StoredReservedMismatch>) -> Self {
+        let holds_checked = holds.len() as u64;
+        let bad_holds = holds
+            .into_iter()
+            .map(|row| HoldRows {
+                hold_id: row.0,
+                state: row.1,
+                line_count: row.2,
+                reserve_rows: row.3,
+                confirm_rows: row.4,
+                release_rows: row.5,
+                expire_rows: row.6,
+                reserved_units: row.7,
+                returned_units: row.8,
+                confirm_delta: row.9,
+            })
+            .filter_map(|rows| rows.problem().map(|problem| BadHold { problem, rows }))
+            .collect();
+        let reserved_mismatches = mismatches
+            .into_iter()
+            .map(|(sku, reserved, active_holds)| ReservedMismatch {
+                sku,
+                reserved,
+                active_holds,
+            })
+            .collect();
+        Self {
+            holds_checked,
+            bad_holds,
+            reserved_mismatches,
+        }
+    }
+}
+
 /// The result of reconciling every SKU (`stock ≥ 0` and `initial + Σ deltas = stock`) and
 /// every order (all its lines or none).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -107,6 +234,13 @@ pub struct AuditReport {
     pub orders_checked: u64,
     /// Orders without exactly their lines; empty when the audit passes.
     pub incomplete_orders: Vec<IncompleteOrder>,
+    /// Holds checked.
+    pub holds_checked: u64,
+    /// Holds resolved more than once or in part; empty when the audit passes.
+    pub bad_holds: Vec<BadHold>,
+    /// SKUs whose `reserved` is not the sum of their active holds (or is below zero); empty
+    /// when the audit passes.
+    pub reserved_mismatches: Vec<ReservedMismatch>,
 }
 
 impl AuditReport {
@@ -132,7 +266,18 @@ impl AuditReport {
             discrepancies,
             orders_checked: 0,
             incomplete_orders: Vec::new(),
+            holds_checked: 0,
+            bad_holds: Vec::new(),
+            reserved_mismatches: Vec::new(),
         }
+    }
+
+    /// Adds the hold check's findings.
+    pub fn with_holds(mut self, check: HoldCheck) -> Self {
+        self.holds_checked = check.holds_checked;
+        self.bad_holds = check.bad_holds;
+        self.reserved_mismatches = check.reserved_mismatches;
+        self
     }
 
     /// Adds the order check's findings.
@@ -142,9 +287,13 @@ impl AuditReport {
         self
     }
 
-    /// True when every SKU reconciles and every order has all its lines.
+    /// True when every SKU reconciles, every order has all its lines, every hold resolved at
+    /// most once and in full, and every SKU's `reserved` is its active holds' units.
     pub fn is_clean(&self) -> bool {
-        self.discrepancies.is_empty() && self.incomplete_orders.is_empty()
+        self.discrepancies.is_empty()
+            && self.incomplete_orders.is_empty()
+            && self.bad_holds.is_empty()
+            && self.reserved_mismatches.is_empty()
     }
 }
 

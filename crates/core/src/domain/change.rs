@@ -124,8 +124,11 @@ impl RestockRequest {
 pub struct StockLevel {
     /// The SKU.
     pub sku: SkuId,
-    /// Units on hand now.
+    /// Units available to sell now: on hand less the units of active holds. A hold past its
+    /// `expires_at` counts as available at once, before the sweeper writes its expiry.
     pub stock: i64,
+    /// Units set aside by active holds (unexpired); on hand is `stock + reserved`.
+    pub reserved: i64,
     /// Stock the SKU was created with; the audit reconciles the ledger against it.
     pub initial_stock: i64,
     /// The SKU row's version, bumped by every write to the row (not by `Sharded` bucket

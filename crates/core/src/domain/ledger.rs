@@ -18,6 +18,17 @@ pub enum LedgerReason {
     Order,
     /// A stock adjustment (either sign), with its kind and the client's reference.
     Adjust,
+    /// One line of a hold (negative delta: the units leave `stock` for `reserved`); the
+    /// row's reference is the hold id.
+    Reserve,
+    /// One line of a confirmed hold: its units leave `reserved`, sold. `stock` does not move,
+    /// so the delta is 0.
+    Confirm,
+    /// One line of a released hold, or the unconfirmed rest of a partial confirm (positive
+    /// delta: back to `stock`).
+    Release,
+    /// One line of an expired hold (positive delta: back to `stock`).
+    Expire,
 }
 
 impl LedgerReason {
@@ -28,6 +39,10 @@ impl LedgerReason {
             LedgerReason::Restock => "restock",
             LedgerReason::Order => "order",
             LedgerReason::Adjust => "adjust",
+            LedgerReason::Reserve => "reserve",
+            LedgerReason::Confirm => "confirm",
+            LedgerReason::Release => "release",
+            LedgerReason::Expire => "expire",
         }
     }
 
@@ -38,6 +53,10 @@ impl LedgerReason {
             "restock" => Some(LedgerReason::Restock),
             "order" => Some(LedgerReason::Order),
             "adjust" => Some(LedgerReason::Adjust),
+            "reserve" => Some(LedgerReason::Reserve),
+            "confirm" => Some(LedgerReason::Confirm),
+            "release" => Some(LedgerReason::Release),
+            "expire" => Some(LedgerReason::Expire),
             _ => None,
         }
     }

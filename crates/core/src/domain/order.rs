@@ -25,8 +25,7 @@ impl OrderId {
     /// Parses an order id, rejecting empty, over-long or non-printable input.
     pub fn parse(raw: impl Into<String>) -> Result<Self, InvalidInput> {
         let raw = raw.into();
-        if raw.is_empty() || raw.len() > IDEMPOTENCY_KEY_MAX_LEN || raw.chars().any(|c| !c.is_ascii_graphic())
-        {
+        if !is_reference_id(&raw) {
             return Err(InvalidInput::OrderId {
                 max_len: IDEMPOTENCY_KEY_MAX_LEN,
             });
@@ -58,6 +57,12 @@ impl<'de> Deserialize<'de> for OrderId {
         let raw = String::deserialize(d)?;
         Self::parse(raw).map_err(serde::de::Error::custom)
     }
+}
+
+/// The rules an order id and a hold id share with an idempotency key: 1..=128 printable
+/// ASCII characters.
+pub(crate) fn is_reference_id(raw: &str) -> bool {
+    !raw.is_empty() && raw.len() <= IDEMPOTENCY_KEY_MAX_LEN && raw.chars().all(|c| c.is_ascii_graphic())
 }
 
 /// One line as the client sent it.
@@ -118,23 +123,9 @@ impl OrderRequest {
         lines: Vec<OrderLine>,
         strategy: OrderStrategy,
     ) -> Result<Self, InvalidInput> {
-        if lines.is_empty() || lines.len() > ORDER_LINES_MAX {
-            return Err(InvalidInput::OrderLines {
-                given: lines.len(),
-                max: ORDER_LINES_MAX,
-            });
-        }
-        let mut summed: BTreeMap<SkuId, i64> = BTreeMap::new();
-        for line in lines {
-            *summed.entry(line.sku).or_default() += line.quantity.get();
-        }
-        let lines = summed
-            .into_iter()
-            .map(|(sku, units)| Quantity::new(units).map(|q| (sku, q.get())))
-            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             order_id,
-            lines,
+            lines: summed_lines(lines)?,
             strategy,
         })
     }
@@ -158,12 +149,35 @@ impl OrderRequest {
     /// `sku=units` joined by `,`, in canonical order (neither character is allowed in a SKU
     /// id).
     pub fn canonical_lines(&self) -> String {
-        canonical(self.lines.iter().map(|(sku, units)| (sku.as_str(), *units)))
+        canonical_lines(&self.lines)
     }
 }
 
-fn canonical<'a>(lines: impl Iterator<Item = (&'a str, i64)>) -> String {
+/// Checks 1..=[`ORDER_LINES_MAX`] lines, sums each SKU's lines (the sum must stay a valid
+/// [`Quantity`]) and sorts them by SKU id: the one canonical form of an order's or a hold's
+/// lines.
+pub(crate) fn summed_lines(lines: Vec<OrderLine>) -> Result<Vec<(SkuId, i64)>, InvalidInput> {
+    if lines.is_empty() || lines.len() > ORDER_LINES_MAX {
+        return Err(InvalidInput::OrderLines {
+            given: lines.len(),
+            max: ORDER_LINES_MAX,
+        });
+    }
+    let mut summed: BTreeMap<SkuId, i64> = BTreeMap::new();
+    for line in lines {
+        *summed.entry(line.sku).or_default() += line.quantity.get();
+    }
+    summed
+        .into_iter()
+        .map(|(sku, units)| Quantity::new(units).map(|q| (sku, q.get())))
+        .collect()
+}
+
+/// Canonical lines as stored: `sku=units` joined by `,` (neither character is allowed in a
+/// SKU id).
+pub(crate) fn canonical_lines(lines: &[(SkuId, i64)]) -> String {
     lines
+        .iter()
         .map(|(sku, units)| format!("{sku}={units}"))
         .collect::<Vec<_>>()
         .join(",")
@@ -229,13 +243,13 @@ pub struct LineMismatch {
     pub given: i64,
 }
 
-/// The lines where `stored` (canonical text) and `request` differ, by SKU.
-pub fn line_mismatches(stored: &str, request: &OrderRequest) -> Vec<LineMismatch> {
+/// The lines where `stored` (canonical text) and `lines` (canonical) differ, by SKU.
+pub fn line_mismatches(stored: &str, lines: &[(SkuId, i64)]) -> Vec<LineMismatch> {
     let mut by_sku: BTreeMap<String, (i64, i64)> = BTreeMap::new();
     for (sku, units) in parse_canonical_lines(stored).unwrap_or_default() {
         by_sku.entry(sku).or_default().0 = units;
     }
-    for (sku, units) in request.lines() {
+    for (sku, units) in lines {
         by_sku.entry(sku.as_str().to_owned()).or_default().1 = *units;
     }
     by_sku
@@ -297,7 +311,7 @@ mod tests {
     fn mismatches_name_each_differing_sku() {
         let order = order(vec![line("a", 1), line("c", 2)]).unwrap();
         assert_eq!(
-            line_mismatches("a=1,b=2", &order),
+            line_mismatches("a=1,b=2", order.lines()),
             vec![
                 LineMismatch {
                     sku: "b".into(),
@@ -311,6 +325,6 @@ mod tests {
                 },
             ]
         );
-        assert!(line_mismatches("a=1,c=2", &order).is_empty());
+        assert!(line_mismatches("a=1,c=2", order.lines()).is_empty());
     }
 }

@@ -20,8 +20,8 @@ use super::EngineConfig;
 use super::fault::{Fault, FaultKind};
 use crate::coalesce::BatchPlan;
 use crate::domain::{
-    Capabilities, IdempotencyKey, LedgerEntry, LedgerPage, OrderCheck, OrderId, PoolStatus, Quantity, SkuId,
-    SkuSnapshot, StockLevel,
+    Capabilities, HoldCheck, HoldId, HoldState, IdempotencyKey, LedgerEntry, LedgerPage, LedgerReason,
+    OrderCheck, OrderId, PoolStatus, Quantity, SkuId, SkuSnapshot, StockLevel,
 };
 use crate::error::DeductError;
 
@@ -55,16 +55,80 @@ impl From<&LedgerEntry> for Written {
     }
 }
 
-/// One line of an order as a primitive writes it: a ledger row with reason `order`, no
-/// idempotency key of its own, and the order id as its reference.
+/// What a line of an order or a hold does to its SKU row: how `stock` (available) and
+/// `reserved` move, and the ledger row's reason. The row's delta is the change in `stock`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineReason {
+    /// An order's line: `stock` − units.
+    Order,
+    /// A hold's line: `stock` − units, `reserved` + units.
+    Reserve,
+    /// A confirmed hold's line: `reserved` − units (sold). `stock` does not move, so its
+    /// ledger row's delta is 0.
+    Confirm,
+    /// A released hold's line (or the unconfirmed rest of a partial confirm): `reserved` −
+    /// units, `stock` + units.
+    Release,
+    /// An expired hold's line: as a release.
+    Expire,
+}
+
+impl LineReason {
+    /// The change in the row's `stock` (the ledger row's delta) for `units`.
+    pub fn stock_delta(self, units: i64) -> i64 {
+        match self {
+            LineReason::Order | LineReason::Reserve => -units,
+            LineReason::Confirm => 0,
+            LineReason::Release | LineReason::Expire => units,
+        }
+    }
+
+    /// The change in the row's `reserved` for `units`.
+    pub fn reserved_delta(self, units: i64) -> i64 {
+        match self {
+            LineReason::Order => 0,
+            LineReason::Reserve => units,
+            LineReason::Confirm | LineReason::Release | LineReason::Expire => -units,
+        }
+    }
+
+    /// The ledger row's reason.
+    pub fn ledger_reason(self) -> LedgerReason {
+        match self {
+            LineReason::Order => LedgerReason::Order,
+            LineReason::Reserve => LedgerReason::Reserve,
+            LineReason::Confirm => LedgerReason::Confirm,
+            LineReason::Release => LedgerReason::Release,
+            LineReason::Expire => LedgerReason::Expire,
+        }
+    }
+}
+
+/// One line of an order or a hold as a primitive writes it: the SKU row moved as `reason`
+/// says, and a ledger row with that reason, no idempotency key of its own, and the order's
+/// or hold's id as its reference.
 #[derive(Debug, Clone, Copy)]
 pub struct LineWrite<'a> {
     /// The SKU.
     pub sku: &'a SkuId,
-    /// Units (positive; the row's delta is its negation).
+    /// Units (positive; `reason` gives the signs).
     pub quantity: i64,
-    /// The order, written as the row's reference.
-    pub order_id: &'a OrderId,
+    /// What the line does.
+    pub reason: LineReason,
+    /// The order's or hold's id, written as the row's reference.
+    pub reference: &'a str,
+}
+
+impl LineWrite<'_> {
+    /// The change in the row's `stock`, which is also the ledger row's delta.
+    pub fn stock_delta(&self) -> i64 {
+        self.reason.stock_delta(self.quantity)
+    }
+
+    /// The change in the row's `reserved`.
+    pub fn reserved_delta(&self) -> i64 {
+        self.reason.reserved_delta(self.quantity)
+    }
 }
 
 /// An adjustment as a primitive writes it: a ledger row with reason `adjust`, its kind, the
@@ -91,6 +155,45 @@ pub struct StoredOrder {
     pub lines: String,
     /// Its ledger rows (reason `order`, reference the order id), in id order.
     pub entries: Vec<LedgerEntry>,
+}
+
+/// A hold as the database holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredHold {
+    /// Its id.
+    pub hold_id: HoldId,
+    /// The canonical lines it was claimed with.
+    pub lines: String,
+    /// Its stored state (an `Active` hold may be `due`).
+    pub state: HoldState,
+    /// When it stops holding its units.
+    pub expires_at: DateTime<Utc>,
+    /// Active and past `expires_at` on the database's clock when read.
+    pub due: bool,
+    /// Its ledger rows (reasons `reserve`, `confirm`, `release`, `expire`), in id order.
+    pub entries: Vec<LedgerEntry>,
+}
+
+/// One hold row as an adapter reads it, in column order: hold id, canonical lines, state,
+/// expires_at, and whether it is due (1) or not (0) on the database's clock.
+pub type StoredHoldRow = (String, String, String, DateTime<Utc>, i64);
+
+impl StoredHold {
+    /// Builds a hold from its row and its ledger rows, re-checking the row.
+    pub fn from_stored(row: StoredHoldRow, entries: Vec<LedgerEntry>) -> Result<Self, DeductError> {
+        let (hold_id, lines, state, expires_at, due) = row;
+        Ok(Self {
+            hold_id: HoldId::parse(hold_id).map_err(|e| DeductError::internal("stored hold id is invalid", e))?,
+            lines,
+            state: HoldState::from_db(&state).ok_or(DeductError::Internal {
+                context: "stored hold state is unknown",
+                source: None,
+            })?,
+            expires_at,
+            due: due != 0,
+            entries,
+        })
+    }
 }
 
 /// The SKU row, read under this transaction's lock.
@@ -268,6 +371,19 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// whatever holds any of `skus`' rows, then reading the order.
     fn settle_and_find_order(&self, skus: &[&SkuId], order_id: &OrderId) -> impl Step<Option<StoredOrder>>;
 
+    /// The hold `hold_id`, if it was committed.
+    fn find_hold(&self, hold_id: &HoldId) -> impl Step<Option<StoredHold>>;
+    /// Resolution of a hold change's lost answer: waits out whatever holds the hold's row,
+    /// then any of `skus`' rows (that order: the one every hold change takes), then reads the
+    /// hold.
+    fn settle_and_find_hold(&self, skus: &[&SkuId], hold_id: &HoldId) -> impl Step<Option<StoredHold>>;
+    /// Whether an active hold with a line on `sku` is past its `expires_at` (the database's
+    /// clock). A plain read: the cheap check before a refusal.
+    fn has_due_holds(&self, sku: &SkuId) -> impl Step<bool>;
+    /// The holds the audit checks: how many, those whose ledger rows do not fit their state,
+    /// and SKUs whose `reserved` is not the sum of their active holds.
+    fn hold_check(&self) -> impl Step<HoldCheck>;
+
     // Self-contained writes. Each MAY COMMIT.
 
     /// Creates a SKU; `false` when it already exists.
@@ -327,8 +443,29 @@ pub trait Backend: Send + Sync + Sized + 'static {
         lines: &str,
         line_count: usize,
     ) -> impl Step<()>;
-    /// Sets the locked row's stock to `row_stock_after` and writes the order line's ledger
-    /// row with `stock_after`.
+    /// Claims a hold id inside the transaction, storing its canonical `lines` and their count,
+    /// active until `ttl_s` seconds from now on the database's clock; returns that time.
+    /// `KeyTaken` when the id is already claimed (a concurrent claim waits for the other
+    /// transaction to end).
+    fn claim_hold(
+        &self,
+        tx: &mut Self::Tx,
+        hold_id: &HoldId,
+        lines: &str,
+        line_count: usize,
+        ttl_s: u32,
+    ) -> impl Step<DateTime<Utc>>;
+    /// Locks the hold's row for this transaction and reads it; `None` when no such hold.
+    fn lock_hold(&self, tx: &mut Self::Tx, hold_id: &HoldId) -> impl Step<Option<StoredHold>>;
+    /// Locks up to `limit` due holds (active, past `expires_at`), oldest expiry first, and
+    /// reads them. With `sku`, only holds with a line on it, waiting for any another
+    /// transaction has locked; without, any due hold, skipping those another transaction has
+    /// locked (`SKIP LOCKED`; SQLite has one writer, so none are).
+    fn lock_due_holds(&self, tx: &mut Self::Tx, sku: Option<&SkuId>, limit: u32) -> impl Step<Vec<StoredHold>>;
+    /// Sets a locked hold's state (a final one), stamping when it was resolved.
+    fn set_hold_state(&self, tx: &mut Self::Tx, hold_id: &HoldId, state: HoldState) -> impl Step<()>;
+    /// Sets the locked row's stock to `row_stock_after` (and moves `reserved` as the line's
+    /// reason says), and writes the line's ledger row with `stock_after`.
     fn write_line(
         &self,
         tx: &mut Self::Tx,
@@ -336,9 +473,10 @@ pub trait Backend: Send + Sync + Sized + 'static {
         row_stock_after: i64,
         stock_after: i64,
     ) -> impl Step<Written>;
-    /// One conditional decrement of the SKU row inside the transaction (taking its lock as
-    /// it writes), plus the line's ledger row; `None` (nothing written) when the row does not
-    /// exist or holds too little.
+    /// One conditional write of the SKU row inside the transaction (taking its lock as it
+    /// writes), moving `stock` and `reserved` as the line's reason says, plus the line's
+    /// ledger row; `None` (nothing written) when the row does not exist, or either column
+    /// would go below zero.
     fn guarded_line(&self, tx: &mut Self::Tx, line: LineWrite<'_>) -> impl Step<Option<Written>>;
     /// Sets the locked row's stock to `row_stock_after` and writes the adjustment's ledger
     /// row with `stock_after`; `KeyTaken` when its key was used before.

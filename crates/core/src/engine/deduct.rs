@@ -481,6 +481,7 @@ impl<B: Backend> Core<B> {
         let created = StockLevel {
             sku: sku.clone(),
             stock: initial_stock,
+            reserved: 0,
             initial_stock,
             version: 0,
         };

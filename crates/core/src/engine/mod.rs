@@ -26,6 +26,7 @@ mod batch;
 mod config;
 mod deduct;
 mod fault;
+mod hold;
 mod land;
 mod order;
 mod stats;
@@ -37,18 +38,18 @@ use std::time::Instant;
 use tracing::Instrument;
 
 pub use backend::{
-    AdjustWrite, AllLocked, Backend, Change, LineWrite, LockWait, LockedRow, MissFacts, Step,
-    StoredMissFacts, StoredOrder, VersionedRow, Written,
+    AdjustWrite, AllLocked, Backend, Change, LineReason, LineWrite, LockWait, LockedRow, MissFacts, Step,
+    StoredHold, StoredHoldRow, StoredMissFacts, StoredOrder, VersionedRow, Written,
 };
 pub use config::{DEADLINE_MAX, EngineConfig};
 pub use fault::{ConnectRefusal, Fault, FaultKind, UNAVAILABLE_RETRY_AFTER, exhausted};
-pub use stats::{EngineStats, POOL_WAIT_BUCKETS_US, PoolWaitStats, Resolution};
+pub use stats::{EngineStats, ExpiredBy, POOL_WAIT_BUCKETS_US, PoolWaitStats, Resolution};
 
 use crate::coalesce::{BatchItem, Coalescer};
 use crate::domain::{
-    AdjustReceipt, AdjustRequest, AuditReport, Capabilities, DeductRequest, IdempotencyKey, LedgerEntry,
-    LedgerPage, OrderReceipt, OrderRequest, PoolStatus, Receipt, RestockReceipt, RestockRequest, SkuId,
-    SkuSnapshot, StockLevel, Strategy, check_stock_level,
+    AdjustReceipt, AdjustRequest, AuditReport, Capabilities, ConfirmLines, DeductRequest, HoldId, HoldReceipt,
+    HoldRequest, IdempotencyKey, LedgerEntry, LedgerPage, OrderReceipt, OrderRequest, PoolStatus, Receipt,
+    RestockReceipt, RestockRequest, SkuId, SkuSnapshot, StockLevel, Strategy, check_stock_level,
 };
 use crate::error::{AttemptError, DeductError, InvalidInput};
 use crate::store::InventoryStore;
@@ -313,7 +314,9 @@ impl<B: Backend> InventoryStore for Engine<B> {
             strategy = %request.strategy,
             outcome = tracing::field::Empty
         );
-        let result = self.deduct_keyed(request).instrument(span.clone()).await;
+        // The clone is what lets a refusal expire due holds and run the deduction again.
+        let deduction = || self.deduct_keyed(request.clone()).instrument(span.clone());
+        let result = self.core.expiring_first(Some(&request.sku), deduction).await;
         span.record(
             "outcome",
             result.as_ref().map_or_else(DeductError::kind, |_| "committed"),
@@ -329,7 +332,8 @@ impl<B: Backend> InventoryStore for Engine<B> {
             strategy = %order.strategy(),
             outcome = tracing::field::Empty
         );
-        let result = self.core.place_order(&order).instrument(span.clone()).await;
+        let placing = || self.core.place_order(&order).instrument(span.clone());
+        let result = self.core.expiring_first(None, placing).await;
         span.record(
             "outcome",
             result.as_ref().map_or_else(DeductError::kind, |_| "committed"),
@@ -338,7 +342,34 @@ impl<B: Backend> InventoryStore for Engine<B> {
     }
 
     async fn adjust(&self, request: AdjustRequest) -> Result<AdjustReceipt, DeductError> {
-        self.core.adjust(&request).await
+        self.core
+            .expiring_first(Some(&request.sku), || self.core.adjust(&request))
+            .await
+    }
+
+    async fn reserve(&self, hold: HoldRequest) -> Result<HoldReceipt, DeductError> {
+        let span = tracing::debug_span!("reserve", hold_id = %hold.hold_id(), lines = hold.lines().len());
+        self.core
+            .expiring_first(None, || self.core.reserve(&hold).instrument(span.clone()))
+            .await
+    }
+
+    async fn hold(&self, hold_id: &HoldId) -> Result<HoldReceipt, DeductError> {
+        self.core.hold(hold_id).await
+    }
+
+    async fn confirm_hold(&self, hold_id: &HoldId, lines: ConfirmLines) -> Result<HoldReceipt, DeductError> {
+        self.core
+            .resolve_hold(hold_id, hold::Resolve::Confirm(&lines))
+            .await
+    }
+
+    async fn release_hold(&self, hold_id: &HoldId) -> Result<HoldReceipt, DeductError> {
+        self.core.resolve_hold(hold_id, hold::Resolve::Release).await
+    }
+
+    async fn sweep_holds(&self, batch: u32) -> Result<usize, DeductError> {
+        self.core.expire_due(None, batch, ExpiredBy::Sweeper).await
     }
 
     async fn stock(&self, sku: &SkuId) -> Result<StockLevel, DeductError> {
@@ -364,7 +395,8 @@ impl<B: Backend> InventoryStore for Engine<B> {
     async fn audit(&self) -> Result<AuditReport, DeductError> {
         let report = AuditReport::from_snapshots(&self.snapshot().await?);
         let orders = self.core.read(|| self.core.backend.order_check()).await?;
-        Ok(report.with_orders(orders))
+        let holds = self.core.read(|| self.core.backend.hold_check()).await?;
+        Ok(report.with_orders(orders).with_holds(holds))
     }
 
     async fn ping(&self) -> Result<(), DeductError> {

@@ -1,5 +1,7 @@
-//! Multi-line orders, written once over the backend's primitives: all lines apply or none
-//! do, in one transaction.
+//! Multi-line orders and holds, written once over the backend's primitives: all lines apply
+//! or none do, in one transaction. A hold is placed exactly like an order; only its claim (a
+//! hold row with an expiry), its lines' reason (`reserve`, which also moves the units into
+//! `reserved`) and its receipt differ.
 //!
 //! - The order id is the idempotency key: the transaction claims it first (a unique row), so
 //!   a replay, or a concurrent call with the same id, finds the committed order and answers
@@ -14,49 +16,133 @@
 
 use std::time::Instant;
 
-use super::{Backend, Core, Exposure, Fault, FaultKind, LineWrite, LockWait, LockedRow, StoredOrder};
+use chrono::{DateTime, Utc};
+
+use super::{
+    Backend, Core, Exposure, Fault, FaultKind, LineReason, LineWrite, LockWait, LockedRow, StoredHold,
+    StoredOrder,
+};
 use crate::domain::{
-    IdempotencyKey, OrderLineReceipt, OrderReceipt, OrderRequest, OrderStrategy, ShortLine, line_mismatches,
+    HoldRequest, IdempotencyKey, LineMismatch, OrderLineReceipt, OrderReceipt, OrderRequest, OrderStrategy,
+    ShortLine, SkuId, line_mismatches,
 };
 use crate::error::{AttemptError, DeductError, RetryCause};
 
-/// One order in flight.
-struct OrderCall<'a> {
-    order: &'a OrderRequest,
-    /// The order id as a key, for `OutcomeUnknown` answers and test hooks.
+/// What is being placed.
+#[derive(Clone, Copy)]
+pub(crate) enum Placing<'a> {
+    Order(&'a OrderRequest),
+    Hold(&'a HoldRequest),
+}
+
+impl Placing<'_> {
+    fn reference(&self) -> &str {
+        match self {
+            Placing::Order(order) => order.order_id().as_str(),
+            Placing::Hold(hold) => hold.hold_id().as_str(),
+        }
+    }
+
+    fn lines(&self) -> &[(SkuId, i64)] {
+        match self {
+            Placing::Order(order) => order.lines(),
+            Placing::Hold(hold) => hold.lines(),
+        }
+    }
+
+    fn strategy(&self) -> OrderStrategy {
+        match self {
+            Placing::Order(order) => order.strategy(),
+            Placing::Hold(hold) => hold.strategy(),
+        }
+    }
+
+    fn line_reason(&self) -> LineReason {
+        match self {
+            Placing::Order(_) => LineReason::Order,
+            Placing::Hold(_) => LineReason::Reserve,
+        }
+    }
+
+    fn key(&self) -> IdempotencyKey {
+        match self {
+            Placing::Order(order) => order.order_id().idempotency_key(),
+            Placing::Hold(hold) => hold.hold_id().idempotency_key(),
+        }
+    }
+
+    fn mismatch(&self, mismatches: Vec<LineMismatch>) -> DeductError {
+        match self {
+            Placing::Order(_) => DeductError::OrderMismatch { mismatches },
+            Placing::Hold(_) => DeductError::HoldMismatch { mismatches },
+        }
+    }
+}
+
+/// What a placement committed (or had committed before): its lines, and a hold's expiry.
+#[derive(Debug)]
+pub(crate) struct Placed {
+    pub(crate) lines: Vec<OrderLineReceipt>,
+    pub(crate) expires_at: Option<DateTime<Utc>>,
+    pub(crate) replayed: bool,
+    pub(crate) attempts: u32,
+}
+
+/// An order or hold as stored, for replays and resolutions.
+enum Stored {
+    Order(StoredOrder),
+    Hold(StoredHold),
+}
+
+/// One placement in flight.
+struct PlaceCall<'a> {
+    placing: Placing<'a>,
+    /// The id as a key, for `OutcomeUnknown` answers and test hooks.
     key: IdempotencyKey,
     deadline: Instant,
     exposure: &'a Exposure,
 }
 
-/// After claiming the order id: a transaction to go on with, or the committed order.
+/// After claiming the id: a transaction to go on with (and a hold's expiry), or what was
+/// committed before.
 enum Claimed<Tx> {
-    Open(Tx),
-    Replayed(OrderReceipt),
+    Open(Tx, Option<DateTime<Utc>>),
+    Replayed(Placed),
 }
 
 impl<B: Backend> Core<B> {
     /// Places an order under the retry policy and the deadline.
     pub(crate) async fn place_order(&self, order: &OrderRequest) -> Result<OrderReceipt, DeductError> {
-        let key = order.order_id().idempotency_key();
+        let placed = self.place(Placing::Order(order)).await?;
+        Ok(OrderReceipt {
+            order_id: order.order_id().clone(),
+            lines: placed.lines,
+            replayed: placed.replayed,
+            attempts: placed.attempts,
+        })
+    }
+
+    /// Places an order's or a hold's lines under the retry policy and the deadline.
+    pub(crate) async fn place(&self, placing: Placing<'_>) -> Result<Placed, DeductError> {
+        let key = placing.key();
         let deadline = Instant::now() + self.config.deadline;
         let exposure = Exposure::default();
-        let call = OrderCall {
-            order,
+        let call = PlaceCall {
+            placing,
             key,
             deadline,
             exposure: &exposure,
         };
         let attempts = self.run(deadline, |_| async {
-            match order.strategy() {
-                OrderStrategy::Locked => self.locked_order(&call).await,
-                OrderStrategy::Guarded => self.guarded_order(&call).await,
+            match placing.strategy() {
+                OrderStrategy::Locked => self.locked_place(&call).await,
+                OrderStrategy::Guarded => self.guarded_place(&call).await,
             }
         });
         let result = match tokio::time::timeout_at(deadline.into(), attempts).await {
-            Ok(result) => result.map(|(mut receipt, attempts)| {
-                receipt.attempts = attempts;
-                receipt
+            Ok(result) => result.map(|(mut placed, attempts)| {
+                placed.attempts = attempts;
+                placed
             }),
             Err(_) => Err(self.past_deadline(&exposure, Some(&call.key))),
         };
@@ -64,12 +150,12 @@ impl<B: Backend> Core<B> {
     }
 
     /// Locks every line's row, checks them all against what the locks read, writes, commits.
-    async fn locked_order(&self, call: &OrderCall<'_>) -> Result<OrderReceipt, AttemptError> {
-        let mut tx = match self.begin_claimed(call).await? {
-            Claimed::Open(tx) => tx,
-            Claimed::Replayed(receipt) => return Ok(receipt),
+    async fn locked_place(&self, call: &PlaceCall<'_>) -> Result<Placed, AttemptError> {
+        let (mut tx, expires_at) = match self.begin_claimed(call).await? {
+            Claimed::Open(tx, expires_at) => (tx, expires_at),
+            Claimed::Replayed(placed) => return Ok(placed),
         };
-        let lines = call.order.lines();
+        let lines = call.placing.lines();
         let mut rows: Vec<LockedRow> = Vec::with_capacity(lines.len());
         let mut missing = Vec::new();
         for (sku, _) in lines {
@@ -111,11 +197,7 @@ impl<B: Backend> Core<B> {
         }
         let mut receipts = Vec::with_capacity(lines.len());
         for ((sku, units), row) in lines.iter().zip(&rows) {
-            let line = LineWrite {
-                sku,
-                quantity: *units,
-                order_id: call.order.order_id(),
-            };
+            let line = self.line_of(call, sku, *units);
             let row_after = row.stock - units;
             match self
                 .backend
@@ -131,24 +213,20 @@ impl<B: Backend> Core<B> {
                 Err(fault) => return self.abandon(tx, fault.definite()).await,
             }
         }
-        self.commit_order(call, tx, receipts).await
+        self.commit_placed(call, tx, receipts, expires_at).await
     }
 
-    /// One conditional decrement per line, no reads. A line that misses rolls the order back
-    /// and runs it once locked, which applies it or refuses it exactly.
-    async fn guarded_order(&self, call: &OrderCall<'_>) -> Result<OrderReceipt, AttemptError> {
-        let mut tx = match self.begin_claimed(call).await? {
-            Claimed::Open(tx) => tx,
-            Claimed::Replayed(receipt) => return Ok(receipt),
+    /// One conditional decrement per line, no reads. A line that misses rolls the placement
+    /// back and runs it once locked, which applies it or refuses it exactly.
+    async fn guarded_place(&self, call: &PlaceCall<'_>) -> Result<Placed, AttemptError> {
+        let (mut tx, expires_at) = match self.begin_claimed(call).await? {
+            Claimed::Open(tx, expires_at) => (tx, expires_at),
+            Claimed::Replayed(placed) => return Ok(placed),
         };
-        let lines = call.order.lines();
+        let lines = call.placing.lines();
         let mut receipts = Vec::with_capacity(lines.len());
         for (sku, units) in lines {
-            let line = LineWrite {
-                sku,
-                quantity: *units,
-                order_id: call.order.order_id(),
-            };
+            let line = self.line_of(call, sku, *units);
             match self.backend.guarded_line(&mut tx, line).await {
                 Ok(Some(written)) => receipts.push(OrderLineReceipt {
                     sku: sku.clone(),
@@ -158,50 +236,72 @@ impl<B: Backend> Core<B> {
                 }),
                 Ok(None) => {
                     self.backend.rollback(tx).await;
-                    return self.locked_order(call).await;
+                    return self.locked_place(call).await;
                 }
                 Err(fault) => return self.abandon(tx, fault.definite()).await,
             }
         }
-        self.commit_order(call, tx, receipts).await
+        self.commit_placed(call, tx, receipts, expires_at).await
     }
 
-    /// Begins the order's transaction and claims its id; a taken id answers from the
-    /// committed order.
-    async fn begin_claimed(&self, call: &OrderCall<'_>) -> Result<Claimed<B::Tx>, AttemptError> {
-        let order = call.order;
+    fn line_of<'a>(&self, call: &'a PlaceCall<'_>, sku: &'a SkuId, units: i64) -> LineWrite<'a> {
+        LineWrite {
+            sku,
+            quantity: units,
+            reason: call.placing.line_reason(),
+            reference: call.placing.reference(),
+        }
+    }
+
+    /// Begins the transaction and claims the id; a taken id answers from what was committed.
+    async fn begin_claimed(&self, call: &PlaceCall<'_>) -> Result<Claimed<B::Tx>, AttemptError> {
         let mut tx = self
             .backend
             .begin(LockWait::Wait)
             .await
             .map_err(Fault::definite)?;
-        let claimed = self
-            .backend
-            .claim_order(
-                &mut tx,
-                order.order_id(),
-                &order.canonical_lines(),
-                order.lines().len(),
-            )
-            .await;
+        let claimed = match call.placing {
+            Placing::Order(order) => self
+                .backend
+                .claim_order(
+                    &mut tx,
+                    order.order_id(),
+                    &order.canonical_lines(),
+                    order.lines().len(),
+                )
+                .await
+                .map(|()| None),
+            Placing::Hold(hold) => self
+                .backend
+                .claim_hold(
+                    &mut tx,
+                    hold.hold_id(),
+                    &hold.canonical_lines(),
+                    hold.lines().len(),
+                    hold.ttl_s(),
+                )
+                .await
+                .map(Some),
+        };
         match claimed {
-            Ok(()) => Ok(Claimed::Open(tx)),
+            Ok(expires_at) => Ok(Claimed::Open(tx, expires_at)),
             Err(fault) if fault.kind() == FaultKind::KeyTaken => {
                 self.backend.rollback(tx).await;
-                Ok(Claimed::Replayed(self.replay_order(call).await?))
+                Ok(Claimed::Replayed(self.replay_placed(call).await?))
             }
             Err(fault) => self.abandon(tx, fault.definite()).await,
         }
     }
 
-    /// Commits; a lost answer is resolved by looking the order up once no transaction holds
-    /// its lines' rows.
-    async fn commit_order(
+    /// Commits; a lost answer is resolved by looking the id up once no transaction holds its
+    /// lines' rows.
+    async fn commit_placed(
         &self,
-        call: &OrderCall<'_>,
+        call: &PlaceCall<'_>,
         tx: B::Tx,
         lines: Vec<OrderLineReceipt>,
-    ) -> Result<OrderReceipt, AttemptError> {
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<Placed, AttemptError> {
         call.exposure.sent();
         let answered = self.backend.commit(tx).await;
         #[cfg(feature = "test-utils")]
@@ -209,29 +309,28 @@ impl<B: Backend> Core<B> {
         match answered {
             Ok(()) => {
                 call.exposure.settled();
-                Ok(OrderReceipt {
-                    order_id: call.order.order_id().clone(),
+                Ok(Placed {
                     lines,
+                    expires_at,
                     replayed: false,
                     attempts: 1,
                 })
             }
             Err(fault) if fault.is_ambiguous() => {
-                tracing::warn!(order_id = %call.order.order_id(), %fault, "answer lost after COMMIT; resolving by order id");
-                let skus: Vec<_> = call.order.lines().iter().map(|(sku, _)| sku).collect();
-                let order_id = call.order.order_id();
+                tracing::warn!(id = call.placing.reference(), %fault, "answer lost after COMMIT; resolving by id");
+                let skus: Vec<_> = call.placing.lines().iter().map(|(sku, _)| sku).collect();
                 let stored = self
                     .resolve_by(
                         call.exposure,
                         call.deadline,
                         Some(call.key.clone()),
                         fault,
-                        || self.backend.settle_and_find_order(&skus, order_id),
+                        || self.settle_and_find_placed(call.placing, &skus),
                     )
                     .await?;
                 // Possibly committed by an earlier call with this id: a replay, as for a
                 // client's key.
-                stored_receipt(call.order, stored)
+                stored_placed(call.placing, stored)
             }
             Err(fault) => {
                 call.exposure.settled();
@@ -240,30 +339,63 @@ impl<B: Backend> Core<B> {
         }
     }
 
-    /// The committed order's receipt; an id claimed by a transaction that then rolled back
+    async fn settle_and_find_placed(&self, placing: Placing<'_>, skus: &[&SkuId]) -> Result<Option<Stored>, Fault> {
+        Ok(match placing {
+            Placing::Order(order) => self
+                .backend
+                .settle_and_find_order(skus, order.order_id())
+                .await?
+                .map(Stored::Order),
+            Placing::Hold(hold) => self
+                .backend
+                .settle_and_find_hold(skus, hold.hold_id())
+                .await?
+                .map(Stored::Hold),
+        })
+    }
+
+    /// What was committed under the id; an id claimed by a transaction that then rolled back
     /// is free again, so the call runs again.
-    async fn replay_order(&self, call: &OrderCall<'_>) -> Result<OrderReceipt, AttemptError> {
-        match self
-            .backend
-            .find_order(call.order.order_id())
-            .await
-            .map_err(Fault::definite)?
-        {
-            Some(stored) => stored_receipt(call.order, stored),
+    async fn replay_placed(&self, call: &PlaceCall<'_>) -> Result<Placed, AttemptError> {
+        let stored = match call.placing {
+            Placing::Order(order) => self
+                .backend
+                .find_order(order.order_id())
+                .await
+                .map(|found| found.map(Stored::Order)),
+            Placing::Hold(hold) => self
+                .backend
+                .find_hold(hold.hold_id())
+                .await
+                .map(|found| found.map(Stored::Hold)),
+        }
+        .map_err(Fault::definite)?;
+        match stored {
+            Some(stored) => stored_placed(call.placing, stored),
             None => Err(AttemptError::Retry(RetryCause::IdempotencyRace)),
         }
     }
 }
 
-/// The receipt of a committed order (`replayed`), or `OrderMismatch` when `order` has other
+/// What a committed order or hold placed (`replayed`), or a mismatch when `placing` has other
 /// lines than the ones its id was claimed with.
-fn stored_receipt(order: &OrderRequest, stored: StoredOrder) -> Result<OrderReceipt, AttemptError> {
-    let mismatches = line_mismatches(&stored.lines, order);
+fn stored_placed(placing: Placing<'_>, stored: Stored) -> Result<Placed, AttemptError> {
+    let (lines, entries, expires_at) = match stored {
+        Stored::Order(order) => (order.lines, order.entries, None),
+        Stored::Hold(hold) => {
+            let reserves = hold
+                .entries
+                .into_iter()
+                .filter(|entry| entry.reason == LineReason::Reserve.ledger_reason())
+                .collect();
+            (hold.lines, reserves, Some(hold.expires_at))
+        }
+    };
+    let mismatches = line_mismatches(&lines, placing.lines());
     if !mismatches.is_empty() {
-        return Err(DeductError::OrderMismatch { mismatches }.into());
+        return Err(placing.mismatch(mismatches).into());
     }
-    let mut lines: Vec<OrderLineReceipt> = stored
-        .entries
+    let mut lines: Vec<OrderLineReceipt> = entries
         .into_iter()
         .map(|entry| OrderLineReceipt {
             sku: entry.sku,
@@ -273,21 +405,21 @@ fn stored_receipt(order: &OrderRequest, stored: StoredOrder) -> Result<OrderRece
         })
         .collect();
     lines.sort_by(|a, b| a.sku.cmp(&b.sku));
-    let matches = lines.len() == order.lines().len()
+    let matches = lines.len() == placing.lines().len()
         && lines
             .iter()
-            .zip(order.lines())
+            .zip(placing.lines())
             .all(|(line, (sku, units))| &line.sku == sku && line.quantity == *units);
     if !matches {
         return Err(DeductError::Internal {
-            context: "a committed order's ledger rows do not match its stored lines",
+            context: "a committed order's or hold's ledger rows do not match its stored lines",
             source: None,
         }
         .into());
     }
-    Ok(OrderReceipt {
-        order_id: order.order_id().clone(),
+    Ok(Placed {
         lines,
+        expires_at,
         replayed: true,
         attempts: 1,
     })

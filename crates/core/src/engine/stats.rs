@@ -39,6 +39,29 @@ pub struct EngineStats {
     resolutions: [AtomicU64; Resolution::ALL.len()],
     outcome_unknown: AtomicU64,
     deadline_exceeded: AtomicU64,
+    holds_expired: [AtomicU64; ExpiredBy::ALL.len()],
+}
+
+/// Who wrote a hold's expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiredBy {
+    /// The sweeper (the service's background task, or `stockguard holds sweep`).
+    Sweeper,
+    /// A change about to be refused for want of units that due holds still held.
+    Refusal,
+}
+
+impl ExpiredBy {
+    /// Every source, in metric order.
+    pub const ALL: [ExpiredBy; 2] = [ExpiredBy::Sweeper, ExpiredBy::Refusal];
+
+    /// A stable snake_case name for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExpiredBy::Sweeper => "sweeper",
+            ExpiredBy::Refusal => "refusal",
+        }
+    }
 }
 
 impl EngineStats {
@@ -56,6 +79,19 @@ impl EngineStats {
 
     pub(crate) fn answered_unknown(&self) {
         self.outcome_unknown.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn expired_holds(&self, by: ExpiredBy, holds: usize) {
+        let index = ExpiredBy::ALL.iter().position(|b| *b == by).unwrap_or(0);
+        self.holds_expired[index].fetch_add(holds as u64, Ordering::Relaxed);
+    }
+
+    /// Holds expired, by who wrote the expiry.
+    pub fn holds_expired(&self) -> impl Iterator<Item = (ExpiredBy, u64)> + '_ {
+        ExpiredBy::ALL
+            .iter()
+            .zip(&self.holds_expired)
+            .map(|(by, count)| (*by, count.load(Ordering::Relaxed)))
     }
 
     pub(crate) fn deadline_passed(&self) {
