@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod problem;
 pub mod server;
 pub mod store;
+pub mod sweeper;
 pub mod telemetry;
 
 pub use config::{CliSettings, DatabaseTarget, Settings};

@@ -51,10 +51,29 @@ enum Command {
         #[command(flatten)]
         database: DatabaseArgs,
     },
+    /// Holds: `holds sweep` expires every hold past its expiry now, in batches (what the
+    /// service's sweeper does every `hold_sweep_interval_ms`), and prints how many.
+    Holds {
+        #[command(subcommand)]
+        command: HoldsCommand,
+    },
     /// Print the OpenAPI document (the one checked into docs/openapi.json).
     Openapi,
     /// Benchmarks live in the harness: run `just bench` (see benches/).
     Bench,
+}
+
+#[derive(Debug, Subcommand)]
+enum HoldsCommand {
+    /// Expire every hold past its expiry, in batches; exits 0 with the count. Never creates
+    /// or migrates a database.
+    Sweep {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// Holds per transaction (1..=1000).
+        #[arg(long, default_value_t = stockguard_api::config::DEFAULT_HOLD_SWEEP_BATCH)]
+        batch: u32,
+    },
 }
 
 /// What a command that opens the database does, once its settings are resolved.
@@ -63,6 +82,7 @@ enum Action {
     Serve { insecure: bool },
     Migrate,
     Audit,
+    SweepHolds { batch: u32 },
 }
 
 fn main() -> ExitCode {
@@ -98,6 +118,9 @@ fn main() -> ExitCode {
         ),
         Command::Migrate { database } => (database_only(database), Action::Migrate),
         Command::Audit { database } => (database_only(database), Action::Audit),
+        Command::Holds {
+            command: HoldsCommand::Sweep { database, batch },
+        } => (database_only(database), Action::SweepHolds { batch }),
     };
     let settings = match Settings::resolve(&given) {
         Ok(settings) => settings,
@@ -116,7 +139,7 @@ fn main() -> ExitCode {
     // Spans are exported by `serve` only; the other commands are over before a batch would go.
     let otlp = match action {
         Action::Serve { .. } => settings.otlp.as_ref(),
-        Action::Migrate | Action::Audit => None,
+        Action::Migrate | Action::Audit | Action::SweepHolds { .. } => None,
     };
     let telemetry = {
         // The span exporter is a task on this runtime.
@@ -155,7 +178,39 @@ async fn run(action: Action, settings: Settings) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Action::Audit => audit(settings).await,
+        Action::SweepHolds { batch } => sweep_holds(settings, batch).await,
     }
+}
+
+/// Most batches `holds sweep` runs: a bound on the loop, far above any real backlog
+/// (1,000 holds per batch).
+const SWEEP_BATCHES_MAX: u32 = 100_000;
+
+async fn sweep_holds(settings: Settings, batch: u32) -> anyhow::Result<ExitCode> {
+    let store = open_existing_store(&settings).await?;
+    let mut total = 0_usize;
+    let mut outcome = Ok(());
+    for _ in 0..SWEEP_BATCHES_MAX {
+        match store.sweep_holds(batch).await {
+            Ok(expired) => {
+                total += expired;
+                if expired < batch as usize {
+                    break;
+                }
+            }
+            Err(error) => {
+                outcome = Err(anyhow::anyhow!(
+                    "sweeping holds in {}: {}",
+                    settings.database,
+                    stockguard_api::problem::error_chain(&error)
+                ));
+                break;
+            }
+        }
+    }
+    store.close().await;
+    println!("holds sweep: {total} expired hold(s) resolved");
+    outcome.map(|()| ExitCode::SUCCESS)
 }
 
 async fn serve(settings: Settings, insecure: bool) -> anyhow::Result<ExitCode> {
@@ -218,12 +273,15 @@ async fn audit(settings: Settings) -> anyhow::Result<ExitCode> {
         )
     })?;
     println!(
-        "audit: {} SKUs, {} ledger rows, {} discrepancies; {} orders, {} incomplete",
+        "audit: {} SKUs, {} ledger rows, {} discrepancies; {} orders, {} incomplete; {} holds, {} bad, {} SKUs with reserved off",
         report.skus_checked,
         report.ledger_rows,
         report.discrepancies.len(),
         report.orders_checked,
-        report.incomplete_orders.len()
+        report.incomplete_orders.len(),
+        report.holds_checked,
+        report.bad_holds.len(),
+        report.reserved_mismatches.len()
     );
     for d in &report.discrepancies {
         println!(
@@ -241,6 +299,15 @@ async fn audit(settings: Settings) -> anyhow::Result<ExitCode> {
         println!(
             "  order {}: {} ledger rows for {} lines",
             order.order_id, order.ledger_rows, order.line_count
+        );
+    }
+    for hold in &report.bad_holds {
+        println!("  hold {} ({}): {}", hold.rows.hold_id, hold.rows.state, hold.problem);
+    }
+    for sku in &report.reserved_mismatches {
+        println!(
+            "  {}: reserved {} but active holds hold {}",
+            sku.sku, sku.reserved, sku.active_holds
         );
     }
     Ok(if report.is_clean() {

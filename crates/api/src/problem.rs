@@ -50,9 +50,17 @@ pub struct ProblemDetails {
     /// Every unknown SKU an order named (not_found of an order only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skus: Option<Vec<String>>,
-    /// Where a reused order id's stored lines and this request differ (order_mismatch only).
+    /// Where a reused order or hold id's stored lines and this request differ (order_mismatch
+    /// and hold_mismatch only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mismatches: Option<Vec<LineMismatchBody>>,
+    /// How the hold ended (hold_expired and hold_resolved only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub state: Option<&'static str>,
+    /// When the hold expired, RFC 3339 (hold_expired only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 /// A line of a refused order.
@@ -105,6 +113,8 @@ impl ApiError {
                 lines: None,
                 skus: None,
                 mismatches: None,
+                state: None,
+                expires_at: None,
             }),
             retry_after: None,
             www_authenticate: false,
@@ -188,6 +198,29 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// A 409 naming where a stored order's or hold's lines differ from this request's.
+    fn mismatch(
+        kind: &'static str,
+        title: &'static str,
+        detail: &'static str,
+        mismatches: Vec<stockguard_core::LineMismatch>,
+    ) -> Self {
+        let mut problem = Self::new(StatusCode::CONFLICT, kind, title, detail);
+        problem.body.mismatches = Some(
+            mismatches
+                .into_iter()
+                .map(|m| LineMismatchBody {
+                    sku: m.sku,
+                    stored: m.stored,
+                    given: m.given,
+                })
+                .collect(),
+        );
+        problem
+    }
+}
+
 impl From<DeductError> for ApiError {
     fn from(error: DeductError) -> Self {
         match error {
@@ -243,23 +276,45 @@ impl From<DeductError> for ApiError {
                 problem.body.skus = Some(skus.iter().map(|sku| sku.as_str().to_owned()).collect());
                 problem
             }
-            DeductError::OrderMismatch { mismatches } => {
+            DeductError::OrderMismatch { mismatches } => Self::mismatch(
+                "order_mismatch",
+                "Order id reused",
+                "this order id was already placed with other lines; nothing was changed",
+                mismatches,
+            ),
+            DeductError::HoldMismatch { mismatches } => Self::mismatch(
+                "hold_mismatch",
+                "Hold id reused",
+                "this hold id was already placed with other lines; nothing was changed",
+                mismatches,
+            ),
+            DeductError::HoldNotFound => Self::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "Hold not found",
+                "no hold has this id",
+            ),
+            DeductError::HoldExpired { expires_at } => {
                 let mut problem = Self::new(
                     StatusCode::CONFLICT,
-                    "order_mismatch",
-                    "Order id reused",
-                    "this order id was already placed with other lines; nothing was changed",
+                    "hold_expired",
+                    "Hold expired",
+                    format!(
+                        "the hold expired at {expires_at}: its units are back in stock; nothing was changed"
+                    ),
                 );
-                problem.body.mismatches = Some(
-                    mismatches
-                        .into_iter()
-                        .map(|m| LineMismatchBody {
-                            sku: m.sku,
-                            stored: m.stored,
-                            given: m.given,
-                        })
-                        .collect(),
+                problem.body.expires_at = Some(expires_at.to_rfc3339());
+                problem.body.state = Some(stockguard_core::HoldState::Expired.as_str());
+                problem
+            }
+            DeductError::HoldResolved { state } => {
+                let mut problem = Self::new(
+                    StatusCode::CONFLICT,
+                    "hold_resolved",
+                    "Hold already resolved",
+                    format!("the hold was already {state}, and resolves once; nothing was changed"),
                 );
+                problem.body.state = Some(state.as_str());
                 problem
             }
             DeductError::AlreadyExists => Self::new(

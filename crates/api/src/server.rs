@@ -75,6 +75,12 @@ pub async fn start(settings: &Settings, store: Arc<AnyStore>) -> std::io::Result
     let app = router(state.clone(), settings);
     let (shutdown, signal) = watch::channel(false);
     let grace = settings.shutdown_grace;
+    let sweeper = crate::sweeper::spawn(
+        Arc::clone(&store),
+        settings.hold_sweep_interval,
+        settings.hold_sweep_batch,
+        signal.clone(),
+    );
     let task = tokio::spawn(async move {
         let mut graceful_signal = signal.clone();
         let serve = axum::serve(listener, app)
@@ -94,6 +100,10 @@ pub async fn start(settings: &Settings, store: Arc<AnyStore>) -> std::io::Result
                 Ok(())
             }
         };
+        if let Some(sweeper) = sweeper {
+            // It stops at the signal; a sweep in progress finishes its transaction first.
+            let _ = sweeper.await;
+        }
         tracing::info!("shutdown: flushing coalesced batches and closing the pool");
         store.close().await;
         tracing::info!("shutdown complete");

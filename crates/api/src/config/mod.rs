@@ -35,6 +35,10 @@ pub const DEFAULT_ACQUIRE_TIMEOUT_MS: u64 = 2_000;
 pub const DEFAULT_LOCK_TIMEOUT_MS: u64 = 2_000;
 /// Default time in-flight requests get to finish after a shutdown signal.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 15_000;
+/// Default pause between hold sweeps; 0 turns the service's sweeper off.
+pub const DEFAULT_HOLD_SWEEP_INTERVAL_MS: u64 = 1_000;
+/// Default due holds expired per sweep transaction.
+pub const DEFAULT_HOLD_SWEEP_BATCH: u32 = 100;
 
 /// The optional TOML config file. Every key is optional; keys mirror the long flag names
 /// with `_` for `-`.
@@ -73,6 +77,10 @@ pub struct FileConfig {
     pub shard_buckets: Option<u32>,
     /// Spread a SKU on its first `sharded` deduction instead of on contention.
     pub spread_eagerly: Option<bool>,
+    /// Pause between hold sweeps, in milliseconds; 0: no sweeper.
+    pub hold_sweep_interval_ms: Option<u64>,
+    /// Due holds expired per sweep transaction.
+    pub hold_sweep_batch: Option<u32>,
     /// OTLP/HTTP collector spans are exported to (needs the `otlp` feature).
     pub otlp_endpoint: Option<String>,
     /// `service.name` of the exported spans.
@@ -167,6 +175,13 @@ pub struct ServeArgs {
     /// Buckets a `sharded` SKU's stock is spread over (1..=256; PostgreSQL and MySQL/MariaDB).
     #[arg(long, env = "STOCKGUARD_SHARD_BUCKETS", value_name = "N")]
     pub shard_buckets: Option<u32>,
+    /// Pause between sweeps of expired holds, in milliseconds (default 1000; 0 turns this
+    /// instance's sweeper off: expiry still takes effect at read time).
+    #[arg(long, env = "STOCKGUARD_HOLD_SWEEP_INTERVAL_MS", value_name = "MS")]
+    pub hold_sweep_interval_ms: Option<u64>,
+    /// Expired holds one sweep transaction resolves (1..=1000, default 100).
+    #[arg(long, env = "STOCKGUARD_HOLD_SWEEP_BATCH", value_name = "N")]
+    pub hold_sweep_batch: Option<u32>,
     /// `sharded` spreads a SKU on its first deduction instead of the first time two
     /// deductions meet on its row.
     #[arg(long, env = "STOCKGUARD_SPREAD_EAGERLY", value_parser = BoolishValueParser::new())]
@@ -230,6 +245,10 @@ pub struct Settings {
     pub shard_buckets: u32,
     /// `sharded` spreads a SKU on its first deduction.
     pub spread_eagerly: bool,
+    /// Pause between hold sweeps; zero: no sweeper.
+    pub hold_sweep_interval: Duration,
+    /// Due holds expired per sweep transaction.
+    pub hold_sweep_batch: u32,
     /// Span export, when configured (only a binary with the `otlp` feature accepts it).
     pub otlp: Option<OtlpSettings>,
 }
@@ -254,6 +273,8 @@ impl fmt::Debug for Settings {
             .field("shutdown_grace", &self.shutdown_grace)
             .field("shard_buckets", &self.shard_buckets)
             .field("spread_eagerly", &self.spread_eagerly)
+            .field("hold_sweep_interval", &self.hold_sweep_interval)
+            .field("hold_sweep_batch", &self.hold_sweep_batch)
             .field("otlp", &self.otlp)
             .finish()
     }
@@ -348,6 +369,16 @@ impl Settings {
                 .or(file.shard_buckets)
                 .unwrap_or(stockguard_core::sharding::DEFAULT_SHARD_BUCKETS),
             spread_eagerly: serve.spread_eagerly || file.spread_eagerly.unwrap_or(false),
+            hold_sweep_interval: Duration::from_millis(
+                serve
+                    .hold_sweep_interval_ms
+                    .or(file.hold_sweep_interval_ms)
+                    .unwrap_or(DEFAULT_HOLD_SWEEP_INTERVAL_MS),
+            ),
+            hold_sweep_batch: serve
+                .hold_sweep_batch
+                .or(file.hold_sweep_batch)
+                .unwrap_or(DEFAULT_HOLD_SWEEP_BATCH),
             otlp: OtlpSettings::resolve(
                 serve.otlp_endpoint.or(file.otlp_endpoint),
                 serve.otlp_service_name.or(file.otlp_service_name),
@@ -375,6 +406,11 @@ impl Settings {
         );
         stockguard_core::sharding::check_bucket_count(self.shard_buckets)
             .map_err(|e| anyhow::anyhow!("shard_buckets: {e}"))?;
+        anyhow::ensure!(
+            (1..=stockguard_core::HOLD_SWEEP_BATCH_MAX).contains(&self.hold_sweep_batch),
+            "hold_sweep_batch must be between 1 and {}",
+            stockguard_core::HOLD_SWEEP_BATCH_MAX
+        );
         Ok(())
     }
 

@@ -83,8 +83,11 @@ pub struct DeductBody {
 pub struct StockResponse {
     /// The SKU.
     pub sku: String,
-    /// Units on hand now.
+    /// Units available to sell now: on hand less active holds. A hold past its expiry
+    /// counts as available at once.
     pub stock: i64,
+    /// Units set aside by active holds; on hand is `stock + reserved`.
+    pub reserved: i64,
     /// Units at creation; the audit reconciles the ledger against it.
     pub initial_stock: i64,
     /// The SKU row's version (also the `ETag`): a conditional deduction names it.
@@ -96,6 +99,7 @@ impl From<StockLevel> for StockResponse {
         Self {
             sku: level.sku.as_str().to_owned(),
             stock: level.stock,
+            reserved: level.reserved,
             initial_stock: level.initial_stock,
             version: level.version,
         }
@@ -264,10 +268,33 @@ pub struct AuditIncompleteOrder {
     pub ledger_rows: i64,
 }
 
-/// Result of reconciling every SKU and every order.
+/// A hold whose ledger rows do not fit its state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditBadHold {
+    /// The hold id.
+    pub hold_id: String,
+    /// Its stored state.
+    pub state: String,
+    /// What the audit found.
+    pub problem: String,
+}
+
+/// A SKU whose `reserved` is not the sum of its active holds.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditReservedMismatch {
+    /// The SKU.
+    pub sku: String,
+    /// Its `reserved`.
+    pub reserved: i64,
+    /// Units its active holds took.
+    pub active_holds: i64,
+}
+
+/// Result of reconciling every SKU, every order and every hold.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditResponse {
-    /// True when every SKU reconciles and every order has all its lines.
+    /// True when every SKU reconciles, every order has all its lines, and every hold resolved
+    /// at most once with `reserved` matching.
     pub clean: bool,
     /// SKUs checked.
     pub skus_checked: u64,
@@ -279,6 +306,12 @@ pub struct AuditResponse {
     pub orders_checked: u64,
     /// Orders without exactly their lines (all lines or none).
     pub incomplete_orders: Vec<AuditIncompleteOrder>,
+    /// Holds checked.
+    pub holds_checked: u64,
+    /// Holds resolved more than once or in part.
+    pub bad_holds: Vec<AuditBadHold>,
+    /// SKUs whose `reserved` is not their active holds' units.
+    pub reserved_mismatches: Vec<AuditReservedMismatch>,
 }
 
 impl From<AuditReport> for AuditResponse {
@@ -308,6 +341,25 @@ impl From<AuditReport> for AuditResponse {
                     order_id: o.order_id,
                     line_count: o.line_count,
                     ledger_rows: o.ledger_rows,
+                })
+                .collect(),
+            holds_checked: report.holds_checked,
+            bad_holds: report
+                .bad_holds
+                .into_iter()
+                .map(|h| AuditBadHold {
+                    hold_id: h.rows.hold_id,
+                    state: h.rows.state,
+                    problem: h.problem.to_owned(),
+                })
+                .collect(),
+            reserved_mismatches: report
+                .reserved_mismatches
+                .into_iter()
+                .map(|m| AuditReservedMismatch {
+                    sku: m.sku,
+                    reserved: m.reserved,
+                    active_holds: m.active_holds,
                 })
                 .collect(),
         }

@@ -7,6 +7,7 @@ pub mod dto;
 pub mod extract;
 pub mod handlers;
 pub mod openapi;
+pub mod holds;
 pub mod orders;
 pub mod trace;
 
@@ -172,6 +173,10 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         .route("/v1/skus/{sku}/ledger", get(handlers::ledger))
         .route("/v1/skus/{sku}/adjustments", post(adjustments::adjust))
         .route("/v1/orders", post(orders::place_order))
+        .route("/v1/holds", post(holds::reserve))
+        .route("/v1/holds/{hold_id}", get(holds::get_hold))
+        .route("/v1/holds/{hold_id}/confirm", post(holds::confirm))
+        .route("/v1/holds/{hold_id}/release", post(holds::release))
         .route("/v1/audit", get(handlers::audit))
         .layer(limits)
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes))

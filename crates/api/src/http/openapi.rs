@@ -56,6 +56,10 @@ impl Modify for BearerAuth {
         handlers::deduct,
         handlers::ledger,
         super::orders::place_order,
+        super::holds::reserve,
+        super::holds::get_hold,
+        super::holds::confirm,
+        super::holds::release,
         super::adjustments::adjust,
         handlers::audit,
         handlers::healthz,
@@ -67,6 +71,7 @@ impl Modify for BearerAuth {
     tags(
         (name = "inventory", description = "Stock, deductions and the ledger"),
         (name = "orders", description = "Multi-line orders: all lines or none"),
+        (name = "holds", description = "Holds while the customer pays: confirm, release, or expire, once"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]

@@ -116,16 +116,26 @@ impl OrderReceiptBody {
 fn parse(body: OrderBody) -> Result<(OrderRequest, OrderStrategyName), ApiError> {
     let invalid = |e: stockguard_core::InvalidInput| ApiError::invalid_input(e.to_string());
     let order_id = OrderId::parse(body.order_id).map_err(invalid)?;
-    // Before parsing each line: refuse an over-long order without walking all of it
-    // (`OrderRequest::new` checks the same limit for callers that skip this edge).
-    if body.lines.len() > ORDER_LINES_MAX {
-        return Err(invalid(stockguard_core::InvalidInput::OrderLines {
-            given: body.lines.len(),
-            max: ORDER_LINES_MAX,
-        }));
+    let lines = parse_lines(body.lines)?;
+    let strategy = body.strategy.unwrap_or(OrderStrategyName::Guarded);
+    let order = OrderRequest::new(order_id, lines, strategy.into()).map_err(invalid)?;
+    Ok((order, strategy))
+}
+
+/// An order's or a hold's lines as core takes them, or a 422 naming the first bad line.
+pub(crate) fn parse_lines(lines: Vec<OrderLineBody>) -> Result<Vec<OrderLine>, ApiError> {
+    // Before parsing each line: refuse an over-long list without walking all of it (core
+    // checks the same limit for callers that skip this edge).
+    if lines.len() > ORDER_LINES_MAX {
+        return Err(ApiError::invalid_input(
+            stockguard_core::InvalidInput::OrderLines {
+                given: lines.len(),
+                max: ORDER_LINES_MAX,
+            }
+            .to_string(),
+        ));
     }
-    let lines = body
-        .lines
+    lines
         .into_iter()
         .enumerate()
         .map(|(index, line)| {
@@ -136,10 +146,7 @@ fn parse(body: OrderBody) -> Result<(OrderRequest, OrderStrategyName), ApiError>
                 quantity: Quantity::new(line.quantity).map_err(at)?,
             })
         })
-        .collect::<Result<Vec<_>, ApiError>>()?;
-    let strategy = body.strategy.unwrap_or(OrderStrategyName::Guarded);
-    let order = OrderRequest::new(order_id, lines, strategy.into()).map_err(invalid)?;
-    Ok((order, strategy))
+        .collect()
 }
 
 /// Place a multi-line order: every line applies, or none does.

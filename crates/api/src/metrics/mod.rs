@@ -81,6 +81,8 @@ pub struct Metrics {
     deductions: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// (order strategy, outcome) → count, with the same outcomes.
     orders: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// (hold operation, outcome) → count, with the same outcomes.
+    holds: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     retries: [AtomicU64; Strategy::ALL.len()],
     lock_wait: [Histogram; Strategy::ALL.len()],
     /// Latency histogram per (method, route template, status). A short list scanned in place:
@@ -102,6 +104,12 @@ impl Metrics {
     pub fn record_order(&self, strategy: OrderStrategy, outcome: &'static str) {
         let mut map = self.orders.lock().unwrap_or_else(|p| p.into_inner());
         *map.entry((strategy.as_str(), outcome)).or_default() += 1;
+    }
+
+    /// Records one hold operation's outcome (`reserve`, `confirm` or `release`).
+    pub fn record_hold(&self, operation: &'static str, outcome: &'static str) {
+        let mut map = self.holds.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry((operation, outcome)).or_default() += 1;
     }
 
     /// Records a successful deduction's retries (`attempts − 1`) and lock wait.
@@ -164,6 +172,15 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "stockguard_orders_total{{strategy=\"{strategy}\",outcome=\"{outcome}\"}} {count}"
+            );
+        }
+
+        out.push_str("# HELP stockguard_holds_total Hold operations (reserve, confirm, release) by outcome (ok, replayed or an error kind).\n");
+        out.push_str("# TYPE stockguard_holds_total counter\n");
+        for ((operation, outcome), count) in self.holds.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(
+                out,
+                "stockguard_holds_total{{operation=\"{operation}\",outcome=\"{outcome}\"}} {count}"
             );
         }
 
@@ -289,6 +306,11 @@ impl Metrics {
                 "stockguard_resolutions_total{{result=\"{}\"}} {count}",
                 resolution.as_str()
             );
+        }
+        out.push_str("# HELP stockguard_holds_expired_total Holds expired, by who wrote the expiry: the sweeper, or a change that needed the units of a due hold.\n");
+        out.push_str("# TYPE stockguard_holds_expired_total counter\n");
+        for (by, count) in engine.holds_expired() {
+            let _ = writeln!(out, "stockguard_holds_expired_total{{by=\"{}\"}} {count}", by.as_str());
         }
         out.push_str("# HELP stockguard_outcome_unknown_total Changes answered outcome_unknown.\n");
         out.push_str("# TYPE stockguard_outcome_unknown_total counter\n");
