@@ -302,7 +302,10 @@ async fn audit(settings: Settings) -> anyhow::Result<ExitCode> {
         );
     }
     for hold in &report.bad_holds {
-        println!("  hold {} ({}): {}", hold.rows.hold_id, hold.rows.state, hold.problem);
+        println!(
+            "  hold {} ({}): {}",
+            hold.rows.hold_id, hold.rows.state, hold.problem
+        );
     }
     for sku in &report.reserved_mismatches {
         println!(

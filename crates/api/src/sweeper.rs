@@ -24,7 +24,9 @@ pub fn spawn(
     mut stop: watch::Receiver<bool>,
 ) -> Option<JoinHandle<()>> {
     if interval.is_zero() {
-        tracing::info!("hold sweeper off (hold_sweep_interval_ms = 0): expiry takes effect at read time only");
+        tracing::info!(
+            "hold sweeper off (hold_sweep_interval_ms = 0): expiry takes effect at read time only"
+        );
         return None;
     }
     Some(tokio::spawn(async move {

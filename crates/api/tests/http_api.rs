@@ -80,7 +80,7 @@ async fn documented_statuses(backend: Backend) {
     let created: serde_json::Value = created.json().await.unwrap();
     assert_eq!(
         created,
-        json!({"sku": "tee-red", "stock": 3, "initial_stock": 3, "version": 0})
+        json!({"sku": "tee-red", "stock": 3, "reserved": 0, "initial_stock": 3, "version": 0})
     );
 
     // 409 already exists.

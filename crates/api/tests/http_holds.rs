@@ -24,7 +24,10 @@ async fn hold_lifecycle(backend: Backend) {
     assert_eq!(placed.status(), 200);
     assert_eq!(placed.headers()["idempotency-key"], "chk-1");
     let hold: serde_json::Value = placed.json().await.unwrap();
-    assert_eq!((&hold["state"], &hold["replayed"]), (&json!("active"), &json!(false)));
+    assert_eq!(
+        (&hold["state"], &hold["replayed"]),
+        (&json!("active"), &json!(false))
+    );
     assert_eq!(
         hold["lines"],
         json!([
@@ -103,7 +106,10 @@ async fn hold_lifecycle(backend: Backend) {
     .await;
     assert_eq!(problem["state"], "confirmed");
     let read: serde_json::Value = h.get("/v1/holds/chk-1").await.json().await.unwrap();
-    assert_eq!((&read["state"], &read["lines"]), (&json!("confirmed"), &receipt["lines"]));
+    assert_eq!(
+        (&read["state"], &read["lines"]),
+        (&json!("confirmed"), &receipt["lines"])
+    );
 
     // Release, a confirm after it, a confirm naming too much.
     let placed = h
@@ -123,7 +129,12 @@ async fn hold_lifecycle(backend: Backend) {
         "invalid_input",
     )
     .await;
-    let released = h.client.post(h.url("/v1/holds/chk-4/release")).send().await.unwrap();
+    let released = h
+        .client
+        .post(h.url("/v1/holds/chk-4/release"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(released.status(), 200);
     let problem = expect_problem(
         h.post_json("/v1/holds/chk-4/confirm", json!({})).await,
@@ -170,7 +181,11 @@ async fn hold_lifecycle(backend: Backend) {
         assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
     }
     let audit: serde_json::Value = h.get("/v1/audit").await.json().await.unwrap();
-    assert_eq!((&audit["clean"], &audit["holds_checked"]), (&json!(true), &json!(3)), "{audit}");
+    assert_eq!(
+        (&audit["clean"], &audit["holds_checked"]),
+        (&json!(true), &json!(3)),
+        "{audit}"
+    );
     h.shutdown().await;
 }
 

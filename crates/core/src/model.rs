@@ -12,10 +12,10 @@ use chrono::Utc;
 
 use crate::domain::{
     AdjustReceipt, AdjustRequest, AdjustmentKind, Capabilities, ConfirmLines, DeductRequest, HoldId,
-    HoldReceipt, HoldRequest, IdempotencyKey, LedgerEntry,
-    LedgerPage, LedgerReason, OrderId, OrderLineReceipt, OrderReceipt, OrderRequest, PoolStatus, Quantity,
-    Receipt, RestockReceipt, RestockRequest, STOCK_MAX, ShortLine, SkuId, SkuSnapshot, StockLevel, Strategy,
-    check_stock_level, line_mismatches,
+    HoldReceipt, HoldRequest, IdempotencyKey, LedgerEntry, LedgerPage, LedgerReason, OrderId,
+    OrderLineReceipt, OrderReceipt, OrderRequest, PoolStatus, Quantity, Receipt, RestockReceipt,
+    RestockRequest, STOCK_MAX, ShortLine, SkuId, SkuSnapshot, StockLevel, Strategy, check_stock_level,
+    line_mismatches,
 };
 use crate::error::{DeductError, InvalidInput};
 use crate::store::InventoryStore;

@@ -3,9 +3,9 @@
 use std::future::Future;
 
 use crate::domain::{
-    AdjustReceipt, AdjustRequest, AuditReport, Capabilities, ConfirmLines, DeductRequest, HoldId, HoldReceipt,
-    HoldRequest, LedgerEntry, LedgerPage, OrderReceipt, OrderRequest, PoolStatus, Receipt, RestockReceipt,
-    RestockRequest, SkuId, SkuSnapshot, StockLevel,
+    AdjustReceipt, AdjustRequest, AuditReport, Capabilities, ConfirmLines, DeductRequest, HoldId,
+    HoldReceipt, HoldRequest, LedgerEntry, LedgerPage, OrderReceipt, OrderRequest, PoolStatus, Receipt,
+    RestockReceipt, RestockRequest, SkuId, SkuSnapshot, StockLevel,
 };
 use crate::error::DeductError;
 
@@ -89,7 +89,8 @@ pub trait InventoryStore: Send + Sync + 'static {
 
     /// Releases an active hold: every unit goes back to stock. Again replays; `HoldExpired`
     /// past its expiry; `HoldResolved` when it was confirmed.
-    fn release_hold(&self, hold_id: &HoldId) -> impl Future<Output = Result<HoldReceipt, DeductError>> + Send;
+    fn release_hold(&self, hold_id: &HoldId)
+    -> impl Future<Output = Result<HoldReceipt, DeductError>> + Send;
 
     /// Expires up to `batch` due holds in one transaction (1..=`HOLD_SWEEP_BATCH_MAX`);
     /// returns how many.

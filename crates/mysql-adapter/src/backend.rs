@@ -2,10 +2,10 @@
 
 use std::str::FromStr;
 
+use chrono::{DateTime, Utc};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection, Executor, MySql};
-use chrono::{DateTime, Utc};
 use stockguard_core::engine::{
     AdjustWrite, AllLocked, Backend, Change, Fault, FaultKind, LineWrite, LockWait, LockedRow, MissFacts,
     PoolWaitStats, Step, StoredHold, StoredOrder, VersionedRow, Written,
@@ -511,7 +511,12 @@ impl Backend for MySqlBackend {
         self.hold_on(tx, sql::LOCK_HOLD, hold_id)
     }
 
-    fn lock_due_holds(&self, tx: &mut Self::Tx, sku: Option<&SkuId>, limit: u32) -> impl Step<Vec<StoredHold>> {
+    fn lock_due_holds(
+        &self,
+        tx: &mut Self::Tx,
+        sku: Option<&SkuId>,
+        limit: u32,
+    ) -> impl Step<Vec<StoredHold>> {
         self.lock_due_holds_in(tx, sku, limit)
     }
 

@@ -9,7 +9,11 @@ use crate::backend::{MySqlBackend, MySqlTx};
 use crate::sql;
 
 impl MySqlBackend {
-    pub(crate) async fn guarded_in(&self, tx: &mut MySqlTx, change: Change<'_>) -> Result<Option<Written>, Fault> {
+    pub(crate) async fn guarded_in(
+        &self,
+        tx: &mut MySqlTx,
+        change: Change<'_>,
+    ) -> Result<Option<Written>, Fault> {
         let quantity = change.quantity.get();
         let updated = sqlx::query(sql::GUARDED_UPDATE)
             .bind(quantity)
@@ -27,7 +31,11 @@ impl MySqlBackend {
             .map(Some)
     }
 
-    pub(crate) async fn restock_in(&self, tx: &mut MySqlTx, change: Change<'_>) -> Result<Option<Written>, Fault> {
+    pub(crate) async fn restock_in(
+        &self,
+        tx: &mut MySqlTx,
+        change: Change<'_>,
+    ) -> Result<Option<Written>, Fault> {
         let quantity = change.quantity.get();
         let updated = sqlx::query(sql::RESTOCK_UPDATE)
             .bind(quantity)

@@ -109,7 +109,12 @@ impl MySqlBackend {
         self.insert_line(tx, line, stock_after).await.map(Some)
     }
 
-    async fn insert_line(&self, tx: &mut MySqlTx, line: LineWrite<'_>, stock_after: i64) -> Result<Written, Fault> {
+    async fn insert_line(
+        &self,
+        tx: &mut MySqlTx,
+        line: LineWrite<'_>,
+        stock_after: i64,
+    ) -> Result<Written, Fault> {
         let done = sqlx::query(sql::INSERT_LINE)
             .bind(line.sku.as_str())
             .bind(line.stock_delta())

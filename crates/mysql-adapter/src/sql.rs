@@ -202,7 +202,11 @@ pub(crate) const CLAIM_HOLD: &str = "INSERT INTO inventory_hold (hold_id, `lines
 /// Binds: hold id (no `RETURNING` here: the expiry is read back in the same transaction).
 pub(crate) const HOLD_EXPIRY: &str = "SELECT expires_at FROM inventory_hold WHERE hold_id = ?";
 /// Binds: hold id.
-pub(crate) const FIND_HOLD: &str = concat!("SELECT ", hold_columns!(), " FROM inventory_hold WHERE hold_id = ?");
+pub(crate) const FIND_HOLD: &str = concat!(
+    "SELECT ",
+    hold_columns!(),
+    " FROM inventory_hold WHERE hold_id = ?"
+);
 pub(crate) const LOCK_HOLD: &str = concat!(
     "SELECT ",
     hold_columns!(),
@@ -238,7 +242,8 @@ pub(crate) const HAS_DUE_ON: &str = "SELECT CAST(EXISTS (SELECT 1 FROM inventory
 pub(crate) const SET_HOLD_STATE: &str =
     "UPDATE inventory_hold SET state = ?, resolved_at = NOW(6) WHERE hold_id = ?";
 /// Resolution: waits for whatever holds the hold's row. Binds: hold id.
-pub(crate) const SETTLE_HOLD: &str = "SELECT hold_id FROM inventory_hold WHERE hold_id = ? LOCK IN SHARE MODE";
+pub(crate) const SETTLE_HOLD: &str =
+    "SELECT hold_id FROM inventory_hold WHERE hold_id = ? LOCK IN SHARE MODE";
 
 /// The audit's hold check: every hold's ledger rows, summed (see `HoldRows`).
 pub(crate) const HOLD_ROWS: &str = "SELECT h.hold_id, h.state, CAST(h.line_count AS SIGNED), \

@@ -3,10 +3,10 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use sqlx::Connection;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, Postgres};
-use chrono::{DateTime, Utc};
 use stockguard_core::engine::{
     AdjustWrite, AllLocked, Backend, Change, Fault, LineWrite, LockWait, LockedRow, MissFacts, PoolWaitStats,
     Step, StoredHold, StoredOrder, VersionedRow, Written,
@@ -455,7 +455,12 @@ impl Backend for PgBackend {
         self.hold_on(tx, sql::LOCK_HOLD, hold_id)
     }
 
-    fn lock_due_holds(&self, tx: &mut Self::Tx, sku: Option<&SkuId>, limit: u32) -> impl Step<Vec<StoredHold>> {
+    fn lock_due_holds(
+        &self,
+        tx: &mut Self::Tx,
+        sku: Option<&SkuId>,
+        limit: u32,
+    ) -> impl Step<Vec<StoredHold>> {
         self.lock_due_holds_in(tx, sku, limit)
     }
 

@@ -92,7 +92,11 @@ impl PgBackend {
         Ok(written(row))
     }
 
-    pub(crate) async fn guarded_line_in(&self, tx: &mut PgTx, line: LineWrite<'_>) -> Result<Option<Written>, Fault> {
+    pub(crate) async fn guarded_line_in(
+        &self,
+        tx: &mut PgTx,
+        line: LineWrite<'_>,
+    ) -> Result<Option<Written>, Fault> {
         let row: Option<(i64, i64)> = sqlx::query_as(sql::GUARDED_LINE)
             .bind(line.sku.as_str())
             .bind(line.stock_delta())
@@ -195,7 +199,12 @@ impl PgBackend {
         common::stored_holds(found)
     }
 
-    pub(crate) async fn set_hold_state_in(&self, tx: &mut PgTx, hold_id: &HoldId, state: HoldState) -> Result<(), Fault> {
+    pub(crate) async fn set_hold_state_in(
+        &self,
+        tx: &mut PgTx,
+        hold_id: &HoldId,
+        state: HoldState,
+    ) -> Result<(), Fault> {
         sqlx::query(sql::SET_HOLD_STATE)
             .bind(hold_id.as_str())
             .bind(state.as_str())

@@ -282,7 +282,11 @@ pub(crate) const CLAIM_HOLD: &str = "INSERT INTO inventory_hold (hold_id, lines,
      VALUES ($1, $2, $3, now() + make_interval(secs => $4)) RETURNING expires_at";
 
 /// `$1` hold id.
-pub(crate) const FIND_HOLD: &str = concat!("SELECT ", hold_columns!(), " FROM inventory_hold WHERE hold_id = $1");
+pub(crate) const FIND_HOLD: &str = concat!(
+    "SELECT ",
+    hold_columns!(),
+    " FROM inventory_hold WHERE hold_id = $1"
+);
 pub(crate) const LOCK_HOLD: &str = concat!(
     "SELECT ",
     hold_columns!(),

@@ -1,12 +1,12 @@
 //! The engine's primitives on SQLite.
 
+use chrono::{DateTime, Utc};
 use sqlx::QueryBuilder;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use chrono::{DateTime, Utc};
 use stockguard_core::engine::{
     AdjustWrite, Backend, Change, Fault, LineWrite, LockWait, LockedRow, MissFacts, PoolWaitStats, Step,
     StoredHold, StoredOrder, VersionedRow, Written,
@@ -471,7 +471,12 @@ impl Backend for SqliteBackend {
         Self::hold_on(tx, hold_id)
     }
 
-    fn lock_due_holds(&self, tx: &mut Self::Tx, sku: Option<&SkuId>, limit: u32) -> impl Step<Vec<StoredHold>> {
+    fn lock_due_holds(
+        &self,
+        tx: &mut Self::Tx,
+        sku: Option<&SkuId>,
+        limit: u32,
+    ) -> impl Step<Vec<StoredHold>> {
         self.lock_due_holds_in(tx, sku, limit)
     }
 

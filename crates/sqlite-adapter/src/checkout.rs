@@ -25,7 +25,10 @@ impl SqliteBackend {
     }
 
     /// Once the write lock is held, no other write is in progress, so the read is final.
-    pub(crate) async fn settle_and_find_order_in(&self, order_id: &OrderId) -> Result<Option<StoredOrder>, Fault> {
+    pub(crate) async fn settle_and_find_order_in(
+        &self,
+        order_id: &OrderId,
+    ) -> Result<Option<StoredOrder>, Fault> {
         let mut tx = self.begin_write().await?;
         let found = Self::find_order_on(&mut tx, order_id).await;
         self.rollback(tx).await;
@@ -66,7 +69,11 @@ impl SqliteBackend {
         Self::insert_line(tx, line, stock_after).await
     }
 
-    pub(crate) async fn guarded_line_in(&self, tx: &mut SqliteTx, line: LineWrite<'_>) -> Result<Option<Written>, Fault> {
+    pub(crate) async fn guarded_line_in(
+        &self,
+        tx: &mut SqliteTx,
+        line: LineWrite<'_>,
+    ) -> Result<Option<Written>, Fault> {
         let Some(stock_after) = sqlx::query_scalar::<_, i64>(sql::GUARDED_LINE_UPDATE)
             .bind(line.sku.as_str())
             .bind(line.stock_delta())
@@ -80,7 +87,11 @@ impl SqliteBackend {
         Self::insert_line(tx, line, stock_after).await.map(Some)
     }
 
-    async fn insert_line(conn: &mut SqliteConnection, line: LineWrite<'_>, stock_after: i64) -> Result<Written, Fault> {
+    async fn insert_line(
+        conn: &mut SqliteConnection,
+        line: LineWrite<'_>,
+        stock_after: i64,
+    ) -> Result<Written, Fault> {
         let ledger_id: i64 = sqlx::query_scalar(sql::INSERT_LINE)
             .bind(line.sku.as_str())
             .bind(line.stock_delta())
@@ -114,7 +125,10 @@ impl SqliteBackend {
             .map_err(fault("claiming a hold id"))
     }
 
-    pub(crate) async fn hold_on(conn: &mut SqliteConnection, hold_id: &HoldId) -> Result<Option<StoredHold>, Fault> {
+    pub(crate) async fn hold_on(
+        conn: &mut SqliteConnection,
+        hold_id: &HoldId,
+    ) -> Result<Option<StoredHold>, Fault> {
         let found = common::find_hold::<Sqlite>(conn, sql::FIND_HOLD, sql::HOLD_ENTRIES, hold_id)
             .await
             .map_err(fault("reading a hold"))?;
@@ -127,7 +141,10 @@ impl SqliteBackend {
     }
 
     /// As for orders: once the write lock is held, the read is final.
-    pub(crate) async fn settle_and_find_hold_in(&self, hold_id: &HoldId) -> Result<Option<StoredHold>, Fault> {
+    pub(crate) async fn settle_and_find_hold_in(
+        &self,
+        hold_id: &HoldId,
+    ) -> Result<Option<StoredHold>, Fault> {
         let mut tx = self.begin_write().await?;
         let found = Self::hold_on(&mut tx, hold_id).await;
         self.rollback(tx).await;
@@ -163,7 +180,12 @@ impl SqliteBackend {
         common::stored_holds(found)
     }
 
-    pub(crate) async fn set_hold_state_in(&self, tx: &mut SqliteTx, hold_id: &HoldId, state: HoldState) -> Result<(), Fault> {
+    pub(crate) async fn set_hold_state_in(
+        &self,
+        tx: &mut SqliteTx,
+        hold_id: &HoldId,
+        state: HoldState,
+    ) -> Result<(), Fault> {
         sqlx::query(sql::SET_HOLD_STATE)
             .bind(hold_id.as_str())
             .bind(state.as_str())

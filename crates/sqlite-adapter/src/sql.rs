@@ -134,7 +134,11 @@ macro_rules! hold_columns {
 pub(crate) const CLAIM_HOLD: &str = "INSERT INTO inventory_hold (hold_id, lines, line_count, expires_at) \
      VALUES (?1, ?2, ?3, strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+' || ?4 || ' seconds')) RETURNING expires_at";
 /// Binds: hold id. Under the write lock a plain read is a locked read.
-pub(crate) const FIND_HOLD: &str = concat!("SELECT ", hold_columns!(), " FROM inventory_hold WHERE hold_id = ?1");
+pub(crate) const FIND_HOLD: &str = concat!(
+    "SELECT ",
+    hold_columns!(),
+    " FROM inventory_hold WHERE hold_id = ?1"
+);
 /// Completed with the hold ids and `) ORDER BY id`.
 pub(crate) const HOLD_ENTRIES: &str = concat!(
     "SELECT ",

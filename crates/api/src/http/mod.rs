@@ -6,8 +6,8 @@ pub mod adjustments;
 pub mod dto;
 pub mod extract;
 pub mod handlers;
-pub mod openapi;
 pub mod holds;
+pub mod openapi;
 pub mod orders;
 pub mod trace;
 

@@ -310,7 +310,11 @@ impl Metrics {
         out.push_str("# HELP stockguard_holds_expired_total Holds expired, by who wrote the expiry: the sweeper, or a change that needed the units of a due hold.\n");
         out.push_str("# TYPE stockguard_holds_expired_total counter\n");
         for (by, count) in engine.holds_expired() {
-            let _ = writeln!(out, "stockguard_holds_expired_total{{by=\"{}\"}} {count}", by.as_str());
+            let _ = writeln!(
+                out,
+                "stockguard_holds_expired_total{{by=\"{}\"}} {count}",
+                by.as_str()
+            );
         }
         out.push_str("# HELP stockguard_outcome_unknown_total Changes answered outcome_unknown.\n");
         out.push_str("# TYPE stockguard_outcome_unknown_total counter\n");

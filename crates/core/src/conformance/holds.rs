@@ -10,9 +10,9 @@ use std::time::Duration;
 use super::{full_ledger, qty, sku};
 use crate::engine::{Backend, Engine};
 use crate::{
-    AdjustRequest, AdjustmentKind, ConfirmLines, DeductError, DeductRequest, HoldId, HoldReceipt, HoldRequest,
-    HoldState, InvalidInput, InventoryStore, LedgerReason, OrderLine, OrderStrategy, ShortLine, SkuId,
-    Strategy,
+    AdjustRequest, AdjustmentKind, ConfirmLines, DeductError, DeductRequest, HoldId, HoldReceipt,
+    HoldRequest, HoldState, InvalidInput, InventoryStore, LedgerReason, OrderLine, OrderStrategy, ShortLine,
+    SkuId, Strategy,
 };
 
 fn hold_id(raw: &str) -> HoldId {
@@ -83,12 +83,20 @@ pub async fn hold_semantics<S: InventoryStore>(store: &S, strategy: OrderStrateg
         .await
         .expect("replay");
     assert!(again.replayed);
-    assert_eq!((shape(&again), again.expires_at), (shape(&placed), placed.expires_at));
+    assert_eq!(
+        (shape(&again), again.expires_at),
+        (shape(&placed), placed.expires_at)
+    );
     let mismatch = store.reserve(hold(&h1, &[(&a, 5)], 600, strategy)).await;
-    assert!(matches!(mismatch, Err(DeductError::HoldMismatch { .. })), "{mismatch:?}");
+    assert!(
+        matches!(mismatch, Err(DeductError::HoldMismatch { .. })),
+        "{mismatch:?}"
+    );
 
     // Held units count against every other change: holds, deductions, adjustments.
-    let short = store.reserve(hold(&format!("h2-{tag}"), &[(&b, 4)], 600, strategy)).await;
+    let short = store
+        .reserve(hold(&format!("h2-{tag}"), &[(&b, 4)], 600, strategy))
+        .await;
     match short {
         Err(DeductError::OrderShort { lines }) => assert_eq!(
             lines,
@@ -100,8 +108,13 @@ pub async fn hold_semantics<S: InventoryStore>(store: &S, strategy: OrderStrateg
         ),
         other => panic!("expected OrderShort, got {other:?}"),
     }
-    let deduction = store.deduct(DeductRequest::new(b.clone(), qty(4), Strategy::Guarded)).await;
-    assert!(matches!(deduction, Err(DeductError::InsufficientStock { .. })), "{deduction:?}");
+    let deduction = store
+        .deduct(DeductRequest::new(b.clone(), qty(4), Strategy::Guarded))
+        .await;
+    assert!(
+        matches!(deduction, Err(DeductError::InsufficientStock { .. })),
+        "{deduction:?}"
+    );
     let damage = AdjustRequest::new(b.clone(), -4, AdjustmentKind::Damage, None).expect("valid");
     let adjusted = store.adjust(damage).await;
     assert!(
@@ -117,11 +130,17 @@ pub async fn hold_semantics<S: InventoryStore>(store: &S, strategy: OrderStrateg
         .await
         .expect("confirm");
     assert_eq!(confirmed.state, HoldState::Confirmed);
-    assert_eq!(shape(&confirmed), vec![(a.clone(), 4, 3, 1), (b.clone(), 2, 0, 2)]);
+    assert_eq!(
+        shape(&confirmed),
+        vec![(a.clone(), 4, 3, 1), (b.clone(), 2, 0, 2)]
+    );
     assert_eq!(levels(store, &a).await, (7, 0));
     assert_eq!(levels(store, &b).await, (5, 0));
     // Again with the same units replays; anything else is refused, and changes nothing.
-    let replay = store.confirm_hold(&h1_id, partial(&[(&a, 3)])).await.expect("replay");
+    let replay = store
+        .confirm_hold(&h1_id, partial(&[(&a, 3)]))
+        .await
+        .expect("replay");
     assert!(replay.replayed);
     assert_eq!(shape(&replay), shape(&confirmed));
     for refused in [
@@ -138,11 +157,14 @@ pub async fn hold_semantics<S: InventoryStore>(store: &S, strategy: OrderStrateg
             "{refused:?}"
         );
     }
-    assert_eq!(store.hold(&h1_id).await.expect("read"), HoldReceipt {
-        replayed: false,
-        attempts: 1,
-        ..confirmed.clone()
-    });
+    assert_eq!(
+        store.hold(&h1_id).await.expect("read"),
+        HoldReceipt {
+            replayed: false,
+            attempts: 1,
+            ..confirmed.clone()
+        }
+    );
 
     // A partial confirm must fit the hold.
     let h3 = hold_id(&format!("h3-{tag}"));
@@ -213,7 +235,9 @@ pub async fn holds_expire_at_read_time<S: InventoryStore>(store: &S) {
         .await
         .expect("hold");
     assert_eq!(levels(store, &e).await, (0, 5));
-    let early = store.deduct(DeductRequest::new(e.clone(), qty(1), Strategy::Guarded)).await;
+    let early = store
+        .deduct(DeductRequest::new(e.clone(), qty(1), Strategy::Guarded))
+        .await;
     assert!(matches!(early, Err(DeductError::InsufficientStock { .. })));
     wait_past(placed.expires_at).await;
 
@@ -223,7 +247,10 @@ pub async fn holds_expire_at_read_time<S: InventoryStore>(store: &S) {
         store.confirm_hold(&h, ConfirmLines::All).await,
         store.release_hold(&h).await,
     ] {
-        assert!(matches!(refused, Err(DeductError::HoldExpired { .. })), "{refused:?}");
+        assert!(
+            matches!(refused, Err(DeductError::HoldExpired { .. })),
+            "{refused:?}"
+        );
     }
     // The deduction needs the hold's units: it expires the hold and goes through.
     let receipt = store
@@ -231,12 +258,20 @@ pub async fn holds_expire_at_read_time<S: InventoryStore>(store: &S) {
         .await
         .expect("the due hold's units are available");
     assert_eq!(receipt.remaining, 3);
-    let rows: Vec<LedgerReason> = full_ledger(store, &e).await.iter().map(|row| row.reason).collect();
+    let rows: Vec<LedgerReason> = full_ledger(store, &e)
+        .await
+        .iter()
+        .map(|row| row.reason)
+        .collect();
     assert_eq!(
         rows,
         vec![LedgerReason::Reserve, LedgerReason::Expire, LedgerReason::Deduct]
     );
-    assert_eq!(store.sweep_holds(100).await.expect("sweep"), 0, "nothing left to sweep");
+    assert_eq!(
+        store.sweep_holds(100).await.expect("sweep"),
+        0,
+        "nothing left to sweep"
+    );
 
     // The sweeper: three due holds, two per batch.
     let mut last = None;
@@ -281,13 +316,20 @@ pub async fn lost_hold_answers_are_resolved<B: Backend>(store: Arc<Engine<B>>) {
         assert_eq!(placed.state, HoldState::Active);
     }
     store.lose_next_answer(&h1.idempotency_key());
-    let confirmed = store.confirm_hold(&h1, ConfirmLines::All).await.expect("resolved");
+    let confirmed = store
+        .confirm_hold(&h1, ConfirmLines::All)
+        .await
+        .expect("resolved");
     assert_eq!(shape(&confirmed), vec![(s.clone(), 2, 2, 0)]);
     store.lose_next_answer(&h2.idempotency_key());
     let released = store.release_hold(&h2).await.expect("resolved");
     assert_eq!(released.state, HoldState::Released);
     assert_eq!(levels(&*store, &s).await, (8, 0));
-    assert_eq!(full_ledger(&*store, &s).await.len(), 4, "each change committed once");
+    assert_eq!(
+        full_ledger(&*store, &s).await.len(),
+        4,
+        "each change committed once"
+    );
     assert_eq!(assert_audit_clean(&*store).await, 2);
 }
 
@@ -306,7 +348,9 @@ pub async fn confirm_races_expiry<S: InventoryStore>(store: Arc<S>, holds: usize
         expiry = Some(placed.expires_at);
     }
     // Start the race just before the last hold expires: early ones are due, late ones not.
-    let left = (expiry.expect("placed") - chrono::Utc::now()).to_std().unwrap_or_default();
+    let left = (expiry.expect("placed") - chrono::Utc::now())
+        .to_std()
+        .unwrap_or_default();
     tokio::time::sleep(left.saturating_sub(Duration::from_millis(30))).await;
     let sweeper = {
         let store = Arc::clone(&store);
@@ -337,7 +381,10 @@ pub async fn confirm_races_expiry<S: InventoryStore>(store: Arc<S>, holds: usize
         let state = store.hold(&id).await.expect("read").state;
         match answer {
             Ok(receipt) => {
-                assert_eq!((receipt.state, state), (HoldState::Confirmed, HoldState::Confirmed));
+                assert_eq!(
+                    (receipt.state, state),
+                    (HoldState::Confirmed, HoldState::Confirmed)
+                );
                 sold += 1;
             }
             Err(DeductError::HoldExpired { .. }) => assert_eq!(state, HoldState::Expired, "{id}"),
@@ -358,7 +405,12 @@ pub async fn partial_confirm_races_release<S: InventoryStore>(store: Arc<S>, hol
     }
     for n in 0..holds {
         store
-            .reserve(hold(&format!("hp-{n}"), &[(&x, 2), (&y, 1)], 600, OrderStrategy::Guarded))
+            .reserve(hold(
+                &format!("hp-{n}"),
+                &[(&x, 2), (&y, 1)],
+                600,
+                OrderStrategy::Guarded,
+            ))
             .await
             .expect("hold");
     }
@@ -381,11 +433,21 @@ pub async fn partial_confirm_races_release<S: InventoryStore>(store: Arc<S>, hol
         let (confirm, release) = (confirm.await.expect("task"), release.await.expect("task"));
         let state = store.hold(&id).await.expect("read").state;
         match (confirm, release) {
-            (Ok(_), Err(DeductError::HoldResolved { state: HoldState::Confirmed })) => {
+            (
+                Ok(_),
+                Err(DeductError::HoldResolved {
+                    state: HoldState::Confirmed,
+                }),
+            ) => {
                 assert_eq!(state, HoldState::Confirmed);
                 sold += 1;
             }
-            (Err(DeductError::HoldResolved { state: HoldState::Released }), Ok(_)) => {
+            (
+                Err(DeductError::HoldResolved {
+                    state: HoldState::Released,
+                }),
+                Ok(_),
+            ) => {
                 assert_eq!(state, HoldState::Released);
             }
             other => panic!("{id}: both or neither won: {other:?}"),

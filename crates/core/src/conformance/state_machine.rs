@@ -1,6 +1,7 @@
-//! Random operation sequences against the reference model: deductions, restocks and
-//! multi-line orders (with duplicate lines, reused order ids, unknown SKUs), each result
-//! compared with the model's.
+//! Random operation sequences against the reference model: deductions, restocks, multi-line
+//! orders (with duplicate lines, reused order ids, unknown SKUs), adjustments, and holds
+//! (placed, confirmed in full or in part, released, again and again), each result compared
+//! with the model's. Holds here live for an hour: expiry is tested on its own (`holds.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,9 +13,20 @@ use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner}
 use super::{deduct_patiently, key, qty, sku};
 use crate::model::ReferenceModel;
 use crate::{
-    DeductError, DeductRequest, InventoryStore, LEDGER_PAGE_MAX, LedgerPage, OrderId, OrderLine,
-    OrderRequest, OrderStrategy, RestockRequest, Strategy,
+    ConfirmLines, DeductError, DeductRequest, HoldId, HoldReceipt, HoldRequest, InventoryStore,
+    LEDGER_PAGE_MAX, LedgerPage, LedgerReason, OrderId, OrderLine, OrderRequest, OrderStrategy,
+    RestockRequest, Strategy,
 };
+
+/// Which units a partial confirm names.
+#[derive(Debug, Clone)]
+enum Partial {
+    /// Derived from the hold's lines as the model has them (so that it usually fits): line
+    /// `i` confirms `(seed + i) % (quantity + 1)` units, leaving out lines at 0.
+    FromHold(u8),
+    /// Any lines: usually a SKU the hold lacks, or more units than it holds.
+    Any(Vec<(u8, i64)>),
+}
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -36,6 +48,20 @@ enum Op {
         id: u8,
         lines: Vec<(u8, i64)>,
         locked: bool,
+    },
+    /// A hold, placed like an order.
+    Hold {
+        id: u8,
+        lines: Vec<(u8, i64)>,
+        locked: bool,
+    },
+    /// A confirm: every unit, or some.
+    Confirm {
+        id: u8,
+        partial: Option<Partial>,
+    },
+    Release {
+        id: u8,
     },
     /// A recount by `delta` (either sign), keyed when `key` is set.
     Adjust {
@@ -59,6 +85,13 @@ fn op_strategy() -> impl proptest::strategy::Strategy<Value = Op> {
         6 => (0..4u8, 1..12i64, proptest::option::of(0..4u8)).prop_map(|(sku, units, key)| Op::Deduct { sku, units, key }),
         3 => (0..6u8, proptest::collection::vec((0..5u8, 1..8i64), 1..5), proptest::bool::ANY)
             .prop_map(|(id, lines, locked)| Op::Order { id, lines, locked }),
+        2 => (0..4u8, proptest::collection::vec((0..5u8, 1..6i64), 1..4), proptest::bool::ANY)
+            .prop_map(|(id, lines, locked)| Op::Hold { id, lines, locked }),
+        1 => (0..4u8).prop_map(|id| Op::Confirm { id, partial: None }),
+        2 => (0..4u8, 0..8u8).prop_map(|(id, seed)| Op::Confirm { id, partial: Some(Partial::FromHold(seed)) }),
+        1 => (0..4u8, proptest::collection::vec((0..5u8, 1..4i64), 1..3))
+            .prop_map(|(id, lines)| Op::Confirm { id, partial: Some(Partial::Any(lines)) }),
+        1 => (0..4u8).prop_map(|id| Op::Release { id }),
         1 => (0..4u8, (-10..10i64).prop_filter("non-zero", |d| *d != 0), proptest::option::of(0..4u8))
             .prop_map(|(sku, delta, key)| Op::Adjust { sku, delta, key }),
         1 => (0..4u8).prop_map(|sku| Op::Stock { sku }),
@@ -91,11 +124,59 @@ fn same_error(model: &DeductError, real: &DeductError) -> bool {
         ) => a == c && b == d,
         (DeductError::OrderShort { lines: a }, DeductError::OrderShort { lines: b }) => a == b,
         (DeductError::SkusNotFound { skus: a }, DeductError::SkusNotFound { skus: b }) => a == b,
-        (DeductError::OrderMismatch { mismatches: a }, DeductError::OrderMismatch { mismatches: b }) => {
+        (DeductError::OrderMismatch { mismatches: a }, DeductError::OrderMismatch { mismatches: b })
+        | (DeductError::HoldMismatch { mismatches: a }, DeductError::HoldMismatch { mismatches: b }) => {
             a == b
         }
+        (DeductError::HoldResolved { state: a }, DeductError::HoldResolved { state: b }) => a == b,
+        (DeductError::InvalidInput(a), DeductError::InvalidInput(b)) => a == b,
         _ => model.kind() == real.kind(),
     }
+}
+
+/// A hold in a case lives this long: longer than any case runs.
+const HOLD_TTL_S: u32 = 3_600;
+
+/// A case's lines: `name` turns a SKU number into the case's SKU id.
+fn order_lines(name: &impl Fn(u8) -> crate::SkuId, lines: &[(u8, i64)]) -> Vec<OrderLine> {
+    lines
+        .iter()
+        .map(|(sku, units)| OrderLine {
+            sku: name(*sku),
+            quantity: qty(*units),
+        })
+        .collect()
+}
+
+/// Hold rows come back in no receipt with their ids: the ledger comparison matches them by
+/// position (and every other column).
+fn is_hold_row(reason: LedgerReason) -> bool {
+    matches!(
+        reason,
+        LedgerReason::Reserve | LedgerReason::Confirm | LedgerReason::Release | LedgerReason::Expire
+    )
+}
+
+/// A hold's answer from the model and from the store: the same lines, state and replay flag
+/// (not `expires_at`, which each clock sets), or the same refusal.
+fn compare_holds(
+    context: &str,
+    m: &Result<HoldReceipt, DeductError>,
+    r: &Result<HoldReceipt, DeductError>,
+) -> Result<(), TestCaseError> {
+    match (m, r) {
+        (Ok(a), Ok(b)) => {
+            prop_assert_eq!(
+                (&a.hold_id, a.state, &a.lines, a.replayed),
+                (&b.hold_id, b.state, &b.lines, b.replayed),
+                "{}",
+                context
+            );
+        }
+        (Err(a), Err(b)) => prop_assert!(same_error(a, b), "{}: {:?} vs {:?}", context, a, b),
+        _ => prop_assert!(false, "{}: model {:?} vs store {:?}", context, m, r),
+    }
+    Ok(())
 }
 
 /// How the order under test is built from its lines: as core parses it, or (negative
@@ -295,6 +376,57 @@ async fn run_case<S: InventoryStore>(
                     _ => prop_assert!(false, "{}: model {:?} vs store {:?}", context, m, r),
                 }
             }
+            Op::Hold { id, lines, locked } => {
+                let strategy = if *locked {
+                    OrderStrategy::Locked
+                } else {
+                    OrderStrategy::Guarded
+                };
+                let hold_id = HoldId::parse(format!("{prefix}-h{id}")).expect("hold id");
+                let request = HoldRequest::new(hold_id, order_lines(&name, lines), HOLD_TTL_S, strategy)
+                    .expect("test lines are within the limits");
+                let m = model.reserve(&request);
+                let r = store.reserve(request).await;
+                compare_holds(&context, &m, &r)?;
+            }
+            Op::Confirm { id, partial } => {
+                let hold_id = HoldId::parse(format!("{prefix}-h{id}")).expect("hold id");
+                let lines = match partial {
+                    None => ConfirmLines::All,
+                    Some(Partial::Any(lines)) => {
+                        ConfirmLines::partial(order_lines(&name, lines)).expect("valid partial")
+                    }
+                    Some(Partial::FromHold(seed)) => {
+                        let held = model.hold(&hold_id).map(|h| h.lines).unwrap_or_default();
+                        let mut lines: Vec<OrderLine> = held
+                            .iter()
+                            .zip(i64::from(*seed)..)
+                            .map(|(line, shift)| (line, shift % (line.quantity + 1)))
+                            .filter(|(_, units)| *units > 0)
+                            .map(|(line, units)| OrderLine {
+                                sku: line.sku.clone(),
+                                quantity: qty(units),
+                            })
+                            .collect();
+                        if lines.is_empty() {
+                            lines.push(OrderLine {
+                                sku: held.first().map_or_else(|| name(0), |line| line.sku.clone()),
+                                quantity: qty(1),
+                            });
+                        }
+                        ConfirmLines::partial(lines).expect("valid partial")
+                    }
+                };
+                let m = model.confirm_hold(&hold_id, &lines);
+                let r = store.confirm_hold(&hold_id, lines).await;
+                compare_holds(&context, &m, &r)?;
+            }
+            Op::Release { id } => {
+                let hold_id = HoldId::parse(format!("{prefix}-h{id}")).expect("hold id");
+                let m = model.release_hold(&hold_id);
+                let r = store.release_hold(&hold_id).await;
+                compare_holds(&context, &m, &r)?;
+            }
             Op::Adjust { sku, delta, key: k } => {
                 let mut request =
                     crate::AdjustRequest::new(name(*sku), *delta, crate::AdjustmentKind::Recount, None)
@@ -329,8 +461,8 @@ async fn run_case<S: InventoryStore>(
                     // Not the version: a batch or a bucket deduction bumps the row's version
                     // differently from one write per change (see `StockLevel::version`).
                     (Ok(a), Ok(b)) => prop_assert_eq!(
-                        (&a.sku, a.stock, a.initial_stock),
-                        (&b.sku, b.stock, b.initial_stock),
+                        (&a.sku, a.stock, a.reserved, a.initial_stock),
+                        (&b.sku, b.stock, b.reserved, b.initial_stock),
                         "{}",
                         context
                     ),
@@ -348,7 +480,11 @@ async fn run_case<S: InventoryStore>(
                             .iter()
                             .map(|e| {
                                 (
-                                    ids.get(&e.id).copied(),
+                                    if is_hold_row(e.reason) {
+                                        None
+                                    } else {
+                                        ids.get(&e.id).copied()
+                                    },
                                     e.delta,
                                     e.stock_after,
                                     e.reason,
@@ -362,7 +498,7 @@ async fn run_case<S: InventoryStore>(
                             .iter()
                             .map(|e| {
                                 (
-                                    Some(e.id),
+                                    (!is_hold_row(e.reason)).then_some(e.id),
                                     e.delta,
                                     e.stock_after,
                                     e.reason,

@@ -183,7 +183,8 @@ impl StoredHold {
     pub fn from_stored(row: StoredHoldRow, entries: Vec<LedgerEntry>) -> Result<Self, DeductError> {
         let (hold_id, lines, state, expires_at, due) = row;
         Ok(Self {
-            hold_id: HoldId::parse(hold_id).map_err(|e| DeductError::internal("stored hold id is invalid", e))?,
+            hold_id: HoldId::parse(hold_id)
+                .map_err(|e| DeductError::internal("stored hold id is invalid", e))?,
             lines,
             state: HoldState::from_db(&state).ok_or(DeductError::Internal {
                 context: "stored hold state is unknown",
@@ -461,7 +462,12 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// reads them. With `sku`, only holds with a line on it, waiting for any another
     /// transaction has locked; without, any due hold, skipping those another transaction has
     /// locked (`SKIP LOCKED`; SQLite has one writer, so none are).
-    fn lock_due_holds(&self, tx: &mut Self::Tx, sku: Option<&SkuId>, limit: u32) -> impl Step<Vec<StoredHold>>;
+    fn lock_due_holds(
+        &self,
+        tx: &mut Self::Tx,
+        sku: Option<&SkuId>,
+        limit: u32,
+    ) -> impl Step<Vec<StoredHold>>;
     /// Sets a locked hold's state (a final one), stamping when it was resolved.
     fn set_hold_state(&self, tx: &mut Self::Tx, hold_id: &HoldId, state: HoldState) -> impl Step<()>;
     /// Sets the locked row's stock to `row_stock_after` (and moves `reserved` as the line's

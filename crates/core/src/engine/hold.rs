@@ -109,7 +109,9 @@ impl<B: Backend> Core<B> {
         let key = hold_id.idempotency_key();
         let deadline = Instant::now() + self.config.deadline;
         let exposure = Exposure::default();
-        let attempts = self.run(deadline, |_| self.resolve_attempt(hold_id, resolve, deadline, &exposure));
+        let attempts = self.run(deadline, |_| {
+            self.resolve_attempt(hold_id, resolve, deadline, &exposure)
+        });
         let result = match tokio::time::timeout_at(deadline.into(), attempts).await {
             Ok(result) => result.map(|(mut receipt, attempts)| {
                 receipt.attempts = attempts;
@@ -326,7 +328,11 @@ impl<B: Backend> Core<B> {
     /// of the SKUs it was short on, expires those holds and runs it again (at most
     /// [`EXPIRY_PASSES_MAX`] times, and not past one deadline's worth of time). The refusal
     /// it finally gives is then true of the stock with every due hold counted as available.
-    pub(crate) async fn expiring_first<T, F, Fut>(&self, sku: Option<&SkuId>, change: F) -> Result<T, DeductError>
+    pub(crate) async fn expiring_first<T, F, Fut>(
+        &self,
+        sku: Option<&SkuId>,
+        change: F,
+    ) -> Result<T, DeductError>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, DeductError>>,

@@ -47,9 +47,10 @@ pub use stats::{EngineStats, ExpiredBy, POOL_WAIT_BUCKETS_US, PoolWaitStats, Res
 
 use crate::coalesce::{BatchItem, Coalescer};
 use crate::domain::{
-    AdjustReceipt, AdjustRequest, AuditReport, Capabilities, ConfirmLines, DeductRequest, HoldId, HoldReceipt,
-    HoldRequest, IdempotencyKey, LedgerEntry, LedgerPage, OrderReceipt, OrderRequest, PoolStatus, Receipt,
-    RestockReceipt, RestockRequest, SkuId, SkuSnapshot, StockLevel, Strategy, check_stock_level,
+    AdjustReceipt, AdjustRequest, AuditReport, Capabilities, ConfirmLines, DeductRequest, HoldId,
+    HoldReceipt, HoldRequest, IdempotencyKey, LedgerEntry, LedgerPage, OrderReceipt, OrderRequest,
+    PoolStatus, Receipt, RestockReceipt, RestockRequest, SkuId, SkuSnapshot, StockLevel, Strategy,
+    check_stock_level,
 };
 use crate::error::{AttemptError, DeductError, InvalidInput};
 use crate::store::InventoryStore;

@@ -339,7 +339,11 @@ impl<B: Backend> Core<B> {
         }
     }
 
-    async fn settle_and_find_placed(&self, placing: Placing<'_>, skus: &[&SkuId]) -> Result<Option<Stored>, Fault> {
+    async fn settle_and_find_placed(
+        &self,
+        placing: Placing<'_>,
+        skus: &[&SkuId],
+    ) -> Result<Option<Stored>, Fault> {
         Ok(match placing {
             Placing::Order(order) => self
                 .backend

@@ -93,7 +93,11 @@ impl ReferenceModel {
     }
 
     /// See [`crate::InventoryStore::confirm_hold`].
-    pub fn confirm_hold(&mut self, hold_id: &HoldId, confirm: &ConfirmLines) -> Result<HoldReceipt, DeductError> {
+    pub fn confirm_hold(
+        &mut self,
+        hold_id: &HoldId,
+        confirm: &ConfirmLines,
+    ) -> Result<HoldReceipt, DeductError> {
         let hold = self.holds.get(hold_id).ok_or(DeductError::HoldNotFound)?.clone();
         let units_of = |line: &HoldLineReceipt| match confirm {
             ConfirmLines::All => line.quantity,
@@ -172,7 +176,13 @@ impl ReferenceModel {
         let mut receipt = hold.receipt.clone();
         receipt.state = HoldState::Released;
         for line in &mut receipt.lines {
-            line.available = self.move_units(&line.sku, line.quantity, -line.quantity, LedgerReason::Release, hold_id);
+            line.available = self.move_units(
+                &line.sku,
+                line.quantity,
+                -line.quantity,
+                LedgerReason::Release,
+                hold_id,
+            );
             line.returned = line.quantity;
         }
         self.holds.get_mut(hold_id).expect("read above").receipt = receipt.clone();
@@ -180,7 +190,14 @@ impl ReferenceModel {
     }
 
     /// Moves a SKU's `stock` and `reserved`, writing the hold's ledger row; the stock after.
-    fn move_units(&mut self, sku: &SkuId, stock_delta: i64, reserved_delta: i64, reason: LedgerReason, hold_id: &HoldId) -> i64 {
+    fn move_units(
+        &mut self,
+        sku: &SkuId,
+        stock_delta: i64,
+        reserved_delta: i64,
+        reason: LedgerReason,
+        hold_id: &HoldId,
+    ) -> i64 {
         let state = self.skus.get_mut(sku).expect("a hold's SKUs exist");
         state.stock += stock_delta;
         state.reserved += reserved_delta;
