@@ -317,3 +317,52 @@ pub struct PoolStatus {
     /// The configured maximum.
     pub max_size: u32,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(state: &str, counts: (i64, i64, i64, i64), returned: i64) -> HoldRows {
+        HoldRows {
+            hold_id: "h".into(),
+            state: state.into(),
+            line_count: 2,
+            reserve_rows: counts.0,
+            confirm_rows: counts.1,
+            release_rows: counts.2,
+            expire_rows: counts.3,
+            reserved_units: 5,
+            returned_units: returned,
+            confirm_delta: 0,
+        }
+    }
+
+    #[test]
+    fn a_hold_fits_its_state_or_is_named() {
+        for fine in [
+            rows("active", (2, 0, 0, 0), 0),
+            rows("released", (2, 0, 2, 0), 5),
+            rows("expired", (2, 0, 0, 2), 5),
+            rows("confirmed", (2, 2, 0, 0), 0),
+            rows("confirmed", (2, 2, 1, 0), 3),
+        ] {
+            assert_eq!(fine.problem(), None, "{fine:?}");
+        }
+        for bad in [
+            rows("active", (1, 0, 0, 0), 0),
+            rows("active", (2, 0, 2, 0), 5),
+            rows("released", (2, 2, 2, 0), 5),
+            rows("released", (2, 0, 2, 2), 5),
+            rows("expired", (2, 0, 0, 2), 4),
+            rows("confirmed", (2, 2, 0, 2), 5),
+            rows("confirmed", (2, 2, 2, 0), 5),
+            rows("confirmed", (2, 1, 0, 0), 0),
+            rows("gone", (2, 0, 0, 0), 0),
+        ] {
+            assert!(bad.problem().is_some(), "{bad:?}");
+        }
+        let mut moved = rows("confirmed", (2, 2, 0, 0), 0);
+        moved.confirm_delta = -1;
+        assert!(moved.problem().is_some());
+    }
+}

@@ -13,8 +13,8 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::order::{canonical_lines, is_reference_id, summed_lines};
-use super::{IDEMPOTENCY_KEY_MAX_LEN, IdempotencyKey, OrderLine, OrderStrategy, SkuId};
+use super::order::{canonical_lines, summed_lines};
+use super::{OrderLine, OrderStrategy, SkuId};
 use crate::error::InvalidInput;
 
 /// Shortest hold, in seconds.
@@ -24,46 +24,11 @@ pub const HOLD_TTL_MAX_S: u32 = 7 * 24 * 3_600;
 /// Most expired holds one sweep resolves in one transaction.
 pub const HOLD_SWEEP_BATCH_MAX: u32 = 1_000;
 
-/// A hold's id, which is also its idempotency key: 1..=128 printable ASCII characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct HoldId(String);
-
-impl HoldId {
-    /// Parses a hold id, rejecting empty, over-long or non-printable input.
-    pub fn parse(raw: impl Into<String>) -> Result<Self, InvalidInput> {
-        let raw = raw.into();
-        if !is_reference_id(&raw) {
-            return Err(InvalidInput::HoldId {
-                max_len: IDEMPOTENCY_KEY_MAX_LEN,
-            });
-        }
-        Ok(Self(raw))
-    }
-
-    /// The id as stored (the hold's ledger rows carry it as their reference).
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The id as the idempotency key it is (for `OutcomeUnknown` answers and test hooks).
-    pub fn idempotency_key(&self) -> IdempotencyKey {
-        IdempotencyKey::parse(self.0.clone()).expect("hold ids and idempotency keys share their rules")
-    }
-}
-
-impl fmt::Display for HoldId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for HoldId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(d)?;
-        Self::parse(raw).map_err(serde::de::Error::custom)
-    }
-}
+super::order::reference_id!(
+    /// A hold's id, which is also its idempotency key (a checkout session's id, say).
+    HoldId,
+    HoldId
+);
 
 /// Where a hold is in its life. Only `Active` holds units; the other three are final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -10,54 +10,68 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{IDEMPOTENCY_KEY_MAX_LEN, IdempotencyKey, Quantity, SkuId};
+use super::{IDEMPOTENCY_KEY_MAX_LEN, Quantity, SkuId};
 use crate::error::InvalidInput;
 
 /// Most lines one order may carry (after summing lines with the same SKU, and before).
 pub const ORDER_LINES_MAX: usize = 100;
 
-/// An order's id, which is also its idempotency key: 1..=128 printable ASCII characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct OrderId(String);
+/// An id that is also an idempotency key (an order's, a hold's): 1..=128 printable ASCII
+/// characters, the rules of [`IdempotencyKey`], refused with `$invalid` otherwise.
+macro_rules! reference_id {
+    ($(#[$doc:meta])* $name:ident, $invalid:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
 
-impl OrderId {
-    /// Parses an order id, rejecting empty, over-long or non-printable input.
-    pub fn parse(raw: impl Into<String>) -> Result<Self, InvalidInput> {
-        let raw = raw.into();
-        if !is_reference_id(&raw) {
-            return Err(InvalidInput::OrderId {
-                max_len: IDEMPOTENCY_KEY_MAX_LEN,
-            });
+        impl $name {
+            /// Parses an id, rejecting empty, over-long or non-printable input.
+            pub fn parse(raw: impl Into<String>) -> Result<Self, crate::error::InvalidInput> {
+                let raw = raw.into();
+                if !crate::domain::order::is_reference_id(&raw) {
+                    return Err(crate::error::InvalidInput::$invalid {
+                        max_len: crate::domain::IDEMPOTENCY_KEY_MAX_LEN,
+                    });
+                }
+                Ok(Self(raw))
+            }
+
+            /// The id as stored (and as its ledger rows' reference).
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            /// The id as the idempotency key it is: for `OutcomeUnknown` answers, the
+            /// `Idempotency-Key` response header and test hooks. The two share their rules,
+            /// so every such id is a valid key.
+            pub fn idempotency_key(&self) -> crate::domain::IdempotencyKey {
+                crate::domain::IdempotencyKey::parse(self.0.clone())
+                    .expect("reference ids and idempotency keys share their rules")
+            }
         }
-        Ok(Self(raw))
-    }
 
-    /// The id as stored.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
 
-    /// The id as the idempotency key it is: for `OutcomeUnknown` answers, the
-    /// `Idempotency-Key` response header and test hooks. The two share their rules, so every
-    /// order id is a valid key.
-    pub fn idempotency_key(&self) -> IdempotencyKey {
-        IdempotencyKey::parse(self.0.clone()).expect("order ids and idempotency keys share their rules")
-    }
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let raw = String::deserialize(d)?;
+                Self::parse(raw).map_err(serde::de::Error::custom)
+            }
+        }
+    };
 }
+pub(crate) use reference_id;
 
-impl fmt::Display for OrderId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for OrderId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(d)?;
-        Self::parse(raw).map_err(serde::de::Error::custom)
-    }
-}
+reference_id!(
+    /// An order's id, which is also its idempotency key.
+    OrderId,
+    OrderId
+);
 
 /// The rules an order id and a hold id share with an idempotency key: 1..=128 printable
 /// ASCII characters.
