@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod case;
 pub mod chaos;
+pub mod checkout;
 pub mod db;
 pub mod http;
 pub mod measure;

@@ -13,6 +13,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use stockguard_bench::case::{Bounds, CaseSpec, StockSizing, Transport, Variant};
 use stockguard_bench::chaos::ChaosArgs;
+use stockguard_bench::checkout::{CheckoutSpec, checkout_specs, run_checkout};
 use stockguard_bench::db::{self, FreshDatabase, RawPool};
 use stockguard_bench::profile::{Profile, transports_for};
 use stockguard_bench::report::{self, MachineInfo, Results};
@@ -89,6 +90,20 @@ struct Args {
     /// STOCKGUARD_REQUIRE_DB=1).
     #[arg(long)]
     require_db: bool,
+    /// Skip the checkout workload (orders and holds), or run only it.
+    #[arg(long, value_enum, default_value = "on")]
+    checkout: CheckoutRun,
+}
+
+/// Whether the checkout workload runs beside the deduction cases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CheckoutRun {
+    /// After the deduction cases.
+    On,
+    /// Not at all.
+    Off,
+    /// Instead of the deduction cases.
+    Only,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -105,6 +120,7 @@ const POOL_SIZE_MAX: u32 = 64;
 
 struct Plan {
     specs: Vec<CaseSpec>,
+    checkout: Vec<CheckoutSpec>,
     results: Results,
     out: PathBuf,
 }
@@ -260,6 +276,20 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
         }
     }
 
+    let checkout = match args.checkout {
+        CheckoutRun::Off => Vec::new(),
+        CheckoutRun::On | CheckoutRun::Only => checkout_specs(
+            &databases,
+            requesters,
+            pool_size,
+            Duration::from_secs_f64(duration_s),
+            seed,
+        ),
+    };
+    if args.checkout == CheckoutRun::Only {
+        specs.clear();
+    }
+
     let mut environments = BTreeMap::new();
     for backend in &databases {
         environments.insert(*backend, environment(*backend).await?);
@@ -267,6 +297,7 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
     let profile_name = format!("{:?}", args.profile).to_lowercase();
     Ok(Plan {
         specs,
+        checkout,
         out: args.out.context("--out is required")?,
         results: Results {
             started_at: chrono::Utc::now().to_rfc3339(),
@@ -279,6 +310,7 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
             sqlite_fallback,
             cases: Vec::new(),
             case_errors: Vec::new(),
+            checkout: Vec::new(),
         },
     })
 }
@@ -297,6 +329,7 @@ async fn environment(backend: Backend) -> anyhow::Result<BTreeMap<String, String
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let Plan {
         specs,
+        checkout,
         mut results,
         out,
     } = plan(args).await?;
@@ -368,6 +401,34 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         bar.inc(1);
     }
+    for spec in checkout {
+        let label = format!(
+            "{} checkout {:?} {:?} {} x{}",
+            spec.backend,
+            spec.level,
+            spec.op,
+            spec.strategy.as_str(),
+            spec.requesters
+        )
+        .to_lowercase();
+        match run_checkout(spec).await {
+            Ok(case) => {
+                log(format!(
+                    "{label:<52} {:>9.0} ok/s  p99 {:>8.2} ms  errors {}  check {}",
+                    case.per_s,
+                    case.p99_us as f64 / 1000.0,
+                    case.errors.values().sum::<u64>(),
+                    if case.passed() { "pass" } else { "FAIL" }
+                ));
+                results.checkout.push(case);
+            }
+            Err(error) => {
+                let message = format!("{label} (seed {seed}): {error:#}");
+                log(format!("CASE FAILED: {message}"));
+                results.case_errors.push(message);
+            }
+        }
+    }
     bar.finish_and_clear();
 
     let json = serde_json::to_string_pretty(&results)?;
@@ -419,6 +480,22 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 spec.path_name(),
                 spec.backend,
                 spec.level
+            );
+            failed = true;
+        }
+    }
+    for case in &results.checkout {
+        let spec = &case.spec;
+        let fatal = case.errors.keys().any(|kind| is_fatal_error_kind(kind));
+        if !case.passed() || fatal {
+            eprintln!(
+                "CHECKOUT FAILED: {:?} {:?} {} on {}, seed {seed}: {}; errors {:?}",
+                spec.level,
+                spec.op,
+                spec.strategy.as_str(),
+                spec.backend,
+                case.problems.join("; "),
+                case.errors
             );
             failed = true;
         }

@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 use stockguard_testkit::Backend;
 
+use super::checkout_table::checkout_section;
 use super::http_table::http_table;
 use super::results::Results;
 use super::tables::{hot_point_table, ratios, recommendation};
@@ -181,5 +182,6 @@ pub fn write_markdown(results: &Results, path: &Path) -> anyhow::Result<()> {
             "\nPlots: [throughput vs conflict](throughput_{backend}.svg) · [p99 latency vs conflict](p99_{backend}.svg)"
         )?;
     }
+    checkout_section(&mut md, &results.checkout)?;
     std::fs::write(path, md).with_context(|| format!("writing {}", path.display()))
 }

@@ -1,5 +1,6 @@
 //! results.json, report.md and the SVG plots.
 
+mod checkout_table;
 mod http_table;
 mod markdown;
 mod plots;
@@ -7,6 +8,7 @@ mod results;
 mod tables;
 mod view;
 
+pub use checkout_table::HOLD_ORDER_RATIO_TARGET;
 pub use http_table::{HTTP_RATIO_TARGET, HttpComparison, http_comparisons};
 pub use markdown::write_markdown;
 pub use plots::write_plots;

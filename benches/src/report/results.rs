@@ -6,6 +6,7 @@ use serde::Serialize;
 use stockguard_testkit::Backend;
 
 use crate::case::CaseResult;
+use crate::checkout::CheckoutResult;
 
 /// The machine the run happened on.
 #[derive(Debug, Clone, Serialize)]
@@ -68,4 +69,6 @@ pub struct Results {
     pub cases: Vec<CaseResult>,
     /// Cases that failed to run at all (connection errors and the like).
     pub case_errors: Vec<String>,
+    /// The checkout workload's cases (orders and holds), in run order.
+    pub checkout: Vec<CheckoutResult>,
 }
