@@ -5,6 +5,10 @@ The shop owns products (names, prices) and carts. Stock never lives here: readin
 stockguard, and checking out a cart places one stockguard order with every line, all or
 nothing. The cart id is the order id, so a checkout retried after a lost answer (a timeout, a
 dropped connection, a 503 outcome_unknown) can never sell twice.
+
+A shop that takes payment first holds the units instead: `reserve` places a stockguard hold
+(the cart id is the hold id) that expires by itself if the customer walks away, `pay`
+confirms it, `abandon` releases it.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ import httpx
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
 
-# Bounded retries of a checkout whose answer was unknown; each waits Retry-After.
+# Bounded retries of a stock call whose answer was unknown; each waits Retry-After.
 CHECKOUT_ATTEMPTS_MAX = 5
 RETRY_AFTER_MAX_S = 2.0
+# How long a reserved cart holds its units while the customer pays.
+HOLD_TTL_S = 900
 
 
 @dataclass
@@ -42,7 +48,9 @@ class ItemIn(BaseModel):
     quantity: int = Field(gt=0, le=1000)
 
 
-def create_app(stockguard_url: str, products: list[Product], token: str | None = None) -> FastAPI:
+def create_app(
+    stockguard_url: str, products: list[Product], token: str | None = None, hold_ttl_s: int = HOLD_TTL_S
+) -> FastAPI:
     catalog = {p.sku: p for p in products}
     carts: dict[str, Cart] = {}
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -95,27 +103,81 @@ def create_app(stockguard_url: str, products: list[Product], token: str | None =
             "order_id": cart.id,
             "lines": [{"sku": sku, "quantity": quantity} for sku, quantity in cart.items.items()],
         }
+        answer, problem = await send("/v1/orders", body)
+        if answer is not None and answer.status_code == 200:
+            cart.placed = answer.json()
+            total = sum(catalog[line["sku"]].price_cents * line["quantity"] for line in cart.placed["lines"])
+            return {"cart": cart.id, "status": "placed", "total_cents": total, "receipt": cart.placed}
+        raise refusal(answer, problem)
+
+    @app.post("/carts/{cart_id}/reserve")
+    async def reserve(cart_id: str):
+        cart = carts.get(cart_id)
+        if cart is None:
+            raise HTTPException(404, "no such cart")
+        if not cart.items:
+            raise HTTPException(422, "empty cart")
+        body = {
+            "hold_id": cart.id,
+            "ttl_s": hold_ttl_s,
+            "lines": [{"sku": sku, "quantity": quantity} for sku, quantity in cart.items.items()],
+        }
+        answer, problem = await send("/v1/holds", body)
+        if answer is not None and answer.status_code == 200:
+            hold = answer.json()
+            return {"cart": cart.id, "status": "reserved", "expires_at": hold["expires_at"]}
+        raise refusal(answer, problem)
+
+    @app.post("/carts/{cart_id}/pay")
+    async def pay(cart_id: str):
+        cart = carts.get(cart_id)
+        if cart is None:
+            raise HTTPException(404, "no such cart")
+        # Payment taken: sell what the hold set aside. Confirming twice is a replay.
+        answer, problem = await send(f"/v1/holds/{cart.id}/confirm", {})
+        if answer is not None and answer.status_code == 200:
+            cart.placed = answer.json()
+            total = sum(catalog[line["sku"]].price_cents * line["confirmed"] for line in cart.placed["lines"])
+            return {"cart": cart.id, "status": "paid", "total_cents": total, "receipt": cart.placed}
+        raise refusal(answer, problem)
+
+    @app.post("/carts/{cart_id}/abandon")
+    async def abandon(cart_id: str):
+        cart = carts.get(cart_id)
+        if cart is None:
+            raise HTTPException(404, "no such cart")
+        answer, problem = await send(f"/v1/holds/{cart.id}/release", {})
+        if answer is not None and answer.status_code == 200:
+            return {"cart": cart.id, "status": "released"}
+        raise refusal(answer, problem)
+
+    async def send(path: str, body: dict) -> tuple[httpx.Response | None, dict]:
+        """POSTs a stock change keyed by its id, retrying while the answer is unknown or the
+        service asks to come back: the same id settles it, so a retry never sells twice."""
         for _attempt in range(CHECKOUT_ATTEMPTS_MAX):
             try:
-                answer = await stockguard.post("/v1/orders", json=body)
+                answer = await stockguard.post(path, json=body)
             except httpx.TransportError:
-                # The order may or may not have been placed: the same order id settles it.
                 await asyncio.sleep(0.2)
                 continue
             if answer.status_code == 200:
-                cart.placed = answer.json()
-                total = sum(catalog[line["sku"]].price_cents * line["quantity"] for line in cart.placed["lines"])
-                return {"cart": cart.id, "status": "placed", "total_cents": total, "receipt": cart.placed}
-            problem = answer.json()
-            kind = problem.get("type", "").rsplit(":", 1)[-1]
-            if answer.status_code == 409 and kind == "insufficient_stock":
-                raise HTTPException(409, {"error": "sold_out", "lines": problem.get("lines", [])})
+                return answer, {}
             if answer.status_code == 503:
                 # Nothing changed (or, for outcome_unknown, at most once): retry with the same id.
                 retry_after = float(answer.headers.get("retry-after", "1"))
                 await asyncio.sleep(min(retry_after, RETRY_AFTER_MAX_S))
                 continue
-            raise HTTPException(502, {"error": "stock_service", "problem": problem})
-        raise HTTPException(503, "stock service unavailable; try the checkout again")
+            return answer, answer.json()
+        return None, {}
+
+    def refusal(answer: httpx.Response | None, problem: dict) -> HTTPException:
+        if answer is None:
+            return HTTPException(503, "stock service unavailable; try again")
+        kind = problem.get("type", "").rsplit(":", 1)[-1]
+        if answer.status_code == 409 and kind == "insufficient_stock":
+            return HTTPException(409, {"error": "sold_out", "lines": problem.get("lines", [])})
+        if answer.status_code == 409 and kind in ("hold_expired", "hold_resolved"):
+            return HTTPException(409, {"error": kind, "state": problem.get("state")})
+        return HTTPException(502, {"error": "stock_service", "problem": problem})
 
     return app

@@ -133,3 +133,74 @@ def test_a_repeated_checkout_is_not_sold_twice(stockguard):
     assert first.status_code == 200
     assert again.status_code == 200 and again.json()["replayed"] is True
     assert httpx.get(f"{url}/v1/skus/lamp").json()["stock"] == 3
+
+
+HOLDERS = 20
+HOODIES = 5
+
+
+def test_holds_set_units_aside_until_paid_released_or_expired(stockguard):
+    """20 shoppers reserve one hoodie each, 5 on hand: exactly 5 holds. Two holders walk away
+    (release) and two refused shoppers reserve again and get theirs; every holder pays. A
+    hold left to expire frees its unit by itself, and paying for it after is refused."""
+    url, binary, database = stockguard
+
+    async def run():
+        async with httpx.AsyncClient(base_url=url) as admin:
+            for sku, units in [("hoodie", HOODIES), ("scarf", 1)]:
+                created = await admin.post("/v1/skus", json={"sku": sku, "initial_stock": units})
+                assert created.status_code == 201, created.text
+        app = create_app(url, [Product("hoodie", "Hoodie", 5900), Product("scarf", "Scarf", 1500)])
+        quick = create_app(url, [Product("scarf", "Scarf", 1500)], hold_ttl_s=1)
+        shop = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://shop")
+        quick_shop = httpx.AsyncClient(transport=httpx.ASGITransport(app=quick), base_url="http://shop")
+        try:
+            carts = []
+            for _ in range(HOLDERS):
+                cart = (await shop.post("/carts")).json()["id"]
+                await shop.post(f"/carts/{cart}/items", json={"sku": "hoodie", "quantity": 1})
+                carts.append(cart)
+            answers = await asyncio.gather(*(shop.post(f"/carts/{cart}/reserve") for cart in carts))
+            held = [cart for cart, a in zip(carts, answers) if a.status_code == 200]
+            refused = [cart for cart, a in zip(carts, answers) if a.status_code == 409]
+            assert len(held) == HOODIES and len(refused) == HOLDERS - HOODIES, [a.text for a in answers]
+            level = (await shop.get("/products")).json()
+            assert [p["stock"] for p in level if p["sku"] == "hoodie"] == [0]
+
+            for cart in held[:2]:
+                assert (await shop.post(f"/carts/{cart}/abandon")).status_code == 200
+            for cart in refused[:2]:
+                again = await shop.post(f"/carts/{cart}/reserve")
+                assert again.status_code == 200, again.text
+            payers = held[2:] + refused[:2]
+            paid = await asyncio.gather(*(shop.post(f"/carts/{cart}/pay") for cart in payers))
+            assert [p.status_code for p in paid] == [200] * HOODIES, [p.text for p in paid]
+            # Paying twice is a replay, not a second sale; paying an abandoned cart is refused.
+            assert (await shop.post(f"/carts/{payers[0]}/pay")).status_code == 200
+            late = await shop.post(f"/carts/{held[0]}/pay")
+            assert late.status_code == 409 and late.json()["detail"]["error"] == "hold_resolved", late.text
+
+            cart = (await quick_shop.post("/carts")).json()["id"]
+            await quick_shop.post(f"/carts/{cart}/items", json={"sku": "scarf", "quantity": 1})
+            assert (await quick_shop.post(f"/carts/{cart}/reserve")).status_code == 200
+            await asyncio.sleep(1.3)
+            expired = await quick_shop.post(f"/carts/{cart}/pay")
+            assert expired.status_code == 409 and expired.json()["detail"]["error"] == "hold_expired", expired.text
+        finally:
+            await shop.aclose()
+            await quick_shop.aclose()
+            await app.state.stockguard.aclose()
+            await quick.state.stockguard.aclose()
+
+    asyncio.run(run())
+    hoodie = httpx.get(f"{url}/v1/skus/hoodie").json()
+    scarf = httpx.get(f"{url}/v1/skus/scarf").json()
+    assert (hoodie["stock"], hoodie["reserved"]) == (0, 0), hoodie
+    assert (scarf["stock"], scarf["reserved"]) == (1, 0), "the expired hold's unit is back"
+    # The CLI sweep writes the expiry; then the audit (HTTP and CLI) is clean.
+    sweep = subprocess.run([binary, "holds", "sweep", "--database-url", database], capture_output=True, text=True)
+    assert sweep.returncode == 0, sweep.stdout + sweep.stderr
+    audit = httpx.get(f"{url}/v1/audit").json()
+    assert audit["clean"] and audit["holds_checked"] == HOODIES + 2 + 1, audit
+    cli = subprocess.run([binary, "audit", "--database-url", database], capture_output=True, text=True)
+    assert cli.returncode == 0, cli.stdout + cli.stderr
