@@ -8,6 +8,7 @@ use stockguard_core::{HoldCheck, HoldId, HoldState, SkuId};
 
 use stockguard_sql as common;
 
+use crate::ServerFlavor;
 use crate::backend::{MySqlBackend, MySqlTx};
 use crate::sql;
 
@@ -20,10 +21,21 @@ impl MySqlBackend {
         line_count: usize,
         ttl_s: u32,
     ) -> Result<DateTime<Utc>, Fault> {
+        let line_count = u32::try_from(line_count).unwrap_or(u32::MAX);
+        if self.flavor == ServerFlavor::MariaDb {
+            return sqlx::query_scalar(sql::CLAIM_HOLD_RETURNING)
+                .bind(hold_id.as_str())
+                .bind(lines)
+                .bind(line_count)
+                .bind(ttl_s)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(self.fault("claiming a hold id"));
+        }
         sqlx::query(sql::CLAIM_HOLD)
             .bind(hold_id.as_str())
             .bind(lines)
-            .bind(u32::try_from(line_count).unwrap_or(u32::MAX))
+            .bind(line_count)
             .bind(ttl_s)
             .execute(&mut **tx)
             .await

@@ -199,7 +199,10 @@ macro_rules! hold_columns {
 /// `inventory_hold_idempotency_key`.
 pub(crate) const CLAIM_HOLD: &str = "INSERT INTO inventory_hold (hold_id, `lines`, line_count, expires_at) \
      VALUES (?, ?, ?, NOW(6) + INTERVAL ? SECOND)";
-/// Binds: hold id (no `RETURNING` here: the expiry is read back in the same transaction).
+/// MariaDB: `CLAIM_HOLD` returning the expiry in the same round trip.
+pub(crate) const CLAIM_HOLD_RETURNING: &str = "INSERT INTO inventory_hold (hold_id, `lines`, line_count, expires_at) \
+     VALUES (?, ?, ?, NOW(6) + INTERVAL ? SECOND) RETURNING expires_at";
+/// MySQL (no `INSERT … RETURNING`): the expiry read back in the same transaction. Binds: hold id.
 pub(crate) const HOLD_EXPIRY: &str = "SELECT expires_at FROM inventory_hold WHERE hold_id = ?";
 /// Binds: hold id.
 pub(crate) const FIND_HOLD: &str = concat!(
