@@ -151,6 +151,33 @@ async fn hold_lifecycle(backend: Backend) {
     )
     .await;
 
+    // A confirm's body may be left out (every unit sold); a body that is not JSON is 415.
+    let placed = h
+        .post_json(
+            "/v1/holds",
+            json!({"hold_id": "chk-6", "ttl_s": 60, "lines": [{"sku": "hold-b", "quantity": 1}]}),
+        )
+        .await;
+    assert_eq!(placed.status(), 200);
+    let not_json = h
+        .client
+        .post(h.url("/v1/holds/chk-6/confirm"))
+        .header("content-type", "text/plain")
+        .body("all")
+        .send()
+        .await
+        .unwrap();
+    expect_problem(not_json, 415, "unsupported_media_type").await;
+    let bare = h
+        .client
+        .post(h.url("/v1/holds/chk-6/confirm"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 200);
+    let bare: serde_json::Value = bare.json().await.unwrap();
+    assert_eq!(bare["lines"][0]["confirmed"], 1, "{bare}");
+
     // Expiry at read time: a 1-second hold reads as expired, and confirming it is refused.
     let placed = h
         .post_json(
@@ -174,7 +201,7 @@ async fn hold_lifecycle(backend: Backend) {
 
     let metrics = h.get("/metrics").await.text().await.unwrap();
     for line in [
-        "stockguard_holds_total{operation=\"reserve\",outcome=\"ok\"} 3",
+        "stockguard_holds_total{operation=\"reserve\",outcome=\"ok\"} 4",
         "stockguard_holds_total{operation=\"confirm\",outcome=\"hold_expired\"} 1",
         "stockguard_holds_total{operation=\"release\",outcome=\"ok\"} 1",
     ] {
@@ -183,7 +210,7 @@ async fn hold_lifecycle(backend: Backend) {
     let audit: serde_json::Value = h.get("/v1/audit").await.json().await.unwrap();
     assert_eq!(
         (&audit["clean"], &audit["holds_checked"]),
-        (&json!(true), &json!(3)),
+        (&json!(true), &json!(4)),
         "{audit}"
     );
     h.shutdown().await;

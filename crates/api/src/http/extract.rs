@@ -91,36 +91,73 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        let is_json = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .map(|value| {
-                let mime = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
-            })
-            .unwrap_or(false);
-        if !is_json {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "Unsupported media type",
-                "the request body must be JSON with `Content-Type: application/json`",
-            ));
-        }
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::payload_too_large(state.policy.body_limit_bytes)
-            } else {
-                // The body stream failed: the connection ended before the declared length,
-                // or broke. Not a JSON problem, so not a 422.
-                ApiError::bad_request(format!("could not read the request body in full: {rejection}"))
-            }
-        })?;
+        let bytes = json_bytes(request, state).await?;
         require_object(&bytes)?;
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiError::invalid_input(format!("invalid JSON body: {e}")))
+        parse(&bytes).map(JsonBody)
+    }
+}
+
+/// The body of a request that says it is JSON: 415 when it does not, 413 over the limit, 400
+/// when it cannot be read in full.
+async fn json_bytes(request: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    let is_json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .map(|value| {
+            let mime = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+        .unwrap_or(false);
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Unsupported media type",
+            "the request body must be JSON with `Content-Type: application/json`",
+        ));
+    }
+    Bytes::from_request(request, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::payload_too_large(state.policy.body_limit_bytes)
+        } else {
+            // The body stream failed: the connection ended before the declared length, or
+            // broke. Not a JSON problem, so not a 422.
+            ApiError::bad_request(format!("could not read the request body in full: {rejection}"))
+        }
+    })
+}
+
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::invalid_input(format!("invalid JSON body: {e}")))
+}
+
+/// A body that may be left out: no body at all (no `Content-Type`, and no or a zero
+/// `Content-Length`), an empty JSON body or JSON `null` is `T::default()`; any other body is
+/// read as a [`JsonBody`], with its refusals.
+#[derive(Debug)]
+pub struct OptionalJsonBody<T>(pub T);
+
+impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let headers = request.headers();
+        let no_body = !headers.contains_key(header::CONTENT_TYPE)
+            && headers
+                .get(header::CONTENT_LENGTH)
+                .is_none_or(|length| length.as_bytes() == b"0")
+            && !headers.contains_key(header::TRANSFER_ENCODING);
+        if no_body {
+            return Ok(Self(T::default()));
+        }
+        let bytes = json_bytes(request, state).await?;
+        let text = bytes.trim_ascii();
+        if text.is_empty() || text == b"null" {
+            return Ok(Self(T::default()));
+        }
+        require_object(&bytes)?;
+        parse(&bytes).map(Self)
     }
 }
 

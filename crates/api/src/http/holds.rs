@@ -12,7 +12,7 @@ use stockguard_core::{
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::extract::{Authorized, JsonBody};
+use super::extract::{Authorized, JsonBody, OptionalJsonBody};
 use super::handlers::keyed_response;
 use super::orders::{OrderLineBody, OrderStrategyName, parse_lines};
 use crate::problem::{ApiError, ProblemDetails};
@@ -174,6 +174,7 @@ fn answer(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Held (or replayed)", body = HoldReceiptBody),
+        (status = 400, description = "bad_request: the body ended before its Content-Length", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong bearer token", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 404, description = "not_found: `skus` names every unknown SKU; nothing changed", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 409, description = "insufficient_stock (`lines` names every short line with `available`), hold_mismatch (`mismatches`) or conflict; nothing changed", body = ProblemDetails, content_type = "application/problem+json"),
@@ -225,19 +226,24 @@ pub(crate) async fn get_hold(
 
 /// Confirm a hold: its units are sold, all of them or the ones named (the rest go back).
 ///
+/// The body may be left out (every unit is sold).
+///
 /// Once: again with the same units replays (`replayed: true`); 409 `hold_expired` past its
 /// expiry, 409 `hold_resolved` (with `state`) when it was released or confirmed with other
 /// units. Nothing changes on any refusal.
 #[utoipa::path(
     post, path = "/v1/holds/{hold_id}/confirm", tag = "holds",
     params(("hold_id" = String, Path, description = "Hold id")),
-    request_body = ConfirmBody,
+    request_body(content = Option<ConfirmBody>, description = "Optional: leave it out to sell every unit"),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Confirmed (or replayed)", body = HoldReceiptBody),
+        (status = 400, description = "bad_request: the body ended before its Content-Length", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong bearer token", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 404, description = "not_found", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 409, description = "hold_expired (`expires_at`) or hold_resolved (`state`); nothing changed", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 415, description = "A body that is not JSON", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "invalid_input: a bad hold id, or a line the hold does not have, or more units than it holds", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 503, description = "lock_timeout, unavailable, outcome_unknown (confirm it again), overloaded or request_timeout; see Retry-After", body = ProblemDetails, content_type = "application/problem+json"),
     )
@@ -246,7 +252,7 @@ pub(crate) async fn confirm(
     State(state): State<AppState>,
     _auth: Authorized,
     path: Result<Path<String>, PathRejection>,
-    JsonBody(body): JsonBody<ConfirmBody>,
+    OptionalJsonBody(body): OptionalJsonBody<ConfirmBody>,
 ) -> Result<Response, ApiError> {
     let hold_id = hold_from_path(path)?;
     let lines = match body.lines {
