@@ -14,14 +14,17 @@ use crate::domain::{
 use crate::error::{AttemptError, DeductError, InvalidInput, RetryCause};
 
 impl<B: Backend> Core<B> {
-    /// Applies an adjustment: never below zero, never past `STOCK_MAX`.
-    pub(crate) async fn adjust(&self, request: &AdjustRequest) -> Result<AdjustReceipt, DeductError> {
+    /// Applies an adjustment by `deadline`: never below zero, never past `STOCK_MAX`.
+    pub(crate) async fn adjust(
+        &self,
+        request: &AdjustRequest,
+        deadline: Instant,
+    ) -> Result<AdjustReceipt, DeductError> {
         let client_key = request.idempotency_key.is_some();
         let key = request
             .idempotency_key
             .clone()
             .unwrap_or_else(IdempotencyKey::generate);
-        let deadline = Instant::now() + self.config.deadline;
         let exposure = Exposure::default();
         // `Call` carries what landing a commit needs: the SKU and the key.
         let units = Quantity::new(request.delta.abs()).map_err(DeductError::from)?;

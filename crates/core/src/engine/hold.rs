@@ -58,9 +58,14 @@ struct PlannedLine {
 }
 
 impl<B: Backend> Core<B> {
-    /// Places a hold (see `order.rs`); a replay answers with the hold as it stands now.
-    pub(crate) async fn reserve(&self, hold: &HoldRequest) -> Result<HoldReceipt, DeductError> {
-        let placed = self.place(Placing::Hold(hold)).await?;
+    /// Places a hold (see `order.rs`) by `deadline`; a replay answers with the hold as it
+    /// stands now.
+    pub(crate) async fn reserve(
+        &self,
+        hold: &HoldRequest,
+        deadline: Instant,
+    ) -> Result<HoldReceipt, DeductError> {
+        let placed = self.place(Placing::Hold(hold), deadline).await?;
         if placed.replayed {
             let mut receipt = self.hold(hold.hold_id()).await?;
             receipt.replayed = true;
@@ -324,35 +329,40 @@ impl<B: Backend> Core<B> {
         Ok(holds.len())
     }
 
-    /// Runs `change`; when it is refused for want of units while due holds still hold units
-    /// of the SKUs it was short on, expires those holds and runs it again (at most
-    /// [`EXPIRY_PASSES_MAX`] times, and not past one deadline's worth of time). The refusal
-    /// it finally gives is then true of the stock with every due hold counted as available.
+    /// Runs `change` under one `deadline` for the whole call; when it is refused for want of
+    /// units while due holds still hold units of the SKUs it was short on, expires those
+    /// holds and runs it again (at most [`EXPIRY_PASSES_MAX`] times, all within the same
+    /// deadline). The refusal it finally gives is then true of the stock with every due hold
+    /// counted as available.
     pub(crate) async fn expiring_first<T, F, Fut>(
         &self,
         sku: Option<&SkuId>,
+        deadline: Instant,
         change: F,
     ) -> Result<T, DeductError>
     where
-        F: Fn() -> Fut,
+        F: Fn(Instant) -> Fut,
         Fut: Future<Output = Result<T, DeductError>>,
     {
-        let started = Instant::now();
         let mut passes = 0;
         loop {
-            let result = change().await;
+            let result = change(deadline).await;
             let short: Vec<&SkuId> = match &result {
                 Err(DeductError::InsufficientStock { .. }) => sku.into_iter().collect(),
                 Err(DeductError::OrderShort { lines }) => lines.iter().map(|line| &line.sku).collect(),
                 _ => return result,
             };
-            if passes == EXPIRY_PASSES_MAX || started.elapsed() >= self.config.deadline {
+            if passes == EXPIRY_PASSES_MAX || Instant::now() >= deadline {
                 return result;
             }
             passes += 1;
             let mut expired = 0;
             for sku in short {
-                expired += self.expire_due_on(sku).await?;
+                expired += match tokio::time::timeout_at(deadline.into(), self.expire_due_on(sku)).await {
+                    Ok(expired) => expired?,
+                    // Nothing of this call was sent yet: a definite refusal to come back.
+                    Err(_) => return Err(self.past_deadline(&Exposure::default(), None)),
+                };
             }
             if expired == 0 {
                 return result;

@@ -197,11 +197,10 @@ impl<B: Backend> Engine<B> {
 }
 
 impl<B: Backend> Engine<B> {
-    /// A deduction with its key settled: the client's, or a generated one.
-    async fn deduct_keyed(&self, request: DeductRequest) -> Result<Receipt, DeductError> {
+    /// A deduction with its key settled (the client's, or a generated one), by `deadline`.
+    async fn deduct_keyed(&self, request: DeductRequest, deadline: Instant) -> Result<Receipt, DeductError> {
         let client_key = request.idempotency_key.is_some();
         let key = request.idempotency_key.unwrap_or_else(IdempotencyKey::generate);
-        let deadline = Instant::now() + self.core.config.deadline;
         if request.strategy == Strategy::Coalesced && request.expected_version.is_none() {
             let item = BatchItem {
                 quantity: request.quantity,
@@ -315,9 +314,17 @@ impl<B: Backend> InventoryStore for Engine<B> {
             strategy = %request.strategy,
             outcome = tracing::field::Empty
         );
-        // The clone is what lets a refusal expire due holds and run the deduction again.
-        let deduction = || self.deduct_keyed(request.clone()).instrument(span.clone());
-        let result = self.core.expiring_first(Some(&request.sku), deduction).await;
+        // One deadline for the whole call. The clone is what lets a refusal expire due holds
+        // and run the deduction again.
+        let deadline = Instant::now() + self.core.config.deadline;
+        let deduction = |deadline| {
+            self.deduct_keyed(request.clone(), deadline)
+                .instrument(span.clone())
+        };
+        let result = self
+            .core
+            .expiring_first(Some(&request.sku), deadline, deduction)
+            .await;
         span.record(
             "outcome",
             result.as_ref().map_or_else(DeductError::kind, |_| "committed"),
@@ -333,8 +340,9 @@ impl<B: Backend> InventoryStore for Engine<B> {
             strategy = %order.strategy(),
             outcome = tracing::field::Empty
         );
-        let placing = || self.core.place_order(&order).instrument(span.clone());
-        let result = self.core.expiring_first(None, placing).await;
+        let deadline = Instant::now() + self.core.config.deadline;
+        let placing = |deadline| self.core.place_order(&order, deadline).instrument(span.clone());
+        let result = self.core.expiring_first(None, deadline, placing).await;
         span.record(
             "outcome",
             result.as_ref().map_or_else(DeductError::kind, |_| "committed"),
@@ -343,15 +351,21 @@ impl<B: Backend> InventoryStore for Engine<B> {
     }
 
     async fn adjust(&self, request: AdjustRequest) -> Result<AdjustReceipt, DeductError> {
+        let deadline = Instant::now() + self.core.config.deadline;
         self.core
-            .expiring_first(Some(&request.sku), || self.core.adjust(&request))
+            .expiring_first(Some(&request.sku), deadline, |deadline| {
+                self.core.adjust(&request, deadline)
+            })
             .await
     }
 
     async fn reserve(&self, hold: HoldRequest) -> Result<HoldReceipt, DeductError> {
         let span = tracing::debug_span!("reserve", hold_id = %hold.hold_id(), lines = hold.lines().len());
+        let deadline = Instant::now() + self.core.config.deadline;
         self.core
-            .expiring_first(None, || self.core.reserve(&hold).instrument(span.clone()))
+            .expiring_first(None, deadline, |deadline| {
+                self.core.reserve(&hold, deadline).instrument(span.clone())
+            })
             .await
     }
 

@@ -111,9 +111,13 @@ enum Claimed<Tx> {
 }
 
 impl<B: Backend> Core<B> {
-    /// Places an order under the retry policy and the deadline.
-    pub(crate) async fn place_order(&self, order: &OrderRequest) -> Result<OrderReceipt, DeductError> {
-        let placed = self.place(Placing::Order(order)).await?;
+    /// Places an order under the retry policy, by `deadline`.
+    pub(crate) async fn place_order(
+        &self,
+        order: &OrderRequest,
+        deadline: Instant,
+    ) -> Result<OrderReceipt, DeductError> {
+        let placed = self.place(Placing::Order(order), deadline).await?;
         Ok(OrderReceipt {
             order_id: order.order_id().clone(),
             lines: placed.lines,
@@ -122,10 +126,9 @@ impl<B: Backend> Core<B> {
         })
     }
 
-    /// Places an order's or a hold's lines under the retry policy and the deadline.
-    pub(crate) async fn place(&self, placing: Placing<'_>) -> Result<Placed, DeductError> {
+    /// Places an order's or a hold's lines under the retry policy, by `deadline`.
+    pub(crate) async fn place(&self, placing: Placing<'_>, deadline: Instant) -> Result<Placed, DeductError> {
         let key = placing.key();
-        let deadline = Instant::now() + self.config.deadline;
         let exposure = Exposure::default();
         let call = PlaceCall {
             placing,
