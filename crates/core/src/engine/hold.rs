@@ -66,9 +66,11 @@ impl<B: Backend> Core<B> {
         deadline: Instant,
     ) -> Result<HoldReceipt, DeductError> {
         let placed = self.place(Placing::Hold(hold), deadline).await?;
-        if placed.replayed {
-            let mut receipt = self.hold(hold.hold_id()).await?;
-            receipt.replayed = true;
+        if let Some(stored) = placed.stored_hold {
+            // A replay: the hold as the lookup that found it read it, with no further read (a
+            // failed read here could not honestly say "nothing changed": this very call may
+            // be the one whose lost COMMIT the lookup resolved).
+            let mut receipt = hold_receipt(stored, true)?;
             receipt.attempts = placed.attempts;
             return Ok(receipt);
         }
@@ -152,6 +154,11 @@ impl<B: Backend> Core<B> {
             Ok(planned) => planned,
             Err(error) => return self.abandon(tx, error.into()).await,
         };
+        // Before anything is written: once the COMMIT is sent, the answer must be the receipt.
+        let mut receipt = match hold_receipt(hold.clone(), false) {
+            Ok(receipt) => receipt,
+            Err(error) => return self.abandon(tx, error.into()).await,
+        };
         let written = match self
             .write_resolution(&mut tx, &planned, &[&hold], resolve.target())
             .await
@@ -163,7 +170,6 @@ impl<B: Backend> Core<B> {
         self.commit_resolution(tx, &hold, resolve.target(), &skus, deadline, exposure)
             .await?;
         // Committed: the hold as it was, moved by what this resolution wrote.
-        let mut receipt = hold_receipt(hold, false)?;
         receipt.state = resolve.target();
         for (line, stock_after) in planned.iter().zip(written) {
             if let Some(receipt_line) = receipt.lines.iter_mut().find(|l| l.sku == line.sku) {

@@ -84,6 +84,9 @@ impl Placing<'_> {
 pub(crate) struct Placed {
     pub(crate) lines: Vec<OrderLineReceipt>,
     pub(crate) expires_at: Option<DateTime<Utc>>,
+    /// A replayed hold as it stands now (it may have been resolved since it was placed), read
+    /// in the same lookup that found it, so the answer needs no further read.
+    pub(crate) stored_hold: Option<StoredHold>,
     pub(crate) replayed: bool,
     pub(crate) attempts: u32,
 }
@@ -315,6 +318,7 @@ impl<B: Backend> Core<B> {
                 Ok(Placed {
                     lines,
                     expires_at,
+                    stored_hold: None,
                     replayed: false,
                     attempts: 1,
                 })
@@ -387,15 +391,16 @@ impl<B: Backend> Core<B> {
 /// What a committed order or hold placed (`replayed`), or a mismatch when `placing` has other
 /// lines than the ones its id was claimed with.
 fn stored_placed(placing: Placing<'_>, stored: Stored) -> Result<Placed, AttemptError> {
-    let (lines, entries, expires_at) = match stored {
-        Stored::Order(order) => (order.lines, order.entries, None),
+    let (lines, entries, expires_at, stored_hold) = match stored {
+        Stored::Order(order) => (order.lines, order.entries, None, None),
         Stored::Hold(hold) => {
             let reserves = hold
                 .entries
-                .into_iter()
+                .iter()
                 .filter(|entry| entry.reason == LineReason::Reserve.ledger_reason())
+                .cloned()
                 .collect();
-            (hold.lines, reserves, Some(hold.expires_at))
+            (hold.lines.clone(), reserves, Some(hold.expires_at), Some(hold))
         }
     };
     let mismatches = line_mismatches(&lines, placing.lines());
@@ -427,6 +432,7 @@ fn stored_placed(placing: Placing<'_>, stored: Stored) -> Result<Placed, Attempt
     Ok(Placed {
         lines,
         expires_at,
+        stored_hold,
         replayed: true,
         attempts: 1,
     })
