@@ -37,7 +37,7 @@ use stockguard_testkit::Backend;
 
 use crate::db::{FreshDatabase, RawPool};
 use crate::measure::open_store;
-use crate::tally::LATENCY_MAX_US;
+use crate::tally::{LATENCY_MAX_US, is_fatal_error_kind};
 use crate::workload::sku_name;
 
 /// Cold SKUs (the hot SKU is one more, index 0).
@@ -99,6 +99,21 @@ pub struct CheckoutSpec {
     pub seed: u64,
 }
 
+impl CheckoutSpec {
+    /// How the case is named in the progress log and in failures.
+    pub fn label(&self) -> String {
+        format!(
+            "{} checkout {:?} {:?} {} x{}",
+            self.backend,
+            self.level,
+            self.op,
+            self.strategy.as_str(),
+            self.requesters
+        )
+        .to_lowercase()
+    }
+}
+
 fn strategy_name<S: serde::Serializer>(strategy: &OrderStrategy, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(strategy.as_str())
 }
@@ -136,6 +151,31 @@ impl CheckoutResult {
     /// True when every check passed.
     pub fn passed(&self) -> bool {
         self.problems.is_empty()
+    }
+
+    /// One progress line.
+    pub fn summary(&self) -> String {
+        format!(
+            "{:>9.0} ok/s  p99 {:>8.2} ms  errors {}  check {}",
+            self.per_s,
+            self.p99_us as f64 / 1000.0,
+            self.errors.values().sum::<u64>(),
+            if self.passed() { "pass" } else { "FAIL" }
+        )
+    }
+
+    /// What fails the run: a failed check, or an error of a kind that means the harness can
+    /// no longer vouch for its count (see [`is_fatal_error_kind`]).
+    pub fn failure(&self) -> Option<String> {
+        let fatal = self.errors.keys().any(|kind| is_fatal_error_kind(kind));
+        (!self.passed() || fatal).then(|| {
+            format!(
+                "{}: {}; errors {:?}",
+                self.spec.label(),
+                self.problems.join("; "),
+                self.errors
+            )
+        })
     }
 }
 

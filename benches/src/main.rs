@@ -13,7 +13,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use stockguard_bench::case::{Bounds, CaseSpec, StockSizing, Transport, Variant};
 use stockguard_bench::chaos::ChaosArgs;
-use stockguard_bench::checkout::{CheckoutSpec, checkout_specs, run_checkout};
+use stockguard_bench::checkout::{CheckoutResult, CheckoutSpec, checkout_specs, run_checkout};
 use stockguard_bench::db::{self, FreshDatabase, RawPool};
 use stockguard_bench::profile::{Profile, transports_for};
 use stockguard_bench::report::{self, MachineInfo, Results};
@@ -402,24 +402,10 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         bar.inc(1);
     }
     for spec in checkout {
-        let label = format!(
-            "{} checkout {:?} {:?} {} x{}",
-            spec.backend,
-            spec.level,
-            spec.op,
-            spec.strategy.as_str(),
-            spec.requesters
-        )
-        .to_lowercase();
+        let label = spec.label();
         match run_checkout(spec).await {
             Ok(case) => {
-                log(format!(
-                    "{label:<52} {:>9.0} ok/s  p99 {:>8.2} ms  errors {}  check {}",
-                    case.per_s,
-                    case.p99_us as f64 / 1000.0,
-                    case.errors.values().sum::<u64>(),
-                    if case.passed() { "pass" } else { "FAIL" }
-                ));
+                log(format!("{label:<52} {}", case.summary()));
                 results.checkout.push(case);
             }
             Err(error) => {
@@ -484,21 +470,9 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             failed = true;
         }
     }
-    for case in &results.checkout {
-        let spec = &case.spec;
-        let fatal = case.errors.keys().any(|kind| is_fatal_error_kind(kind));
-        if !case.passed() || fatal {
-            eprintln!(
-                "CHECKOUT FAILED: {:?} {:?} {} on {}, seed {seed}: {}; errors {:?}",
-                spec.level,
-                spec.op,
-                spec.strategy.as_str(),
-                spec.backend,
-                case.problems.join("; "),
-                case.errors
-            );
-            failed = true;
-        }
+    for failure in results.checkout.iter().filter_map(CheckoutResult::failure) {
+        eprintln!("CHECKOUT FAILED (seed {seed}): {failure}");
+        failed = true;
     }
     for error in &results.case_errors {
         eprintln!("CASE FAILED: {error}");

@@ -64,6 +64,12 @@ def create_app(
     app = FastAPI(title="fastapi-checkout", lifespan=lifespan)
     app.state.stockguard = stockguard
 
+    def cart_of(cart_id: str) -> Cart:
+        cart = carts.get(cart_id)
+        if cart is None:
+            raise HTTPException(404, "no such cart")
+        return cart
+
     @app.get("/products")
     async def list_products():
         out = []
@@ -81,9 +87,7 @@ def create_app(
 
     @app.post("/carts/{cart_id}/items")
     async def add_item(cart_id: str, item: ItemIn):
-        cart = carts.get(cart_id)
-        if cart is None:
-            raise HTTPException(404, "no such cart")
+        cart = cart_of(cart_id)
         if item.sku not in catalog:
             raise HTTPException(404, "no such product")
         if cart.placed is not None:
@@ -94,9 +98,7 @@ def create_app(
 
     @app.post("/carts/{cart_id}/checkout")
     async def checkout(cart_id: str):
-        cart = carts.get(cart_id)
-        if cart is None:
-            raise HTTPException(404, "no such cart")
+        cart = cart_of(cart_id)
         if not cart.items:
             raise HTTPException(422, "empty cart")
         body = {
@@ -112,9 +114,7 @@ def create_app(
 
     @app.post("/carts/{cart_id}/reserve")
     async def reserve(cart_id: str):
-        cart = carts.get(cart_id)
-        if cart is None:
-            raise HTTPException(404, "no such cart")
+        cart = cart_of(cart_id)
         if not cart.items:
             raise HTTPException(422, "empty cart")
         body = {
@@ -130,9 +130,7 @@ def create_app(
 
     @app.post("/carts/{cart_id}/pay")
     async def pay(cart_id: str):
-        cart = carts.get(cart_id)
-        if cart is None:
-            raise HTTPException(404, "no such cart")
+        cart = cart_of(cart_id)
         # Payment taken: sell what the hold set aside. Confirming twice is a replay.
         answer, problem = await send(f"/v1/holds/{cart.id}/confirm", {})
         if answer is not None and answer.status_code == 200:
@@ -143,9 +141,7 @@ def create_app(
 
     @app.post("/carts/{cart_id}/abandon")
     async def abandon(cart_id: str):
-        cart = carts.get(cart_id)
-        if cart is None:
-            raise HTTPException(404, "no such cart")
+        cart = cart_of(cart_id)
         answer, problem = await send(f"/v1/holds/{cart.id}/release", {})
         if answer is not None and answer.status_code == 200:
             return {"cart": cart.id, "status": "released"}

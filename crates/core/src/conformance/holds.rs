@@ -333,21 +333,27 @@ pub async fn lost_hold_answers_are_resolved<B: Backend>(store: Arc<Engine<B>>) {
     assert_eq!(assert_audit_clean(&*store).await, 2);
 }
 
-/// `holds` holds of one unit each, expiring together, each confirmed while the sweeper runs:
-/// every hold resolves exactly once, and the answer says which way.
+/// `holds` holds of one unit each, each confirmed while the sweeper runs: every hold resolves
+/// exactly once, and the answer says which way. The first half expires half a second before
+/// the race (their confirms must all be refused as expired, sweeper or not); the second half
+/// expires as the race runs (either way, but once).
 pub async fn confirm_races_expiry<S: InventoryStore>(store: Arc<S>, holds: usize) {
     let s = sku("hold-race-expiry");
     let initial = i64::try_from(holds).expect("small") * 2;
     store.create_sku(&s, initial).await.expect("create");
     let mut expiry = None;
+    let early = holds / 2;
     for n in 0..holds {
+        if n == early {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         let placed = store
             .reserve(hold(&format!("hr-{n}"), &[(&s, 1)], 1, OrderStrategy::Guarded))
             .await
             .expect("hold");
         expiry = Some(placed.expires_at);
     }
-    // Start the race just before the last hold expires: early ones are due, late ones not.
+    // Start the race just before the last hold expires: the early half is long due.
     let left = (expiry.expect("placed") - chrono::Utc::now())
         .to_std()
         .unwrap_or_default();
@@ -376,9 +382,19 @@ pub async fn confirm_races_expiry<S: InventoryStore>(store: Arc<S>, holds: usize
         answers.push(confirm.await.expect("confirm task"));
     }
     sweeper.await.expect("sweeper");
-    while store.sweep_holds(100).await.expect("sweep") > 0 {}
-    for (id, answer) in answers {
+    for _ in 0..holds {
+        if store.sweep_holds(100).await.expect("sweep") == 0 {
+            break;
+        }
+    }
+    for (n, (id, answer)) in answers.into_iter().enumerate() {
         let state = store.hold(&id).await.expect("read").state;
+        if n < early {
+            assert!(
+                matches!(answer, Err(DeductError::HoldExpired { .. })),
+                "{id} was past its expiry, yet: {answer:?}"
+            );
+        }
         match answer {
             Ok(receipt) => {
                 assert_eq!(
