@@ -131,6 +131,12 @@ pub enum InvalidInput {
         /// The limit.
         max: usize,
     },
+    /// A hold asked to be placed by a strategy that only orders have.
+    #[error("holds are placed locked or guarded; {strategy} applies to orders only")]
+    HoldStrategy {
+        /// The strategy asked for.
+        strategy: crate::OrderStrategy,
+    },
     /// An adjustment of 0 units, or of more than the limit either way.
     #[error("an adjustment must add or remove between 1 and {max} units (got {given})")]
     AdjustmentOutOfRange {

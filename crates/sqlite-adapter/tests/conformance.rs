@@ -38,7 +38,7 @@ mod sqlite {
     );
 
     mod orders {
-        stockguard_core::checkout_conformance_tests!(setup = crate::setup, strategies = [locked: Locked, guarded: Guarded]);
+        stockguard_core::checkout_conformance_tests!(setup = crate::setup, strategies = [locked: Locked, guarded: Guarded], order_only = [coalesced: Coalesced]);
     }
 }
 

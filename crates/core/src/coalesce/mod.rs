@@ -29,19 +29,44 @@ use tokio::sync::{Notify, Semaphore, oneshot};
 pub use plan::{BatchItem, BatchPlan, NewLedgerRow};
 use queue::{HandoffQueues, Pushed};
 
-use crate::domain::{Receipt, SkuId};
+use crate::domain::{IdempotencyKey, SkuId};
 use crate::error::{DeductError, InvalidInput};
 
-/// Applies one SKU's batch in one transaction. The engine implements it over a backend.
+/// A queued request, as the coalescer needs to see it.
+pub trait Batched: Send + 'static {
+    /// The key that resolves the request's outcome when its caller's deadline passes while
+    /// its batch may be committing.
+    fn outcome_key(&self) -> IdempotencyKey;
+}
+
+impl Batched for BatchItem {
+    fn outcome_key(&self) -> IdempotencyKey {
+        self.idempotency_key.clone()
+    }
+}
+
+/// Applies one SKU's batch in one transaction. The engine implements it over a backend: for
+/// single deductions (`BatchItem` → `Receipt`) and for orders.
 pub trait BatchExecutor: Send + Sync + 'static {
-    /// Applies `items` (one SKU's queued deductions, FIFO) and returns one result per item,
-    /// in order. A failure that hits the whole batch is every item's result; an item is
-    /// answered `Ok` only once its ledger row committed.
+    /// One queued request.
+    type Item: Batched;
+    /// A request's answer when it committed.
+    type Receipt: Send + 'static;
+
+    /// Applies `items` (the requests queued under `sku`, FIFO) and returns one result per
+    /// item, in order. A failure that hits the whole batch is every item's result; an item is
+    /// answered `Ok` only once its writes committed.
     fn execute_batch(
         &self,
         sku: &SkuId,
-        items: &[BatchItem],
-    ) -> impl Future<Output = Vec<Result<Receipt, DeductError>>> + Send;
+        items: &[Self::Item],
+    ) -> impl Future<Output = Vec<Result<Self::Receipt, DeductError>>> + Send;
+
+    /// Adds the time a request waited in the queue to its receipt, where the receipt reports
+    /// waiting.
+    fn add_queue_wait(receipt: &mut Self::Receipt, queued_us: u64) {
+        let _ = (receipt, queued_us);
+    }
 }
 
 /// Explicit limits for group commit.
@@ -151,27 +176,27 @@ impl CoalescerStats {
     }
 }
 
-struct Waiter {
-    item: BatchItem,
-    reply: oneshot::Sender<Result<Receipt, DeductError>>,
+struct Waiter<E: BatchExecutor> {
+    item: E::Item,
+    reply: oneshot::Sender<Result<E::Receipt, DeductError>>,
     enqueued: Instant,
 }
 
-struct Inner<E> {
+struct Inner<E: BatchExecutor> {
     executor: E,
     config: CoalescerConfig,
-    queues: HandoffQueues<SkuId, Waiter>,
+    queues: HandoffQueues<SkuId, Waiter<E>>,
     in_flight: Semaphore,
     leaders_done: Notify,
     stats: CoalescerStats,
 }
 
 /// Group commit over a [`BatchExecutor`]. Cheap to clone.
-pub struct Coalescer<E> {
+pub struct Coalescer<E: BatchExecutor> {
     inner: Arc<Inner<E>>,
 }
 
-impl<E> Clone for Coalescer<E> {
+impl<E: BatchExecutor> Clone for Coalescer<E> {
     fn clone(&self) -> Self {
         Self {
             inner: Arc::clone(&self.inner),
@@ -179,7 +204,7 @@ impl<E> Clone for Coalescer<E> {
     }
 }
 
-impl<E> std::fmt::Debug for Coalescer<E> {
+impl<E: BatchExecutor> std::fmt::Debug for Coalescer<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Coalescer")
             .field("config", &self.inner.config)
@@ -231,22 +256,35 @@ impl<E: BatchExecutor> Coalescer<E> {
     pub async fn submit(
         &self,
         sku: SkuId,
-        item: BatchItem,
+        item: E::Item,
         deadline: Instant,
-    ) -> Result<Receipt, DeductError> {
-        let key = item.idempotency_key.clone();
+    ) -> Result<E::Receipt, DeductError> {
+        self.submit_any(std::slice::from_ref(&sku), item, deadline).await
+    }
+
+    /// As [`Coalescer::submit`], for a request touching every SKU in `skus` (at least one):
+    /// it joins the longest batch forming on any of them, or leads one on `skus[0]` (see
+    /// [`HandoffQueues::push_any`]). The batch's transaction covers all of the request's SKUs
+    /// whichever queue carried it; the choice only decides which requests share a commit.
+    pub async fn submit_any(
+        &self,
+        skus: &[SkuId],
+        item: E::Item,
+        deadline: Instant,
+    ) -> Result<E::Receipt, DeductError> {
+        let key = item.outcome_key();
         let (reply, answer) = oneshot::channel();
         let waiter = Waiter {
             item,
             reply,
             enqueued: Instant::now(),
         };
-        match self.inner.queues.push(&sku, waiter) {
-            Pushed::Lead => {
-                tokio::spawn(lead(Arc::clone(&self.inner), sku));
+        match self.inner.queues.push_any(skus, waiter) {
+            (chosen, Pushed::Lead) => {
+                tokio::spawn(lead(Arc::clone(&self.inner), skus[chosen].clone()));
             }
-            Pushed::Joined => {}
-            Pushed::Full(_) => {
+            (_, Pushed::Joined) => {}
+            (_, Pushed::Full(_)) => {
                 self.inner
                     .stats
                     .rejected_queue_full
@@ -257,7 +295,7 @@ impl<E: BatchExecutor> Coalescer<E> {
                     source: None,
                 });
             }
-            Pushed::Closed(_) => {
+            (_, Pushed::Closed(_)) => {
                 return Err(DeductError::Unavailable {
                     reason: "shutting down",
                     retry_after: Duration::from_secs(1),
@@ -296,14 +334,14 @@ impl<E: BatchExecutor> Coalescer<E> {
 
 /// Ends leadership even if the executor panics: queued waiters are failed rather than
 /// stranded behind a leader flag nobody will clear.
-struct LeaderGuard<E> {
+struct LeaderGuard<E: BatchExecutor> {
     inner: Arc<Inner<E>>,
     sku: SkuId,
     /// Set when the leader saw its queue empty, which ended its leadership.
     finished: bool,
 }
 
-impl<E> Drop for LeaderGuard<E> {
+impl<E: BatchExecutor> Drop for LeaderGuard<E> {
     fn drop(&mut self) {
         // After a normal exit leadership already ended inside `take_batch`, and the key may
         // have a new leader by now whose queue is not ours to touch. Only a panic in the
@@ -342,7 +380,7 @@ async fn lead<E: BatchExecutor>(inner: Arc<Inner<E>>, sku: SkuId) {
             guard.finished = true;
             break;
         };
-        let (live, cancelled): (Vec<Waiter>, Vec<Waiter>) =
+        let (live, cancelled): (Vec<Waiter<E>>, Vec<Waiter<E>>) =
             batch.into_iter().partition(|w| !w.reply.is_closed());
         if !cancelled.is_empty() {
             inner
@@ -353,19 +391,24 @@ async fn lead<E: BatchExecutor>(inner: Arc<Inner<E>>, sku: SkuId) {
         if live.is_empty() {
             continue;
         }
-        let items: Vec<BatchItem> = live.iter().map(|w| w.item.clone()).collect();
+        let mut items = Vec::with_capacity(live.len());
+        let mut replies = Vec::with_capacity(live.len());
+        for waiter in live {
+            items.push(waiter.item);
+            replies.push((waiter.reply, waiter.enqueued));
+        }
         inner.stats.record_batch(items.len());
         let taken_at = Instant::now();
         let results = inner.executor.execute_batch(&sku, &items).await;
         drop(permit);
-        assert_eq!(results.len(), live.len(), "executor must answer every item");
-        for (waiter, result) in live.into_iter().zip(results) {
-            let queued_us = micros(taken_at.duration_since(waiter.enqueued));
+        assert_eq!(results.len(), replies.len(), "executor must answer every item");
+        for ((reply, enqueued), result) in replies.into_iter().zip(results) {
+            let queued_us = micros(taken_at.duration_since(enqueued));
             let result = result.map(|mut receipt| {
-                receipt.lock_wait_us += queued_us;
+                E::add_queue_wait(&mut receipt, queued_us);
                 receipt
             });
-            let _ = waiter.reply.send(result);
+            let _ = reply.send(result);
         }
     }
     drop(guard);

@@ -63,22 +63,44 @@ impl<K: Eq + Hash + Clone, T> HandoffQueues<K, T> {
 
     /// Appends `item` to `key`'s queue. A key is present in the map exactly while it has a leader.
     pub fn push(&self, key: &K, item: T) -> Pushed<T> {
+        self.push_any(std::slice::from_ref(key), item).1
+    }
+
+    /// Appends `item` to one of `keys`' queues (at least one key): the longest queue among
+    /// those that have a leader, so that an order spanning several SKUs joins the batch
+    /// already forming on its hot SKU; when none has a leader, `keys[0]`'s, and the caller
+    /// leads it. Returns the index of the chosen key. Decided under the same lock as `push`,
+    /// so the choice and the enqueue are one step.
+    pub fn push_any(&self, keys: &[K], item: T) -> (usize, Pushed<T>) {
+        assert!(!keys.is_empty(), "push_any needs at least one key");
         let mut state = self.state.lock().expect("handoff lock poisoned");
         if state.closed {
-            return Pushed::Closed(item);
+            return (0, Pushed::Closed(item));
         }
         if state.queued >= self.max_total {
-            return Pushed::Full(item);
+            return (0, Pushed::Full(item));
         }
-        let pushed = match state.queues.get_mut(key) {
-            Some(queue) if queue.len() >= self.max_depth => return Pushed::Full(item),
-            Some(queue) => {
-                queue.push_back(item);
-                Pushed::Joined
+        let mut chosen: Option<(usize, usize)> = None;
+        for (index, key) in keys.iter().enumerate() {
+            if let Some(queue) = state.queues.get(key)
+                && chosen.is_none_or(|(_, depth)| queue.len() > depth)
+            {
+                chosen = Some((index, queue.len()));
+            }
+        }
+        let pushed = match chosen {
+            Some((index, depth)) if depth >= self.max_depth => return (index, Pushed::Full(item)),
+            Some((index, _)) => {
+                state
+                    .queues
+                    .get_mut(&keys[index])
+                    .expect("the chosen queue exists under this lock")
+                    .push_back(item);
+                (index, Pushed::Joined)
             }
             None => {
-                state.queues.insert(key.clone(), VecDeque::from([item]));
-                Pushed::Lead
+                state.queues.insert(keys[0].clone(), VecDeque::from([item]));
+                (0, Pushed::Lead)
             }
         };
         state.queued += 1;

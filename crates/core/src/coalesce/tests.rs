@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 
 use super::*;
-use crate::{DeductRequest, IdempotencyKey, Quantity, Strategy};
+use crate::{DeductRequest, IdempotencyKey, Quantity, Receipt, Strategy};
 
 /// An in-process executor over the reference model: enough to exercise the queue and the
 /// leader (adapters are tested against real databases by the conformance suite).
@@ -16,6 +16,9 @@ struct ModelExecutor {
 }
 
 impl BatchExecutor for ModelExecutor {
+    type Item = BatchItem;
+    type Receipt = Receipt;
+
     async fn execute_batch(&self, sku: &SkuId, items: &[BatchItem]) -> Vec<Result<Receipt, DeductError>> {
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_in_flight.fetch_max(now, Ordering::SeqCst);

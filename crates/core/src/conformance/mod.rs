@@ -15,6 +15,7 @@ mod adjustments;
 mod concurrent;
 mod contract;
 mod holds;
+mod order_batches;
 mod orders;
 mod sequential;
 mod server;
@@ -36,6 +37,7 @@ pub use holds::{
     confirm_races_expiry, hold_semantics, holds_expire_at_read_time, lost_hold_answers_are_resolved,
     partial_confirm_races_release,
 };
+pub use order_batches::coalesced_order_batches;
 pub use orders::{
     PRE_ORDERS_SEED, lost_order_answers_are_resolved, opposite_orders_never_deadlock, order_semantics,
     orders_race_deductions, orders_take_sharded_stock, seeded_data_carries_forward,
@@ -125,7 +127,11 @@ pub(crate) async fn deduct_patiently<S: InventoryStore>(
 /// [`conformance_suite!`](crate::conformance_suite).
 #[macro_export]
 macro_rules! checkout_conformance_tests {
-    (setup = $setup:path, strategies = [$($name:ident : $strategy:ident),+ $(,)?]) => {
+    (
+        setup = $setup:path,
+        strategies = [$($name:ident : $strategy:ident),+ $(,)?],
+        order_only = [$($order_name:ident : $order_strategy:ident),* $(,)?]
+    ) => {
         /// The negative control of the state-machine test: a planted bug that checks a SKU's
         /// duplicate lines one by one (keeping the last) instead of summing them must be caught.
         #[test]
@@ -173,6 +179,12 @@ macro_rules! checkout_conformance_tests {
         }
 
         #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn coalesced_order_batches() {
+            let Some(provisioned) = $setup().await else { return };
+            $crate::conformance::coalesced_order_batches(provisioned.store.clone()).await;
+        }
+
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn partial_confirm_races_release() {
             let Some(provisioned) = $setup().await else { return };
             $crate::conformance::partial_confirm_races_release(provisioned.store.clone(), 40).await;
@@ -189,32 +201,51 @@ macro_rules! checkout_conformance_tests {
                     $crate::conformance::hold_semantics(&*provisioned.store, STRATEGY).await;
                 }
 
-                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn order_semantics() {
-                    let Some(provisioned) = $setup().await else { return };
-                    $crate::conformance::order_semantics(&*provisioned.store, STRATEGY).await;
-                }
-
-                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn lost_order_answers_are_resolved() {
-                    let Some(provisioned) = $setup().await else { return };
-                    $crate::conformance::lost_order_answers_are_resolved(provisioned.store.clone(), STRATEGY).await;
-                }
-
-                #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn opposite_orders_never_deadlock() {
-                    let Some(provisioned) = $setup().await else { return };
-                    $crate::conformance::opposite_orders_never_deadlock(provisioned.store.clone(), STRATEGY, 64, 1_000)
-                        .await;
-                }
-
-                #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn orders_race_deductions() {
-                    let Some(provisioned) = $setup().await else { return };
-                    $crate::conformance::orders_race_deductions(provisioned.store.clone(), STRATEGY, 32).await;
-                }
+                $crate::order_conformance_tests!(setup = $setup);
             }
         )+
+
+        $(
+            mod $order_name {
+                use $crate::OrderStrategy;
+                const STRATEGY: OrderStrategy = OrderStrategy::$order_strategy;
+
+                $crate::order_conformance_tests!(setup = $setup);
+            }
+        )*
+    };
+}
+
+/// The order tests for one order strategy (`STRATEGY` in scope); part of
+/// [`checkout_conformance_tests!`](crate::checkout_conformance_tests).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! order_conformance_tests {
+    (setup = $setup:path) => {
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn order_semantics() {
+            let Some(provisioned) = $setup().await else { return };
+            $crate::conformance::order_semantics(&*provisioned.store, STRATEGY).await;
+        }
+
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn lost_order_answers_are_resolved() {
+            let Some(provisioned) = $setup().await else { return };
+            $crate::conformance::lost_order_answers_are_resolved(provisioned.store.clone(), STRATEGY).await;
+        }
+
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn opposite_orders_never_deadlock() {
+            let Some(provisioned) = $setup().await else { return };
+            $crate::conformance::opposite_orders_never_deadlock(provisioned.store.clone(), STRATEGY, 64, 1_000)
+                .await;
+        }
+
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn orders_race_deductions() {
+            let Some(provisioned) = $setup().await else { return };
+            $crate::conformance::orders_race_deductions(provisioned.store.clone(), STRATEGY, 32).await;
+        }
     };
 }
 

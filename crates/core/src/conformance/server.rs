@@ -61,7 +61,7 @@ macro_rules! server_conformance_tests {
             );
 
             mod orders {
-                $crate::checkout_conformance_tests!(setup = crate::setup, strategies = [locked: Locked, guarded: Guarded]);
+                $crate::checkout_conformance_tests!(setup = crate::setup, strategies = [locked: Locked, guarded: Guarded], order_only = [coalesced: Coalesced]);
 
                 /// An order whose SKU's units sit in `Sharded` buckets gathers them inside
                 /// its own transaction.

@@ -99,6 +99,9 @@ impl HoldRequest {
                 max: HOLD_TTL_MAX_S,
             });
         }
+        if strategy == OrderStrategy::Coalesced {
+            return Err(InvalidInput::HoldStrategy { strategy });
+        }
         Ok(Self {
             hold_id,
             lines: summed_lines(lines)?,

@@ -100,17 +100,28 @@ pub enum OrderStrategy {
     /// order runs once locked, which either applies it or names every short line exactly.
     #[default]
     Guarded,
+    /// Group commit for hot SKUs: concurrent orders that share a SKU are placed in one
+    /// transaction (locks on the union of their SKUs in canonical order, one claim statement,
+    /// one write of every line, one COMMIT). Each order still succeeds or is refused on its
+    /// own, against the stock the orders before it in the batch left. An order alone in its
+    /// batch is placed `Guarded`. Orders only: a hold is placed `Locked` or `Guarded`.
+    Coalesced,
 }
 
 impl OrderStrategy {
     /// Every order strategy.
-    pub const ALL: [OrderStrategy; 2] = [OrderStrategy::Locked, OrderStrategy::Guarded];
+    pub const ALL: [OrderStrategy; 3] = [
+        OrderStrategy::Locked,
+        OrderStrategy::Guarded,
+        OrderStrategy::Coalesced,
+    ];
 
     /// The name in requests, metrics and reports.
     pub fn as_str(self) -> &'static str {
         match self {
             OrderStrategy::Locked => "locked",
             OrderStrategy::Guarded => "guarded",
+            OrderStrategy::Coalesced => "coalesced",
         }
     }
 }

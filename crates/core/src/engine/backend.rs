@@ -131,6 +131,30 @@ impl LineWrite<'_> {
     }
 }
 
+/// One line of a coalesced batch as planned: its write, the SKU row's stock once it and
+/// every earlier line of the batch on that SKU are applied, and the `stock_after` to record.
+#[derive(Debug, Clone, Copy)]
+pub struct PlannedLine<'a> {
+    /// The line.
+    pub line: LineWrite<'a>,
+    /// The row's stock after this line (lines on one SKU come in batch order, so the last
+    /// one's value is what the row is left with).
+    pub row_stock_after: i64,
+    /// The ledger row's `stock_after`.
+    pub stock_after: i64,
+}
+
+/// An order id to claim, as [`Backend::claim_order`] takes it.
+#[derive(Debug, Clone, Copy)]
+pub struct OrderClaim<'a> {
+    /// The order id.
+    pub order_id: &'a OrderId,
+    /// Its canonical lines.
+    pub lines: &'a str,
+    /// How many lines.
+    pub line_count: usize,
+}
+
 /// An adjustment as a primitive writes it: a ledger row with reason `adjust`, its kind, the
 /// client's reference and the change's key.
 #[derive(Debug, Clone, Copy)]
@@ -444,6 +468,19 @@ pub trait Backend: Send + Sync + Sized + 'static {
         lines: &str,
         line_count: usize,
     ) -> impl Step<()>;
+    /// Claims several order ids at once (a coalesced batch's successes, in id order);
+    /// `KeyTaken` when any is already claimed, and then none may be kept (the caller rolls
+    /// back). One multi-row statement where the database allows; by default one
+    /// [`Backend::claim_order`] each.
+    fn claim_orders(&self, tx: &mut Self::Tx, claims: &[OrderClaim<'_>]) -> impl Step<()> {
+        async move {
+            for claim in claims {
+                self.claim_order(tx, claim.order_id, claim.lines, claim.line_count)
+                    .await?;
+            }
+            Ok(())
+        }
+    }
     /// Claims a hold id inside the transaction, storing its canonical `lines` and their count,
     /// active until `ttl_s` seconds from now on the database's clock; returns that time.
     /// `KeyTaken` when the id is already claimed (a concurrent claim waits for the other
@@ -456,6 +493,18 @@ pub trait Backend: Send + Sync + Sized + 'static {
         line_count: usize,
         ttl_s: u32,
     ) -> impl Step<DateTime<Utc>>;
+    /// Locks the rows of `skus` (distinct, in canonical order, which is the order the locks
+    /// are taken in) and reads them; `None` for a SKU that does not exist. One statement
+    /// where the database locks in a stated order; by default one [`Backend::lock_row`] each.
+    fn lock_rows(&self, tx: &mut Self::Tx, skus: &[&SkuId]) -> impl Step<Vec<Option<LockedRow>>> {
+        async move {
+            let mut rows = Vec::with_capacity(skus.len());
+            for sku in skus {
+                rows.push(self.lock_row(tx, sku, LockWait::Wait).await?);
+            }
+            Ok(rows)
+        }
+    }
     /// Locks the hold's row for this transaction and reads it; `None` when no such hold.
     fn lock_hold(&self, tx: &mut Self::Tx, hold_id: &HoldId) -> impl Step<Option<StoredHold>>;
     /// Locks up to `limit` due holds (active, past `expires_at`), oldest expiry first, and
@@ -479,6 +528,22 @@ pub trait Backend: Send + Sync + Sized + 'static {
         row_stock_after: i64,
         stock_after: i64,
     ) -> impl Step<Written>;
+    /// Writes a coalesced batch's lines on their locked rows (see [`PlannedLine`]): each
+    /// row left at its last line's `row_stock_after`, `reserved` moved by every line, and one
+    /// ledger row per line. Returns what each line wrote, in `lines` order. One round trip
+    /// where the database allows; by default one [`Backend::write_line`] each.
+    fn write_lines(&self, tx: &mut Self::Tx, lines: &[PlannedLine<'_>]) -> impl Step<Vec<Written>> {
+        async move {
+            let mut written = Vec::with_capacity(lines.len());
+            for planned in lines {
+                written.push(
+                    self.write_line(tx, planned.line, planned.row_stock_after, planned.stock_after)
+                        .await?,
+                );
+            }
+            Ok(written)
+        }
+    }
     /// One conditional write of the SKU row inside the transaction (taking its lock as it
     /// writes), moving `stock` and `reserved` as the line's reason says, plus the line's
     /// ledger row; `None` (nothing written) when the row does not exist, or either column

@@ -15,8 +15,15 @@ use crate::error::{AttemptError, DeductError, RetryCause};
 pub(crate) struct BatchRunner<B>(pub(crate) Arc<Core<B>>);
 
 impl<B: Backend> BatchExecutor for BatchRunner<B> {
+    type Item = BatchItem;
+    type Receipt = Receipt;
+
     async fn execute_batch(&self, sku: &SkuId, items: &[BatchItem]) -> Vec<Result<Receipt, DeductError>> {
         self.0.execute_batch(sku, items).await
+    }
+
+    fn add_queue_wait(receipt: &mut Receipt, queued_us: u64) {
+        receipt.lock_wait_us += queued_us;
     }
 }
 
@@ -49,12 +56,12 @@ impl<B: Backend> Core<B> {
             Ok(outcome) => outcome,
             Err(_) => {
                 let cut_short = self.past_deadline(&exposure, None);
-                return items.iter().map(|item| Err(with_key(&cut_short, item))).collect();
+                return items.iter().map(|item| Err(with_key(&cut_short, &item.idempotency_key))).collect();
             }
         };
         let (applied, attempts) = match outcome {
             Ok(applied) => applied,
-            Err(error) => return items.iter().map(|item| Err(with_key(&error, item))).collect(),
+            Err(error) => return items.iter().map(|item| Err(with_key(&error, &item.idempotency_key))).collect(),
         };
         let mut results = Vec::with_capacity(items.len());
         for (item, result) in items.iter().zip(applied.results) {
@@ -190,13 +197,13 @@ impl<B: Backend> Core<B> {
 }
 
 /// A whole-batch failure as one item's answer: an unknown outcome names the item's own key.
-fn with_key(error: &DeductError, item: &BatchItem) -> DeductError {
+pub(crate) fn with_key(error: &DeductError, key: &IdempotencyKey) -> DeductError {
     match error {
         DeductError::OutcomeUnknown {
             reason, retry_after, ..
         } => DeductError::OutcomeUnknown {
             reason,
-            idempotency_key: Some(item.idempotency_key.clone()),
+            idempotency_key: Some(key.clone()),
             retry_after: *retry_after,
             source: None,
         },

@@ -29,6 +29,8 @@ mod fault;
 mod hold;
 mod land;
 mod order;
+mod order_batch;
+mod order_plan;
 mod stats;
 
 use std::sync::Arc;
@@ -38,8 +40,8 @@ use std::time::Instant;
 use tracing::Instrument;
 
 pub use backend::{
-    AdjustWrite, AllLocked, Backend, Change, LineReason, LineWrite, LockWait, LockedRow, MissFacts, Step,
-    StoredHold, StoredHoldRow, StoredMissFacts, StoredOrder, VersionedRow, Written,
+    AdjustWrite, AllLocked, Backend, Change, LineReason, LineWrite, LockWait, LockedRow, MissFacts, OrderClaim,
+    PlannedLine, Step, StoredHold, StoredHoldRow, StoredMissFacts, StoredOrder, VersionedRow, Written,
 };
 pub use config::{DEADLINE_MAX, EngineConfig};
 pub use fault::{ConnectRefusal, Fault, FaultKind, UNAVAILABLE_RETRY_AFTER, exhausted};
@@ -48,7 +50,7 @@ pub use stats::{EngineStats, ExpiredBy, POOL_WAIT_BUCKETS_US, PoolWaitStats, Res
 use crate::coalesce::{BatchItem, Coalescer};
 use crate::domain::{
     AdjustReceipt, AdjustRequest, AuditReport, Capabilities, ConfirmLines, DeductRequest, HoldId,
-    HoldReceipt, HoldRequest, IdempotencyKey, LedgerEntry, LedgerPage, OrderReceipt, OrderRequest,
+    HoldReceipt, HoldRequest, IdempotencyKey, LedgerEntry, LedgerPage, OrderReceipt, OrderRequest, OrderStrategy,
     PoolStatus, Receipt, RestockReceipt, RestockRequest, SkuId, SkuSnapshot, StockLevel, Strategy,
     check_stock_level,
 };
@@ -59,6 +61,7 @@ use crate::store::InventoryStore;
 pub struct Engine<B: Backend> {
     core: Arc<Core<B>>,
     coalescer: Coalescer<batch::BatchRunner<B>>,
+    order_coalescer: Coalescer<order_batch::OrderBatchRunner<B>>,
 }
 
 impl<B: Backend> Clone for Engine<B> {
@@ -66,6 +69,7 @@ impl<B: Backend> Clone for Engine<B> {
         Self {
             core: Arc::clone(&self.core),
             coalescer: self.coalescer.clone(),
+            order_coalescer: self.order_coalescer.clone(),
         }
     }
 }
@@ -138,7 +142,15 @@ impl<B: Backend> Engine<B> {
             lost_answers: std::sync::Mutex::new(Vec::new()),
         });
         let coalescer = Coalescer::new(batch::BatchRunner(Arc::clone(&core)), config.coalescer);
-        Self { core, coalescer }
+        let order_coalescer = Coalescer::new(
+            order_batch::OrderBatchRunner(Arc::clone(&core)),
+            config.coalescer,
+        );
+        Self {
+            core,
+            coalescer,
+            order_coalescer,
+        }
     }
 
     /// The adapter underneath (its pool, its flavour), for tests and tools.
@@ -159,6 +171,12 @@ impl<B: Backend> Engine<B> {
     /// The group-commit queue (for metrics).
     pub fn coalescer(&self) -> &Coalescer<impl crate::coalesce::BatchExecutor> {
         &self.coalescer
+    }
+
+    /// The group-commit queue of `Coalesced` orders (for metrics). It has the same limits as
+    /// the deductions' queue, and its own in-flight bound.
+    pub fn order_coalescer(&self) -> &Coalescer<impl crate::coalesce::BatchExecutor> {
+        &self.order_coalescer
     }
 
     /// Retries, resolutions and `OutcomeUnknown` answers (for metrics).
@@ -341,7 +359,20 @@ impl<B: Backend> InventoryStore for Engine<B> {
             outcome = tracing::field::Empty
         );
         let deadline = Instant::now() + self.core.config.deadline;
-        let placing = |deadline| self.core.place_order(&order, deadline).instrument(span.clone());
+        let skus: Vec<SkuId> = order.lines().iter().map(|(sku, _)| sku.clone()).collect();
+        let placing = |deadline| {
+            let (order, skus) = (&order, &skus);
+            async move {
+                if order.strategy() == OrderStrategy::Coalesced {
+                    self.order_coalescer
+                        .submit_any(skus, order.clone(), deadline)
+                        .await
+                } else {
+                    self.core.place_order(order, deadline).await
+                }
+            }
+            .instrument(span.clone())
+        };
         let result = self.core.expiring_first(None, deadline, placing).await;
         span.record(
             "outcome",
@@ -425,6 +456,7 @@ impl<B: Backend> InventoryStore for Engine<B> {
 
     async fn close(&self) {
         self.coalescer.close().await;
+        self.order_coalescer.close().await;
         self.core.backend.close().await;
     }
 }

@@ -142,7 +142,9 @@ impl<B: Backend> Core<B> {
         let attempts = self.run(deadline, |_| async {
             match placing.strategy() {
                 OrderStrategy::Locked => self.locked_place(&call).await,
-                OrderStrategy::Guarded => self.guarded_place(&call).await,
+                // A `Coalesced` order placed on its own (alone in its batch, or left out of
+                // it) takes the guarded path.
+                OrderStrategy::Guarded | OrderStrategy::Coalesced => self.guarded_place(&call).await,
             }
         });
         let result = match tokio::time::timeout_at(deadline.into(), attempts).await {
