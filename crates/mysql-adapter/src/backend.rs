@@ -8,7 +8,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Connection, Executor, MySql};
 use stockguard_core::engine::{
     AdjustWrite, AllLocked, Backend, Change, Fault, FaultKind, LineWrite, LockWait, LockedRow, MissFacts,
-    PoolWaitStats, Step, StoredHold, StoredOrder, VersionedRow, Written,
+    OrderClaim, PlannedLine, PoolWaitStats, Step, StoredHold, StoredOrder, VersionedRow, Written,
 };
 use stockguard_core::{
     BatchPlan, Capabilities, DeductError, EngineConfig, HoldCheck, HoldId, HoldState, IdempotencyKey,
@@ -494,6 +494,18 @@ impl Backend for MySqlBackend {
         line_count: usize,
     ) -> impl Step<()> {
         async move { self.claim_order_in(tx, order_id, lines, line_count).await }
+    }
+
+    fn claim_orders(&self, tx: &mut Self::Tx, claims: &[OrderClaim<'_>]) -> impl Step<()> {
+        self.claim_orders_in(tx, claims)
+    }
+
+    fn lock_rows(&self, tx: &mut Self::Tx, skus: &[&SkuId]) -> impl Step<Vec<Option<LockedRow>>> {
+        self.lock_rows_in(tx, skus)
+    }
+
+    fn write_lines(&self, tx: &mut Self::Tx, lines: &[PlannedLine<'_>]) -> impl Step<Vec<Written>> {
+        self.write_lines_in(tx, lines)
     }
 
     fn claim_hold(

@@ -20,6 +20,7 @@ mod config;
 mod deductions;
 mod error;
 mod holds;
+mod order_batch;
 mod orders;
 mod sharded;
 mod sql;

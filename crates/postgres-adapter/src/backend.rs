@@ -9,7 +9,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, Postgres};
 use stockguard_core::engine::{
     AdjustWrite, AllLocked, Backend, Change, Fault, LineWrite, LockWait, LockedRow, MissFacts, PoolWaitStats,
-    Step, StoredHold, StoredOrder, VersionedRow, Written,
+    OrderClaim, PlannedLine, Step, StoredHold, StoredOrder, VersionedRow, Written,
 };
 use stockguard_core::{
     BatchPlan, Capabilities, DeductError, EngineConfig, HoldCheck, HoldId, HoldState, IdempotencyKey,
@@ -466,6 +466,18 @@ impl Backend for PgBackend {
 
     fn set_hold_state(&self, tx: &mut Self::Tx, hold_id: &HoldId, state: HoldState) -> impl Step<()> {
         self.set_hold_state_in(tx, hold_id, state)
+    }
+
+    fn claim_orders(&self, tx: &mut Self::Tx, claims: &[OrderClaim<'_>]) -> impl Step<()> {
+        self.claim_orders_in(tx, claims)
+    }
+
+    fn lock_rows(&self, tx: &mut Self::Tx, skus: &[&SkuId]) -> impl Step<Vec<Option<LockedRow>>> {
+        self.lock_rows_in(tx, skus)
+    }
+
+    fn write_lines(&self, tx: &mut Self::Tx, lines: &[PlannedLine<'_>]) -> impl Step<Vec<Written>> {
+        self.write_lines_in(tx, lines)
     }
 
     fn write_line(

@@ -19,6 +19,7 @@ mod backend;
 mod checkout;
 mod config;
 mod error;
+mod order_batch;
 mod sql;
 
 pub use backend::PgBackend;

@@ -358,3 +358,29 @@ pub(crate) const INCOMPLETE_ORDERS: &str = "SELECT o.order_id::text, o.line_coun
 pub(crate) const WRITE_ADJUSTMENT: &str = "WITH u AS (UPDATE inventory SET stock = $2, version = version + 1 WHERE sku = $1) \
      INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key, reference, adjustment) \
      VALUES ($1, $3, $4, 'adjust', $5, $6, $7) RETURNING id, stock_after";
+
+/// `$1` skus[] (distinct): their rows, locked in byte order of the SKU id (the canonical
+/// order: ids are ASCII), which `LockRows` above the sort follows.
+pub(crate) const LOCK_ROWS: &str = "SELECT sku::text, stock, sharded FROM inventory \
+     WHERE sku = ANY($1::text[]) ORDER BY sku COLLATE \"C\" FOR NO KEY UPDATE";
+
+/// `$1` order ids[], `$2` canonical lines[], `$3` line counts[]. A taken id fails with 23505
+/// on `inventory_order_idempotency_key`, as `CLAIM_ORDER` does.
+pub(crate) const CLAIM_ORDERS: &str = "INSERT INTO inventory_order (order_id, lines, line_count) \
+     SELECT * FROM UNNEST($1::text[], $2::text[], $3::int[])";
+
+/// A batch's lines in one statement: `$1` skus[], `$2` stock deltas[], `$3` stock_after[],
+/// `$4` references[], `$5` reasons[], `$6` reserved deltas[], `$7` row stock after[]. Each
+/// row is set to its last line's row stock and moved by all its lines' reserved deltas; one
+/// ledger row per line. Returns `(id, reference, sku, stock_after)` per line, in any order.
+pub(crate) const WRITE_LINES: &str = "WITH l AS (SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], \
+                $4::text[], $5::text[], $6::bigint[], $7::bigint[]) WITH ORDINALITY \
+                AS t(sku, delta, stock_after, reference, reason, reserved_delta, row_after, ord)), \
+          f AS (SELECT DISTINCT ON (sku) sku, row_after, \
+                       (SUM(reserved_delta) OVER (PARTITION BY sku))::bigint AS reserved_delta \
+                FROM l ORDER BY sku, ord DESC), \
+          u AS (UPDATE inventory i SET stock = f.row_after, reserved = i.reserved + f.reserved_delta, \
+                       version = i.version + 1 FROM f WHERE i.sku = f.sku) \
+     INSERT INTO inventory_ledger (sku, delta, stock_after, reason, reference) \
+     SELECT sku, delta, stock_after, reason, reference FROM l ORDER BY ord \
+     RETURNING id, reference::text, sku::text, stock_after";

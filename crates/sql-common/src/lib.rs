@@ -12,7 +12,8 @@ use std::time::Instant;
 use sqlx::pool::PoolConnection;
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, QueryBuilder, Type};
 use stockguard_core::engine::{
-    Fault, FaultKind, MissFacts, PoolWaitStats, StoredHold, StoredHoldRow, StoredMissFacts, StoredOrder,
+    Fault, FaultKind, MissFacts, PlannedLine, PoolWaitStats, StoredHold, StoredHoldRow, StoredMissFacts,
+    StoredOrder, Written,
 };
 use stockguard_core::{
     DeductError, HoldCheck, HoldId, IdempotencyKey, LedgerEntry, LedgerPage, OrderCheck, OrderId, PoolStatus,
@@ -415,6 +416,35 @@ pub fn ids_in_key_order<'k>(
 ) -> Vec<i64> {
     keys.into_iter()
         .filter_map(|key| rows.iter().find(|(_, k)| k == key.as_str()).map(|(id, _)| *id))
+        .collect()
+}
+
+/// What each of a batch's `lines` wrote, in `lines` order, from the rows an insert returned
+/// as `(id, reference, sku, stock_after)` in any order: a line's row is the one with its
+/// reference and SKU (unique within one batch). A line with no row is corruption.
+pub fn written_in_line_order(
+    lines: &[PlannedLine<'_>],
+    rows: Vec<(i64, String, String, i64)>,
+) -> Result<Vec<Written>, Fault> {
+    let by_line: std::collections::HashMap<(String, String), Written> = rows
+        .into_iter()
+        .map(|(ledger_id, reference, sku, stock_after)| {
+            ((reference, sku), Written { ledger_id, stock_after })
+        })
+        .collect();
+    lines
+        .iter()
+        .map(|planned| {
+            by_line
+                .get(&(planned.line.reference.to_owned(), planned.line.sku.as_str().to_owned()))
+                .copied()
+                .ok_or_else(|| {
+                    corrupt(DeductError::Internal {
+                        context: "a batch's insert returned no ledger row for one of its lines",
+                        source: None,
+                    })
+                })
+        })
         .collect()
 }
 

@@ -530,7 +530,8 @@ pub trait Backend: Send + Sync + Sized + 'static {
     ) -> impl Step<Written>;
     /// Writes a coalesced batch's lines on their locked rows (see [`PlannedLine`]): each
     /// row left at its last line's `row_stock_after`, `reserved` moved by every line, and one
-    /// ledger row per line. Returns what each line wrote, in `lines` order. One round trip
+    /// ledger row per line (the lines of one call share one reason, and each (reference,
+    /// SKU) pair comes once). Returns what each line wrote, in `lines` order. One round trip
     /// where the database allows; by default one [`Backend::write_line`] each.
     fn write_lines(&self, tx: &mut Self::Tx, lines: &[PlannedLine<'_>]) -> impl Step<Vec<Written>> {
         async move {
