@@ -194,6 +194,7 @@ pub fn checkout_specs(
             let ops = [
                 (CheckoutOp::Order, OrderStrategy::Locked),
                 (CheckoutOp::Order, OrderStrategy::Guarded),
+                (CheckoutOp::Order, OrderStrategy::Coalesced),
                 (CheckoutOp::Hold, OrderStrategy::Locked),
                 (CheckoutOp::Hold, OrderStrategy::Guarded),
                 (CheckoutOp::Checkout, OrderStrategy::Guarded),

@@ -91,7 +91,7 @@ async fn order_statuses(backend: Backend) {
         json!({"order_id": "ord-4", "lines": (0..101).map(|i| json!({"sku": format!("s{i}"), "quantity": 1})).collect::<Vec<_>>()}),
         json!({"order_id": "has space", "lines": [{"sku": "cart-a", "quantity": 1}]}),
         json!({"order_id": "ord-4", "lines": [{"sku": "cart-a", "quantity": 0}]}),
-        json!({"order_id": "ord-4", "lines": [{"sku": "cart-a", "quantity": 1}], "strategy": "coalesced"}),
+        json!({"order_id": "ord-4", "lines": [{"sku": "cart-a", "quantity": 1}], "strategy": "sharded"}),
     ] {
         expect_problem(h.post_json("/v1/orders", bad).await, 422, "invalid_input").await;
     }
@@ -104,8 +104,21 @@ async fn order_statuses(backend: Backend) {
     assert_eq!(audit["clean"], true, "{audit}");
     assert_eq!(audit["orders_checked"], 1, "{audit}");
 
+    // A coalesced order, alone in its batch, answers like any other.
+    let coalesced = h
+        .post_json(
+            "/v1/orders",
+            json!({"order_id": "ord-5", "lines": [{"sku": "cart-b", "quantity": 1}], "strategy": "coalesced"}),
+        )
+        .await;
+    assert_eq!(coalesced.status(), 200);
+    let receipt: serde_json::Value = coalesced.json().await.unwrap();
+    assert_eq!(receipt["strategy"], "coalesced");
+    assert_eq!(receipt["lines"][0]["remaining"], 0);
+
     let metrics = h.get("/metrics").await.text().await.unwrap();
     for series in [
+        "stockguard_orders_total{strategy=\"coalesced\",outcome=\"ok\"} 1",
         "stockguard_orders_total{strategy=\"locked\",outcome=\"ok\"} 1",
         "stockguard_orders_total{strategy=\"locked\",outcome=\"replayed\"} 1",
         "stockguard_orders_total{strategy=\"guarded\",outcome=\"order_mismatch\"} 1",

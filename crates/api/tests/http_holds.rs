@@ -64,6 +64,7 @@ async fn hold_lifecycle(backend: Backend) {
         json!({"hold_id": "chk-3", "ttl_s": 604_801, "lines": [{"sku": "hold-a", "quantity": 1}]}),
         json!({"hold_id": "chk 3", "ttl_s": 60, "lines": [{"sku": "hold-a", "quantity": 1}]}),
         json!({"hold_id": "chk-3", "ttl_s": 60, "lines": []}),
+        json!({"hold_id": "chk-3", "ttl_s": 60, "lines": [{"sku": "hold-a", "quantity": 1}], "strategy": "coalesced"}),
         json!({"hold_id": "chk-3", "lines": [{"sku": "hold-a", "quantity": 1}]}),
     ] {
         let response = h.post_json("/v1/holds", bad.clone()).await;

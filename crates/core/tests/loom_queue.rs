@@ -2,7 +2,9 @@
 //! interleaving loom explores, that each pushed request is taken by exactly one leader
 //! exactly once: none lost when a leader finishes while new requests arrive, none taken
 //! twice, and at most one leader per SKU at any time; and that closing is a barrier: once
-//! the queues are closed and idle, no accepted request is left untaken and none is accepted.
+//! the queues are closed and idle, no accepted request is left untaken and none is accepted;
+//! and, for orders spanning several SKUs (`push_any`), that each is taken exactly once
+//! whichever of its SKUs' queues it joins.
 //!
 //! Run with `just loom` (`RUSTFLAGS="--cfg loom" cargo test -p stockguard-core --test loom_queue --release`).
 #![cfg(loom)]
@@ -183,4 +185,67 @@ fn close_is_a_barrier() {
             );
         }
     });
+}
+
+/// An order spanning several SKUs: it joins the longest forming batch among its SKUs, or
+/// leads one on its first SKU. `applying[key]` counts leaders inside one of `key`'s batches.
+fn submit_order(
+    queues: &HandoffQueues<u8, Arc<Slot>>,
+    keys: &[u8],
+    applying: &[AtomicUsize; 3],
+    max_batch: usize,
+) -> Arc<Slot> {
+    let slot = Arc::new(Slot {
+        taken: AtomicUsize::new(0),
+    });
+    match queues.push_any(keys, Arc::clone(&slot)) {
+        (chosen, Pushed::Lead) => {
+            let key = keys[chosen];
+            lead(queues, key, &applying[usize::from(key)], max_batch);
+        }
+        (_, Pushed::Joined) => {}
+        (_, Pushed::Full(_) | Pushed::Closed(_)) => panic!("limits and closing not expected in this model"),
+    }
+    slot
+}
+
+fn check_orders(orders: &'static [&'static [u8]], max_batch: usize) {
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(3);
+    }
+    builder.check(move || {
+        let queues = Arc::new(HandoffQueues::<u8, Arc<Slot>>::new(16, 64));
+        let applying = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)]);
+        let handles: Vec<_> = orders
+            .iter()
+            .map(|keys| {
+                let (queues, applying) = (Arc::clone(&queues), Arc::clone(&applying));
+                thread::spawn(move || submit_order(&queues, keys, &applying, max_batch))
+            })
+            .collect();
+        let slots: Vec<Arc<Slot>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        for slot in &slots {
+            assert_eq!(
+                slot.taken.load(Ordering::SeqCst),
+                1,
+                "an order was lost or taken twice"
+            );
+        }
+        assert_eq!(queues.active_keys(), 0, "leadership left dangling");
+        assert_eq!(queues.total_depth(), 0);
+    });
+}
+
+/// Orders over overlapping SKU sets in opposite orders, and one over the shared SKU alone:
+/// whichever queue each joins, every order is taken exactly once, and no key ever has two
+/// leaders applying at once.
+#[test]
+fn orders_over_overlapping_skus_batch_of_two() {
+    check_orders(&[&[1, 2], &[2], &[2, 1]], 2);
+}
+
+#[test]
+fn orders_over_overlapping_skus_batch_of_one() {
+    check_orders(&[&[1, 2], &[2, 1], &[1]], 1);
 }

@@ -183,19 +183,22 @@ impl Backend for MySqlBackend {
             .map_err(|e| DeductError::internal("parsing the MySQL URL", e))?;
         let flavor = detect_flavor(&options).await?;
         let statements = session_statements(flavor, &config);
-        let pool = MySqlPoolOptions::new()
-            .max_connections(config.max_connections)
-            .acquire_timeout(config.acquire_timeout)
-            .after_connect(move |connection, _| {
-                let statements = statements.clone();
-                Box::pin(async move {
-                    for statement in statements {
-                        connection.execute(sqlx::AssertSqlSafe(statement)).await?;
-                    }
-                    Ok(())
+        let pool =
+            MySqlPoolOptions::new()
+                .max_connections(config.max_connections)
+                .acquire_timeout(config.acquire_timeout)
+                .after_connect(move |connection, _| {
+                    let statements = statements.clone();
+                    Box::pin(async move {
+                        for statement in statements {
+                            connection.execute(sqlx::AssertSqlSafe(statement)).await?;
+                        }
+                        Ok(())
+                    })
                 })
-            })
-            .connect_lazy_with(options);
+                .connect_lazy_with(options.statement_cache_capacity(
+                    crate::config::statement_cache_capacity(config.max_connections),
+                ));
         Ok(Self {
             pool: common::TimedPool::new(pool),
             config,

@@ -17,11 +17,16 @@ use crate::backend::{MySqlBackend, MySqlTx, ROWS_PER_STATEMENT_MAX};
 use crate::config::ServerFlavor;
 
 impl MySqlBackend {
-    pub(crate) async fn lock_rows_in(&self, tx: &mut MySqlTx, skus: &[&SkuId]) -> Result<Vec<Option<LockedRow>>, Fault> {
+    pub(crate) async fn lock_rows_in(
+        &self,
+        tx: &mut MySqlTx,
+        skus: &[&SkuId],
+    ) -> Result<Vec<Option<LockedRow>>, Fault> {
         let mut by_sku: HashMap<String, (i64, bool)> = HashMap::with_capacity(skus.len());
         // Chunks in canonical order, each locked in canonical order: the whole is too.
         for chunk in skus.chunks(ROWS_PER_STATEMENT_MAX) {
-            let mut select = QueryBuilder::<MySql>::new("SELECT sku, stock, sharded FROM inventory WHERE sku IN (");
+            let mut select =
+                QueryBuilder::<MySql>::new("SELECT sku, stock, sharded FROM inventory WHERE sku IN (");
             let mut list = select.separated(", ");
             for sku in chunk {
                 list.push_bind(sku.as_str());
@@ -32,7 +37,10 @@ impl MySqlBackend {
                 .fetch_all(&mut **tx)
                 .await
                 .map_err(self.fault("locking a batch's rows"))?;
-            by_sku.extend(rows.into_iter().map(|(sku, stock, sharded)| (sku, (stock, sharded))));
+            by_sku.extend(
+                rows.into_iter()
+                    .map(|(sku, stock, sharded)| (sku, (stock, sharded))),
+            );
         }
         let mut locked = Vec::with_capacity(skus.len());
         for sku in skus {
@@ -50,9 +58,14 @@ impl MySqlBackend {
         Ok(locked)
     }
 
-    pub(crate) async fn claim_orders_in(&self, tx: &mut MySqlTx, claims: &[OrderClaim<'_>]) -> Result<(), Fault> {
+    pub(crate) async fn claim_orders_in(
+        &self,
+        tx: &mut MySqlTx,
+        claims: &[OrderClaim<'_>],
+    ) -> Result<(), Fault> {
         for chunk in claims.chunks(ROWS_PER_STATEMENT_MAX) {
-            let mut insert = QueryBuilder::<MySql>::new("INSERT INTO inventory_order (order_id, `lines`, line_count) ");
+            let mut insert =
+                QueryBuilder::<MySql>::new("INSERT INTO inventory_order (order_id, `lines`, line_count) ");
             insert.push_values(chunk, |mut row, claim| {
                 row.push_bind(claim.order_id.as_str())
                     .push_bind(claim.lines)
@@ -67,7 +80,11 @@ impl MySqlBackend {
         Ok(())
     }
 
-    pub(crate) async fn write_lines_in(&self, tx: &mut MySqlTx, lines: &[PlannedLine<'_>]) -> Result<Vec<Written>, Fault> {
+    pub(crate) async fn write_lines_in(
+        &self,
+        tx: &mut MySqlTx,
+        lines: &[PlannedLine<'_>],
+    ) -> Result<Vec<Written>, Fault> {
         // Each row's last stock and its summed reserved change, in canonical order.
         let mut rows: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
         for planned in lines {
@@ -79,11 +96,19 @@ impl MySqlBackend {
         for chunk in rows.chunks(ROWS_PER_STATEMENT_MAX) {
             let mut update = QueryBuilder::<MySql>::new("UPDATE inventory SET stock = CASE sku");
             for (sku, (stock, _)) in chunk {
-                update.push(" WHEN ").push_bind(*sku).push(" THEN ").push_bind(*stock);
+                update
+                    .push(" WHEN ")
+                    .push_bind(*sku)
+                    .push(" THEN ")
+                    .push_bind(*stock);
             }
             update.push(" END, reserved = reserved + CASE sku");
             for (sku, (_, reserved)) in chunk {
-                update.push(" WHEN ").push_bind(*sku).push(" THEN ").push_bind(*reserved);
+                update
+                    .push(" WHEN ")
+                    .push_bind(*sku)
+                    .push(" THEN ")
+                    .push_bind(*reserved);
             }
             update.push(" END, version = version + 1 WHERE sku IN (");
             let mut list = update.separated(", ");
@@ -99,8 +124,9 @@ impl MySqlBackend {
         }
         let mut returned: Vec<(i64, String, String, i64)> = Vec::with_capacity(lines.len());
         for chunk in lines.chunks(ROWS_PER_STATEMENT_MAX) {
-            let mut insert =
-                QueryBuilder::<MySql>::new("INSERT INTO inventory_ledger (sku, delta, stock_after, reason, reference) ");
+            let mut insert = QueryBuilder::<MySql>::new(
+                "INSERT INTO inventory_ledger (sku, delta, stock_after, reason, reference) ",
+            );
             insert.push_values(chunk, |mut row, planned| {
                 row.push_bind(planned.line.sku.as_str())
                     .push_bind(planned.line.stock_delta())

@@ -8,8 +8,8 @@ use sqlx::Connection;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, Postgres};
 use stockguard_core::engine::{
-    AdjustWrite, AllLocked, Backend, Change, Fault, LineWrite, LockWait, LockedRow, MissFacts, PoolWaitStats,
-    OrderClaim, PlannedLine, Step, StoredHold, StoredOrder, VersionedRow, Written,
+    AdjustWrite, AllLocked, Backend, Change, Fault, LineWrite, LockWait, LockedRow, MissFacts, OrderClaim,
+    PlannedLine, PoolWaitStats, Step, StoredHold, StoredOrder, VersionedRow, Written,
 };
 use stockguard_core::{
     BatchPlan, Capabilities, DeductError, EngineConfig, HoldCheck, HoldId, HoldState, IdempotencyKey,

@@ -15,7 +15,11 @@ use crate::sql;
 type PgTx = common::Tx<Postgres>;
 
 impl PgBackend {
-    pub(crate) async fn lock_rows_in(&self, tx: &mut PgTx, skus: &[&SkuId]) -> Result<Vec<Option<LockedRow>>, Fault> {
+    pub(crate) async fn lock_rows_in(
+        &self,
+        tx: &mut PgTx,
+        skus: &[&SkuId],
+    ) -> Result<Vec<Option<LockedRow>>, Fault> {
         let ids: Vec<&str> = skus.iter().map(|sku| sku.as_str()).collect();
         let rows: Vec<(String, i64, bool)> = sqlx::query_as(sql::LOCK_ROWS)
             .bind(&ids)
@@ -43,7 +47,11 @@ impl PgBackend {
         Ok(locked)
     }
 
-    pub(crate) async fn claim_orders_in(&self, tx: &mut PgTx, claims: &[OrderClaim<'_>]) -> Result<(), Fault> {
+    pub(crate) async fn claim_orders_in(
+        &self,
+        tx: &mut PgTx,
+        claims: &[OrderClaim<'_>],
+    ) -> Result<(), Fault> {
         let ids: Vec<&str> = claims.iter().map(|c| c.order_id.as_str()).collect();
         let lines: Vec<&str> = claims.iter().map(|c| c.lines).collect();
         let counts: Vec<i32> = claims
@@ -60,7 +68,11 @@ impl PgBackend {
             .map_err(self.fault("claiming a batch's order ids"))
     }
 
-    pub(crate) async fn write_lines_in(&self, tx: &mut PgTx, lines: &[PlannedLine<'_>]) -> Result<Vec<Written>, Fault> {
+    pub(crate) async fn write_lines_in(
+        &self,
+        tx: &mut PgTx,
+        lines: &[PlannedLine<'_>],
+    ) -> Result<Vec<Written>, Fault> {
         let column = |f: fn(&PlannedLine<'_>) -> i64| lines.iter().map(f).collect::<Vec<i64>>();
         let skus: Vec<&str> = lines.iter().map(|p| p.line.sku.as_str()).collect();
         let references: Vec<&str> = lines.iter().map(|p| p.line.reference).collect();

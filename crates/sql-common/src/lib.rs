@@ -429,14 +429,23 @@ pub fn written_in_line_order(
     let by_line: std::collections::HashMap<(String, String), Written> = rows
         .into_iter()
         .map(|(ledger_id, reference, sku, stock_after)| {
-            ((reference, sku), Written { ledger_id, stock_after })
+            (
+                (reference, sku),
+                Written {
+                    ledger_id,
+                    stock_after,
+                },
+            )
         })
         .collect();
     lines
         .iter()
         .map(|planned| {
             by_line
-                .get(&(planned.line.reference.to_owned(), planned.line.sku.as_str().to_owned()))
+                .get(&(
+                    planned.line.reference.to_owned(),
+                    planned.line.sku.as_str().to_owned(),
+                ))
                 .copied()
                 .ok_or_else(|| {
                     corrupt(DeductError::Internal {

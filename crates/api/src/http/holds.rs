@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::extract::{Authorized, JsonBody, OptionalJsonBody};
 use super::handlers::keyed_response;
-use super::orders::{OrderLineBody, OrderStrategyName, parse_lines};
+use super::orders::{OrderLineBody, parse_lines};
 use crate::problem::{ApiError, ProblemDetails};
 
 /// Body of `POST /v1/holds`.
@@ -33,7 +33,26 @@ pub struct HoldBody {
     pub ttl_s: u32,
     /// How the units are taken, as for an order; `guarded` when absent.
     #[serde(default)]
-    pub strategy: Option<OrderStrategyName>,
+    pub strategy: Option<HoldStrategyName>,
+}
+
+/// How a hold takes its units: an order strategy, less `coalesced` (orders only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldStrategyName {
+    /// Lock every line's row in SKU order, check them all, write, commit.
+    Locked,
+    /// Conditional decrements in SKU order; a short line runs the hold once locked.
+    Guarded,
+}
+
+impl From<HoldStrategyName> for stockguard_core::OrderStrategy {
+    fn from(name: HoldStrategyName) -> Self {
+        match name {
+            HoldStrategyName::Locked => Self::Locked,
+            HoldStrategyName::Guarded => Self::Guarded,
+        }
+    }
 }
 
 /// Body of `POST /v1/holds/{hold_id}/confirm`.
@@ -198,7 +217,7 @@ pub(crate) async fn reserve(
         }));
     }
     let lines = parse_lines(body.lines)?;
-    let strategy = body.strategy.unwrap_or(OrderStrategyName::Guarded);
+    let strategy = body.strategy.unwrap_or(HoldStrategyName::Guarded);
     let hold = HoldRequest::new(hold_id.clone(), lines, body.ttl_s, strategy.into()).map_err(invalid)?;
     let result = state.store.reserve(hold).await;
     answer(&state, "reserve", &hold_id, result)

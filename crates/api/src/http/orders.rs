@@ -24,6 +24,10 @@ pub enum OrderStrategyName {
     /// One transaction of conditional decrements in SKU order, no reads; a short line rolls
     /// back and the order runs once locked, which names every short line exactly.
     Guarded,
+    /// Group commit for hot SKUs: concurrent orders sharing a SKU are placed in one
+    /// transaction, each still placed or refused on its own against the stock the orders
+    /// before it left. Orders only.
+    Coalesced,
 }
 
 impl From<OrderStrategyName> for OrderStrategy {
@@ -31,6 +35,7 @@ impl From<OrderStrategyName> for OrderStrategy {
         match name {
             OrderStrategyName::Locked => OrderStrategy::Locked,
             OrderStrategyName::Guarded => OrderStrategy::Guarded,
+            OrderStrategyName::Coalesced => OrderStrategy::Coalesced,
         }
     }
 }

@@ -224,26 +224,39 @@ macro_rules! order_conformance_tests {
     (setup = $setup:path) => {
         #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn order_semantics() {
-            let Some(provisioned) = $setup().await else { return };
+            let Some(provisioned) = $setup().await else {
+                return;
+            };
             $crate::conformance::order_semantics(&*provisioned.store, STRATEGY).await;
         }
 
         #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn lost_order_answers_are_resolved() {
-            let Some(provisioned) = $setup().await else { return };
+            let Some(provisioned) = $setup().await else {
+                return;
+            };
             $crate::conformance::lost_order_answers_are_resolved(provisioned.store.clone(), STRATEGY).await;
         }
 
         #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn opposite_orders_never_deadlock() {
-            let Some(provisioned) = $setup().await else { return };
-            $crate::conformance::opposite_orders_never_deadlock(provisioned.store.clone(), STRATEGY, 64, 1_000)
-                .await;
+            let Some(provisioned) = $setup().await else {
+                return;
+            };
+            $crate::conformance::opposite_orders_never_deadlock(
+                provisioned.store.clone(),
+                STRATEGY,
+                64,
+                1_000,
+            )
+            .await;
         }
 
         #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn orders_race_deductions() {
-            let Some(provisioned) = $setup().await else { return };
+            let Some(provisioned) = $setup().await else {
+                return;
+            };
             $crate::conformance::orders_race_deductions(provisioned.store.clone(), STRATEGY, 32).await;
         }
     };

@@ -69,15 +69,37 @@ pub async fn coalesced_order_batches<B: Backend>(store: Arc<Engine<B>>) {
     for cold in &colds {
         store.create_sku(cold, 1_000).await.expect("create");
     }
-    let batches_before = store.order_coalescer().stats().batches.load(std::sync::atomic::Ordering::Relaxed);
+    let batches_before = store
+        .order_coalescer()
+        .stats()
+        .batches
+        .load(std::sync::atomic::Ordering::Relaxed);
     let requests_before = store
         .order_coalescer()
         .stats()
         .batched_requests
         .load(std::sync::atomic::Ordering::Relaxed);
 
+    // Placed before the wave: inside it, these ids fail their batch's claim, and the batch's
+    // next attempt must answer them as replays (or a mismatch) without losing the others.
+    let mut earlier = HashMap::new();
+    for n in 0..2 {
+        let id = format!("pre-{n}");
+        let receipt = store
+            .place_order(order(&id, &[(&hot, 1), (&colds[n], 1)]))
+            .await
+            .expect("placed alone");
+        earlier.insert(id, receipt);
+    }
+
     // Wave 1: room for every order.
     let mut orders = Vec::new();
+    for _ in 0..2 {
+        for n in 0..2 {
+            orders.push(order(&format!("pre-{n}"), &[(&hot, 1), (&colds[n], 1)]));
+        }
+    }
+    orders.push(order("pre-1", &[(&hot, 5)]));
     for n in 0..48 {
         orders.push(order(&format!("b-{n}"), &[(&hot, 1), (&colds[n % 4], 2)]));
     }
@@ -101,6 +123,17 @@ pub async fn coalesced_order_batches<B: Backend>(store: Arc<Engine<B>>) {
     let mut replays = Vec::new();
     for (order, answer) in &answers {
         let id = order.order_id().as_str().to_owned();
+        if let Some(first) = earlier.get(&id) {
+            match answer {
+                Ok(receipt) => {
+                    assert!(receipt.replayed, "{id} was placed before the wave");
+                    assert_eq!(receipt.lines, first.lines, "a replay answers the first receipt");
+                }
+                Err(DeductError::OrderMismatch { .. }) => assert_eq!(order.lines().len(), 1),
+                Err(error) => panic!("{id} failed: {error:?}"),
+            }
+            continue;
+        }
         match answer {
             Ok(receipt) if receipt.replayed => replays.push((id, receipt.clone())),
             Ok(receipt) => {
@@ -110,7 +143,10 @@ pub async fn coalesced_order_batches<B: Backend>(store: Arc<Engine<B>>) {
                 );
             }
             Err(DeductError::OrderMismatch { .. }) => {
-                assert!(["b-6", "b-7"].contains(&id.as_str()), "unexpected mismatch for {id}");
+                assert!(
+                    ["b-6", "b-7"].contains(&id.as_str()),
+                    "unexpected mismatch for {id}"
+                );
             }
             Err(DeductError::SkusNotFound { skus }) => {
                 assert!(id.starts_with("bm-"), "unexpected unknown SKU for {id}");
@@ -124,8 +160,12 @@ pub async fn coalesced_order_batches<B: Backend>(store: Arc<Engine<B>>) {
     }
     assert_eq!(placed.len(), 48, "exactly the distinct ids that fit were placed");
     for (id, replay) in &replays {
-        assert_eq!(replay.lines, placed[id].lines, "a replay answers the first receipt");
+        assert_eq!(
+            replay.lines, placed[id].lines,
+            "a replay answers the first receipt"
+        );
     }
+    placed.extend(earlier);
     let hot_taken: i64 = placed
         .values()
         .flat_map(|receipt| receipt.lines.iter())

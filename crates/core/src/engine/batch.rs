@@ -56,12 +56,20 @@ impl<B: Backend> Core<B> {
             Ok(outcome) => outcome,
             Err(_) => {
                 let cut_short = self.past_deadline(&exposure, None);
-                return items.iter().map(|item| Err(with_key(&cut_short, &item.idempotency_key))).collect();
+                return items
+                    .iter()
+                    .map(|item| Err(with_key(&cut_short, &item.idempotency_key)))
+                    .collect();
             }
         };
         let (applied, attempts) = match outcome {
             Ok(applied) => applied,
-            Err(error) => return items.iter().map(|item| Err(with_key(&error, &item.idempotency_key))).collect(),
+            Err(error) => {
+                return items
+                    .iter()
+                    .map(|item| Err(with_key(&error, &item.idempotency_key)))
+                    .collect();
+            }
         };
         let mut results = Vec::with_capacity(items.len());
         for (item, result) in items.iter().zip(applied.results) {

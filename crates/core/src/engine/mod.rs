@@ -40,8 +40,9 @@ use std::time::Instant;
 use tracing::Instrument;
 
 pub use backend::{
-    AdjustWrite, AllLocked, Backend, Change, LineReason, LineWrite, LockWait, LockedRow, MissFacts, OrderClaim,
-    PlannedLine, Step, StoredHold, StoredHoldRow, StoredMissFacts, StoredOrder, VersionedRow, Written,
+    AdjustWrite, AllLocked, Backend, Change, LineReason, LineWrite, LockWait, LockedRow, MissFacts,
+    OrderClaim, PlannedLine, Step, StoredHold, StoredHoldRow, StoredMissFacts, StoredOrder, VersionedRow,
+    Written,
 };
 pub use config::{DEADLINE_MAX, EngineConfig};
 pub use fault::{ConnectRefusal, Fault, FaultKind, UNAVAILABLE_RETRY_AFTER, exhausted};
@@ -50,9 +51,9 @@ pub use stats::{EngineStats, ExpiredBy, POOL_WAIT_BUCKETS_US, PoolWaitStats, Res
 use crate::coalesce::{BatchItem, Coalescer};
 use crate::domain::{
     AdjustReceipt, AdjustRequest, AuditReport, Capabilities, ConfirmLines, DeductRequest, HoldId,
-    HoldReceipt, HoldRequest, IdempotencyKey, LedgerEntry, LedgerPage, OrderReceipt, OrderRequest, OrderStrategy,
-    PoolStatus, Receipt, RestockReceipt, RestockRequest, SkuId, SkuSnapshot, StockLevel, Strategy,
-    check_stock_level,
+    HoldReceipt, HoldRequest, IdempotencyKey, LedgerEntry, LedgerPage, OrderReceipt, OrderRequest,
+    OrderStrategy, PoolStatus, Receipt, RestockReceipt, RestockRequest, SkuId, SkuSnapshot, StockLevel,
+    Strategy, check_stock_level,
 };
 use crate::error::{AttemptError, DeductError, InvalidInput};
 use crate::store::InventoryStore;
@@ -142,10 +143,8 @@ impl<B: Backend> Engine<B> {
             lost_answers: std::sync::Mutex::new(Vec::new()),
         });
         let coalescer = Coalescer::new(batch::BatchRunner(Arc::clone(&core)), config.coalescer);
-        let order_coalescer = Coalescer::new(
-            order_batch::OrderBatchRunner(Arc::clone(&core)),
-            config.coalescer,
-        );
+        let order_coalescer =
+            Coalescer::new(order_batch::OrderBatchRunner(Arc::clone(&core)), config.coalescer);
         Self {
             core,
             coalescer,

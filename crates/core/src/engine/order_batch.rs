@@ -42,7 +42,11 @@ impl<B: Backend> BatchExecutor for OrderBatchRunner<B> {
     type Item = OrderRequest;
     type Receipt = OrderReceipt;
 
-    async fn execute_batch(&self, _sku: &SkuId, orders: &[OrderRequest]) -> Vec<Result<OrderReceipt, DeductError>> {
+    async fn execute_batch(
+        &self,
+        _sku: &SkuId,
+        orders: &[OrderRequest],
+    ) -> Vec<Result<OrderReceipt, DeductError>> {
         self.0.execute_order_batch(orders).await
     }
 }
@@ -145,6 +149,12 @@ impl<B: Backend> Core<B> {
             .filter(|(index, _)| outcomes[*index].is_none())
             .map(|(index, order)| (index, *order))
             .collect();
+        if open.is_empty() {
+            return Ok(outcomes
+                .into_iter()
+                .map(|o| o.expect("every order decided"))
+                .collect());
+        }
         let skus: Vec<&SkuId> = open
             .iter()
             .flat_map(|(_, order)| order.lines().iter().map(|(sku, _)| sku))
@@ -189,10 +199,16 @@ impl<B: Backend> Core<B> {
         }
         if applied.is_empty() {
             self.backend.rollback(tx).await;
-            return Ok(outcomes.into_iter().map(|o| o.expect("every order decided")).collect());
+            return Ok(outcomes
+                .into_iter()
+                .map(|o| o.expect("every order decided"))
+                .collect());
         }
 
-        let canonical: Vec<String> = applied.iter().map(|(_, order, _)| order.canonical_lines()).collect();
+        let canonical: Vec<String> = applied
+            .iter()
+            .map(|(_, order, _)| order.canonical_lines())
+            .collect();
         let mut claims: Vec<OrderClaim<'_>> = applied
             .iter()
             .zip(&canonical)
@@ -272,7 +288,10 @@ impl<B: Backend> Core<B> {
                 attempts: 1,
             }));
         }
-        Ok(outcomes.into_iter().map(|o| o.expect("every order decided")).collect())
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.expect("every order decided"))
+            .collect())
     }
 
     /// Commits the batch; a lost answer is resolved by the first applied order (its id, and
@@ -303,24 +322,21 @@ impl<B: Backend> Core<B> {
             Err(fault) if fault.is_ambiguous() => {
                 let (_, witness, _) = applied.first().expect("a committed batch applied an order");
                 tracing::warn!(orders = applied.len(), %fault, "answer lost after a batch COMMIT; resolving by the first order's id");
-                self.resolve_by(
-                    exposure,
-                    deadline,
-                    Some(witness.outcome_key()),
-                    fault,
-                    || async {
-                        // The id could in principle have been claimed by another placement
-                        // after this batch aborted: only this batch's own rows count.
-                        let found = self.backend.settle_and_find_order(skus, witness.order_id()).await?;
-                        Ok(found.filter(|order| {
-                            let mut ids: Vec<i64> = order.entries.iter().map(|entry| entry.id).collect();
-                            ids.sort_unstable();
-                            let mut ours = witness_ids.to_vec();
-                            ours.sort_unstable();
-                            ids == ours
-                        }))
-                    },
-                )
+                self.resolve_by(exposure, deadline, Some(witness.outcome_key()), fault, || async {
+                    // The id could in principle have been claimed by another placement
+                    // after this batch aborted: only this batch's own rows count.
+                    let found = self
+                        .backend
+                        .settle_and_find_order(skus, witness.order_id())
+                        .await?;
+                    Ok(found.filter(|order| {
+                        let mut ids: Vec<i64> = order.entries.iter().map(|entry| entry.id).collect();
+                        ids.sort_unstable();
+                        let mut ours = witness_ids.to_vec();
+                        ours.sort_unstable();
+                        ids == ours
+                    }))
+                })
                 .await
                 .map(|_| ())
             }
