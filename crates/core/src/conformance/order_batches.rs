@@ -83,10 +83,10 @@ pub async fn coalesced_order_batches<B: Backend>(store: Arc<Engine<B>>) {
     // Placed before the wave: inside it, these ids fail their batch's claim, and the batch's
     // next attempt must answer them as replays (or a mismatch) without losing the others.
     let mut earlier = HashMap::new();
-    for n in 0..2 {
+    for (n, cold) in colds.iter().enumerate().take(2) {
         let id = format!("pre-{n}");
         let receipt = store
-            .place_order(order(&id, &[(&hot, 1), (&colds[n], 1)]))
+            .place_order(order(&id, &[(&hot, 1), (cold, 1)]))
             .await
             .expect("placed alone");
         earlier.insert(id, receipt);
@@ -95,8 +95,8 @@ pub async fn coalesced_order_batches<B: Backend>(store: Arc<Engine<B>>) {
     // Wave 1: room for every order.
     let mut orders = Vec::new();
     for _ in 0..2 {
-        for n in 0..2 {
-            orders.push(order(&format!("pre-{n}"), &[(&hot, 1), (&colds[n], 1)]));
+        for (n, cold) in colds.iter().enumerate().take(2) {
+            orders.push(order(&format!("pre-{n}"), &[(&hot, 1), (cold, 1)]));
         }
     }
     orders.push(order("pre-1", &[(&hot, 5)]));
@@ -115,7 +115,7 @@ pub async fn coalesced_order_batches<B: Backend>(store: Arc<Engine<B>>) {
         orders.push(order(&format!("bm-{n}"), &[(&hot, 1), (&missing, 1)]));
     }
     for n in 40..44 {
-        store.lose_next_answer(&OrderId::parse(&format!("b-{n}")).unwrap().idempotency_key());
+        store.lose_next_answer(&OrderId::parse(format!("b-{n}")).unwrap().idempotency_key());
     }
     let answers = place_all(&store, orders).await;
 

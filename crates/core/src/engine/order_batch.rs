@@ -51,6 +51,10 @@ impl<B: Backend> BatchExecutor for OrderBatchRunner<B> {
     }
 }
 
+/// An order the batch applies: its index in the batch, the order, and each line's row stock
+/// after it with the `stock_after` to record ([`Decision::Apply`]).
+type Applied<'a> = (usize, &'a OrderRequest, Vec<(i64, i64)>);
+
 /// What one batch attempt decided for each of its orders.
 enum Outcome {
     Placed(OrderReceipt),
@@ -185,7 +189,7 @@ impl<B: Backend> Core<B> {
         let open_orders: Vec<&OrderRequest> = open.iter().map(|(_, order)| *order).collect();
         let decisions = plan_orders(&open_orders, &rows);
 
-        let mut applied: Vec<(usize, &OrderRequest, Vec<(i64, i64)>)> = Vec::new();
+        let mut applied: Vec<Applied<'_>> = Vec::new();
         for ((index, order), decision) in open.iter().zip(decisions) {
             outcomes[*index] = match decision {
                 Decision::Apply(after) => {
@@ -300,7 +304,7 @@ impl<B: Backend> Core<B> {
     async fn commit_order_batch(
         &self,
         tx: B::Tx,
-        applied: &[(usize, &OrderRequest, Vec<(i64, i64)>)],
+        applied: &[Applied<'_>],
         witness_ids: &[i64],
         skus: &[&SkuId],
         exposure: &Exposure,

@@ -93,7 +93,7 @@ mod tests {
             })
             .collect();
         OrderRequest::new(
-            OrderId::parse(&format!("o-{n}")).unwrap(),
+            OrderId::parse(format!("o-{n}")).unwrap(),
             lines,
             OrderStrategy::Coalesced,
         )
