@@ -87,7 +87,7 @@ pub(super) fn checkout_section(md: &mut String, cases: &[CheckoutResult]) -> std
                 let ratio = hold / order;
                 writeln!(
                     md,
-                    "- spread, {}: hold / order = **{ratio:.2}×** (target ≥ {HOLD_ORDER_RATIO_TARGET}×: {})",
+                    "- spread, {}: hold / order = **{ratio:.3}×** (target ≥ {HOLD_ORDER_RATIO_TARGET}×: {})",
                     strategy.as_str(),
                     if ratio >= HOLD_ORDER_RATIO_TARGET {
                         "met"
