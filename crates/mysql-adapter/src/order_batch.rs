@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use sqlx::{MySql, QueryBuilder};
 use stockguard_core::SkuId;
-use stockguard_core::engine::{Backend, Fault, LockWait, LockedRow, OrderClaim, PlannedLine, Written};
+use stockguard_core::engine::{Fault, LockedRow, OrderClaim, PlannedLine, Written};
 
 use stockguard_sql as common;
 
@@ -42,20 +42,7 @@ impl MySqlBackend {
                     .map(|(sku, stock, sharded)| (sku, (stock, sharded))),
             );
         }
-        let mut locked = Vec::with_capacity(skus.len());
-        for sku in skus {
-            locked.push(match by_sku.remove(sku.as_str()) {
-                None => None,
-                Some((stock, false)) => Some(LockedRow {
-                    stock,
-                    bucket_offset: 0,
-                    sharded: false,
-                }),
-                // Already locked: the single-row read adds the bucket stock.
-                Some((_, true)) => self.lock_row(tx, sku, LockWait::Wait).await?,
-            });
-        }
-        Ok(locked)
+        common::rows_in_sku_order(self, tx, skus, by_sku).await
     }
 
     pub(crate) async fn claim_orders_in(

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use sqlx::Postgres;
 use stockguard_core::SkuId;
-use stockguard_core::engine::{Backend, Fault, LockWait, LockedRow, OrderClaim, PlannedLine, Written};
+use stockguard_core::engine::{Fault, LockedRow, OrderClaim, PlannedLine, Written};
 
 use stockguard_sql as common;
 
@@ -26,25 +26,11 @@ impl PgBackend {
             .fetch_all(&mut **tx)
             .await
             .map_err(self.fault("locking a batch's rows"))?;
-        let mut by_sku: HashMap<String, (i64, bool)> = rows
+        let by_sku: HashMap<String, (i64, bool)> = rows
             .into_iter()
             .map(|(sku, stock, sharded)| (sku, (stock, sharded)))
             .collect();
-        let mut locked = Vec::with_capacity(skus.len());
-        for sku in skus {
-            locked.push(match by_sku.remove(sku.as_str()) {
-                None => None,
-                Some((stock, false)) => Some(LockedRow {
-                    stock,
-                    bucket_offset: 0,
-                    sharded: false,
-                }),
-                // Already locked by this transaction: the single-row read adds the bucket
-                // stock the SKU's `stock_after` figures need.
-                Some((_, true)) => self.lock_row(tx, sku, LockWait::Wait).await?,
-            });
-        }
-        Ok(locked)
+        common::rows_in_sku_order(self, tx, skus, by_sku).await
     }
 
     pub(crate) async fn claim_orders_in(

@@ -12,8 +12,8 @@ use std::time::Instant;
 use sqlx::pool::PoolConnection;
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, QueryBuilder, Type};
 use stockguard_core::engine::{
-    Fault, FaultKind, MissFacts, PlannedLine, PoolWaitStats, StoredHold, StoredHoldRow, StoredMissFacts,
-    StoredOrder, Written,
+    Backend, Fault, FaultKind, LockWait, LockedRow, MissFacts, PlannedLine, PoolWaitStats, StoredHold,
+    StoredHoldRow, StoredMissFacts, StoredOrder, Written,
 };
 use stockguard_core::{
     DeductError, HoldCheck, HoldId, IdempotencyKey, LedgerEntry, LedgerPage, OrderCheck, OrderId, PoolStatus,
@@ -417,6 +417,31 @@ pub fn ids_in_key_order<'k>(
     keys.into_iter()
         .filter_map(|key| rows.iter().find(|(_, k)| k == key.as_str()).map(|(id, _)| *id))
         .collect()
+}
+
+/// A batch's locked rows in `skus` order, from what one multi-row `SELECT … FOR UPDATE`
+/// returned as `sku → (stock, sharded)`: `None` for a SKU with no row. A sharded row (already
+/// locked by this transaction) is read again with [`Backend::lock_row`], which adds the bucket
+/// stock its `stock_after` figures need.
+pub async fn rows_in_sku_order<B: Backend>(
+    backend: &B,
+    tx: &mut B::Tx,
+    skus: &[&SkuId],
+    mut by_sku: std::collections::HashMap<String, (i64, bool)>,
+) -> Result<Vec<Option<LockedRow>>, Fault> {
+    let mut locked = Vec::with_capacity(skus.len());
+    for sku in skus {
+        locked.push(match by_sku.remove(sku.as_str()) {
+            None => None,
+            Some((stock, false)) => Some(LockedRow {
+                stock,
+                bucket_offset: 0,
+                sharded: false,
+            }),
+            Some((_, true)) => backend.lock_row(tx, sku, LockWait::Wait).await?,
+        });
+    }
+    Ok(locked)
 }
 
 /// What each of a batch's `lines` wrote, in `lines` order, from the rows an insert returned

@@ -6,26 +6,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{qty, sku};
+use super::sku;
 use crate::engine::{Backend, Engine};
-use crate::{
-    DeductError, InventoryStore, OrderId, OrderLine, OrderReceipt, OrderRequest, OrderStrategy, SkuId,
-};
+use crate::{DeductError, InventoryStore, OrderId, OrderReceipt, OrderRequest, OrderStrategy, SkuId};
 
 fn order(id: &str, lines: &[(&SkuId, i64)]) -> OrderRequest {
-    let lines = lines
-        .iter()
-        .map(|(sku, units)| OrderLine {
-            sku: (*sku).clone(),
-            quantity: qty(*units),
-        })
-        .collect();
-    OrderRequest::new(
-        OrderId::parse(id).expect("test order id"),
-        lines,
-        OrderStrategy::Coalesced,
-    )
-    .expect("valid test order")
+    super::orders::order(id, lines, OrderStrategy::Coalesced)
 }
 
 /// Places every order at once (all tasks released together, so batches form) and returns

@@ -16,7 +16,7 @@ fn order_id(raw: &str) -> OrderId {
     OrderId::parse(raw).expect("test order id")
 }
 
-fn order(id: &str, lines: &[(&SkuId, i64)], strategy: OrderStrategy) -> OrderRequest {
+pub(super) fn order(id: &str, lines: &[(&SkuId, i64)], strategy: OrderStrategy) -> OrderRequest {
     let lines = lines
         .iter()
         .map(|(sku, units)| OrderLine {
