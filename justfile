@@ -54,6 +54,14 @@ anchors seconds="10":
 loom:
     RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p stockguard-core --test loom_queue --release
 
+# A 3-master Redis Cluster on loopback (ports 7000-7002) for the admission gate; prints each node.
+redis-cluster-up:
+    bash crates/redis-gate/scripts/redis-cluster.sh up
+
+# Stop the Redis Cluster and remove its files.
+redis-cluster-down:
+    bash crates/redis-gate/scripts/redis-cluster.sh down
+
 # Run the HTTP service (embedded SQLite unless STOCKGUARD_DATABASE_URL is set).
 serve *args:
     cargo run --release -p stockguard-api -- serve {{args}}

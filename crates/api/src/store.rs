@@ -13,8 +13,9 @@ use stockguard_core::coalesce::CoalescerStats;
 use stockguard_core::engine::{EngineStats, PoolWaitStats};
 use stockguard_core::{
     AdjustReceipt, AdjustRequest, AuditReport, Capabilities, ConfirmLines, DeductError, DeductRequest,
-    EngineConfig, HoldId, HoldReceipt, HoldRequest, InventoryStore, LedgerEntry, LedgerPage, OrderReceipt,
-    OrderRequest, PoolStatus, Receipt, RestockReceipt, RestockRequest, SkuId, SkuSnapshot, StockLevel,
+    EngineConfig, HoldId, HoldReceipt, HoldRequest, IdempotencyKey, InventoryStore, LedgerEntry, LedgerPage,
+    OrderReceipt, OrderRequest, PoolStatus, Receipt, RestockReceipt, RestockRequest, SkuId, SkuSnapshot,
+    StockLevel,
 };
 use stockguard_mysql::{MySqlConfig, MySqlStore};
 use stockguard_postgres::{PgConfig, PgStore};
@@ -206,6 +207,10 @@ impl InventoryStore for AnyStore {
 
     async fn ledger(&self, sku: &SkuId, page: LedgerPage) -> Result<Vec<LedgerEntry>, DeductError> {
         delegate!(self, store => store.ledger(sku, page).await)
+    }
+
+    async fn committed_keys(&self, keys: &[IdempotencyKey]) -> Result<Vec<IdempotencyKey>, DeductError> {
+        delegate!(self, store => store.committed_keys(keys).await)
     }
 
     async fn snapshot(&self) -> Result<Vec<SkuSnapshot>, DeductError> {

@@ -322,6 +322,17 @@ impl ReferenceModel {
             .collect())
     }
 
+    /// Which of `keys` name a committed change: a keyed ledger row, or an order.
+    pub fn committed_keys(&self, keys: &[IdempotencyKey]) -> Vec<IdempotencyKey> {
+        keys.iter()
+            .filter(|key| {
+                self.by_key.contains_key(key.as_str())
+                    || OrderId::parse(key.as_str()).is_ok_and(|id| self.orders.contains_key(&id))
+            })
+            .cloned()
+            .collect()
+    }
+
     /// See [`InventoryStore::snapshot`].
     pub fn snapshot(&self) -> Vec<SkuSnapshot> {
         self.skus
@@ -516,6 +527,11 @@ impl InventoryStore for ReferenceStore {
 
     async fn ledger(&self, sku: &SkuId, page: LedgerPage) -> Result<Vec<LedgerEntry>, DeductError> {
         self.with(|m| m.ledger(sku, page))
+    }
+
+    async fn committed_keys(&self, keys: &[IdempotencyKey]) -> Result<Vec<IdempotencyKey>, DeductError> {
+        crate::domain::check_committed_keys(keys.len())?;
+        Ok(self.with(|m| m.committed_keys(keys)))
     }
 
     async fn snapshot(&self) -> Result<Vec<SkuSnapshot>, DeductError> {

@@ -4,8 +4,8 @@ use std::future::Future;
 
 use crate::domain::{
     AdjustReceipt, AdjustRequest, AuditReport, Capabilities, ConfirmLines, DeductRequest, HoldId,
-    HoldReceipt, HoldRequest, LedgerEntry, LedgerPage, OrderReceipt, OrderRequest, PoolStatus, Receipt,
-    RestockReceipt, RestockRequest, SkuId, SkuSnapshot, StockLevel,
+    HoldReceipt, HoldRequest, IdempotencyKey, LedgerEntry, LedgerPage, OrderReceipt, OrderRequest,
+    PoolStatus, Receipt, RestockReceipt, RestockRequest, SkuId, SkuSnapshot, StockLevel,
 };
 use crate::error::DeductError;
 
@@ -113,6 +113,17 @@ pub trait InventoryStore: Send + Sync + 'static {
         sku: &SkuId,
         page: LedgerPage,
     ) -> impl Future<Output = Result<Vec<LedgerEntry>, DeductError>> + Send;
+
+    /// Which of `keys` name a committed change: a deduction's or restock's idempotency key, or
+    /// an order id. A key absent from the answer had not committed when the database was read
+    /// (a call still running may commit later). Resolves records kept outside the database,
+    /// such as an admission gate's in-flight records. At most [`COMMITTED_KEYS_MAX`] keys.
+    ///
+    /// [`COMMITTED_KEYS_MAX`]: crate::COMMITTED_KEYS_MAX
+    fn committed_keys(
+        &self,
+        keys: &[IdempotencyKey],
+    ) -> impl Future<Output = Result<Vec<IdempotencyKey>, DeductError>> + Send;
 
     /// The per-SKU figures the audit reconciles, computed inside the database in one query.
     fn snapshot(&self) -> impl Future<Output = Result<Vec<SkuSnapshot>, DeductError>> + Send;

@@ -464,7 +464,10 @@ async fn start_container(_server: Server) -> Result<Option<Located>, String> {
 pub mod private_server;
 pub mod proxy;
 
-pub use private_server::{MariaDbOptions, PostgresOptions, PrivateMariaDb, PrivatePostgres, ServerError};
+pub use private_server::{
+    MariaDbOptions, PostgresOptions, PrivateMariaDb, PrivatePostgres, PrivateRedis, PrivateRedisCluster,
+    PrivateRedisNode, ServerError,
+};
 pub use proxy::{CutHandle, CutMode, CutPlan, CutReport, FaultProxy};
 
 #[cfg(test)]

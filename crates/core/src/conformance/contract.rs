@@ -150,10 +150,40 @@ pub async fn every_change_carries_a_key<B: Backend>(store: Arc<Engine<B>>) {
         "{refused:?}"
     );
     assert!(refused.as_ref().err().is_some_and(DeductError::nothing_changed));
+    let unused = key("generated-keys-never-used");
+    let before = store
+        .committed_keys(&[k.clone(), unused.clone()])
+        .await
+        .expect("committed keys");
+    assert!(before.is_empty(), "a refused key is not committed: {before:?}");
     store
-        .deduct(DeductRequest::new(s.clone(), qty(1), Strategy::Guarded).with_idempotency_key(k))
+        .deduct(DeductRequest::new(s.clone(), qty(1), Strategy::Guarded).with_idempotency_key(k.clone()))
         .await
         .expect("the key is free after a refusal");
+
+    // `committed_keys` names exactly the committed changes: keyed rows, and orders by id.
+    let placed = super::orders::order("generated-keys-order", &[(&s, 1)], crate::OrderStrategy::Guarded);
+    store.place_order(placed.clone()).await.expect("order");
+    let order_key = placed.order_id().idempotency_key();
+    let asked = [
+        receipt.idempotency_key.clone(),
+        unused,
+        restock.idempotency_key.clone(),
+        k,
+        order_key,
+    ];
+    let committed = store.committed_keys(&asked).await.expect("committed keys");
+    let expected: Vec<_> = asked
+        .iter()
+        .filter(|key| key.as_str() != "generated-keys-never-used")
+        .cloned()
+        .collect();
+    assert_eq!(committed, expected);
+    let too_many = vec![receipt.idempotency_key.clone(); crate::COMMITTED_KEYS_MAX + 1];
+    assert!(matches!(
+        store.committed_keys(&too_many).await,
+        Err(DeductError::InvalidInput(_))
+    ));
 }
 
 /// Where a wire-level cut falls, relative to the statement that commits.

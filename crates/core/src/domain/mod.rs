@@ -35,6 +35,21 @@ pub const IDEMPOTENCY_KEY_MAX_LEN: usize = 128;
 pub const STOCK_MAX: i64 = 1_000_000_000_000_000;
 /// Largest page a ledger read returns.
 pub const LEDGER_PAGE_MAX: u32 = 1_000;
+/// Most keys one `committed_keys` lookup takes.
+pub const COMMITTED_KEYS_MAX: usize = 1_000;
+
+/// Refuses a `committed_keys` lookup of more than [`COMMITTED_KEYS_MAX`] keys.
+pub fn check_committed_keys(count: usize) -> Result<(), InvalidInput> {
+    if count > COMMITTED_KEYS_MAX {
+        return Err(InvalidInput::LimitOutOfRange {
+            setting: "committed_keys",
+            given: u64::try_from(count).unwrap_or(u64::MAX),
+            min: 0,
+            max: COMMITTED_KEYS_MAX as u64,
+        });
+    }
+    Ok(())
+}
 
 /// A SKU identifier: 1..=64 characters of `[A-Za-z0-9._:-]`.
 ///

@@ -33,6 +33,7 @@ mod order_batch;
 mod order_plan;
 mod stats;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -51,9 +52,9 @@ pub use stats::{EngineStats, ExpiredBy, POOL_WAIT_BUCKETS_US, PoolWaitStats, Res
 use crate::coalesce::{BatchItem, Coalescer};
 use crate::domain::{
     AdjustReceipt, AdjustRequest, AuditReport, Capabilities, ConfirmLines, DeductRequest, HoldId,
-    HoldReceipt, HoldRequest, IdempotencyKey, LedgerEntry, LedgerPage, OrderReceipt, OrderRequest,
+    HoldReceipt, HoldRequest, IdempotencyKey, LedgerEntry, LedgerPage, OrderId, OrderReceipt, OrderRequest,
     OrderStrategy, PoolStatus, Receipt, RestockReceipt, RestockRequest, SkuId, SkuSnapshot, StockLevel,
-    Strategy, check_stock_level,
+    Strategy, check_committed_keys, check_stock_level,
 };
 use crate::error::{AttemptError, DeductError, InvalidInput};
 use crate::store::InventoryStore;
@@ -431,6 +432,32 @@ impl<B: Backend> InventoryStore for Engine<B> {
             self.stock(sku).await?;
         }
         Ok(rows)
+    }
+
+    async fn committed_keys(&self, keys: &[IdempotencyKey]) -> Result<Vec<IdempotencyKey>, DeductError> {
+        check_committed_keys(keys.len())?;
+        let refs: Vec<&IdempotencyKey> = keys.iter().collect();
+        let rows = self.core.read(|| self.core.backend.find_keys(&refs)).await?;
+        let keyed: HashSet<&str> = rows
+            .iter()
+            .filter_map(|row| row.idempotency_key.as_deref())
+            .collect();
+        let mut committed = Vec::new();
+        for key in keys {
+            if keyed.contains(key.as_str()) {
+                committed.push(key.clone());
+                continue;
+            }
+            // Order lines carry the order id as their reference, not as a key.
+            let Ok(order_id) = OrderId::parse(key.as_str()) else {
+                continue;
+            };
+            let order = self.core.read(|| self.core.backend.find_order(&order_id)).await?;
+            if order.is_some() {
+                committed.push(key.clone());
+            }
+        }
+        Ok(committed)
     }
 
     async fn snapshot(&self) -> Result<Vec<SkuSnapshot>, DeductError> {

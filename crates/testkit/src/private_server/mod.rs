@@ -14,6 +14,7 @@
 mod mariadb;
 mod postgres;
 mod process;
+mod redis;
 
 use std::io::Write;
 use std::path::Path;
@@ -22,6 +23,7 @@ use std::time::Duration;
 pub use mariadb::{MARIADBD_ENV, MariaDbOptions, PrivateMariaDb};
 pub use postgres::{PG_BINDIR_ENV, PostgresOptions, PrivatePostgres};
 pub use process::NO_TEMPLATE_ENV;
+pub use redis::{PrivateRedis, PrivateRedisCluster, PrivateRedisNode};
 
 /// Upper bound on any one wait for a server or tool: start-up, crash recovery, shutdown.
 pub const SERVER_WAIT: Duration = Duration::from_secs(60);

@@ -1,0 +1,148 @@
+//! The gate's settings, each with its bound.
+
+use std::time::Duration;
+
+use stockguard_core::InvalidInput;
+
+use crate::link::RedisTarget;
+
+/// What the gate does when Redis cannot be reached or does not answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RedisDownPolicy {
+    /// Go straight to the database, which stays correct, only slower (the default).
+    #[default]
+    FailOpen,
+    /// Refuse with `Unavailable` (HTTP 503): nothing is sent to the database.
+    FailClosed,
+}
+
+/// Longest accepted wait for one Redis call.
+pub const REDIS_TIMEOUT_MAX: Duration = Duration::from_secs(10);
+/// Longest accepted grace for an in-flight record whose key the database does not know.
+pub const UNKNOWN_GRACE_MAX: Duration = Duration::from_secs(3_600);
+/// Longest accepted reconcile interval.
+pub const RECONCILE_INTERVAL_MAX: Duration = Duration::from_secs(3_600);
+/// Longest accepted key namespace.
+pub const NAMESPACE_MAX_LEN: usize = 32;
+
+/// How the gate reaches Redis and how it behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateConfig {
+    /// Where Redis is.
+    pub target: RedisTarget,
+    /// Prefix of every key the gate writes, so that several stockguard deployments (or
+    /// tests) can share one Redis: `<namespace>:{<sku>}:units`.
+    pub namespace: String,
+    /// Bound on each Redis call (and on connecting).
+    pub redis_timeout: Duration,
+    /// What a request does when Redis is down.
+    pub when_down: RedisDownPolicy,
+    /// How old an in-flight record must be before the reconciler, not finding its key in the
+    /// database, drops it as never committed. Must exceed the engine's deadline, the longest
+    /// a call that could still commit can run.
+    pub unknown_grace: Duration,
+    /// How often the background reconciler recomputes every counter.
+    pub reconcile_interval: Duration,
+}
+
+impl GateConfig {
+    /// Defaults for everything but the target: namespace `stockguard`, 250 ms per Redis call,
+    /// fail open, 60 s grace (the engine's deadline is at most 30 s), reconcile every 5 s.
+    pub fn new(target: RedisTarget) -> Self {
+        Self {
+            target,
+            namespace: "stockguard".to_owned(),
+            redis_timeout: Duration::from_millis(250),
+            when_down: RedisDownPolicy::FailOpen,
+            unknown_grace: Duration::from_secs(60),
+            reconcile_interval: Duration::from_secs(5),
+        }
+    }
+
+    /// Refuses a setting outside its bounds.
+    pub fn validate(&self) -> Result<(), InvalidInput> {
+        let namespace_ok = !self.namespace.is_empty()
+            && self.namespace.len() <= NAMESPACE_MAX_LEN
+            && self
+                .namespace
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !namespace_ok {
+            return Err(InvalidInput::LimitOutOfRange {
+                setting: "redis_namespace_len (1..=32 of [A-Za-z0-9_-])",
+                given: self.namespace.len() as u64,
+                min: 1,
+                max: NAMESPACE_MAX_LEN as u64,
+            });
+        }
+        within(
+            "redis_timeout_ms",
+            self.redis_timeout,
+            Duration::from_millis(1),
+            REDIS_TIMEOUT_MAX,
+        )?;
+        within(
+            "unknown_grace_ms",
+            self.unknown_grace,
+            Duration::from_millis(1),
+            UNKNOWN_GRACE_MAX,
+        )?;
+        within(
+            "reconcile_interval_ms",
+            self.reconcile_interval,
+            Duration::from_millis(10),
+            RECONCILE_INTERVAL_MAX,
+        )
+    }
+}
+
+fn within(setting: &'static str, value: Duration, min: Duration, max: Duration) -> Result<(), InvalidInput> {
+    if value < min || value > max {
+        return Err(InvalidInput::LimitOutOfRange {
+            setting,
+            given: u64::try_from(value.as_millis()).unwrap_or(u64::MAX),
+            min: u64::try_from(min.as_millis()).unwrap_or(u64::MAX),
+            max: u64::try_from(max.as_millis()).unwrap_or(u64::MAX),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_are_enforced() {
+        let good = GateConfig::new(RedisTarget::Single("redis://127.0.0.1:6379".into()));
+        assert!(good.validate().is_ok());
+        let mut bad = good.clone();
+        bad.namespace = "has space".into();
+        assert!(bad.validate().is_err());
+        let mut bad = good.clone();
+        bad.redis_timeout = Duration::ZERO;
+        assert!(bad.validate().is_err());
+        let mut bad = good.clone();
+        bad.unknown_grace = UNKNOWN_GRACE_MAX + Duration::from_secs(1);
+        assert!(bad.validate().is_err());
+        let mut bad = good;
+        bad.reconcile_interval = Duration::from_millis(1);
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn cluster_urls_parse() {
+        assert_eq!(
+            RedisTarget::parse("redis+cluster://127.0.0.1:7000,127.0.0.1:7001").unwrap(),
+            RedisTarget::Cluster(vec![
+                "redis://127.0.0.1:7000".into(),
+                "redis://127.0.0.1:7001".into()
+            ])
+        );
+        assert!(RedisTarget::parse("redis+cluster://").is_err());
+        assert_eq!(
+            RedisTarget::parse("redis://127.0.0.1:6379").unwrap(),
+            RedisTarget::Single("redis://127.0.0.1:6379".into())
+        );
+    }
+}

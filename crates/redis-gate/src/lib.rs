@@ -1,0 +1,45 @@
+//! A Redis admission gate in front of stockguard, for flash sales.
+//!
+//! One Lua script per SKU atomically checks and decrements an admission counter and records
+//! the admission in flight under its idempotency key. An admitted request goes on to the
+//! database through the engine, which decides; its record is then removed (committed), given
+//! back with its units (definitely nothing changed), or kept (`outcome_unknown`, until its key
+//! resolves it). A refused admission answers `insufficient_stock` without touching the
+//! database, which is what turns away the buyers who arrive after sell-out.
+//!
+//! The database is the truth: the gate can refuse too much (undersell, until the reconciler
+//! recomputes the counter) but never admit a sale the database has not committed, so it can
+//! never oversell. See `docs/redis.md` for the failure table.
+//!
+//! ```no_run
+//! # async fn run(store: stockguard_sqlite::SqliteStore) -> Result<(), stockguard_core::DeductError> {
+//! use std::sync::Arc;
+//! use stockguard_redis_gate::{Gate, GateConfig, GatedStore, RedisTarget, Reconciler};
+//!
+//! let target = RedisTarget::parse("redis://127.0.0.1:6379").expect("url");
+//! let gate = Arc::new(Gate::connect(GateConfig::new(target)).await?);
+//! let store = Arc::new(GatedStore::new(store, Arc::clone(&gate)));
+//! let reconciler = Reconciler::spawn(gate, Arc::clone(&store));
+//! // ... serve requests with `store` ...
+//! reconciler.stop().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+mod gate;
+mod gated_store;
+mod link;
+mod reconciler;
+mod scripts;
+mod stats;
+
+pub use config::{
+    GateConfig, NAMESPACE_MAX_LEN, RECONCILE_INTERVAL_MAX, REDIS_TIMEOUT_MAX, RedisDownPolicy,
+    UNKNOWN_GRACE_MAX,
+};
+pub use gate::{Admission, Gate, Outcome, ReconcileError, Reconciled};
+pub use gated_store::GatedStore;
+pub use link::RedisTarget;
+pub use reconciler::Reconciler;
+pub use stats::GateStats;

@@ -1,0 +1,209 @@
+//! The connection to Redis: one node (one multiplexed connection, reopened after a failure) or a Redis
+//! Cluster (through the cluster client, which follows slot moves). Every call is bounded by
+//! the gate's `redis_timeout`, so a Redis that stops answering costs a request at most that
+//! long before the Redis-down policy applies.
+
+use std::time::Duration;
+
+use std::sync::Mutex;
+
+use redis::aio::MultiplexedConnection;
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncConnectionConfig, FromRedisValue, RedisError, ScriptInvocation};
+
+/// Where the gate's Redis lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// One node (or a primary behind a stable address): `redis://127.0.0.1:6379`.
+    Single(String),
+    /// A Redis Cluster, by any of its nodes' URLs (the rest are discovered).
+    Cluster(Vec<String>),
+}
+
+impl RedisTarget {
+    /// Parses the service's `--redis-url`: one URL for a single node; `redis+cluster://` with
+    /// comma-separated `host:port` seeds for a cluster.
+    pub fn parse(raw: &str) -> Result<Self, RedisError> {
+        if let Some(seeds) = raw.strip_prefix("redis+cluster://") {
+            let nodes: Vec<String> = seeds
+                .split(',')
+                .filter(|seed| !seed.is_empty())
+                .map(|seed| format!("redis://{seed}"))
+                .collect();
+            if nodes.is_empty() {
+                return Err(RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "a redis+cluster:// URL names no node",
+                )));
+            }
+            return Ok(RedisTarget::Cluster(nodes));
+        }
+        Ok(RedisTarget::Single(raw.to_owned()))
+    }
+}
+
+/// An open connection. A single node's multiplexed connection is dropped after an I/O
+/// error or a timeout and opened again by the next call (bounded by the timeout), so a
+/// restarted Redis is used again at once; the cluster client follows slots and nodes itself.
+pub(crate) enum Link {
+    Single(Box<SingleNode>),
+    Cluster(ClusterConnection),
+}
+
+/// A single node: how to connect, and the connection while it works.
+pub(crate) struct SingleNode {
+    client: redis::Client,
+    config: AsyncConnectionConfig,
+    connection: Mutex<Option<MultiplexedConnection>>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Link::Single(_) => "Link::Single",
+            Link::Cluster(_) => "Link::Cluster",
+        })
+    }
+}
+
+/// Why a Redis call failed.
+#[derive(Debug)]
+pub(crate) enum LinkError {
+    /// Redis answered with an error, or the connection failed.
+    Redis(RedisError),
+    /// No answer within the timeout.
+    TimedOut,
+}
+
+impl std::fmt::Display for LinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LinkError::Redis(error) => write!(f, "redis: {error}"),
+            LinkError::TimedOut => f.write_str("redis did not answer in time"),
+        }
+    }
+}
+
+impl std::error::Error for LinkError {}
+
+impl Link {
+    /// Connects, bounded by `timeout` for the connection and for every later call.
+    pub(crate) async fn connect(target: &RedisTarget, timeout: Duration) -> Result<Self, LinkError> {
+        let link = match target {
+            RedisTarget::Single(url) => Link::Single(Box::new(SingleNode {
+                client: redis::Client::open(url.as_str()).map_err(LinkError::Redis)?,
+                config: AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout)),
+                connection: Mutex::new(None),
+            })),
+            RedisTarget::Cluster(nodes) => {
+                let connecting = async {
+                    let client = ClusterClient::builder(nodes.iter().map(String::as_str))
+                        .connection_timeout(timeout)
+                        .response_timeout(timeout)
+                        .retries(2)
+                        .build()?;
+                    client.get_async_connection().await
+                };
+                match tokio::time::timeout(timeout, connecting).await {
+                    Ok(connection) => Link::Cluster(connection.map_err(LinkError::Redis)?),
+                    Err(_) => return Err(LinkError::TimedOut),
+                }
+            }
+        };
+        // A single node connects here too, so a wrong URL fails at start-up.
+        if let Link::Single(node) = &link {
+            node.connection(timeout).await?;
+        }
+        Ok(link)
+    }
+
+    /// Forgets a single node's connection after a failure that may have broken it.
+    fn after_failure(&self, error: &LinkError) {
+        if let Link::Single(node) = self {
+            let broken = match error {
+                LinkError::TimedOut => true,
+                LinkError::Redis(error) => {
+                    error.is_io_error() || error.is_connection_dropped() || error.is_unrecoverable_error()
+                }
+            };
+            if broken {
+                *node.connection.lock().expect("redis link poisoned") = None;
+            }
+        }
+    }
+
+    /// Runs a script invocation, bounded by `timeout`.
+    pub(crate) async fn invoke<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+        timeout: Duration,
+    ) -> Result<T, LinkError> {
+        let result = match self {
+            Link::Single(node) => match node.connection(timeout).await {
+                Ok(mut connection) => bounded(timeout, invocation.invoke_async(&mut connection)).await,
+                Err(error) => Err(error),
+            },
+            Link::Cluster(connection) => {
+                let mut connection = connection.clone();
+                bounded(timeout, invocation.invoke_async(&mut connection)).await
+            }
+        };
+        if let Err(error) = &result {
+            self.after_failure(error);
+        }
+        result
+    }
+
+    /// Runs one command, bounded by `timeout`.
+    pub(crate) async fn query<T: FromRedisValue>(
+        &self,
+        command: &redis::Cmd,
+        timeout: Duration,
+    ) -> Result<T, LinkError> {
+        let result = match self {
+            Link::Single(node) => match node.connection(timeout).await {
+                Ok(mut connection) => bounded(timeout, command.query_async(&mut connection)).await,
+                Err(error) => Err(error),
+            },
+            Link::Cluster(connection) => {
+                let mut connection = connection.clone();
+                bounded(timeout, command.query_async(&mut connection)).await
+            }
+        };
+        if let Err(error) = &result {
+            self.after_failure(error);
+        }
+        result
+    }
+}
+
+impl SingleNode {
+    /// The connection, opened when there is none.
+    async fn connection(&self, timeout: Duration) -> Result<MultiplexedConnection, LinkError> {
+        if let Some(open) = self.connection.lock().expect("redis link poisoned").clone() {
+            return Ok(open);
+        }
+        let opening = self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config);
+        let open = match tokio::time::timeout(timeout, opening).await {
+            Ok(open) => open.map_err(LinkError::Redis)?,
+            Err(_) => return Err(LinkError::TimedOut),
+        };
+        *self.connection.lock().expect("redis link poisoned") = Some(open.clone());
+        Ok(open)
+    }
+}
+
+async fn bounded<T>(
+    timeout: Duration,
+    call: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, LinkError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(result) => result.map_err(LinkError::Redis),
+        Err(_) => Err(LinkError::TimedOut),
+    }
+}

@@ -1,0 +1,50 @@
+//! What the gate did, as monotonic counters (for /metrics and the harness).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters since the gate started. Read with [`GateStats::get`].
+#[derive(Debug, Default)]
+pub struct GateStats {
+    /// Admissions that decremented a counter.
+    pub admitted: AtomicU64,
+    /// Requests refused by the gate: the database was never touched.
+    pub refused: AtomicU64,
+    /// Requests sent to the database without a record: Redis down (fail open), a SKU the
+    /// database does not know, a key in flight for other units, or a replay of a key that
+    /// committed through the gate.
+    pub passed: AtomicU64,
+    /// Redis calls that failed or timed out.
+    pub redis_errors: AtomicU64,
+    /// Records removed after a commit (units stay taken).
+    pub settled: AtomicU64,
+    /// Records removed after a definite refusal or a replay (units given back).
+    pub given_back: AtomicU64,
+    /// Records kept because the database's answer was `outcome_unknown`.
+    pub kept_unknown: AtomicU64,
+    /// Counters computed from the database (warm-ups and reconciles).
+    pub reconciled: AtomicU64,
+    /// Σ |counter before − counter after| over reconciles of a warm counter: the drift fixed.
+    pub drift_units: AtomicU64,
+    /// In-flight records the reconciler found committed and dropped.
+    pub resolved_committed: AtomicU64,
+    /// In-flight records older than the grace whose key the database did not know: dropped,
+    /// their units back in the counter.
+    pub resolved_stale: AtomicU64,
+    /// Requests refused with 503 because Redis was down and the policy is fail closed.
+    pub refused_redis_down: AtomicU64,
+}
+
+impl GateStats {
+    /// Reads one counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add(counter: &AtomicU64, amount: u64) {
+        counter.fetch_add(amount, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,130 @@
+//! Shared by the gate's tests: a gate in its own key namespace, and fresh stores on every
+//! database. The machine's Redis is `STOCKGUARD_REDIS_URL` (default 127.0.0.1:6379); like the
+//! databases, it is required when `STOCKGUARD_REQUIRE_DB` is set (CI), skipped loudly otherwise.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use stockguard_core::{
+    DeductError, InventoryStore, OrderId, OrderLine, OrderRequest, OrderStrategy, Quantity, SkuId,
+};
+use stockguard_mysql::{MySqlConfig, MySqlStore};
+use stockguard_postgres::{PgConfig, PgStore};
+use stockguard_redis_gate::{Gate, GateConfig, RedisTarget};
+use stockguard_sqlite::{SqliteConfig, SqliteStore};
+use stockguard_testkit::{TestDatabase, TestSqliteFile};
+
+pub fn redis_url() -> String {
+    std::env::var("STOCKGUARD_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A namespace no other test uses, so tests share one Redis without seeing each other's keys.
+pub fn namespace() -> String {
+    let name = stockguard_testkit::unique_name();
+    format!("t{}", &name[name.len() - 24..])
+}
+
+/// A gate on `url` in a fresh namespace, with `tune` applied; `None` (skipped) only when Redis
+/// is unreachable and no database is required.
+pub async fn gate_on(url: &str, tune: impl FnOnce(&mut GateConfig)) -> Option<Arc<Gate>> {
+    let mut config = GateConfig::new(RedisTarget::parse(url).expect("redis url"));
+    config.namespace = namespace();
+    config.redis_timeout = Duration::from_secs(2);
+    tune(&mut config);
+    match Gate::connect(config).await {
+        Ok(gate) => Some(Arc::new(gate)),
+        Err(error) if !stockguard_testkit::database_required() => {
+            let _ = writeln!(std::io::stderr(), "\n*** SKIPPED REDIS GATE TEST *** {error}\n");
+            None
+        }
+        Err(error) => panic!("Redis is required here (STOCKGUARD_REQUIRE_DB): {error}"),
+    }
+}
+
+pub async fn gate(tune: impl FnOnce(&mut GateConfig)) -> Option<Arc<Gate>> {
+    gate_on(&redis_url(), tune).await
+}
+
+/// A raw connection to the machine's Redis, for planting drift.
+pub async fn raw_redis() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis_url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis")
+}
+
+pub fn sku(name: &str) -> SkuId {
+    SkuId::parse(name).expect("sku")
+}
+
+pub fn qty(units: i64) -> Quantity {
+    Quantity::new(units).expect("quantity")
+}
+
+pub fn order(id: &str, lines: &[(&SkuId, i64)]) -> OrderRequest {
+    let lines = lines
+        .iter()
+        .map(|(sku, units)| OrderLine {
+            sku: (*sku).clone(),
+            quantity: qty(*units),
+        })
+        .collect();
+    OrderRequest::new(
+        OrderId::parse(id).expect("order id"),
+        lines,
+        OrderStrategy::Locked,
+    )
+    .expect("order")
+}
+
+pub async fn stock<S: InventoryStore>(store: &S, sku: &SkuId) -> i64 {
+    store.stock(sku).await.expect("stock").stock
+}
+
+pub fn is_short(answer: &Result<impl std::fmt::Debug, DeductError>) -> bool {
+    matches!(answer, Err(DeductError::InsufficientStock { .. }))
+}
+
+/// Whatever keeps a test's database alive until the test ends.
+pub type Guard = Box<dyn std::any::Any + Send>;
+
+pub async fn sqlite() -> Option<(SqliteStore, Guard)> {
+    let file = TestSqliteFile::new();
+    let store = sqlite_on(&file).await;
+    Some((store, Box::new(file)))
+}
+
+/// A store on `file`, migrated; several may share one file, as several services would.
+pub async fn sqlite_on(file: &TestSqliteFile) -> SqliteStore {
+    let mut config = SqliteConfig::new(file.path());
+    config.max_connections = 8;
+    config.acquire_timeout = Duration::from_secs(30);
+    config.busy_timeout = Duration::from_secs(10);
+    let store = SqliteStore::connect(config).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+pub async fn postgres() -> Option<(PgStore, Guard)> {
+    let database = TestDatabase::postgres().await?;
+    let mut config = PgConfig::new(database.url());
+    config.max_connections = 16;
+    config.acquire_timeout = Duration::from_secs(30);
+    let store = PgStore::connect(config).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    Some((store, Box::new(database)))
+}
+
+pub async fn mariadb() -> Option<(MySqlStore, Guard)> {
+    let database = TestDatabase::mysql().await?;
+    let mut config = MySqlConfig::new(database.url());
+    config.max_connections = 16;
+    config.acquire_timeout = Duration::from_secs(30);
+    let store = MySqlStore::connect(config).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    Some((store, Box::new(database)))
+}
