@@ -8,6 +8,7 @@ pub mod case;
 pub mod chaos;
 pub mod checkout;
 pub mod db;
+pub mod flash;
 pub mod http;
 pub mod measure;
 pub mod profile;

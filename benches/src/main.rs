@@ -14,7 +14,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use stockguard_bench::case::{Bounds, CaseSpec, StockSizing, Transport, Variant};
 use stockguard_bench::chaos::ChaosArgs;
 use stockguard_bench::checkout::{CheckoutResult, CheckoutSpec, checkout_specs, run_checkout};
-use stockguard_bench::db::{self, FreshDatabase, RawPool};
+use stockguard_bench::db;
+use stockguard_bench::flash::{FlashResult, FlashSpec, plan_flash, run_flash_cases};
 use stockguard_bench::profile::{Profile, transports_for};
 use stockguard_bench::report::{self, MachineInfo, Results};
 use stockguard_bench::runner::run_case;
@@ -93,9 +94,15 @@ struct Args {
     /// Skip the checkout workload (orders and holds), or run only it.
     #[arg(long, value_enum, default_value = "on")]
     checkout: CheckoutRun,
+    /// Skip the flash-sale workload (the Redis gate against the database alone), or run only it.
+    #[arg(long, value_enum, default_value = "on")]
+    flash: CheckoutRun,
+    /// Redis for the flash sale's gate and its ceiling.
+    #[arg(long, env = "STOCKGUARD_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
 }
 
-/// Whether the checkout workload runs beside the deduction cases.
+/// Whether a workload (checkout, flash sale) runs beside the deduction cases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum CheckoutRun {
     /// After the deduction cases.
@@ -121,6 +128,7 @@ const POOL_SIZE_MAX: u32 = 64;
 struct Plan {
     specs: Vec<CaseSpec>,
     checkout: Vec<CheckoutSpec>,
+    flash: Vec<FlashSpec>,
     results: Results,
     out: PathBuf,
 }
@@ -276,7 +284,7 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
         }
     }
 
-    let checkout = match args.checkout {
+    let mut checkout = match args.checkout {
         CheckoutRun::Off => Vec::new(),
         CheckoutRun::On | CheckoutRun::Only => checkout_specs(
             &databases,
@@ -286,18 +294,37 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
             seed,
         ),
     };
+    let (mut flash, flash_skipped) = match args.flash {
+        CheckoutRun::Off => (Vec::new(), None),
+        _ => {
+            plan_flash(
+                &databases,
+                profile.flash_attempts,
+                pool_size,
+                &args.redis_url,
+                required,
+            )
+            .await?
+        }
+    };
     if args.checkout == CheckoutRun::Only {
         specs.clear();
+        flash.clear();
+    }
+    if args.flash == CheckoutRun::Only {
+        specs.clear();
+        checkout.clear();
     }
 
     let mut environments = BTreeMap::new();
     for backend in &databases {
-        environments.insert(*backend, environment(*backend).await?);
+        environments.insert(*backend, db::environment(*backend).await?);
     }
     let profile_name = format!("{:?}", args.profile).to_lowercase();
     Ok(Plan {
         specs,
         checkout,
+        flash,
         out: args.out.context("--out is required")?,
         results: Results {
             started_at: chrono::Utc::now().to_rfc3339(),
@@ -311,25 +338,18 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
             cases: Vec::new(),
             case_errors: Vec::new(),
             checkout: Vec::new(),
+            flash: Vec::new(),
+            flash_ceiling_refusals_per_s: None,
+            flash_skipped,
         },
     })
-}
-
-/// Version and durability settings, read from a throwaway database (SQLite: with the same
-/// pragmas the raw pool uses; the adapter's own settings are in its docs).
-async fn environment(backend: Backend) -> anyhow::Result<BTreeMap<String, String>> {
-    let database = FreshDatabase::create(backend).await?;
-    let pool = RawPool::connect(&database, 1).await?;
-    let env = pool.environment().await;
-    pool.close().await;
-    database.drop_now().await?;
-    env
 }
 
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let Plan {
         specs,
         checkout,
+        flash,
         mut results,
         out,
     } = plan(args).await?;
@@ -415,6 +435,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    run_flash_cases(flash, &log, &mut results).await;
     bar.finish_and_clear();
 
     let json = serde_json::to_string_pretty(&results)?;
@@ -472,6 +493,10 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     for failure in results.checkout.iter().filter_map(CheckoutResult::failure) {
         eprintln!("CHECKOUT FAILED (seed {seed}): {failure}");
+        failed = true;
+    }
+    for failure in results.flash.iter().filter_map(FlashResult::failure) {
+        eprintln!("FLASH SALE FAILED (seed {seed}): {failure}");
         failed = true;
     }
     for error in &results.case_errors {

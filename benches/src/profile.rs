@@ -36,6 +36,8 @@ pub struct ProfileValues {
     pub warmup_s: f64,
     /// Where library strategies also run over HTTP.
     pub http: HttpCoverage,
+    /// Buy attempts per flash-sale case (supply 1,000, 256 clients).
+    pub flash_attempts: u64,
 }
 
 /// Where a profile runs a library strategy over HTTP as well as in-process (when
@@ -73,6 +75,7 @@ impl Profile {
                 requesters: 32,
                 duration_s: 1.0,
                 warmup_s: 0.3,
+                flash_attempts: 2_000,
                 // Two short cases so CI exercises the HTTP path (auth, mapping, shutdown).
                 http: HttpCoverage {
                     databases: vec![Backend::Postgres],
@@ -87,6 +90,7 @@ impl Profile {
                 requesters: 64,
                 duration_s: 1.2,
                 warmup_s: 0.4,
+                flash_attempts: 20_000,
                 // The two points: one hot SKU and 100 000 SKUs.
                 http: HttpCoverage {
                     databases: vec![Backend::Postgres],
@@ -112,6 +116,8 @@ impl Profile {
                 requesters: 64,
                 duration_s: 10.0,
                 warmup_s: 2.0,
+                // The flash sale: demand 100× the supply.
+                flash_attempts: 100_000,
                 // Every server database and level; SQLite is embedded, so a service in front
                 // of it is not the deployment the ratio is about.
                 http: HttpCoverage {

@@ -174,3 +174,14 @@ impl RawPool {
         }
     }
 }
+
+/// Version and durability settings, read from a throwaway database (SQLite: with the same
+/// pragmas the raw pool uses; the adapter's own settings are in its docs).
+pub async fn environment(backend: Backend) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let database = FreshDatabase::create(backend).await?;
+    let pool = RawPool::connect(&database, 1).await?;
+    let env = pool.environment().await;
+    pool.close().await;
+    database.drop_now().await?;
+    env
+}

@@ -7,6 +7,7 @@ use anyhow::Context;
 use stockguard_testkit::Backend;
 
 use super::checkout_table::checkout_section;
+use super::flash_table::flash_section;
 use super::http_table::http_table;
 use super::results::Results;
 use super::tables::{hot_point_table, ratios, recommendation};
@@ -183,5 +184,6 @@ pub fn write_markdown(results: &Results, path: &Path) -> anyhow::Result<()> {
         )?;
     }
     checkout_section(&mut md, &results.checkout)?;
+    flash_section(&mut md, results)?;
     std::fs::write(path, md).with_context(|| format!("writing {}", path.display()))
 }

@@ -1,6 +1,7 @@
 //! results.json, report.md and the SVG plots.
 
 mod checkout_table;
+mod flash_table;
 mod http_table;
 mod markdown;
 mod plots;

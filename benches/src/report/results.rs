@@ -7,6 +7,7 @@ use stockguard_testkit::Backend;
 
 use crate::case::CaseResult;
 use crate::checkout::CheckoutResult;
+use crate::flash::FlashResult;
 
 /// The machine the run happened on.
 #[derive(Debug, Clone, Serialize)]
@@ -71,4 +72,11 @@ pub struct Results {
     pub case_errors: Vec<String>,
     /// The checkout workload's cases (orders and holds), in run order.
     pub checkout: Vec<CheckoutResult>,
+    /// The flash-sale workload's cases (docs/redis.md), in run order.
+    pub flash: Vec<FlashResult>,
+    /// The bare Redis Lua check-and-decrement measured in the same run: refusals per second
+    /// at the flash sale's client count, the ceiling the gate's refusals chase.
+    pub flash_ceiling_refusals_per_s: Option<f64>,
+    /// Why the flash-sale workload did not run, when Redis did not answer.
+    pub flash_skipped: Option<String>,
 }

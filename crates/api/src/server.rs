@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use crate::config::{DatabaseTarget, Settings};
 use crate::http::{AppState, router};
 use crate::store::AnyStore;
+use stockguard_redis_gate::{Gate, Reconciler};
 
 /// A server running on a tokio task.
 #[derive(Debug)]
@@ -71,7 +72,18 @@ pub async fn start(settings: &Settings, store: Arc<AnyStore>) -> std::io::Result
             tracing::debug!(%error, "cannot set TCP_NODELAY on an accepted connection");
         }
     });
-    let state = AppState::new(Arc::clone(&store), settings);
+    let mut state = AppState::new(Arc::clone(&store), settings);
+    let mut reconciler = None;
+    if let Some(config) = &settings.redis_gate {
+        let gate = Gate::connect(config.clone())
+            .await
+            .map_err(std::io::Error::other)?;
+        tracing::info!(namespace = %config.namespace, when_down = ?config.when_down, "redis admission gate on");
+        state = state.with_gate(Arc::new(gate));
+        if let (Some(gate), Some(gated)) = (state.gate(), &state.gated) {
+            reconciler = Some(Reconciler::spawn(Arc::clone(gate), Arc::clone(gated)));
+        }
+    }
     let app = router(state.clone(), settings);
     let (shutdown, signal) = watch::channel(false);
     let grace = settings.shutdown_grace;
@@ -103,6 +115,9 @@ pub async fn start(settings: &Settings, store: Arc<AnyStore>) -> std::io::Result
         if let Some(sweeper) = sweeper {
             // It stops at the signal; a sweep in progress finishes its transaction first.
             let _ = sweeper.await;
+        }
+        if let Some(reconciler) = reconciler {
+            reconciler.stop().await;
         }
         tracing::info!("shutdown: flushing coalesced batches and closing the pool");
         store.close().await;

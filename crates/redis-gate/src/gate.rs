@@ -204,7 +204,9 @@ impl Gate {
             .key(self.done_key(sku))
             .arg(key.as_str())
             .arg(units);
-        let (status, left): (i64, i64) = self.link.invoke(&invocation, self.timeout()).await?;
+        let admitted = self.link.invoke(&invocation, self.timeout()).await;
+        self.stats.saw(&admitted);
+        let (status, left): (i64, i64) = admitted?;
         Ok(match status {
             1 | 2 => {
                 GateStats::bump(&self.stats.admitted);
@@ -270,6 +272,7 @@ impl Gate {
                 Ok(())
             }
         };
+        self.stats.saw(&result);
         if let Err(error) = result {
             GateStats::bump(&self.stats.redis_errors);
             tracing::warn!(%sku, %error, ?outcome, "admission gate: record left to the reconciler");
@@ -346,8 +349,9 @@ impl Gate {
         for key in committed.iter().chain(&stale) {
             invocation.arg(key.as_str());
         }
-        let (before, after, in_flight): (i64, i64, i64) =
-            self.link.invoke(&invocation, self.timeout()).await?;
+        let reconciled = self.link.invoke(&invocation, self.timeout()).await;
+        self.stats.saw(&reconciled);
+        let (before, after, in_flight): (i64, i64, i64) = reconciled?;
         let register = redis::cmd("SADD")
             .arg(self.registry_key())
             .arg(sku.as_str())
@@ -422,9 +426,11 @@ impl Gate {
 
     /// True when Redis answers a PING in time (readiness).
     pub async fn ping(&self) -> bool {
-        self.link
+        let pong = self
+            .link
             .query::<String>(&redis::cmd("PING"), self.timeout())
-            .await
-            .is_ok()
+            .await;
+        self.stats.saw(&pong);
+        pong.is_ok()
     }
 }

@@ -1,6 +1,6 @@
 //! What the gate did, as monotonic counters (for /metrics and the harness).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Counters since the gate started. Read with [`GateStats::get`].
 #[derive(Debug, Default)]
@@ -32,12 +32,23 @@ pub struct GateStats {
     pub resolved_stale: AtomicU64,
     /// Requests refused with 503 because Redis was down and the policy is fail closed.
     pub refused_redis_down: AtomicU64,
+    /// Whether the last Redis call of a request, a reconcile or a ping failed.
+    last_call_failed: AtomicBool,
 }
 
 impl GateStats {
     /// Reads one counter.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// True when the gate's last Redis call succeeded (and before any call).
+    pub fn redis_up(&self) -> bool {
+        !self.last_call_failed.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn saw<T, E>(&self, result: &Result<T, E>) {
+        self.last_call_failed.store(result.is_err(), Ordering::Relaxed);
     }
 
     pub(crate) fn bump(counter: &AtomicU64) {

@@ -15,7 +15,10 @@ pub use self::target::DatabaseTarget;
 use crate::http::dto::StrategyName;
 use crate::telemetry::OtlpSettings;
 
+mod redis;
 mod target;
+
+pub use self::redis::RedisArgs;
 
 /// Where `serve` keeps its data when no database URL is configured.
 pub const DEFAULT_SQLITE_PATH: &str = "./stockguard.db";
@@ -194,6 +197,9 @@ pub struct ServeArgs {
     /// service.name of the exported spans (default stockguard).
     #[arg(long, env = "STOCKGUARD_OTLP_SERVICE_NAME", value_name = "NAME")]
     pub otlp_service_name: Option<String>,
+    /// The Redis admission gate (flags and environment only).
+    #[command(flatten)]
+    pub redis: RedisArgs,
 }
 
 /// Everything given on the command line or in the environment (clap fills both); `None` (or
@@ -251,6 +257,8 @@ pub struct Settings {
     pub hold_sweep_batch: u32,
     /// Span export, when configured (only a binary with the `otlp` feature accepts it).
     pub otlp: Option<OtlpSettings>,
+    /// The Redis admission gate, when `--redis-url` is set.
+    pub redis_gate: Option<stockguard_redis_gate::GateConfig>,
 }
 
 impl fmt::Debug for Settings {
@@ -276,6 +284,7 @@ impl fmt::Debug for Settings {
             .field("hold_sweep_interval", &self.hold_sweep_interval)
             .field("hold_sweep_batch", &self.hold_sweep_batch)
             .field("otlp", &self.otlp)
+            .field("redis_gate", &self.redis_gate.as_ref().map(|gate| gate.when_down))
             .finish()
     }
 }
@@ -383,6 +392,11 @@ impl Settings {
                 serve.otlp_endpoint.or(file.otlp_endpoint),
                 serve.otlp_service_name.or(file.otlp_service_name),
             )?,
+            redis_gate: None,
+        };
+        let settings = Self {
+            redis_gate: serve.redis.resolve(settings.request_timeout)?,
+            ..settings
         };
         settings.validate()?;
         Ok(settings)

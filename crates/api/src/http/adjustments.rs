@@ -1,5 +1,6 @@
 //! `POST /v1/skus/{sku}/adjustments`: stock adjusted by hand, with a kind and a reference.
 
+use super::through_gate;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -139,7 +140,7 @@ pub(crate) async fn adjust(
     if let Some(key) = idempotency_key(&headers)? {
         request = request.with_idempotency_key(key);
     }
-    let receipt = state.store.adjust(request).await?;
+    let receipt = through_gate!(state, store => store.adjust(request).await)?;
     let (key, replayed) = (receipt.idempotency_key.clone(), receipt.replayed);
     Ok(keyed_response(AdjustmentReceipt::from(receipt), &key, replayed))
 }

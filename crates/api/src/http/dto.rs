@@ -374,4 +374,8 @@ pub struct HealthResponse {
     /// The database backend (readiness only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,
+    /// The Redis admission gate: `up` or `down` (readiness only, when the service has one).
+    /// Down under fail-open, the service is still ready: changes go straight to the database.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<String>,
 }

@@ -1,5 +1,6 @@
 //! The route handlers, each with its OpenAPI operation.
 
+use super::through_gate;
 use std::time::Duration;
 
 use axum::Json;
@@ -9,6 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use stockguard_core::{DeductRequest, IdempotencyKey, InventoryStore, LedgerPage, Quantity, SkuId, Strategy};
+use stockguard_redis_gate::RedisDownPolicy;
 
 use super::AppState;
 use super::dto::{
@@ -52,7 +54,7 @@ pub(crate) async fn create_sku(
 ) -> Result<(StatusCode, Json<StockResponse>), ApiError> {
     let sku = SkuId::parse(body.sku).map_err(|e| ApiError::invalid_input(e.to_string()))?;
     super::trace::record_sku(sku.as_str());
-    let level = state.store.create_sku(&sku, body.initial_stock).await?;
+    let level = through_gate!(state, store => store.create_sku(&sku, body.initial_stock).await)?;
     Ok((StatusCode::CREATED, Json(level.into())))
 }
 
@@ -144,7 +146,7 @@ pub(crate) async fn restock(
     if let Some(key) = idempotency_key(&headers)? {
         request = request.with_idempotency_key(key);
     }
-    let receipt = state.store.restock(request).await?;
+    let receipt = through_gate!(state, store => store.restock(request).await)?;
     let (key, replayed) = (receipt.idempotency_key.clone(), receipt.replayed);
     Ok(keyed_response(RestockResponse::from(receipt), &key, replayed))
 }
@@ -206,7 +208,7 @@ pub(crate) async fn deduct(
     if let Some(version) = expected_version(&headers, body.expected_version)? {
         request = request.with_expected_version(version);
     }
-    match state.store.deduct(request).await {
+    match through_gate!(state, store => store.deduct(request).await) {
         Ok(receipt) => {
             let outcome = if receipt.replayed { "replayed" } else { "ok" };
             span.record("outcome", tracing::field::display(outcome));
@@ -335,14 +337,16 @@ pub(crate) async fn healthz() -> Json<HealthResponse> {
     Json(HealthResponse {
         status: "ok".to_owned(),
         backend: None,
+        redis: None,
     })
 }
 
-/// Readiness: the database answers a trivial query within 2 s.
+/// Readiness: the database answers a trivial query within 2 s; with a Redis gate, its state
+/// is reported, and a down gate that fails closed makes the service not ready.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = HealthResponse),
-        (status = 503, description = "Database unreachable", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "Database unreachable, or the Redis gate down under fail-closed", body = ProblemDetails, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<HealthResponse>, ApiError> {
     let not_ready = |detail: &str| {
@@ -353,10 +357,24 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<HealthR
             Duration::from_secs(1),
         )
     };
+    let redis = match state.gate() {
+        None => None,
+        Some(gate) if gate.ping().await => Some("up"),
+        Some(gate) if gate.config().when_down == RedisDownPolicy::FailClosed => {
+            return Err(ApiError::unavailable(
+                "not_ready",
+                "Not ready",
+                "the Redis admission gate is down and the service fails closed",
+                Duration::from_secs(1),
+            ));
+        }
+        Some(_) => Some("down"),
+    };
     match tokio::time::timeout(READINESS_TIMEOUT, state.store.ping()).await {
         Ok(Ok(())) => Ok(Json(HealthResponse {
             status: "ready".to_owned(),
             backend: Some(state.store.backend().to_owned()),
+            redis: redis.map(str::to_owned),
         })),
         Ok(Err(error)) => {
             tracing::warn!(error = %crate::problem::error_chain(&error), "readiness check failed");
@@ -370,7 +388,9 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<HealthR
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Metrics", body = String, content_type = "text/plain; version=0.0.4")))]
 pub(crate) async fn metrics_text(State(state): State<AppState>) -> Response {
-    let text = state.metrics.render(&state.store);
+    let text = state
+        .metrics
+        .render(&state.store, state.gate().map(|gate| &**gate));
     (
         [(
             header::CONTENT_TYPE,

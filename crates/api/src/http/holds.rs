@@ -2,6 +2,7 @@
 //! and `/release`. The hold id is the idempotency key of all three changes; see
 //! [`stockguard_core::InventoryStore::reserve`].
 
+use super::through_gate;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -219,7 +220,7 @@ pub(crate) async fn reserve(
     let lines = parse_lines(body.lines)?;
     let strategy = body.strategy.unwrap_or(HoldStrategyName::Guarded);
     let hold = HoldRequest::new(hold_id.clone(), lines, body.ttl_s, strategy.into()).map_err(invalid)?;
-    let result = state.store.reserve(hold).await;
+    let result = through_gate!(state, store => store.reserve(hold).await);
     answer(&state, "reserve", &hold_id, result)
 }
 
@@ -278,7 +279,7 @@ pub(crate) async fn confirm(
         None => ConfirmLines::All,
         Some(lines) => ConfirmLines::partial(parse_lines(lines)?).map_err(invalid)?,
     };
-    let result = state.store.confirm_hold(&hold_id, lines).await;
+    let result = through_gate!(state, store => store.confirm_hold(&hold_id, lines).await);
     answer(&state, "confirm", &hold_id, result)
 }
 
@@ -305,6 +306,6 @@ pub(crate) async fn release(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let hold_id = hold_from_path(path)?;
-    let result = state.store.release_hold(&hold_id).await;
+    let result = through_gate!(state, store => store.release_hold(&hold_id).await);
     answer(&state, "release", &hold_id, result)
 }

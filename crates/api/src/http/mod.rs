@@ -32,6 +32,7 @@ use crate::problem::ApiError;
 use crate::store::AnyStore;
 pub use handlers::{DEFAULT_LEDGER_PAGE_LIMIT, IDEMPOTENCY_KEY_HEADER, REPLAYED_HEADER};
 pub use openapi::{ApiDoc, openapi_pretty_json};
+use stockguard_redis_gate::{Gate, GatedStore};
 
 /// Request-independent policy the handlers apply. `Debug` leaves the token out.
 pub struct Policy {
@@ -70,7 +71,25 @@ pub struct AppState {
     pub policy: Arc<Policy>,
     /// One permit: audits run one at a time, because each reads the whole ledger.
     pub audit_gate: Arc<Semaphore>,
+    /// The same store behind the Redis admission gate, when the service has one: every
+    /// change goes through it (see [`through_gate`]).
+    pub gated: Option<Arc<GatedStore<AnyStore>>>,
 }
+
+/// Runs `$body` with `$store` bound to the store a change goes through: the Redis-gated store
+/// when the service has a gate, the plain store otherwise.
+macro_rules! through_gate {
+    ($state:expr, $store:ident => $body:expr) => {
+        match &$state.gated {
+            Some($store) => $body,
+            None => {
+                let $store = &$state.store;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use through_gate;
 
 impl AppState {
     /// State for `store` under `settings`.
@@ -86,7 +105,19 @@ impl AppState {
                 body_limit_bytes: settings.body_limit_bytes,
             }),
             audit_gate: Arc::new(Semaphore::new(1)),
+            gated: None,
         }
+    }
+
+    /// Puts `gate` in front of the store's changes (the same pools and coalescers).
+    pub fn with_gate(mut self, gate: Arc<Gate>) -> Self {
+        self.gated = Some(Arc::new(GatedStore::new((*self.store).clone(), gate)));
+        self
+    }
+
+    /// The gate, if any.
+    pub fn gate(&self) -> Option<&Arc<Gate>> {
+        self.gated.as_ref().map(|gated| gated.gate())
     }
 }
 

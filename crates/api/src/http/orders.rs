@@ -1,6 +1,7 @@
 //! `POST /v1/orders`: a multi-line order, all lines or none. The order id is its idempotency
 //! key; see [`stockguard_core::InventoryStore::place_order`].
 
+use super::through_gate;
 use axum::extract::State;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
@@ -183,7 +184,7 @@ pub(crate) async fn place_order(
 ) -> Result<Response, ApiError> {
     let (order, strategy) = parse(body)?;
     let key = order.order_id().idempotency_key();
-    match state.store.place_order(order).await {
+    match through_gate!(state, store => store.place_order(order).await) {
         Ok(receipt) => {
             let outcome = if receipt.replayed { "replayed" } else { "ok" };
             state.metrics.record_order(strategy.into(), outcome);

@@ -13,8 +13,11 @@ use std::time::Duration;
 use stockguard_core::coalesce::BATCH_SIZE_BUCKETS;
 use stockguard_core::{InventoryStore, OrderStrategy, Strategy};
 
+use stockguard_redis_gate::Gate;
+
 use crate::store::AnyStore;
 
+mod gate;
 pub mod named;
 mod process;
 
@@ -153,8 +156,9 @@ impl Metrics {
         self.timed_out.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Renders every metric, reading the store's pool and coalescer gauges now.
-    pub fn render(&self, store: &AnyStore) -> String {
+    /// Renders every metric, reading the store's pool and coalescer gauges (and the Redis
+    /// gate's counters, when there is one) now.
+    pub fn render(&self, store: &AnyStore, gate: Option<&Gate>) -> String {
         let mut out = String::with_capacity(8 * 1024);
 
         out.push_str("# HELP stockguard_deductions_total Deductions by strategy and outcome (ok, replayed or an error kind).\n");
@@ -368,6 +372,9 @@ impl Metrics {
             "stockguard_build_info{{version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")
         );
+        if let Some(gate) = gate {
+            gate::render(&mut out, gate);
+        }
         process::render(&mut out);
         out
     }

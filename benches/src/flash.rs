@@ -1,0 +1,489 @@
+//! The flash-sale workload (docs/redis.md): one SKU with a small supply, many more buy
+//! attempts than units, from many concurrent clients, through the real library in-process,
+//! each attempt keyed. Per database:
+//! - `db_coalesced`: every attempt goes to the database (`coalesced`);
+//! - `gate_coalesced`: the Redis admission gate in front, `coalesced` behind it;
+//! - `db_pessimistic`: the seed's `SELECT … FOR UPDATE` flow.
+//!
+//! After each case: sold = supply exactly, the stock is 0, the ledger holds one row per sale
+//! and the audit is clean. The gate case then sends a burst of attempts that are all refused
+//! at Redis, and the harness measures a bare Lua check-and-decrement on Redis with the same
+//! clients and connection kind: the refusal ceiling the gate is chasing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use stockguard_api::AnyStore;
+use stockguard_api::store::StoreSettings;
+use stockguard_core::{
+    DeductError, DeductRequest, IdempotencyKey, InventoryStore, Quantity, SkuId, Strategy,
+};
+use stockguard_redis_gate::{Gate, GateConfig, GateStats, GatedStore, RedisTarget};
+use stockguard_testkit::Backend;
+
+use crate::db::{FreshDatabase, RawPool};
+use crate::measure::open_store;
+use crate::tally::LATENCY_MAX_US;
+
+/// How the attempts reach the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlashPath {
+    /// Every attempt to the database, `coalesced`.
+    DbCoalesced,
+    /// The Redis gate in front of `coalesced`.
+    GateCoalesced,
+    /// Every attempt to the database, `pessimistic` (the seed's flow).
+    DbPessimistic,
+}
+
+impl FlashPath {
+    /// The path's name in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            FlashPath::DbCoalesced => "db_coalesced",
+            FlashPath::GateCoalesced => "gate_coalesced",
+            FlashPath::DbPessimistic => "db_pessimistic",
+        }
+    }
+}
+
+/// One flash-sale case.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlashSpec {
+    /// The database.
+    pub backend: Backend,
+    /// How attempts reach it.
+    pub path: FlashPath,
+    /// Units on sale.
+    pub supply: i64,
+    /// Buy attempts (one unit each).
+    pub attempts: u64,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Pooled connections.
+    pub pool_size: u32,
+    /// Bound on the whole case: attempts not started by then are not sent.
+    pub time_cap: Duration,
+    /// The gate's Redis (gate cases only).
+    #[serde(skip)]
+    pub redis_url: String,
+}
+
+impl FlashSpec {
+    /// How the case is named in the progress log and in failures.
+    pub fn label(&self) -> String {
+        format!("{} flash {} x{}", self.backend, self.path.name(), self.clients).to_lowercase()
+    }
+}
+
+/// What one flash-sale case measured and found.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlashResult {
+    /// What ran.
+    pub spec: FlashSpec,
+    /// Attempts answered with a sale.
+    pub sold: u64,
+    /// Attempts refused for want of stock.
+    pub refused: u64,
+    /// Other answers, by kind.
+    pub errors: BTreeMap<&'static str, u64>,
+    /// Seconds until every attempt was answered.
+    pub answer_all_s: f64,
+    /// Attempts answered per second.
+    pub answered_per_s: f64,
+    /// Latency of every answer, microseconds.
+    pub p50_us: u64,
+    /// The 99th percentile of the same.
+    pub p99_us: u64,
+    /// Attempts that reached the database: all of them without the gate; with it, the ones
+    /// it admitted or passed.
+    pub database_calls: u64,
+    /// Gate cases: refusals per second in a burst after sell-out (every one at Redis).
+    pub gate_refusals_per_s: Option<f64>,
+    /// What the checks found wrong; empty when the case passed.
+    pub problems: Vec<String>,
+}
+
+impl FlashResult {
+    /// True when every check passed.
+    pub fn passed(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// Why the case fails the run: a failed check, or an answer that is neither a sale nor a
+    /// refusal (each attempt must get one or the other).
+    pub fn failure(&self) -> Option<String> {
+        (!self.passed() || !self.errors.is_empty()).then(|| {
+            format!(
+                "{}: {}; errors {:?}",
+                self.spec.label(),
+                self.problems.join("; "),
+                self.errors
+            )
+        })
+    }
+
+    /// One progress line.
+    pub fn summary(&self) -> String {
+        format!(
+            "all answered in {:>6.2} s  sold {}  db calls {}  check {}",
+            self.answer_all_s,
+            self.sold,
+            self.database_calls,
+            if self.passed() { "pass" } else { "FAIL" }
+        )
+    }
+}
+
+/// The flash-sale cases for `databases`.
+pub fn flash_specs(databases: &[Backend], attempts: u64, pool_size: u32, redis_url: &str) -> Vec<FlashSpec> {
+    let mut specs = Vec::new();
+    for backend in databases {
+        for path in [
+            FlashPath::DbCoalesced,
+            FlashPath::GateCoalesced,
+            FlashPath::DbPessimistic,
+        ] {
+            specs.push(FlashSpec {
+                backend: *backend,
+                path,
+                supply: 1_000,
+                attempts,
+                clients: 256,
+                pool_size: if *backend == Backend::Sqlite {
+                    pool_size.min(crate::db::SQLITE_POOL_MAX)
+                } else {
+                    pool_size
+                },
+                time_cap: Duration::from_secs(120),
+                redis_url: redis_url.to_owned(),
+            });
+        }
+    }
+    specs
+}
+
+/// A gate in a namespace of its own on `url`.
+async fn connect_gate(url: &str) -> anyhow::Result<Arc<Gate>> {
+    let mut config = GateConfig::new(RedisTarget::parse(url).context("the Redis URL")?);
+    config.namespace = format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+    config.redis_timeout = Duration::from_secs(2);
+    Ok(Arc::new(
+        Gate::connect(config).await.context("connecting the gate")?,
+    ))
+}
+
+/// Runs one case in a fresh database and drops it afterwards, whatever happens.
+pub async fn run_flash(spec: FlashSpec) -> anyhow::Result<FlashResult> {
+    let database = FreshDatabase::create(spec.backend).await?;
+    let result = run_in(&spec, &database).await;
+    database.drop_now().await?;
+    result
+}
+
+async fn run_in(spec: &FlashSpec, database: &FreshDatabase) -> anyhow::Result<FlashResult> {
+    let mut settings = StoreSettings::new(database.target()?);
+    settings.pool_size = spec.pool_size;
+    settings.acquire_timeout = Duration::from_secs(10);
+    let store = open_store(settings).await?;
+    let name = "flash-0".to_owned();
+    let admin = RawPool::connect(database, 2).await?;
+    admin
+        .reset_inventory(std::slice::from_ref(&name), &[spec.supply])
+        .await?;
+    admin.close().await;
+    let sku = SkuId::parse(name)?;
+    let strategy = if spec.path == FlashPath::DbPessimistic {
+        Strategy::Pessimistic
+    } else {
+        Strategy::Coalesced
+    };
+
+    let (sale, gate) = if spec.path == FlashPath::GateCoalesced {
+        let gate = connect_gate(&spec.redis_url).await?;
+        let gated = Arc::new(GatedStore::new(store.clone(), Arc::clone(&gate)));
+        gate.reconcile(&*gated, &sku)
+            .await
+            .context("warming the counter")?;
+        (Sale::Gated(Arc::clone(&gated)), Some(gate))
+    } else {
+        (Sale::Direct(Arc::new(store.clone())), None)
+    };
+    let tally = attack(&sale, &sku, strategy, spec, "fs").await;
+    let mut problems = Vec::new();
+    if tally.answered() < spec.attempts {
+        problems.push(format!(
+            "only {} of {} attempts answered within {:?}",
+            tally.answered(),
+            spec.attempts,
+            spec.time_cap
+        ));
+    }
+    let sold = i64::try_from(tally.sold)?;
+    if sold != spec.supply {
+        problems.push(format!("sold {sold} of a supply of {}", spec.supply));
+    }
+    let level = store.stock(&sku).await?;
+    if level.stock != spec.supply - sold || level.stock < 0 {
+        problems.push(format!(
+            "stock {} after {sold} sales of {}",
+            level.stock, spec.supply
+        ));
+    }
+    let ledger_rows: i64 = store.snapshot().await?.iter().map(|s| s.ledger_rows).sum();
+    if ledger_rows != sold {
+        problems.push(format!("{ledger_rows} ledger rows for {sold} sales"));
+    }
+    let audit = store.audit().await?;
+    if !audit.is_clean() {
+        problems.push(format!("the library's audit is not clean: {audit:?}"));
+    }
+    let (database_calls, gate_refusals_per_s) = match &gate {
+        Some(gate) => {
+            let stats = gate.stats();
+            let calls = GateStats::get(&stats.admitted) + GateStats::get(&stats.passed);
+            // The refusal burst: every attempt is refused at Redis (the counter is at 0).
+            let burst = FlashSpec {
+                attempts: spec.attempts,
+                ..spec.clone()
+            };
+            let refusals = attack(&sale, &sku, strategy, &burst, "fr").await;
+            if refusals.refused != refusals.answered() {
+                problems.push(format!("the refusal burst got {:?}", refusals.errors));
+            }
+            gate.forget(&sku).await.context("dropping the gate's keys")?;
+            (
+                calls,
+                Some(refusals.refused as f64 / refusals.elapsed.as_secs_f64()),
+            )
+        }
+        None => (tally.answered(), None),
+    };
+    store.close().await;
+    Ok(FlashResult {
+        spec: spec.clone(),
+        sold: tally.sold,
+        refused: tally.refused,
+        answer_all_s: tally.elapsed.as_secs_f64(),
+        answered_per_s: tally.answered() as f64 / tally.elapsed.as_secs_f64(),
+        p50_us: tally.latency_us.value_at_quantile(0.50),
+        p99_us: tally.latency_us.value_at_quantile(0.99),
+        errors: tally.errors,
+        database_calls,
+        gate_refusals_per_s,
+        problems,
+    })
+}
+
+/// The store the attempts go through.
+enum Sale {
+    Direct(Arc<AnyStore>),
+    Gated(Arc<GatedStore<AnyStore>>),
+}
+
+impl Sale {
+    async fn deduct(&self, request: DeductRequest) -> Result<(), DeductError> {
+        match self {
+            Sale::Direct(store) => store.deduct(request).await.map(|_| ()),
+            Sale::Gated(store) => store.deduct(request).await.map(|_| ()),
+        }
+    }
+}
+
+/// What the clients saw.
+struct Tally {
+    sold: u64,
+    refused: u64,
+    errors: BTreeMap<&'static str, u64>,
+    latency_us: Histogram<u64>,
+    elapsed: Duration,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Self {
+            sold: 0,
+            refused: 0,
+            errors: BTreeMap::new(),
+            latency_us: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid histogram bounds"),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    fn answered(&self) -> u64 {
+        self.sold + self.refused + self.errors.values().sum::<u64>()
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.sold += other.sold;
+        self.refused += other.refused;
+        for (kind, count) in other.errors {
+            *self.errors.entry(kind).or_default() += count;
+        }
+        self.latency_us.add(&other.latency_us).expect("same bounds");
+    }
+}
+
+/// `spec.clients` clients send `spec.attempts` keyed one-unit attempts between them, as fast
+/// as answers come, bounded by `spec.time_cap`.
+async fn attack(sale: &Sale, sku: &SkuId, strategy: Strategy, spec: &FlashSpec, prefix: &str) -> Tally {
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let cap = started + spec.time_cap;
+    let one = Quantity::new(1).expect("1 is a valid quantity");
+    let clients: Vec<_> = (0..spec.clients)
+        .map(|_| {
+            let (next, sku, attempts) = (Arc::clone(&next), sku.clone(), spec.attempts);
+            let sale = match sale {
+                Sale::Direct(store) => Sale::Direct(Arc::clone(store)),
+                Sale::Gated(store) => Sale::Gated(Arc::clone(store)),
+            };
+            let prefix = prefix.to_owned();
+            tokio::spawn(async move {
+                let mut tally = Tally::new();
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= attempts || Instant::now() >= cap {
+                        return tally;
+                    }
+                    let key = IdempotencyKey::parse(format!("{prefix}-{n}")).expect("valid key");
+                    let request = DeductRequest::new(sku.clone(), one, strategy).with_idempotency_key(key);
+                    let sent = Instant::now();
+                    match sale.deduct(request).await {
+                        Ok(()) => tally.sold += 1,
+                        Err(DeductError::InsufficientStock { .. }) => tally.refused += 1,
+                        Err(error) => *tally.errors.entry(error.kind()).or_default() += 1,
+                    }
+                    let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    tally.latency_us.saturating_record(us.clamp(1, LATENCY_MAX_US));
+                }
+            })
+        })
+        .collect();
+    let mut total = Tally::new();
+    for client in clients {
+        if let Ok(tally) = client.await {
+            total.merge(tally);
+        }
+    }
+    total.elapsed = started.elapsed();
+    total
+}
+
+/// The refusal ceiling: `clients` tasks on one multiplexed connection (as the gate's) run a
+/// bare check-and-decrement script `calls` times against a counter at 0. Refusals per second.
+pub async fn raw_lua_refusals(redis_url: &str, clients: usize, calls: u64) -> anyhow::Result<f64> {
+    const CHECK_AND_DECREMENT: &str = "local v = tonumber(redis.call('GET', KEYS[1]) or '0') \
+         if v < tonumber(ARGV[1]) then return 0 end \
+         redis.call('DECRBY', KEYS[1], ARGV[1]) return 1";
+    let client = redis::Client::open(redis_url).context("the Redis URL")?;
+    let connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .context("connecting to Redis")?;
+    let key = format!("bench-ceiling-{}", uuid::Uuid::new_v4().simple());
+    let script = Arc::new(redis::Script::new(CHECK_AND_DECREMENT));
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (mut connection, script, next, key) = (
+                connection.clone(),
+                Arc::clone(&script),
+                Arc::clone(&next),
+                key.clone(),
+            );
+            tokio::spawn(async move {
+                let mut refused = 0u64;
+                while next.fetch_add(1, Ordering::Relaxed) < calls {
+                    let admitted: i64 = script.key(&key).arg(1).invoke_async(&mut connection).await?;
+                    refused += u64::from(admitted == 0);
+                }
+                Ok::<u64, redis::RedisError>(refused)
+            })
+        })
+        .collect();
+    let mut refused = 0;
+    for task in tasks {
+        refused += task.await.context("a ceiling client panicked")??;
+    }
+    let elapsed = started.elapsed();
+    anyhow::ensure!(
+        refused == calls,
+        "the ceiling script admitted {} calls",
+        calls - refused
+    );
+    Ok(refused as f64 / elapsed.as_secs_f64())
+}
+
+/// The flash-sale cases for this run, and why there are none when Redis does not answer
+/// (an error instead when a database is required: CI, `--require-db`).
+pub async fn plan_flash(
+    databases: &[Backend],
+    attempts: u64,
+    pool_size: u32,
+    redis_url: &str,
+    required: bool,
+) -> anyhow::Result<(Vec<FlashSpec>, Option<String>)> {
+    let reachable = async {
+        let client = redis::Client::open(redis_url)?;
+        let mut connection = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut connection).await
+    };
+    match tokio::time::timeout(Duration::from_secs(2), reachable).await {
+        Ok(Ok(_)) => Ok((flash_specs(databases, attempts, pool_size, redis_url), None)),
+        outcome => {
+            let reason = match outcome {
+                Ok(Err(error)) => format!("Redis at {redis_url} refused: {error}"),
+                _ => format!("Redis at {redis_url} did not answer in 2 s"),
+            };
+            anyhow::ensure!(!required, "the flash sale needs Redis: {reason}");
+            eprintln!("stockguard-bench: skipping the flash-sale workload: {reason}");
+            Ok((Vec::new(), Some(reason)))
+        }
+    }
+}
+
+/// Runs the cases, then the bare Lua ceiling at the same client count, logging each line;
+/// a case that could not run is recorded in `results.case_errors`.
+pub async fn run_flash_cases(
+    specs: Vec<FlashSpec>,
+    log: impl Fn(String),
+    results: &mut crate::report::Results,
+) {
+    let Some(first) = specs.first().cloned() else {
+        return;
+    };
+    for spec in specs {
+        let label = spec.label();
+        match run_flash(spec).await {
+            Ok(case) => {
+                log(format!("{label:<52} {}", case.summary()));
+                results.flash.push(case);
+            }
+            Err(error) => {
+                let message = format!("{label} (seed {}): {error:#}", results.seed);
+                log(format!("CASE FAILED: {message}"));
+                results.case_errors.push(message);
+            }
+        }
+    }
+    match raw_lua_refusals(&first.redis_url, first.clients, first.attempts).await {
+        Ok(per_s) => {
+            log(format!(
+                "{:<52} {per_s:>9.0} refusals/s",
+                "redis bare lua ceiling"
+            ));
+            results.flash_ceiling_refusals_per_s = Some(per_s);
+        }
+        Err(error) => results
+            .case_errors
+            .push(format!("the Redis Lua ceiling: {error:#}")),
+    }
+}

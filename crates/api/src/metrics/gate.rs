@@ -1,0 +1,67 @@
+//! The Redis admission gate's metrics, when the service has a gate.
+
+use std::fmt::Write as _;
+
+use stockguard_redis_gate::{Gate, GateStats};
+
+/// Appends the gate's counters and its `redis_up` gauge.
+pub(crate) fn render(out: &mut String, gate: &Gate) {
+    let stats = gate.stats();
+    out.push_str("# HELP stockguard_gate_requests_total Lines the Redis admission gate decided: admitted (units taken, on to the database), refused (insufficient stock, the database untouched), passed (straight to the database: Redis down and failing open, an unknown SKU, a replay), refused_redis_down (503: Redis down and failing closed).\n");
+    out.push_str("# TYPE stockguard_gate_requests_total counter\n");
+    for (decision, counter) in [
+        ("admitted", &stats.admitted),
+        ("refused", &stats.refused),
+        ("passed", &stats.passed),
+        ("refused_redis_down", &stats.refused_redis_down),
+    ] {
+        let _ = writeln!(
+            out,
+            "stockguard_gate_requests_total{{decision=\"{decision}\"}} {}",
+            GateStats::get(counter)
+        );
+    }
+    out.push_str("# HELP stockguard_gate_records_total How in-flight records ended: settled (committed), given_back (nothing changed), kept_unknown (outcome unknown, left for its key), resolved_committed and resolved_stale (by the reconciler).\n");
+    out.push_str("# TYPE stockguard_gate_records_total counter\n");
+    for (end, counter) in [
+        ("settled", &stats.settled),
+        ("given_back", &stats.given_back),
+        ("kept_unknown", &stats.kept_unknown),
+        ("resolved_committed", &stats.resolved_committed),
+        ("resolved_stale", &stats.resolved_stale),
+    ] {
+        let _ = writeln!(
+            out,
+            "stockguard_gate_records_total{{end=\"{end}\"}} {}",
+            GateStats::get(counter)
+        );
+    }
+    for (name, help, counter) in [
+        (
+            "stockguard_gate_redis_errors_total",
+            "Redis calls of the gate that failed or timed out.",
+            &stats.redis_errors,
+        ),
+        (
+            "stockguard_gate_reconciles_total",
+            "Counters recomputed from the database (warm-ups, refreshes and reconcile passes).",
+            &stats.reconciled,
+        ),
+        (
+            "stockguard_gate_drift_units_total",
+            "Units by which reconciles moved warm counters: the drift fixed.",
+            &stats.drift_units,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            GateStats::get(counter)
+        );
+    }
+    out.push_str(
+        "# HELP stockguard_gate_redis_up 1 when the gate's last Redis call succeeded, 0 when it failed.\n",
+    );
+    out.push_str("# TYPE stockguard_gate_redis_up gauge\n");
+    let _ = writeln!(out, "stockguard_gate_redis_up {}", u8::from(stats.redis_up()));
+}
