@@ -16,7 +16,7 @@ use stockguard_bench::chaos::ChaosArgs;
 use stockguard_bench::checkout::{CheckoutResult, CheckoutSpec, checkout_specs, run_checkout};
 use stockguard_bench::db;
 use stockguard_bench::flash::{FlashResult, FlashSpec, plan_flash, run_flash_cases};
-use stockguard_bench::profile::{Profile, transports_for};
+use stockguard_bench::profile::{Profile, WorkloadRun, transports_for};
 use stockguard_bench::report::{self, MachineInfo, Results};
 use stockguard_bench::runner::run_case;
 use stockguard_bench::tally::is_fatal_error_kind;
@@ -93,24 +93,13 @@ struct Args {
     require_db: bool,
     /// Skip the checkout workload (orders and holds), or run only it.
     #[arg(long, value_enum, default_value = "on")]
-    checkout: CheckoutRun,
+    checkout: WorkloadRun,
     /// Skip the flash-sale workload (the Redis gate against the database alone), or run only it.
     #[arg(long, value_enum, default_value = "on")]
-    flash: CheckoutRun,
+    flash: WorkloadRun,
     /// Redis for the flash sale's gate and its ceiling.
     #[arg(long, env = "STOCKGUARD_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
-}
-
-/// Whether a workload (checkout, flash sale) runs beside the deduction cases.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum CheckoutRun {
-    /// After the deduction cases.
-    On,
-    /// Not at all.
-    Off,
-    /// Instead of the deduction cases.
-    Only,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -285,8 +274,8 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
     }
 
     let mut checkout = match args.checkout {
-        CheckoutRun::Off => Vec::new(),
-        CheckoutRun::On | CheckoutRun::Only => checkout_specs(
+        WorkloadRun::Off => Vec::new(),
+        WorkloadRun::On | WorkloadRun::Only => checkout_specs(
             &databases,
             requesters,
             pool_size,
@@ -295,7 +284,7 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
         ),
     };
     let (mut flash, flash_skipped) = match args.flash {
-        CheckoutRun::Off => (Vec::new(), None),
+        WorkloadRun::Off => (Vec::new(), None),
         _ => {
             plan_flash(
                 &databases,
@@ -307,11 +296,11 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
             .await?
         }
     };
-    if args.checkout == CheckoutRun::Only {
+    if args.checkout == WorkloadRun::Only {
         specs.clear();
         flash.clear();
     }
-    if args.flash == CheckoutRun::Only {
+    if args.flash == WorkloadRun::Only {
         specs.clear();
         checkout.clear();
     }

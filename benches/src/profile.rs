@@ -242,3 +242,14 @@ mod tests {
         }
     }
 }
+
+/// Whether a workload (checkout, flash sale) runs beside the deduction cases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WorkloadRun {
+    /// After the deduction cases.
+    On,
+    /// Not at all.
+    Off,
+    /// Instead of the deduction cases.
+    Only,
+}
