@@ -27,7 +27,9 @@ use stockguard_redis_gate::{Gate, GateConfig, GateStats, GatedStore, RedisTarget
 use stockguard_testkit::Backend;
 
 use crate::db::{FreshDatabase, RawPool};
+use crate::gate_overhead::{OverheadSpec, overhead_specs, run_overhead};
 use crate::measure::open_store;
+use crate::redis_lock::{LockSpec, lock_specs, run_lock};
 use crate::tally::LATENCY_MAX_US;
 
 /// How the attempts reach the database.
@@ -170,7 +172,7 @@ pub fn flash_specs(databases: &[Backend], attempts: u64, pool_size: u32, redis_u
 }
 
 /// A gate in a namespace of its own on `url`.
-async fn connect_gate(url: &str) -> anyhow::Result<Arc<Gate>> {
+pub(crate) async fn connect_gate(url: &str) -> anyhow::Result<Arc<Gate>> {
     let mut config = GateConfig::new(RedisTarget::parse(url).context("the Redis URL")?);
     config.namespace = format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
     config.redis_timeout = Duration::from_secs(2);
@@ -422,45 +424,139 @@ pub async fn raw_lua_refusals(redis_url: &str, clients: usize, calls: u64) -> an
     Ok(refused as f64 / elapsed.as_secs_f64())
 }
 
-/// The flash-sale cases for this run, and why there are none when Redis does not answer
-/// (an error instead when a database is required: CI, `--require-db`).
-pub async fn plan_flash(
-    databases: &[Backend],
-    attempts: u64,
-    pool_size: u32,
-    redis_url: &str,
-    required: bool,
-) -> anyhow::Result<(Vec<FlashSpec>, Option<String>)> {
+/// What the flash-sale workload is planned from.
+#[derive(Debug, Clone)]
+pub struct FlashInputs<'a> {
+    /// The run's databases.
+    pub databases: &'a [Backend],
+    /// Buy attempts per sale.
+    pub attempts: u64,
+    /// Requesters of the low-conflict overhead cases.
+    pub requesters: usize,
+    /// Pooled connections.
+    pub pool_size: u32,
+    /// Length of each low-conflict overhead case.
+    pub duration: Duration,
+    /// The run's seed.
+    pub seed: u64,
+    /// The gate's Redis.
+    pub redis_url: &'a str,
+    /// Whether a missing Redis fails the run (CI, `--require-db`).
+    pub required: bool,
+}
+
+/// The flash-sale workload's cases, or why there are none.
+#[derive(Debug, Default)]
+pub struct FlashPlan {
+    /// The sales.
+    pub sales: Vec<FlashSpec>,
+    /// The gate's cost at low conflict, with and without it.
+    pub overhead: Vec<OverheadSpec>,
+    /// The seed's Redis lock, fenced and not (the negative control).
+    pub locks: Vec<LockSpec>,
+    /// Why nothing runs, when Redis did not answer.
+    pub skipped: Option<String>,
+}
+
+impl FlashPlan {
+    /// Nothing to run.
+    pub fn clear(&mut self) {
+        self.sales.clear();
+        self.overhead.clear();
+        self.locks.clear();
+    }
+}
+
+/// Plans the workload when Redis answers; skips it, saying why, when it does not (an error
+/// instead when Redis is required).
+pub async fn plan_flash(inputs: FlashInputs<'_>) -> anyhow::Result<FlashPlan> {
     let reachable = async {
-        let client = redis::Client::open(redis_url)?;
+        let client = redis::Client::open(inputs.redis_url)?;
         let mut connection = client.get_multiplexed_async_connection().await?;
         redis::cmd("PING").query_async::<String>(&mut connection).await
     };
     match tokio::time::timeout(Duration::from_secs(2), reachable).await {
-        Ok(Ok(_)) => Ok((flash_specs(databases, attempts, pool_size, redis_url), None)),
+        Ok(Ok(_)) => Ok(FlashPlan {
+            sales: flash_specs(
+                inputs.databases,
+                inputs.attempts,
+                inputs.pool_size,
+                inputs.redis_url,
+            ),
+            overhead: overhead_specs(
+                inputs.databases,
+                inputs.requesters,
+                inputs.pool_size,
+                inputs.duration,
+                inputs.seed,
+                inputs.redis_url,
+            ),
+            locks: lock_specs(inputs.databases, inputs.redis_url),
+            skipped: None,
+        }),
         outcome => {
             let reason = match outcome {
-                Ok(Err(error)) => format!("Redis at {redis_url} refused: {error}"),
-                _ => format!("Redis at {redis_url} did not answer in 2 s"),
+                Ok(Err(error)) => format!("Redis at {} refused: {error}", inputs.redis_url),
+                _ => format!("Redis at {} did not answer in 2 s", inputs.redis_url),
             };
-            anyhow::ensure!(!required, "the flash sale needs Redis: {reason}");
+            anyhow::ensure!(!inputs.required, "the flash sale needs Redis: {reason}");
             eprintln!("stockguard-bench: skipping the flash-sale workload: {reason}");
-            Ok((Vec::new(), Some(reason)))
+            Ok(FlashPlan {
+                skipped: Some(reason),
+                ..FlashPlan::default()
+            })
         }
     }
 }
 
-/// Runs the cases, then the bare Lua ceiling at the same client count, logging each line;
-/// a case that could not run is recorded in `results.case_errors`.
-pub async fn run_flash_cases(
-    specs: Vec<FlashSpec>,
-    log: impl Fn(String),
-    results: &mut crate::report::Results,
-) {
-    let Some(first) = specs.first().cloned() else {
+/// Runs the Redis-lock cases, the low-conflict overhead cases, the sales, then the bare Lua
+/// ceiling at the sales' client count, logging each line; a case that could not run is
+/// recorded in `results.case_errors`.
+pub async fn run_flash_cases(plan: FlashPlan, log: impl Fn(String), results: &mut crate::report::Results) {
+    for spec in plan.locks {
+        let label = format!("{} {}", spec.backend, spec.name());
+        match run_lock(spec).await {
+            Ok(case) => {
+                log(format!(
+                    "{label:<52} sold {} of {}  oversold {}  fenced out {}  pauses {}  audit {}",
+                    case.sold,
+                    case.supply,
+                    case.oversold,
+                    case.fenced_out,
+                    case.pauses,
+                    if case.audit_clean { "clean" } else { "CAUGHT" }
+                ));
+                results.redis_lock.push(case);
+            }
+            Err(error) => {
+                let message = format!("{label} (seed {}): {error:#}", results.seed);
+                log(format!("CASE FAILED: {message}"));
+                results.case_errors.push(message);
+            }
+        }
+    }
+    for spec in plan.overhead {
+        let label = spec.label();
+        match run_overhead(spec).await {
+            Ok(case) => {
+                log(format!(
+                    "{label:<52} {:>9.0} ok/s  p99 {:>8.2} ms",
+                    case.per_s,
+                    case.p99_us as f64 / 1000.0
+                ));
+                results.gate_overhead.push(case);
+            }
+            Err(error) => {
+                let message = format!("{label} (seed {}): {error:#}", results.seed);
+                log(format!("CASE FAILED: {message}"));
+                results.case_errors.push(message);
+            }
+        }
+    }
+    let Some(first) = plan.sales.first().cloned() else {
         return;
     };
-    for spec in specs {
+    for spec in plan.sales {
         let label = spec.label();
         match run_flash(spec).await {
             Ok(case) => {

@@ -15,7 +15,7 @@ use stockguard_bench::case::{Bounds, CaseSpec, StockSizing, Transport, Variant};
 use stockguard_bench::chaos::ChaosArgs;
 use stockguard_bench::checkout::{CheckoutResult, CheckoutSpec, checkout_specs, run_checkout};
 use stockguard_bench::db;
-use stockguard_bench::flash::{FlashResult, FlashSpec, plan_flash, run_flash_cases};
+use stockguard_bench::flash::{FlashInputs, FlashPlan, FlashResult, plan_flash, run_flash_cases};
 use stockguard_bench::profile::{Profile, WorkloadRun, transports_for};
 use stockguard_bench::report::{self, MachineInfo, Results};
 use stockguard_bench::runner::run_case;
@@ -117,7 +117,7 @@ const POOL_SIZE_MAX: u32 = 64;
 struct Plan {
     specs: Vec<CaseSpec>,
     checkout: Vec<CheckoutSpec>,
-    flash: Vec<FlashSpec>,
+    flash: FlashPlan,
     results: Results,
     out: PathBuf,
 }
@@ -283,19 +283,23 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
             seed,
         ),
     };
-    let (mut flash, flash_skipped) = match args.flash {
-        WorkloadRun::Off => (Vec::new(), None),
+    let mut flash = match args.flash {
+        WorkloadRun::Off => FlashPlan::default(),
         _ => {
-            plan_flash(
-                &databases,
-                profile.flash_attempts,
+            plan_flash(FlashInputs {
+                databases: &databases,
+                attempts: profile.flash_attempts,
+                requesters,
                 pool_size,
-                &args.redis_url,
+                duration: Duration::from_secs_f64(duration_s),
+                seed,
+                redis_url: &args.redis_url,
                 required,
-            )
+            })
             .await?
         }
     };
+    let flash_skipped = flash.skipped.take();
     if args.checkout == WorkloadRun::Only {
         specs.clear();
         flash.clear();
@@ -330,6 +334,8 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
             flash: Vec::new(),
             flash_ceiling_refusals_per_s: None,
             flash_skipped,
+            gate_overhead: Vec::new(),
+            redis_lock: Vec::new(),
         },
     })
 }
@@ -482,6 +488,23 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     for failure in results.checkout.iter().filter_map(CheckoutResult::failure) {
         eprintln!("CHECKOUT FAILED (seed {seed}): {failure}");
+        failed = true;
+    }
+    let overhead_failures = results
+        .gate_overhead
+        .iter()
+        .filter(|c| !c.problems.is_empty() || !c.errors.is_empty());
+    for case in overhead_failures {
+        eprintln!(
+            "GATE OVERHEAD CASE FAILED (seed {seed}): {}: {:?} {:?}",
+            case.spec.label(),
+            case.problems,
+            case.errors
+        );
+        failed = true;
+    }
+    for failure in results.redis_lock.iter().filter_map(|case| case.failure()) {
+        eprintln!("REDIS LOCK CASE FAILED (seed {seed}): {failure}");
         failed = true;
     }
     for failure in results.flash.iter().filter_map(FlashResult::failure) {

@@ -2,6 +2,7 @@
 //! library costs, and the negative control that shows the audit catches a lost update.
 //! One file per database holds its statements and its error codes.
 
+mod fence;
 mod mysql;
 mod postgres;
 mod sqlite;

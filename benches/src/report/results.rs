@@ -8,6 +8,8 @@ use stockguard_testkit::Backend;
 use crate::case::CaseResult;
 use crate::checkout::CheckoutResult;
 use crate::flash::FlashResult;
+use crate::gate_overhead::OverheadResult;
+use crate::redis_lock::LockResult;
 
 /// The machine the run happened on.
 #[derive(Debug, Clone, Serialize)]
@@ -79,4 +81,9 @@ pub struct Results {
     pub flash_ceiling_refusals_per_s: Option<f64>,
     /// Why the flash-sale workload did not run, when Redis did not answer.
     pub flash_skipped: Option<String>,
+    /// The gate's cost at low conflict: `guarded` with and without it, per database.
+    pub gate_overhead: Vec<OverheadResult>,
+    /// The seed's Redis lock around an unguarded read-modify-write, with and without a
+    /// fencing token, holders paused past the TTL.
+    pub redis_lock: Vec<LockResult>,
 }

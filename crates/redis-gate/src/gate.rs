@@ -16,6 +16,9 @@ use crate::link::{Link, LinkError};
 use crate::scripts::Scripts;
 use crate::stats::GateStats;
 
+/// Most `SET NX` calls [`Gate::prime`] keeps in flight.
+pub const PRIME_IN_FLIGHT_MAX: usize = 1_000;
+
 /// What the gate decided for one line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
@@ -404,6 +407,75 @@ impl Gate {
             }
             cursor = next;
         }
+    }
+
+    /// Sets the counters of a catalog that has seen no traffic through the gate yet (a fresh
+    /// deployment, a bulk import), without a database read per SKU: each counter is set only
+    /// where none exists (`SET NX`), so a counter already in use is never overwritten.
+    /// `available` must be the database's available units with nothing in flight. Up to
+    /// `PRIME_IN_FLIGHT_MAX` calls are in flight at once.
+    pub async fn prime(&self, skus: &[(SkuId, i64)]) -> Result<(), ReconcileError> {
+        for chunk in skus.chunks(PRIME_IN_FLIGHT_MAX) {
+            let mut calls = tokio::task::JoinSet::new();
+            for (sku, available) in chunk {
+                let command = redis::cmd("SET")
+                    .arg(self.units_key(sku))
+                    .arg(*available)
+                    .arg("NX")
+                    .to_owned();
+                let (link, timeout) = (self.link.clone(), self.timeout());
+                calls.spawn(async move { link.query::<Option<String>>(&command, timeout).await });
+            }
+            while let Some(done) = calls.join_next().await {
+                done.map_err(|error| ReconcileError::Redis(error.to_string()))??;
+            }
+            let mut register = redis::cmd("SADD");
+            register.arg(self.registry_key());
+            for (sku, _) in chunk {
+                register.arg(sku.as_str());
+            }
+            self.link.query::<i64>(&register, self.timeout()).await?;
+        }
+        Ok(())
+    }
+
+    /// Drops every counter and record of the gate's namespace that the reconciler knows of,
+    /// and its list (the harness, after a run on a shared Redis).
+    pub async fn forget_all(&self) -> Result<usize, ReconcileError> {
+        let mut cursor: u64 = 0;
+        let mut skus = Vec::new();
+        loop {
+            let scan = redis::cmd("SSCAN")
+                .arg(self.registry_key())
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(1_000)
+                .to_owned();
+            let (next, page): (u64, Vec<String>) = self.link.query(&scan, self.timeout()).await?;
+            skus.extend(page.into_iter().filter_map(|raw| SkuId::parse(raw).ok()));
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        for chunk in skus.chunks(PRIME_IN_FLIGHT_MAX) {
+            let mut calls = tokio::task::JoinSet::new();
+            for sku in chunk {
+                let command = redis::cmd("DEL")
+                    .arg(self.units_key(sku))
+                    .arg(self.in_flight_key(sku))
+                    .arg(self.done_key(sku))
+                    .to_owned();
+                let (link, timeout) = (self.link.clone(), self.timeout());
+                calls.spawn(async move { link.query::<i64>(&command, timeout).await });
+            }
+            while let Some(done) = calls.join_next().await {
+                done.map_err(|error| ReconcileError::Redis(error.to_string()))??;
+            }
+        }
+        let registry = redis::cmd("DEL").arg(self.registry_key()).to_owned();
+        self.link.query::<i64>(&registry, self.timeout()).await?;
+        Ok(skus.len())
     }
 
     /// Drops the SKU's counter and records, and takes it off the reconciler's list (tests,

@@ -38,7 +38,7 @@ pub use config::{
     GateConfig, NAMESPACE_MAX_LEN, RECONCILE_INTERVAL_MAX, REDIS_TIMEOUT_MAX, RedisDownPolicy,
     UNKNOWN_GRACE_MAX,
 };
-pub use gate::{Admission, Gate, Outcome, ReconcileError, Reconciled};
+pub use gate::{Admission, Gate, Outcome, PRIME_IN_FLIGHT_MAX, ReconcileError, Reconciled};
 pub use gated_store::GatedStore;
 pub use link::RedisTarget;
 pub use reconciler::Reconciler;

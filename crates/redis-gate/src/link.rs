@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use redis::aio::MultiplexedConnection;
 use redis::cluster::ClusterClient;
@@ -46,8 +46,9 @@ impl RedisTarget {
 /// An open connection. A single node's multiplexed connection is dropped after an I/O
 /// error or a timeout and opened again by the next call (bounded by the timeout), so a
 /// restarted Redis is used again at once; the cluster client follows slots and nodes itself.
+#[derive(Clone)]
 pub(crate) enum Link {
-    Single(Box<SingleNode>),
+    Single(Arc<SingleNode>),
     Cluster(ClusterConnection),
 }
 
@@ -91,7 +92,7 @@ impl Link {
     /// Connects, bounded by `timeout` for the connection and for every later call.
     pub(crate) async fn connect(target: &RedisTarget, timeout: Duration) -> Result<Self, LinkError> {
         let link = match target {
-            RedisTarget::Single(url) => Link::Single(Box::new(SingleNode {
+            RedisTarget::Single(url) => Link::Single(Arc::new(SingleNode {
                 client: redis::Client::open(url.as_str()).map_err(LinkError::Redis)?,
                 config: AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(timeout))

@@ -321,6 +321,51 @@ async fn drift_is_reconciled_both_ways<S: InventoryStore>(store: S) {
     forget(&gate, &[&s]).await;
 }
 
+/// Priming sets cold counters without a database read and never overwrites one in use;
+/// `forget_all` leaves nothing of the namespace behind.
+async fn priming_never_overwrites_a_counter<S: InventoryStore>(store: S) {
+    let Some(gate) = gate(|_| {}).await else { return };
+    let store = GatedStore::new(store, Arc::clone(&gate));
+    let (a, b) = (sku("prime-a"), sku("prime-b"));
+    store.create_sku(&a, 5).await.expect("create");
+    store
+        .inner()
+        .create_sku(&b, 7)
+        .await
+        .expect("create beside the gate");
+    store
+        .deduct(DeductRequest::new(a.clone(), qty(1), Strategy::Guarded))
+        .await
+        .expect("sale");
+    assert_eq!(gate.counter(&b).await.unwrap(), None);
+    gate.prime(&[(a.clone(), 5), (b.clone(), 7)])
+        .await
+        .expect("prime");
+    assert_eq!(
+        gate.counter(&a).await.unwrap(),
+        Some(4),
+        "a counter in use is kept"
+    );
+    assert_eq!(gate.counter(&b).await.unwrap(), Some(7));
+    let warmups = GateStats::get(&gate.stats().reconciled);
+    store
+        .deduct(DeductRequest::new(b.clone(), qty(2), Strategy::Guarded))
+        .await
+        .expect("sale");
+    assert_eq!(
+        GateStats::get(&gate.stats().reconciled),
+        warmups,
+        "no warm-up after priming"
+    );
+    assert_eq!(gate.counter(&b).await.unwrap(), Some(5));
+    let (reconciled, error) = gate.reconcile_all(store.inner()).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(reconciled, 2, "primed SKUs are on the reconciler's list");
+    assert_eq!(gate.forget_all().await.expect("forget all"), 2);
+    assert_eq!(gate.counter(&a).await.unwrap(), None);
+    assert_eq!(gate.counter(&b).await.unwrap(), None);
+}
+
 macro_rules! on_every_database {
     ($($case:ident),+ $(,)?) => {
         mod sqlite {
@@ -359,4 +404,5 @@ on_every_database!(
     orders_are_admitted_line_by_line,
     unknown_outcomes_are_resolved_by_key,
     drift_is_reconciled_both_ways,
+    priming_never_overwrites_a_counter,
 );
