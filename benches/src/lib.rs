@@ -18,4 +18,5 @@ pub mod redis_lock;
 pub mod report;
 pub mod runner;
 pub mod tally;
+pub mod verdict;
 pub mod workload;

@@ -13,13 +13,12 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use stockguard_bench::case::{Bounds, CaseSpec, StockSizing, Transport, Variant};
 use stockguard_bench::chaos::ChaosArgs;
-use stockguard_bench::checkout::{CheckoutResult, CheckoutSpec, checkout_specs, run_checkout};
+use stockguard_bench::checkout::{CheckoutSpec, checkout_specs, run_checkout};
 use stockguard_bench::db;
-use stockguard_bench::flash::{FlashInputs, FlashPlan, FlashResult, plan_flash, run_flash_cases};
+use stockguard_bench::flash::{FlashInputs, FlashPlan, plan_flash, run_flash_cases};
 use stockguard_bench::profile::{Profile, WorkloadRun, transports_for};
 use stockguard_bench::report::{self, MachineInfo, Results};
 use stockguard_bench::runner::run_case;
-use stockguard_bench::tally::is_fatal_error_kind;
 use stockguard_bench::workload::{LevelSpec, QuantityDist};
 use stockguard_testkit::Backend;
 
@@ -444,77 +443,11 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         started.elapsed().as_secs_f64()
     );
 
-    // Exit status: any library or baseline violation, any failed case, or a negative
-    // control that went uncaught where the race must happen, fails the run.
-    let mut failed = false;
-    for case in &results.cases {
-        let spec = &case.spec;
-        if spec.variant.is_negative_control() {
-            if case.audit.passed() && spec.level.sku_count == 1 && spec.requesters >= 8 && case.successes > 0
-            {
-                eprintln!(
-                    "HARNESS BROKEN: the negative control unsafe_no_lock passed the audit on {} at 1 hot SKU × {} \
-                     requesters (seed {seed}); the audit should have caught its lost updates",
-                    spec.backend, spec.requesters
-                );
-                failed = true;
-            }
-            continue;
-        }
-        if !case.audit.passed() {
-            eprintln!(
-                "AUDIT FAILED: strategy {} on {} at level {} × {} requesters, seed {seed}: {}",
-                spec.path_name(),
-                spec.backend,
-                spec.level,
-                spec.requesters,
-                case.audit.messages.join("; ")
-            );
-            failed = true;
-        }
-        for (kind, count) in case
-            .errors
-            .iter()
-            .filter(|(kind, count)| is_fatal_error_kind(kind) && **count > 0)
-        {
-            eprintln!(
-                "UNEXPECTED ERRORS: strategy {} on {} at level {}, seed {seed}: {count} {kind} errors",
-                spec.path_name(),
-                spec.backend,
-                spec.level
-            );
-            failed = true;
-        }
+    let failures = stockguard_bench::verdict::failures(&results);
+    for failure in &failures {
+        eprintln!("{failure}");
     }
-    for failure in results.checkout.iter().filter_map(CheckoutResult::failure) {
-        eprintln!("CHECKOUT FAILED (seed {seed}): {failure}");
-        failed = true;
-    }
-    let overhead_failures = results
-        .gate_overhead
-        .iter()
-        .filter(|c| !c.problems.is_empty() || !c.errors.is_empty());
-    for case in overhead_failures {
-        eprintln!(
-            "GATE OVERHEAD CASE FAILED (seed {seed}): {}: {:?} {:?}",
-            case.spec.label(),
-            case.problems,
-            case.errors
-        );
-        failed = true;
-    }
-    for failure in results.redis_lock.iter().filter_map(|case| case.failure()) {
-        eprintln!("REDIS LOCK CASE FAILED (seed {seed}): {failure}");
-        failed = true;
-    }
-    for failure in results.flash.iter().filter_map(FlashResult::failure) {
-        eprintln!("FLASH SALE FAILED (seed {seed}): {failure}");
-        failed = true;
-    }
-    for error in &results.case_errors {
-        eprintln!("CASE FAILED: {error}");
-        failed = true;
-    }
+    let failed = !failures.is_empty();
     if failed {
         eprintln!(
             "stockguard-bench: FAILED (seed {seed}); see {}/report.md",
