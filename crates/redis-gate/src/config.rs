@@ -22,6 +22,8 @@ pub const REDIS_TIMEOUT_MAX: Duration = Duration::from_secs(10);
 pub const UNKNOWN_GRACE_MAX: Duration = Duration::from_secs(3_600);
 /// Longest accepted reconcile interval.
 pub const RECONCILE_INTERVAL_MAX: Duration = Duration::from_secs(3_600);
+/// Most SKUs one reconcile pass may recompute.
+pub const RECONCILE_BATCH_MAX: u32 = 100_000;
 /// Longest accepted key namespace.
 pub const NAMESPACE_MAX_LEN: usize = 32;
 
@@ -41,13 +43,18 @@ pub struct GateConfig {
     /// database, drops it as never committed. Must exceed the engine's deadline, the longest
     /// a call that could still commit can run.
     pub unknown_grace: Duration,
-    /// How often the background reconciler recomputes every counter.
+    /// How often the background reconciler runs a pass.
     pub reconcile_interval: Duration,
+    /// Most SKUs one pass recomputes (each costs a stock read in the database); the next
+    /// pass goes on where this one stopped, so every counter is visited within
+    /// ⌈SKUs / batch⌉ intervals.
+    pub reconcile_batch: u32,
 }
 
 impl GateConfig {
     /// Defaults for everything but the target: namespace `stockguard`, 250 ms per Redis call,
-    /// fail open, 60 s grace (the engine's deadline is at most 30 s), reconcile every 5 s.
+    /// fail open, 60 s grace (the engine's deadline is at most 30 s), a reconcile pass of at
+    /// most 1,000 SKUs every 5 s.
     pub fn new(target: RedisTarget) -> Self {
         Self {
             target,
@@ -56,6 +63,7 @@ impl GateConfig {
             when_down: RedisDownPolicy::FailOpen,
             unknown_grace: Duration::from_secs(60),
             reconcile_interval: Duration::from_secs(5),
+            reconcile_batch: 1_000,
         }
     }
 
@@ -73,6 +81,14 @@ impl GateConfig {
                 given: self.namespace.len() as u64,
                 min: 1,
                 max: NAMESPACE_MAX_LEN as u64,
+            });
+        }
+        if self.reconcile_batch == 0 || self.reconcile_batch > RECONCILE_BATCH_MAX {
+            return Err(InvalidInput::LimitOutOfRange {
+                setting: "reconcile_batch",
+                given: u64::from(self.reconcile_batch),
+                min: 1,
+                max: u64::from(RECONCILE_BATCH_MAX),
             });
         }
         within(
@@ -125,8 +141,11 @@ mod tests {
         let mut bad = good.clone();
         bad.unknown_grace = UNKNOWN_GRACE_MAX + Duration::from_secs(1);
         assert!(bad.validate().is_err());
-        let mut bad = good;
+        let mut bad = good.clone();
         bad.reconcile_interval = Duration::from_millis(1);
+        assert!(bad.validate().is_err());
+        let mut bad = good;
+        bad.reconcile_batch = 0;
         assert!(bad.validate().is_err());
     }
 

@@ -6,6 +6,7 @@
 //! engine. So the gate can never cause oversell; a counter that drifts low causes undersell
 //! (refusals while the database has stock) until the reconciler recomputes it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use stockguard_core::engine::UNAVAILABLE_RETRY_AFTER;
@@ -109,6 +110,8 @@ pub struct Gate {
     config: GateConfig,
     scripts: Scripts,
     stats: GateStats,
+    /// Where the next reconcile pass resumes its walk of the SKU list (an SSCAN cursor).
+    reconcile_cursor: AtomicU64,
 }
 
 impl Gate {
@@ -127,6 +130,7 @@ impl Gate {
             config,
             scripts: Scripts::new(),
             stats: GateStats::default(),
+            reconcile_cursor: AtomicU64::new(0),
         })
     }
 
@@ -376,25 +380,33 @@ impl Gate {
         })
     }
 
-    /// One pass over every SKU with a counter; returns how many were reconciled and the first
-    /// error (the pass goes on past a failed SKU).
+    /// One reconcile pass: up to `reconcile_batch` SKUs from the list, starting where the last
+    /// pass stopped (a pass that reaches the end starts over next time); returns how many
+    /// were reconciled and the first error (the pass goes on past a failed SKU).
     pub async fn reconcile_all<S: InventoryStore>(&self, store: &S) -> (usize, Option<ReconcileError>) {
-        let mut cursor: u64 = 0;
-        let mut done = 0;
+        let batch = usize::try_from(self.config.reconcile_batch).unwrap_or(usize::MAX);
+        let mut cursor = self.reconcile_cursor.load(Ordering::Relaxed);
+        let (mut done, mut visited) = (0, 0);
         let mut first_error = None;
         loop {
             let scan = redis::cmd("SSCAN")
                 .arg(self.registry_key())
                 .arg(cursor)
                 .arg("COUNT")
-                .arg(500)
+                .arg(batch.min(500))
                 .to_owned();
             let (next, skus): (u64, Vec<String>) = match self.link.query(&scan, self.timeout()).await {
                 Ok(page) => page,
-                Err(error) => return (done, first_error.or(Some(error.into()))),
+                Err(error) => {
+                    // Walk from the start next time: a cursor may not survive a Redis restart.
+                    self.reconcile_cursor.store(0, Ordering::Relaxed);
+                    return (done, first_error.or(Some(error.into())));
+                }
             };
             for raw in skus {
                 let Ok(sku) = SkuId::parse(raw) else { continue };
+                // Failures count too: the bound is on the database reads a pass makes.
+                visited += 1;
                 match self.reconcile(store, &sku).await {
                     Ok(_) => done += 1,
                     Err(error) => {
@@ -402,7 +414,9 @@ impl Gate {
                     }
                 }
             }
-            if next == 0 {
+            // A page may overshoot the batch by up to its size (SSCAN's COUNT is a hint).
+            if next == 0 || visited >= batch {
+                self.reconcile_cursor.store(next, Ordering::Relaxed);
                 return (done, first_error);
             }
             cursor = next;

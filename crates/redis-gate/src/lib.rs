@@ -35,8 +35,8 @@ mod scripts;
 mod stats;
 
 pub use config::{
-    GateConfig, NAMESPACE_MAX_LEN, RECONCILE_INTERVAL_MAX, REDIS_TIMEOUT_MAX, RedisDownPolicy,
-    UNKNOWN_GRACE_MAX,
+    GateConfig, NAMESPACE_MAX_LEN, RECONCILE_BATCH_MAX, RECONCILE_INTERVAL_MAX, REDIS_TIMEOUT_MAX,
+    RedisDownPolicy, UNKNOWN_GRACE_MAX,
 };
 pub use gate::{Admission, Gate, Outcome, PRIME_IN_FLIGHT_MAX, ReconcileError, Reconciled};
 pub use gated_store::GatedStore;

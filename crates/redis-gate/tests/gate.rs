@@ -366,6 +366,35 @@ async fn priming_never_overwrites_a_counter<S: InventoryStore>(store: S) {
     assert_eq!(gate.counter(&b).await.unwrap(), None);
 }
 
+/// A pass recomputes at most about `reconcile_batch` SKUs (SSCAN pages may overshoot), and
+/// the next pass goes on where it stopped, so every counter is visited in a few passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_passes_are_bounded_and_resume() {
+    let Some(gate) = gate(|config| config.reconcile_batch = 100).await else {
+        return;
+    };
+    let Some((store, _guard)) = support::sqlite().await else {
+        return;
+    };
+    let skus: Vec<_> = (0..300).map(|n| sku(&format!("batch-{n:03}"))).collect();
+    for s in &skus {
+        store.create_sku(s, 10).await.expect("create");
+    }
+    let primed: Vec<_> = skus.iter().map(|s| (s.clone(), 10)).collect();
+    gate.prime(&primed).await.expect("prime");
+    let (mut visited, mut passes) = (0, 0);
+    while visited < skus.len() && passes < 10 {
+        let (reconciled, error) = gate.reconcile_all(&store).await;
+        assert!(error.is_none(), "{error:?}");
+        assert!(reconciled <= 200, "a pass of batch 100 recomputed {reconciled}");
+        visited += reconciled;
+        passes += 1;
+    }
+    assert!(visited >= skus.len(), "{visited} visits in {passes} passes");
+    assert!(passes >= 2, "one pass recomputed all 300");
+    gate.forget_all().await.expect("forget all");
+}
+
 macro_rules! on_every_database {
     ($($case:ident),+ $(,)?) => {
         mod sqlite {

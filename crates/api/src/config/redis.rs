@@ -26,6 +26,9 @@ pub struct RedisArgs {
     /// How often every counter is recomputed from the database, in milliseconds (default 5000).
     #[arg(long, env = "STOCKGUARD_REDIS_RECONCILE_INTERVAL_MS", value_name = "MS")]
     pub redis_reconcile_interval_ms: Option<u64>,
+    /// Most SKUs one reconcile pass recomputes (default 1000; each costs a stock read).
+    #[arg(long, env = "STOCKGUARD_REDIS_RECONCILE_BATCH", value_name = "N")]
+    pub redis_reconcile_batch: Option<u32>,
     /// Age past which an in-flight record the database does not know is dropped as never
     /// committed, in milliseconds (default 60000; must exceed the request timeout).
     #[arg(long, env = "STOCKGUARD_REDIS_UNKNOWN_GRACE_MS", value_name = "MS")]
@@ -42,6 +45,7 @@ impl RedisArgs {
                     && self.redis_namespace.is_none()
                     && self.redis_timeout_ms.is_none()
                     && self.redis_reconcile_interval_ms.is_none()
+                    && self.redis_reconcile_batch.is_none()
                     && self.redis_unknown_grace_ms.is_none(),
                 "the --redis-* settings need --redis-url (STOCKGUARD_REDIS_URL)"
             );
@@ -57,6 +61,9 @@ impl RedisArgs {
         }
         if let Some(ms) = self.redis_reconcile_interval_ms {
             config.reconcile_interval = Duration::from_millis(ms);
+        }
+        if let Some(batch) = self.redis_reconcile_batch {
+            config.reconcile_batch = batch;
         }
         if let Some(ms) = self.redis_unknown_grace_ms {
             config.unknown_grace = Duration::from_millis(ms);
