@@ -35,7 +35,7 @@ use stockguard_core::{
 };
 use stockguard_testkit::Backend;
 
-use crate::db::{FreshDatabase, RawPool};
+use crate::db::{FreshDatabase, RawPool, in_fresh_database};
 use crate::measure::open_store;
 use crate::tally::{LATENCY_MAX_US, is_fatal_error_kind};
 use crate::workload::sku_name;
@@ -222,10 +222,7 @@ pub fn checkout_specs(
 
 /// Runs one case in a fresh database and drops it afterwards, whatever happens.
 pub async fn run_checkout(spec: CheckoutSpec) -> anyhow::Result<CheckoutResult> {
-    let database = FreshDatabase::create(spec.backend).await?;
-    let result = run_in(&spec, &database).await;
-    database.drop_now().await?;
-    result
+    in_fresh_database(spec.backend, async |database| run_in(&spec, database).await).await
 }
 
 async fn run_in(spec: &CheckoutSpec, database: &FreshDatabase) -> anyhow::Result<CheckoutResult> {

@@ -26,7 +26,7 @@ use stockguard_core::{
 use stockguard_redis_gate::{Gate, GateConfig, GateStats, GatedStore, RedisTarget};
 use stockguard_testkit::Backend;
 
-use crate::db::{FreshDatabase, RawPool};
+use crate::db::{FreshDatabase, RawPool, in_fresh_database};
 use crate::gate_overhead::{OverheadSpec, overhead_specs, run_overhead};
 use crate::measure::open_store;
 use crate::redis_lock::{LockSpec, lock_specs, run_lock};
@@ -183,10 +183,7 @@ pub(crate) async fn connect_gate(url: &str) -> anyhow::Result<Arc<Gate>> {
 
 /// Runs one case in a fresh database and drops it afterwards, whatever happens.
 pub async fn run_flash(spec: FlashSpec) -> anyhow::Result<FlashResult> {
-    let database = FreshDatabase::create(spec.backend).await?;
-    let result = run_in(&spec, &database).await;
-    database.drop_now().await?;
-    result
+    in_fresh_database(spec.backend, async |database| run_in(&spec, database).await).await
 }
 
 async fn run_in(spec: &FlashSpec, database: &FreshDatabase) -> anyhow::Result<FlashResult> {

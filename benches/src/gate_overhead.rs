@@ -21,7 +21,7 @@ use stockguard_core::{
 use stockguard_redis_gate::GatedStore;
 use stockguard_testkit::Backend;
 
-use crate::db::{FreshDatabase, RawPool};
+use crate::db::{FreshDatabase, RawPool, in_fresh_database};
 use crate::measure::open_store;
 use crate::tally::LATENCY_MAX_US;
 use crate::workload::sku_name;
@@ -108,10 +108,7 @@ pub fn overhead_specs(
 
 /// Runs one case in a fresh database and drops it afterwards, whatever happens.
 pub async fn run_overhead(spec: OverheadSpec) -> anyhow::Result<OverheadResult> {
-    let database = FreshDatabase::create(spec.backend).await?;
-    let result = run_in(&spec, &database).await;
-    database.drop_now().await?;
-    result
+    in_fresh_database(spec.backend, async |database| run_in(&spec, database).await).await
 }
 
 async fn run_in(spec: &OverheadSpec, database: &FreshDatabase) -> anyhow::Result<OverheadResult> {

@@ -19,7 +19,7 @@ use serde::Serialize;
 use stockguard_core::InventoryStore;
 use stockguard_testkit::Backend;
 
-use crate::db::{FreshDatabase, RawPool};
+use crate::db::{FreshDatabase, RawPool, in_fresh_database};
 use crate::measure::open_store;
 
 /// Units on sale.
@@ -126,10 +126,7 @@ pub fn lock_specs(databases: &[Backend], redis_url: &str) -> Vec<LockSpec> {
 
 /// Runs one case in a fresh database and drops it afterwards, whatever happens.
 pub async fn run_lock(spec: LockSpec) -> anyhow::Result<LockResult> {
-    let database = FreshDatabase::create(spec.backend).await?;
-    let result = run_in(&spec, &database).await;
-    database.drop_now().await?;
-    result
+    in_fresh_database(spec.backend, async |database| run_in(&spec, database).await).await
 }
 
 async fn run_in(spec: &LockSpec, database: &FreshDatabase) -> anyhow::Result<LockResult> {

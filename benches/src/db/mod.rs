@@ -185,3 +185,15 @@ pub async fn environment(backend: Backend) -> anyhow::Result<std::collections::B
     database.drop_now().await?;
     env
 }
+
+/// Runs `case` in a fresh database of `backend` and drops the database afterwards, whatever
+/// the case returned: the frame of every workload's case.
+pub async fn in_fresh_database<T>(
+    backend: Backend,
+    case: impl AsyncFnOnce(&FreshDatabase) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let database = FreshDatabase::create(backend).await?;
+    let result = case(&database).await;
+    database.drop_now().await?;
+    result
+}
