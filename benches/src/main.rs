@@ -15,7 +15,7 @@ use stockguard_bench::case::{Bounds, CaseSpec, StockSizing, Transport, Variant};
 use stockguard_bench::chaos::ChaosArgs;
 use stockguard_bench::checkout::{CheckoutSpec, checkout_specs, run_checkout};
 use stockguard_bench::db;
-use stockguard_bench::flash::{FlashInputs, FlashPlan, plan_flash, run_flash_cases};
+use stockguard_bench::flash_plan::{FlashInputs, FlashPlan, plan_flash, run_flash_cases};
 use stockguard_bench::profile::{Profile, WorkloadRun, transports_for};
 use stockguard_bench::report::{self, MachineInfo, Results};
 use stockguard_bench::runner::run_case;
