@@ -142,20 +142,10 @@ impl Link {
         invocation: &ScriptInvocation<'_>,
         timeout: Duration,
     ) -> Result<T, LinkError> {
-        let result = match self {
-            Link::Single(node) => match node.connection(timeout).await {
-                Ok(mut connection) => bounded(timeout, invocation.invoke_async(&mut connection)).await,
-                Err(error) => Err(error),
-            },
-            Link::Cluster(connection) => {
-                let mut connection = connection.clone();
-                bounded(timeout, invocation.invoke_async(&mut connection)).await
-            }
-        };
-        if let Err(error) = &result {
-            self.after_failure(error);
-        }
-        result
+        self.call(timeout, async |connection| {
+            invocation.invoke_async(connection).await
+        })
+        .await
     }
 
     /// Runs one command, bounded by `timeout`.
@@ -164,20 +154,66 @@ impl Link {
         command: &redis::Cmd,
         timeout: Duration,
     ) -> Result<T, LinkError> {
-        let result = match self {
-            Link::Single(node) => match node.connection(timeout).await {
-                Ok(mut connection) => bounded(timeout, command.query_async(&mut connection)).await,
-                Err(error) => Err(error),
+        self.call(timeout, async |connection| command.query_async(connection).await)
+            .await
+    }
+
+    /// Runs `request` on a connection (a single node's is opened when there is none),
+    /// bounded by `timeout`; a failure that may have broken the connection drops it.
+    async fn call<T>(
+        &self,
+        timeout: Duration,
+        request: impl AsyncFnOnce(&mut Connected) -> redis::RedisResult<T>,
+    ) -> Result<T, LinkError> {
+        let connected = match self {
+            Link::Single(node) => node.connection(timeout).await.map(Connected::Single),
+            Link::Cluster(connection) => Ok(Connected::Cluster(connection.clone())),
+        };
+        let result = match connected {
+            Ok(mut connection) => match tokio::time::timeout(timeout, request(&mut connection)).await {
+                Ok(answer) => answer.map_err(LinkError::Redis),
+                Err(_) => Err(LinkError::TimedOut),
             },
-            Link::Cluster(connection) => {
-                let mut connection = connection.clone();
-                bounded(timeout, command.query_async(&mut connection)).await
-            }
+            Err(error) => Err(error),
         };
         if let Err(error) = &result {
             self.after_failure(error);
         }
         result
+    }
+}
+
+/// A connection of either kind, so that each request is written once for both.
+enum Connected {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Connected {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Connected::Single(connection) => connection.req_packed_command(cmd),
+            Connected::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Connected::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Connected::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connected::Single(connection) => connection.get_db(),
+            Connected::Cluster(connection) => connection.get_db(),
+        }
     }
 }
 
@@ -196,15 +232,5 @@ impl SingleNode {
         };
         *self.connection.lock().expect("redis link poisoned") = Some(open.clone());
         Ok(open)
-    }
-}
-
-async fn bounded<T>(
-    timeout: Duration,
-    call: impl Future<Output = redis::RedisResult<T>>,
-) -> Result<T, LinkError> {
-    match tokio::time::timeout(timeout, call).await {
-        Ok(result) => result.map_err(LinkError::Redis),
-        Err(_) => Err(LinkError::TimedOut),
     }
 }
