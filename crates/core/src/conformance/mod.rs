@@ -39,7 +39,7 @@ pub use holds::{
 };
 pub use order_batches::coalesced_order_batches;
 pub use orders::{
-    PRE_ORDERS_SEED, lost_order_answers_are_resolved, opposite_orders_never_deadlock, order_semantics,
+    PRE_ORDERS_SEED, lost_order_answers_are_resolved, opposite_orders_never_deadlock, order, order_semantics,
     orders_race_deductions, orders_take_sharded_stock, seeded_data_carries_forward,
 };
 pub use sequential::{

@@ -16,7 +16,8 @@ fn order_id(raw: &str) -> OrderId {
     OrderId::parse(raw).expect("test order id")
 }
 
-pub(super) fn order(id: &str, lines: &[(&SkuId, i64)], strategy: OrderStrategy) -> OrderRequest {
+/// A test order: `id`, one line per `(sku, units)`, `strategy`; panics on invalid input.
+pub fn order(id: &str, lines: &[(&SkuId, i64)], strategy: OrderStrategy) -> OrderRequest {
     let lines = lines
         .iter()
         .map(|(sku, units)| OrderLine {

@@ -8,9 +8,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use stockguard_core::{
-    DeductError, InventoryStore, OrderId, OrderLine, OrderRequest, OrderStrategy, Quantity, SkuId,
-};
+use stockguard_core::{DeductError, InventoryStore, OrderRequest, OrderStrategy, Quantity, SkuId};
 use stockguard_mysql::{MySqlConfig, MySqlStore};
 use stockguard_postgres::{PgConfig, PgStore};
 use stockguard_redis_gate::{Gate, GateConfig, RedisTarget};
@@ -65,20 +63,9 @@ pub fn qty(units: i64) -> Quantity {
     Quantity::new(units).expect("quantity")
 }
 
+/// A `locked` test order (the conformance suite's helper).
 pub fn order(id: &str, lines: &[(&SkuId, i64)]) -> OrderRequest {
-    let lines = lines
-        .iter()
-        .map(|(sku, units)| OrderLine {
-            sku: (*sku).clone(),
-            quantity: qty(*units),
-        })
-        .collect();
-    OrderRequest::new(
-        OrderId::parse(id).expect("order id"),
-        lines,
-        OrderStrategy::Locked,
-    )
-    .expect("order")
+    stockguard_core::conformance::order(id, lines, OrderStrategy::Locked)
 }
 
 pub async fn stock<S: InventoryStore>(store: &S, sku: &SkuId) -> i64 {
