@@ -40,6 +40,12 @@ pub async fn lost_answers_are_resolved<B: Backend>(store: Arc<Engine<B>>, strate
         .collect();
     assert_eq!(rows.len(), 1, "exactly one ledger row for the key");
     assert_eq!(rows[0].id, resolved.ledger_id);
+    if matches!(strategy, Strategy::Pessimistic | Strategy::NoWait) {
+        // A transaction knows its row's id before COMMIT: the row found is its own. (A
+        // single statement whose answer was lost cannot tell its own row from an earlier
+        // call's under a client's key, and says `replayed: true`.)
+        assert!(!resolved.replayed, "this call's own commit is not a replay");
+    }
     let replay = store
         .deduct(DeductRequest::new(s.clone(), qty(3), strategy).with_idempotency_key(k))
         .await

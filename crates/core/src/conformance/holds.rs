@@ -314,6 +314,7 @@ pub async fn lost_hold_answers_are_resolved<B: Backend>(store: Arc<Engine<B>>) {
             .await
             .expect("resolved as committed");
         assert_eq!(placed.state, HoldState::Active);
+        assert!(!placed.replayed, "this call's own commit is not a replay");
     }
     store.lose_next_answer(&h1.idempotency_key());
     let confirmed = store

@@ -182,6 +182,10 @@ pub async fn lost_order_answers_are_resolved<B: Backend>(store: Arc<Engine<B>>, 
         Ok(receipt) => receipt,
         Err(error) => panic!("a committed order whose answer was lost must not be refused: {error:?}"),
     };
+    assert!(
+        !resolved.replayed,
+        "this call's own commit, found after its answer was lost, is not a replay"
+    );
     assert_eq!(
         resolved.lines.iter().map(|l| l.remaining).collect::<Vec<_>>(),
         vec![8, 7]

@@ -114,6 +114,7 @@ impl<B: Backend> Core<B> {
                 call.deadline,
                 sku,
                 &[call.change.key],
+                &[written.ledger_id],
                 self.backend.commit(tx),
             )
             .await?;
@@ -130,8 +131,8 @@ impl<B: Backend> Core<B> {
             }),
             Landing::Resolved(found) => {
                 let mut receipt = self.replay_adjustment(request, call, Some(found)).await?;
-                // As for deductions: a generated key is this call's own.
-                receipt.replayed = call.client_key;
+                // The resolution found this transaction's own row (by its id): not a replay.
+                receipt.replayed = false;
                 Ok(receipt)
             }
             Landing::KeyTaken => self.replay_adjustment(request, call, None).await,

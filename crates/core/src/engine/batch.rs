@@ -177,7 +177,7 @@ impl<B: Backend> Core<B> {
         }
         let keys = plan.new_keys();
         let ids = match self
-            .land(exposure, deadline, sku, &keys, self.backend.commit(tx))
+            .land(exposure, deadline, sku, &keys, &ids, self.backend.commit(tx))
             .await?
         {
             Landing::Answered(()) => ids,

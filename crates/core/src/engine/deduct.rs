@@ -33,14 +33,27 @@ impl Call<'_> {
 
     /// The receipt of a change whose answer was lost and whose key was then found. The row
     /// must be this very change; a row of another request under the same key means the key
-    /// was reused (and this write was refused by the key's unique index). A generated key is
-    /// new, so its row is this call's own (`replayed: false`); a client's key may have been
-    /// committed by an earlier call, which a lost answer cannot rule out, so the receipt is
-    /// the stored one read back (`replayed: true`).
-    fn resolved_receipt(&self, found: &[LedgerEntry], lock_wait: Duration) -> Result<Receipt, AttemptError> {
+    /// was reused (and this write was refused by the key's unique index).
+    ///
+    /// `replayed` says whether the row is this call's own:
+    /// - a generated key is new, so its row is this call's own;
+    /// - a write inside a transaction knows its ledger id before COMMIT (`own_ledger_id`),
+    ///   and its resolution found that very row (see `Core::land`): this call's own;
+    /// - a single-statement write whose answer was lost never learnt its id, and a client's
+    ///   key may have been committed by an earlier call, which the lost answer cannot rule
+    ///   out: the receipt is the stored one read back, `replayed: true`.
+    fn resolved_receipt(
+        &self,
+        found: &[LedgerEntry],
+        own_ledger_id: Option<i64>,
+        lock_wait: Duration,
+    ) -> Result<Receipt, AttemptError> {
         let entry = self.entry_of_key(found)?;
         let mut receipt = replay(entry, self.change.sku, self.change.quantity, 1)?;
-        receipt.replayed = self.client_key;
+        receipt.replayed = match own_ledger_id {
+            Some(own) => own != entry.id,
+            None => self.client_key,
+        };
         receipt.lock_wait_us = micros(lock_wait);
         Ok(receipt)
     }
@@ -104,10 +117,10 @@ impl<B: Backend> Core<B> {
                 let write = self
                     .backend
                     .compare_and_set(call.change, row, row.stock - requested);
-                match self.land_change(call, write).await? {
+                match self.land_change(call, &[], write).await? {
                     Landing::Answered(Some(written)) => Ok(call.receipt(written, started.elapsed())),
                     Landing::Answered(None) => self.explain_version_miss(call, expected, None).await,
-                    Landing::Resolved(found) => call.resolved_receipt(&found, started.elapsed()),
+                    Landing::Resolved(found) => call.resolved_receipt(&found, None, started.elapsed()),
                     Landing::KeyTaken => self.replay_taken(call).await,
                 }
             })
@@ -120,11 +133,11 @@ impl<B: Backend> Core<B> {
     pub(crate) async fn guarded_attempt(&self, call: &Call<'_>) -> Result<Receipt, AttemptError> {
         let started = Instant::now();
         let write = self.backend.guarded_deduct(call.change);
-        let landing = self.land_change(call, write).await?;
+        let landing = self.land_change(call, &[], write).await?;
         match landing {
             Landing::Answered(Some(written)) => Ok(call.receipt(written, started.elapsed())),
             Landing::Answered(None) => self.explain_miss(call).await,
-            Landing::Resolved(found) => call.resolved_receipt(&found, started.elapsed()),
+            Landing::Resolved(found) => call.resolved_receipt(&found, None, started.elapsed()),
             Landing::KeyTaken => self.replay_taken(call).await,
         }
     }
@@ -159,9 +172,12 @@ impl<B: Backend> Core<B> {
             }
             Err(fault) => return self.abandon(tx, fault.definite()).await,
         };
-        match self.land_change(call, self.backend.commit(tx)).await? {
+        match self
+            .land_change(call, &[written.ledger_id], self.backend.commit(tx))
+            .await?
+        {
             Landing::Answered(()) => Ok(call.receipt(written, lock_wait)),
-            Landing::Resolved(found) => call.resolved_receipt(&found, lock_wait),
+            Landing::Resolved(found) => call.resolved_receipt(&found, Some(written.ledger_id), lock_wait),
             Landing::KeyTaken => self.replay_taken(call).await,
         }
     }
@@ -182,10 +198,10 @@ impl<B: Backend> Core<B> {
         let write = self
             .backend
             .compare_and_set(call.change, row, row.stock - requested);
-        match self.land_change(call, write).await? {
+        match self.land_change(call, &[], write).await? {
             Landing::Answered(Some(written)) => Ok(call.receipt(written, started.elapsed())),
             Landing::Answered(None) => Err(AttemptError::Retry(RetryCause::VersionMismatch)),
-            Landing::Resolved(found) => call.resolved_receipt(&found, started.elapsed()),
+            Landing::Resolved(found) => call.resolved_receipt(&found, None, started.elapsed()),
             Landing::KeyTaken => self.replay_taken(call).await,
         }
     }
@@ -197,10 +213,10 @@ impl<B: Backend> Core<B> {
         let write = self
             .backend
             .take_from_bucket(call.change, self.config.spread_eagerly);
-        match self.land_change(call, write).await? {
+        match self.land_change(call, &[], write).await? {
             Landing::Answered(Some(written)) => return Ok(call.receipt(written, started.elapsed())),
             Landing::Answered(None) => {}
-            Landing::Resolved(found) => return call.resolved_receipt(&found, started.elapsed()),
+            Landing::Resolved(found) => return call.resolved_receipt(&found, None, started.elapsed()),
             Landing::KeyTaken => return self.replay_taken(call).await,
         }
         let started = Instant::now();
@@ -247,9 +263,12 @@ impl<B: Backend> Core<B> {
             }
             Err(fault) => return self.abandon(tx, fault.definite()).await,
         };
-        match self.land_change(call, self.backend.commit(tx)).await? {
+        match self
+            .land_change(call, &[written.ledger_id], self.backend.commit(tx))
+            .await?
+        {
             Landing::Answered(()) => Ok(call.receipt(written, lock_wait)),
-            Landing::Resolved(found) => call.resolved_receipt(&found, lock_wait),
+            Landing::Resolved(found) => call.resolved_receipt(&found, Some(written.ledger_id), lock_wait),
             Landing::KeyTaken => self.replay_taken(call).await,
         }
     }
@@ -376,9 +395,11 @@ impl<B: Backend> Core<B> {
         Ok(replay(entry, call.change.sku, call.change.quantity, 1)?)
     }
 
+    /// [`Core::land`] for the call's change; `own_ledger_ids` as there.
     async fn land_change<T>(
         &self,
         call: &Call<'_>,
+        own_ledger_ids: &[i64],
         write: impl Future<Output = Result<T, Fault>>,
     ) -> Result<Landing<T>, AttemptError> {
         self.land(
@@ -386,6 +407,7 @@ impl<B: Backend> Core<B> {
             call.deadline,
             call.change.sku,
             &[call.change.key],
+            own_ledger_ids,
             write,
         )
         .await
@@ -424,7 +446,10 @@ impl<B: Backend> Core<B> {
 
     async fn restock_attempt(&self, call: &Call<'_>) -> Result<RestockReceipt, AttemptError> {
         let Change { sku, quantity, key } = call.change;
-        let written = match self.land_change(call, self.backend.restock(call.change)).await? {
+        let written = match self
+            .land_change(call, &[], self.backend.restock(call.change))
+            .await?
+        {
             Landing::Answered(Some(written)) => written,
             Landing::Resolved(found) => {
                 // As `resolved_receipt`: read back, so a replay unless the key is this call's.

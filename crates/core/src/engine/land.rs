@@ -32,12 +32,23 @@ const RESOLVE_BACKOFF_MAX: Duration = Duration::from_millis(500);
 impl<B: Backend> Core<B> {
     /// Sends `write`, which may commit a change to `sku` carrying `keys`, and classifies its
     /// end. `exposure` records that a write is in flight until this returns a settled answer.
+    ///
+    /// `own_ledger_ids` are the ledger rows `write` commits, when they are known before it is
+    /// sent (a COMMIT after the rows were inserted); empty when not (a single statement). A
+    /// lost answer is then resolved by those very rows: a row under one of `keys` with
+    /// another id was committed by another call (a client's key sent twice, the first
+    /// attempt aborted), so it says nothing about this write. PostgreSQL's identity and
+    /// InnoDB's AUTO_INCREMENT never hand out an id twice, even after a rollback. SQLite's
+    /// AUTOINCREMENT counter rolls back with its transaction, so there an aborted write's ids
+    /// could be handed out again; but SQLite's COMMIT is local, and its only ambiguous answer
+    /// is an I/O error (docs/sqlite.md).
     pub(crate) async fn land<T>(
         &self,
         exposure: &Exposure,
         deadline: Instant,
         sku: &SkuId,
         keys: &[&IdempotencyKey],
+        own_ledger_ids: &[i64],
         write: impl Future<Output = Result<T, Fault>>,
     ) -> Result<Landing<T>, AttemptError> {
         exposure.sent();
@@ -55,7 +66,8 @@ impl<B: Backend> Core<B> {
             }
             Err(fault) if fault.is_ambiguous() && !keys.is_empty() => {
                 tracing::warn!(%sku, %fault, "answer lost after a write was sent; resolving by key");
-                self.resolve(exposure, deadline, sku, keys, fault).await
+                self.resolve(exposure, deadline, sku, keys, own_ledger_ids, fault)
+                    .await
             }
             Err(fault) => {
                 exposure.settled();
@@ -70,11 +82,15 @@ impl<B: Backend> Core<B> {
         deadline: Instant,
         sku: &SkuId,
         keys: &[&IdempotencyKey],
+        own_ledger_ids: &[i64],
         lost: Fault,
     ) -> Result<Landing<T>, AttemptError> {
         let unknown_key = keys.first().map(|k| (*k).clone());
         let lookup = || async {
-            let found = self.backend.settle_and_find(sku, keys).await?;
+            let mut found = self.backend.settle_and_find(sku, keys).await?;
+            if !own_ledger_ids.is_empty() {
+                found.retain(|entry| own_ledger_ids.contains(&entry.id));
+            }
             Ok((!found.is_empty()).then_some(found))
         };
         let found = self

@@ -23,8 +23,8 @@ use super::{
     StoredOrder,
 };
 use crate::domain::{
-    HoldRequest, IdempotencyKey, LineMismatch, OrderLineReceipt, OrderReceipt, OrderRequest, OrderStrategy,
-    ShortLine, SkuId, line_mismatches,
+    HoldRequest, IdempotencyKey, LedgerEntry, LineMismatch, OrderLineReceipt, OrderReceipt, OrderRequest,
+    OrderStrategy, ShortLine, SkuId, line_mismatches,
 };
 use crate::error::{AttemptError, DeductError, RetryCause};
 
@@ -328,18 +328,29 @@ impl<B: Backend> Core<B> {
             Err(fault) if fault.is_ambiguous() => {
                 tracing::warn!(id = call.placing.reference(), %fault, "answer lost after COMMIT; resolving by id");
                 let skus: Vec<_> = call.placing.lines().iter().map(|(sku, _)| sku).collect();
-                let stored = self
-                    .resolve_by(
-                        call.exposure,
-                        call.deadline,
-                        Some(call.key.clone()),
-                        fault,
-                        || self.settle_and_find_placed(call.placing, &skus),
-                    )
-                    .await?;
-                // Possibly committed by an earlier call with this id: a replay, as for a
-                // client's key.
-                stored_placed(call.placing, stored)
+                let own_ids = sorted(lines.iter().map(|line| line.ledger_id).collect());
+                self.resolve_by(
+                    call.exposure,
+                    call.deadline,
+                    Some(call.key.clone()),
+                    fault,
+                    || async {
+                        // Only this transaction's own rows count (see `Core::land` on
+                        // ledger ids): the id placed by another call after this transaction
+                        // aborted (a client sending it twice) means this one did not apply,
+                        // and the next attempt answers that placement as a replay.
+                        let stored = self.settle_and_find_placed(call.placing, &skus).await?;
+                        Ok(stored.filter(|stored| sorted(placement_ledger_ids(stored)) == own_ids))
+                    },
+                )
+                .await?;
+                Ok(Placed {
+                    lines,
+                    expires_at,
+                    stored_hold: None,
+                    replayed: false,
+                    attempts: 1,
+                })
             }
             Err(fault) => {
                 call.exposure.settled();
@@ -390,20 +401,35 @@ impl<B: Backend> Core<B> {
     }
 }
 
+fn sorted(mut ids: Vec<i64>) -> Vec<i64> {
+    ids.sort_unstable();
+    ids
+}
+
+/// The ledger rows that placed a stored order or hold (a hold's later confirm, release or
+/// expire rows are not among them).
+fn placement_entries(stored: &Stored) -> Vec<&LedgerEntry> {
+    match stored {
+        Stored::Order(order) => order.entries.iter().collect(),
+        Stored::Hold(hold) => hold
+            .entries
+            .iter()
+            .filter(|entry| entry.reason == LineReason::Reserve.ledger_reason())
+            .collect(),
+    }
+}
+
+fn placement_ledger_ids(stored: &Stored) -> Vec<i64> {
+    placement_entries(stored).iter().map(|entry| entry.id).collect()
+}
+
 /// What a committed order or hold placed (`replayed`), or a mismatch when `placing` has other
 /// lines than the ones its id was claimed with.
 fn stored_placed(placing: Placing<'_>, stored: Stored) -> Result<Placed, AttemptError> {
-    let (lines, entries, expires_at, stored_hold) = match stored {
-        Stored::Order(order) => (order.lines, order.entries, None, None),
-        Stored::Hold(hold) => {
-            let reserves = hold
-                .entries
-                .iter()
-                .filter(|entry| entry.reason == LineReason::Reserve.ledger_reason())
-                .cloned()
-                .collect();
-            (hold.lines.clone(), reserves, Some(hold.expires_at), Some(hold))
-        }
+    let entries: Vec<LedgerEntry> = placement_entries(&stored).into_iter().cloned().collect();
+    let (lines, expires_at, stored_hold) = match stored {
+        Stored::Order(order) => (order.lines, None, None),
+        Stored::Hold(hold) => (hold.lines.clone(), Some(hold.expires_at), Some(hold)),
     };
     let mismatches = line_mismatches(&lines, placing.lines());
     if !mismatches.is_empty() {
