@@ -23,7 +23,7 @@ use stockguard_api::store::StoreSettings;
 use stockguard_core::{
     DeductError, DeductRequest, IdempotencyKey, InventoryStore, Quantity, SkuId, Strategy,
 };
-use stockguard_redis_gate::{Gate, GateConfig, GateStats, GatedStore, RedisTarget};
+use stockguard_redis_gate::{Gate, GateConfig, GateScope, GateStats, GatedStore, RedisTarget};
 use stockguard_testkit::Backend;
 
 use crate::db::{FreshDatabase, RawPool, in_fresh_database};
@@ -169,9 +169,10 @@ pub fn flash_specs(databases: &[Backend], attempts: u64, pool_size: u32, redis_u
     specs
 }
 
-/// A gate in a namespace of its own on `url`.
-pub(crate) async fn connect_gate(url: &str) -> anyhow::Result<Arc<Gate>> {
+/// A gate over `scope` in a namespace of its own on `url`.
+pub(crate) async fn connect_gate(url: &str, scope: GateScope) -> anyhow::Result<Arc<Gate>> {
     let mut config = GateConfig::new(RedisTarget::parse(url).context("the Redis URL")?);
+    config.scope = scope;
     config.namespace = format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
     config.redis_timeout = Duration::from_secs(2);
     Ok(Arc::new(
@@ -203,7 +204,7 @@ async fn run_in(spec: &FlashSpec, database: &FreshDatabase) -> anyhow::Result<Fl
     };
 
     let (sale, gate) = if spec.path == FlashPath::GateCoalesced {
-        let gate = connect_gate(&spec.redis_url).await?;
+        let gate = connect_gate(&spec.redis_url, GateScope::Every).await?;
         let gated = Arc::new(GatedStore::new(store.clone(), Arc::clone(&gate)));
         gate.reconcile(&*gated, &sku)
             .await
@@ -279,7 +280,7 @@ async fn run_in(spec: &FlashSpec, database: &FreshDatabase) -> anyhow::Result<Fl
 }
 
 /// The store the attempts go through.
-enum Sale {
+pub(crate) enum Sale {
     Direct(Arc<AnyStore>),
     Gated(Arc<GatedStore<AnyStore>>),
 }
@@ -294,12 +295,12 @@ impl Sale {
 }
 
 /// What the clients saw.
-struct Tally {
-    sold: u64,
-    refused: u64,
-    errors: BTreeMap<&'static str, u64>,
-    latency_us: Histogram<u64>,
-    elapsed: Duration,
+pub(crate) struct Tally {
+    pub(crate) sold: u64,
+    pub(crate) refused: u64,
+    pub(crate) errors: BTreeMap<&'static str, u64>,
+    pub(crate) latency_us: Histogram<u64>,
+    pub(crate) elapsed: Duration,
 }
 
 impl Tally {
@@ -313,7 +314,7 @@ impl Tally {
         }
     }
 
-    fn answered(&self) -> u64 {
+    pub(crate) fn answered(&self) -> u64 {
         self.sold + self.refused + self.errors.values().sum::<u64>()
     }
 
@@ -330,7 +331,18 @@ impl Tally {
 /// `spec.clients` clients send `spec.attempts` keyed one-unit attempts between them, as fast
 /// as answers come, bounded by `spec.time_cap`.
 async fn attack(sale: &Sale, sku: &SkuId, strategy: Strategy, spec: &FlashSpec, prefix: &str) -> Tally {
-    let next = Arc::new(AtomicU64::new(0));
+    attack_counted(sale, sku, strategy, spec, prefix, Arc::new(AtomicU64::new(0))).await
+}
+
+/// [`attack`], counting the attempts taken in `next` (which a fault injector watches).
+pub(crate) async fn attack_counted(
+    sale: &Sale,
+    sku: &SkuId,
+    strategy: Strategy,
+    spec: &FlashSpec,
+    prefix: &str,
+    next: Arc<AtomicU64>,
+) -> Tally {
     let started = Instant::now();
     let cap = started + spec.time_cap;
     let one = Quantity::new(1).expect("1 is a valid quantity");

@@ -1,12 +1,13 @@
 //! The Redis workloads of a run, planned and run together: the seed's Redis lock
 //! (redis_lock.rs), the gate at low conflict (gate_overhead.rs), the flash sales and the
-//! bare Lua ceiling (flash.rs). Skipped, saying why, when Redis does not answer.
+//! bare Lua ceiling (flash.rs), and the sales under Redis faults (flash_faults.rs). Skipped, saying why, when Redis does not answer.
 
 use std::time::Duration;
 
 use stockguard_testkit::Backend;
 
 use crate::flash::{FlashSpec, flash_specs, raw_lua_refusals, run_flash};
+use crate::flash_faults::{FlashFaultSpec, flash_fault_specs, run_flash_fault};
 use crate::gate_overhead::{OverheadSpec, overhead_specs, run_overhead};
 use crate::redis_lock::{LockSpec, lock_specs, run_lock};
 
@@ -40,6 +41,8 @@ pub struct FlashPlan {
     pub overhead: Vec<OverheadSpec>,
     /// The seed's Redis lock, fenced and not (the negative control).
     pub locks: Vec<LockSpec>,
+    /// The gate's sales under Redis faults, each on a private Redis.
+    pub faults: Vec<FlashFaultSpec>,
     /// Why nothing runs, when Redis did not answer.
     pub skipped: Option<String>,
 }
@@ -50,6 +53,7 @@ impl FlashPlan {
         self.sales.clear();
         self.overhead.clear();
         self.locks.clear();
+        self.faults.clear();
     }
 }
 
@@ -62,24 +66,28 @@ pub async fn plan_flash(inputs: FlashInputs<'_>) -> anyhow::Result<FlashPlan> {
         redis::cmd("PING").query_async::<String>(&mut connection).await
     };
     match tokio::time::timeout(Duration::from_secs(2), reachable).await {
-        Ok(Ok(_)) => Ok(FlashPlan {
-            sales: flash_specs(
+        Ok(Ok(_)) => {
+            let sales = flash_specs(
                 inputs.databases,
                 inputs.attempts,
                 inputs.pool_size,
                 inputs.redis_url,
-            ),
-            overhead: overhead_specs(
-                inputs.databases,
-                inputs.requesters,
-                inputs.pool_size,
-                inputs.duration,
-                inputs.seed,
-                inputs.redis_url,
-            ),
-            locks: lock_specs(inputs.databases, inputs.redis_url),
-            skipped: None,
-        }),
+            );
+            Ok(FlashPlan {
+                faults: flash_fault_specs(&sales),
+                sales,
+                overhead: overhead_specs(
+                    inputs.databases,
+                    inputs.requesters,
+                    inputs.pool_size,
+                    inputs.duration,
+                    inputs.seed,
+                    inputs.redis_url,
+                ),
+                locks: lock_specs(inputs.databases, inputs.redis_url),
+                skipped: None,
+            })
+        }
         outcome => {
             let reason = match outcome {
                 Ok(Err(error)) => format!("Redis at {} refused: {error}", inputs.redis_url),
@@ -148,6 +156,27 @@ pub async fn run_flash_cases(plan: FlashPlan, log: impl Fn(String), results: &mu
             Ok(case) => {
                 log(format!("{label:<52} {}", case.summary()));
                 results.flash.push(case);
+            }
+            Err(error) => {
+                let message = format!("{label} (seed {}): {error:#}", results.seed);
+                log(format!("CASE FAILED: {message}"));
+                results.case_errors.push(message);
+            }
+        }
+    }
+    for spec in plan.faults {
+        let label = spec.label();
+        match run_flash_fault(spec).await {
+            Ok(case) => {
+                log(format!(
+                    "{label:<52} fault {:>5} ms  sold {} + {} after reconcile  drift {}  check {}",
+                    case.fault_ms,
+                    case.sold_in_sale,
+                    case.sold_after_reconcile,
+                    case.drift_units,
+                    if case.failure().is_none() { "pass" } else { "FAIL" }
+                ));
+                results.flash_faults.push(case);
             }
             Err(error) => {
                 let message = format!("{label} (seed {}): {error:#}", results.seed);

@@ -9,6 +9,7 @@ pub mod chaos;
 pub mod checkout;
 pub mod db;
 pub mod flash;
+pub mod flash_faults;
 pub mod flash_plan;
 pub mod gate_overhead;
 pub mod http;

@@ -332,6 +332,7 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
             checkout: Vec::new(),
             flash: Vec::new(),
             flash_ceiling_refusals_per_s: None,
+            flash_faults: Vec::new(),
             flash_skipped,
             gate_overhead: Vec::new(),
             redis_lock: Vec::new(),

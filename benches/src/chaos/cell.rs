@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use super::checker::{self, Example, Findings, SkuState, ViolationKind};
 use super::client::{Api, Knobs};
+use super::gate::{self, ChaosRedis};
 use super::history::{Recorder, write_jsonl};
 use super::inject::{Env, FaultEvent, inject};
 use super::load::{self, LoadPlan};
@@ -40,6 +41,8 @@ pub struct CellSpec {
     pub backend: Backend,
     /// The strategy.
     pub strategy: Strategy,
+    /// With the Redis admission gate in front (on a private Redis; `redis_kill` applies).
+    pub gated: bool,
     /// The seed of the load and the fault schedule.
     pub seed: u64,
     /// Planned load time (at least one round of every applicable fault runs).
@@ -47,9 +50,14 @@ pub struct CellSpec {
 }
 
 impl CellSpec {
-    /// `db:strategy`, as `--cell` takes it.
+    /// `db:strategy` (`+gate` when gated), as `--cell` takes it.
     pub fn name(&self) -> String {
-        format!("{}:{}", self.backend, self.strategy)
+        format!(
+            "{}:{}{}",
+            self.backend,
+            self.strategy,
+            if self.gated { "+gate" } else { "" }
+        )
     }
 }
 
@@ -139,6 +147,11 @@ pub async fn run_cell(spec: CellSpec, options: &CellOptions) -> anyhow::Result<C
         server = Some(started);
         urls
     };
+    let mut redis = if spec.gated {
+        Some(ChaosRedis::start().await?)
+    } else {
+        None
+    };
     let token = format!("chaos-{}", uuid::Uuid::new_v4().simple());
     let mut service = Service::start(ServiceConfig {
         bin: options.service_bin.clone(),
@@ -152,6 +165,7 @@ pub async fn run_cell(spec: CellSpec, options: &CellOptions) -> anyhow::Result<C
         acquire_timeout: Duration::from_millis(1_000),
         lock_timeout: Duration::from_millis(1_000),
         shutdown_grace: Duration::from_millis(5_000),
+        redis_url: redis.as_ref().map(ChaosRedis::url),
     })
     .await
     .context("starting stockguard serve")?;
@@ -186,7 +200,7 @@ pub async fn run_cell(spec: CellSpec, options: &CellOptions) -> anyhow::Result<C
         spec.seed,
         stopped,
     ));
-    let kinds = FaultKind::for_backend(spec.backend);
+    let kinds = FaultKind::for_cell(spec.backend, spec.gated);
     let schedule = schedule::plan(&kinds, Duration::from_secs(spec.duration_s), spec.seed);
     let mut faults = Vec::new();
     let mut crashes = Vec::new();
@@ -197,6 +211,7 @@ pub async fn run_cell(spec: CellSpec, options: &CellOptions) -> anyhow::Result<C
             service: &mut service,
             server: server.as_mut(),
             knobs: &knobs,
+            redis: redis.as_mut(),
             started,
         };
         let event = inject(&mut env, planned).await;
@@ -234,6 +249,10 @@ pub async fn run_cell(spec: CellSpec, options: &CellOptions) -> anyhow::Result<C
     if !metrics_missing.is_empty() {
         eprintln!("{label}: /metrics lacks what docs/ops names: {metrics_missing:?}");
     }
+    if spec.gated {
+        // The reconciler's grace for stranded records, then passes to pick up what is left.
+        tokio::time::sleep(gate::unknown_grace(REQUEST_TIMEOUT) + 3 * gate::RECONCILE_INTERVAL).await;
+    }
     service.stop().await?;
 
     let (audit_exit, audit_output) = snapshot::run_audit(&options.service_bin, &direct_url).await?;
@@ -242,6 +261,20 @@ pub async fn run_cell(spec: CellSpec, options: &CellOptions) -> anyhow::Result<C
         .context("reading the database for the checker")?;
     let records = recorder.snapshot();
     let mut findings = checker::check(&records, &db);
+    if let Some(redis) = redis.take() {
+        // The service has stopped; its reconciler's last passes ran during the wait before.
+        for problem in redis.counter_problems(&db.skus).await? {
+            findings.add(
+                ViolationKind::GateDrift,
+                Example {
+                    key: None,
+                    detail: problem,
+                    history: Vec::new(),
+                },
+            );
+        }
+        drop(redis);
+    }
     runner_violations(
         &mut findings,
         &faults,

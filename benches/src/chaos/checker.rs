@@ -100,6 +100,9 @@ pub enum ViolationKind {
     AuditFailed,
     /// A scheduled fault had no observable effect.
     FaultWithoutEffect,
+    /// After quiescence and the reconciler's grace, a gate counter off the database's stock,
+    /// or a record still in flight (`+gate` cells).
+    GateDrift,
 }
 
 /// One example of a violation, with the history of its operation.

@@ -12,6 +12,7 @@ use serde::Serialize;
 use sqlx::Connection;
 
 use super::client::Knobs;
+use super::gate::ChaosRedis;
 use super::schedule::{FaultKind, Planned};
 use super::server::{Held, ServerUnderTest};
 use super::service::Service;
@@ -30,6 +31,8 @@ pub struct Env<'a> {
     pub server: Option<&'a mut ServerUnderTest>,
     /// The clients' knobs.
     pub knobs: &'a Knobs,
+    /// The gate's private Redis (`+gate` cells only).
+    pub redis: Option<&'a mut ChaosRedis>,
     /// When the run started.
     pub started: Instant,
 }
@@ -149,6 +152,13 @@ async fn fire(env: &mut Env<'_>, planned: &Planned) -> anyhow::Result<Effect> {
     let hold = Duration::from_millis(planned.hold_ms);
     match planned.kind {
         FaultKind::Pause => pause(env.service, hold).await,
+        FaultKind::RedisKill => {
+            let redis = env
+                .redis
+                .as_deref_mut()
+                .ok_or_else(|| anyhow::anyhow!("redis_kill needs the gate's Redis"))?;
+            Ok(Effect::new(1, redis.kill_and_restart()?))
+        }
         FaultKind::ServiceKill => {
             let old = env.service.pid();
             let status = env.service.kill().await?;

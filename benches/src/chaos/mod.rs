@@ -8,13 +8,15 @@
 //!
 //! Modules, in dependency order (no cycles): `history` (records and what an answer means),
 //! `checker` (the verdict, pure), `controls` (negative controls), `snapshot` (reading the
-//! database), `server` (private server and proxy), `service` (the process), `client` (HTTP),
+//! database), `server` (private server and proxy), `gate` (the gate's Redis, in `+gate`
+//! cells), `service` (the process), `client` (HTTP),
 //! `load`, `resolve`, `schedule`, `inject`, `cell`, `report`, and this CLI.
 
 pub mod cell;
 pub mod checker;
 pub mod client;
 pub mod controls;
+pub mod gate;
 pub mod history;
 pub mod inject;
 pub mod load;
@@ -44,12 +46,14 @@ pub struct ChaosArgs {
     /// faults.jsonl and the service's log).
     #[arg(long, short)]
     pub out: PathBuf,
-    /// smoke: guarded and coalesced on PostgreSQL and MariaDB, one seed, 20 s each (CI);
-    /// full: every strategy on PostgreSQL and MariaDB plus SQLite, 3 seeds, 60 s each.
+    /// smoke: guarded and coalesced on PostgreSQL and MariaDB, and coalesced behind the Redis
+    /// gate on PostgreSQL, one seed, 20 s each (CI); full: every strategy on PostgreSQL and
+    /// MariaDB plus SQLite, and coalesced behind the gate on each, 3 seeds, 60 s each.
     #[arg(long, value_enum, default_value = "smoke")]
     pub profile: ChaosProfile,
     /// Run only these cells, `db:strategy` (e.g. `postgres:guarded`, `mariadb:coalesced`,
-    /// `sqlite:pessimistic`); repeatable. Replaces the profile's cells.
+    /// `sqlite:pessimistic`), with `+gate` for the Redis admission gate in front
+    /// (`postgres:coalesced+gate`); repeatable. Replaces the profile's cells.
     #[arg(long = "cell")]
     pub cells: Vec<String>,
     /// The first seed (default: random, printed). Seed n of a run is this plus n.
@@ -74,18 +78,21 @@ pub struct ChaosArgs {
 /// A named set of cells, seeds and durations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ChaosProfile {
-    /// CI: guarded and coalesced on PostgreSQL and MariaDB, one seed, 20 s each.
+    /// CI: guarded and coalesced on PostgreSQL and MariaDB, and coalesced behind the Redis
+    /// gate on PostgreSQL; one seed, 20 s each.
     Smoke,
-    /// Every strategy on PostgreSQL and MariaDB, plus SQLite; 3 seeds, 60 s each.
+    /// Every strategy on PostgreSQL and MariaDB, plus SQLite, and coalesced behind the gate
+    /// on each; 3 seeds, 60 s each.
     Full,
 }
 
 impl ChaosProfile {
-    fn cells(self) -> Vec<(Backend, Strategy)> {
+    fn cells(self) -> Vec<(Backend, Strategy, bool)> {
         match self {
             ChaosProfile::Smoke => [Backend::Postgres, Backend::MySql]
                 .into_iter()
-                .flat_map(|db| [(db, Strategy::Guarded), (db, Strategy::Coalesced)])
+                .flat_map(|db| [(db, Strategy::Guarded, false), (db, Strategy::Coalesced, false)])
+                .chain([(Backend::Postgres, Strategy::Coalesced, true)])
                 .collect(),
             ChaosProfile::Full => Backend::ALL
                 .into_iter()
@@ -93,7 +100,8 @@ impl ChaosProfile {
                     Strategy::ALL
                         .into_iter()
                         .filter(move |s| db != Backend::Sqlite || *s != Strategy::Sharded)
-                        .map(move |s| (db, s))
+                        .map(move |s| (db, s, false))
+                        .chain([(db, Strategy::Coalesced, true)])
                 })
                 .collect(),
         }
@@ -114,8 +122,12 @@ impl ChaosProfile {
     }
 }
 
-/// Parses `db:strategy`.
-pub fn parse_cell(raw: &str) -> anyhow::Result<(Backend, Strategy)> {
+/// Parses `db:strategy`, with `+gate` for a gated cell.
+pub fn parse_cell(raw: &str) -> anyhow::Result<(Backend, Strategy, bool)> {
+    let (raw, gated) = match raw.strip_suffix("+gate") {
+        Some(cell) => (cell, true),
+        None => (raw, false),
+    };
     let (db, strategy) = raw
         .split_once(':')
         .with_context(|| format!("--cell {raw:?}: expected db:strategy, e.g. postgres:guarded"))?;
@@ -124,7 +136,7 @@ pub fn parse_cell(raw: &str) -> anyhow::Result<(Backend, Strategy)> {
     if backend == Backend::Sqlite && strategy == Strategy::Sharded {
         bail!("sharded does not run on SQLite");
     }
-    Ok((backend, strategy))
+    Ok((backend, strategy, gated))
 }
 
 /// Runs the chaos matrix; exit status 0 only when every cell ran and found nothing wrong.
@@ -170,16 +182,20 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         cell_errors: Vec::new(),
     };
     for &seed in &seeds {
-        for &(backend, strategy) in &cells {
+        for &(backend, strategy, gated) in &cells {
             let spec = CellSpec {
                 backend,
                 strategy,
+                gated,
                 seed,
                 duration_s,
             };
             let options = CellOptions {
                 service_bin: service_bin.clone(),
-                dir: args.out.join(format!("{backend}-{strategy}-s{seed}")),
+                dir: args.out.join(format!(
+                    "{backend}-{strategy}{}-s{seed}",
+                    if gated { "-gate" } else { "" }
+                )),
                 mutant: args.mutant,
             };
             match run_cell(spec, &options).await {
@@ -241,16 +257,22 @@ mod tests {
 
     #[test]
     fn profiles_have_the_cells_the_issue_asks_for() {
-        assert_eq!(ChaosProfile::Smoke.cells().len(), 4);
-        // 6 strategies on each server, 5 on SQLite (no sharded).
-        assert_eq!(ChaosProfile::Full.cells().len(), 17);
+        // Plus one gated cell.
+        assert_eq!(ChaosProfile::Smoke.cells().len(), 5);
+        // 6 strategies on each server, 5 on SQLite (no sharded), and coalesced behind the
+        // gate on each.
+        assert_eq!(ChaosProfile::Full.cells().len(), 20);
         assert_eq!(
             parse_cell("mariadb:coalesced").unwrap(),
-            (Backend::MySql, Strategy::Coalesced)
+            (Backend::MySql, Strategy::Coalesced, false)
         );
         assert_eq!(
             parse_cell("pg:no_wait").unwrap(),
-            (Backend::Postgres, Strategy::NoWait)
+            (Backend::Postgres, Strategy::NoWait, false)
+        );
+        assert_eq!(
+            parse_cell("postgres:coalesced+gate").unwrap(),
+            (Backend::Postgres, Strategy::Coalesced, true)
         );
         assert!(parse_cell("sqlite:sharded").is_err());
         assert!(parse_cell("guarded").is_err());

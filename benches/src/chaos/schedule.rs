@@ -44,11 +44,13 @@ pub enum FaultKind {
     /// job would: the service's calls hold their pooled connections while they wait, the
     /// pool runs dry and later calls wait for a connection.
     PoolExhaustion,
+    /// SIGKILL the gate's Redis and start it again empty (`+gate` cells only).
+    RedisKill,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 12] = [
+    pub const ALL: [FaultKind; 13] = [
         FaultKind::KillSessions,
         FaultKind::Pause,
         FaultKind::ServiceKill,
@@ -61,6 +63,7 @@ impl FaultKind {
         FaultKind::ConnectionLimit,
         FaultKind::ClientAbandon,
         FaultKind::PoolExhaustion,
+        FaultKind::RedisKill,
     ];
 
     /// The name in logs and reports.
@@ -78,12 +81,16 @@ impl FaultKind {
             FaultKind::ConnectionLimit => "connection_limit",
             FaultKind::ClientAbandon => "client_abandon",
             FaultKind::PoolExhaustion => "pool_exhaustion",
+            FaultKind::RedisKill => "redis_kill",
         }
     }
 
-    /// Whether the kind applies to a database: embedded SQLite has no server, sessions or
-    /// network, so it gets the service and client faults only.
-    pub fn applies_to(self, backend: Backend) -> bool {
+    /// Whether the kind applies to a cell: embedded SQLite has no server, sessions or
+    /// network, so it gets the service and client faults only; `redis_kill` needs the gate.
+    pub fn applies_to(self, backend: Backend, gated: bool) -> bool {
+        if self == FaultKind::RedisKill {
+            return gated;
+        }
         backend != Backend::Sqlite
             || matches!(
                 self,
@@ -91,9 +98,12 @@ impl FaultKind {
             )
     }
 
-    /// The kinds that apply to `backend`.
-    pub fn for_backend(backend: Backend) -> Vec<FaultKind> {
-        Self::ALL.into_iter().filter(|k| k.applies_to(backend)).collect()
+    /// The kinds that apply to a cell on `backend`, with the gate or without.
+    pub fn for_cell(backend: Backend, gated: bool) -> Vec<FaultKind> {
+        Self::ALL
+            .into_iter()
+            .filter(|k| k.applies_to(backend, gated))
+            .collect()
     }
 
     /// A rough cost (ms) beyond its hold, to plan how many fit in a cell.
@@ -102,7 +112,7 @@ impl FaultKind {
             FaultKind::KillSessions | FaultKind::ClientAbandon => 200,
             FaultKind::Pause | FaultKind::ProxyReset | FaultKind::ProxyDelay => 300,
             FaultKind::ProxyBlackhole | FaultKind::ConnectionLimit | FaultKind::PoolExhaustion => 700,
-            FaultKind::ServiceKill => 1_000,
+            FaultKind::ServiceKill | FaultKind::RedisKill => 1_000,
             FaultKind::ServiceTerm => 1_500,
             FaultKind::DbRestart => 2_500,
             FaultKind::DbCrash => 3_000,
@@ -178,8 +188,12 @@ mod tests {
 
     #[test]
     fn every_kind_fires_at_least_once_and_the_plan_is_seeded() {
-        let kinds = FaultKind::for_backend(Backend::Postgres);
+        let kinds = FaultKind::for_cell(Backend::Postgres, true);
         assert_eq!(kinds.len(), FaultKind::ALL.len());
+        assert_eq!(
+            FaultKind::for_cell(Backend::Postgres, false).len(),
+            FaultKind::ALL.len() - 1
+        );
         let short = plan(&kinds, Duration::from_secs(1), 7);
         for kind in &kinds {
             assert!(short.iter().any(|p| p.kind == *kind), "{kind:?}");
@@ -201,7 +215,7 @@ mod tests {
     #[test]
     fn sqlite_gets_the_service_and_client_faults_only() {
         assert_eq!(
-            FaultKind::for_backend(Backend::Sqlite),
+            FaultKind::for_cell(Backend::Sqlite, false),
             vec![
                 FaultKind::Pause,
                 FaultKind::ServiceKill,

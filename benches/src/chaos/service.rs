@@ -42,6 +42,9 @@ pub struct ServiceConfig {
     pub lock_timeout: Duration,
     /// Time in-flight requests get after SIGTERM.
     pub shutdown_grace: Duration,
+    /// The admission gate's Redis (`+gate` cells), reconciled every
+    /// [`RECONCILE_INTERVAL`](super::gate::RECONCILE_INTERVAL).
+    pub redis_url: Option<String>,
 }
 
 /// One exit of the service that the runner did not cause.
@@ -268,6 +271,18 @@ impl Service {
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .kill_on_drop(true);
+        if let Some(url) = &config.redis_url {
+            command
+                .env("STOCKGUARD_REDIS_URL", url)
+                .env(
+                    "STOCKGUARD_REDIS_RECONCILE_INTERVAL_MS",
+                    millis(super::gate::RECONCILE_INTERVAL),
+                )
+                .env(
+                    "STOCKGUARD_REDIS_UNKNOWN_GRACE_MS",
+                    millis(super::gate::unknown_grace(config.request_timeout)),
+                );
+        }
         let mut child = command
             .spawn()
             .with_context(|| format!("starting {}", config.bin.display()))?;

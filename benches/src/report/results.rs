@@ -8,6 +8,7 @@ use stockguard_testkit::Backend;
 use crate::case::CaseResult;
 use crate::checkout::CheckoutResult;
 use crate::flash::FlashResult;
+use crate::flash_faults::FlashFaultResult;
 use crate::gate_overhead::OverheadResult;
 use crate::redis_lock::LockResult;
 
@@ -79,6 +80,8 @@ pub struct Results {
     /// The bare Redis Lua check-and-decrement measured in the same run: refusals per second
     /// at the flash sale's client count, the ceiling the gate's refusals chase.
     pub flash_ceiling_refusals_per_s: Option<f64>,
+    /// The gate's sales under Redis faults, in run order.
+    pub flash_faults: Vec<FlashFaultResult>,
     /// Why the flash-sale workload did not run, when Redis did not answer.
     pub flash_skipped: Option<String>,
     /// The gate's cost at low conflict: `guarded` with and without it, per database.

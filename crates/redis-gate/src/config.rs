@@ -5,6 +5,7 @@ use std::time::Duration;
 use stockguard_core::InvalidInput;
 
 use crate::link::RedisTarget;
+use crate::scope::GateScope;
 
 /// What the gate does when Redis cannot be reached or does not answer in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -24,6 +25,10 @@ pub const UNKNOWN_GRACE_MAX: Duration = Duration::from_secs(3_600);
 pub const RECONCILE_INTERVAL_MAX: Duration = Duration::from_secs(3_600);
 /// Most SKUs one reconcile pass may recompute.
 pub const RECONCILE_BATCH_MAX: u32 = 100_000;
+/// Shortest and longest accepted replay window.
+pub const REPLAY_WINDOW_MIN: Duration = Duration::from_secs(1);
+/// See [`REPLAY_WINDOW_MIN`].
+pub const REPLAY_WINDOW_MAX: Duration = Duration::from_secs(30 * 24 * 3_600);
 /// Longest accepted key namespace.
 pub const NAMESPACE_MAX_LEN: usize = 32;
 
@@ -49,12 +54,19 @@ pub struct GateConfig {
     /// pass goes on where this one stopped, so every counter is visited within
     /// ⌈SKUs / batch⌉ intervals.
     pub reconcile_batch: u32,
+    /// The SKUs that go through the gate; the others go straight to the database.
+    pub scope: GateScope,
+    /// How long a client may retry a key after it committed, for the gate's purpose: a
+    /// counter warmed for a SKU that already has ledger rows (a new deployment, or Redis lost
+    /// its data) checks a short admission's key against the database for this long, so that
+    /// a replay of a key the done hash never saw is still answered, not refused.
+    pub replay_window: Duration,
 }
 
 impl GateConfig {
     /// Defaults for everything but the target: namespace `stockguard`, 250 ms per Redis call,
     /// fail open, 60 s grace (the engine's deadline is at most 30 s), a reconcile pass of at
-    /// most 1,000 SKUs every 5 s.
+    /// most 1,000 SKUs every 5 s, every SKU gated, a replay window of 24 h.
     pub fn new(target: RedisTarget) -> Self {
         Self {
             target,
@@ -64,6 +76,8 @@ impl GateConfig {
             unknown_grace: Duration::from_secs(60),
             reconcile_interval: Duration::from_secs(5),
             reconcile_batch: 1_000,
+            scope: GateScope::Every,
+            replay_window: Duration::from_secs(24 * 3_600),
         }
     }
 
@@ -102,6 +116,12 @@ impl GateConfig {
             self.unknown_grace,
             Duration::from_millis(1),
             UNKNOWN_GRACE_MAX,
+        )?;
+        within(
+            "replay_window_ms",
+            self.replay_window,
+            REPLAY_WINDOW_MIN,
+            REPLAY_WINDOW_MAX,
         )?;
         within(
             "reconcile_interval_ms",
@@ -144,6 +164,9 @@ mod tests {
         let mut bad = good.clone();
         bad.reconcile_interval = Duration::from_millis(1);
         assert!(bad.validate().is_err());
+        let mut bad = good.clone();
+        bad.replay_window = Duration::ZERO;
+        assert!(bad.validate().is_err());
         let mut bad = good;
         bad.reconcile_batch = 0;
         assert!(bad.validate().is_err());
@@ -159,6 +182,16 @@ mod tests {
             ])
         );
         assert!(RedisTarget::parse("redis+cluster://").is_err());
+        assert_eq!(
+            RedisTarget::parse("redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/shop").unwrap(),
+            RedisTarget::Sentinel {
+                sentinels: vec!["redis://127.0.0.1:26379".into(), "redis://127.0.0.1:26380".into()],
+                service: "shop".into(),
+            }
+        );
+        assert!(RedisTarget::parse("redis+sentinel://127.0.0.1:26379").is_err());
+        assert!(RedisTarget::parse("redis+sentinel://127.0.0.1:26379/").is_err());
+        assert!(RedisTarget::parse("redis+sentinel:///shop").is_err());
         assert_eq!(
             RedisTarget::parse("redis://127.0.0.1:6379").unwrap(),
             RedisTarget::Single("redis://127.0.0.1:6379".into())

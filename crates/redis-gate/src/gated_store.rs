@@ -40,7 +40,7 @@ impl<S: InventoryStore> GatedStore<S> {
     /// Recomputes the counters of `skus` after a change that moved their available units by a
     /// path the gate does not see. A failure is left to the periodic reconciler.
     async fn refresh(&self, skus: &[&SkuId]) {
-        for sku in skus {
+        for sku in skus.iter().filter(|sku| self.gate.covers(sku)) {
             if let Err(error) = self.gate.reconcile(&self.store, sku).await {
                 tracing::warn!(%sku, %error, "admission gate: counter left to the reconciler");
             }

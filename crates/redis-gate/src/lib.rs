@@ -27,19 +27,23 @@
 //! ```
 
 mod config;
+mod counters;
 mod gate;
 mod gated_store;
 mod link;
 mod reconciler;
+mod scope;
 mod scripts;
 mod stats;
 
 pub use config::{
     GateConfig, NAMESPACE_MAX_LEN, RECONCILE_BATCH_MAX, RECONCILE_INTERVAL_MAX, REDIS_TIMEOUT_MAX,
-    RedisDownPolicy, UNKNOWN_GRACE_MAX,
+    REPLAY_WINDOW_MAX, REPLAY_WINDOW_MIN, RedisDownPolicy, UNKNOWN_GRACE_MAX,
 };
-pub use gate::{Admission, Gate, Outcome, PRIME_IN_FLIGHT_MAX, ReconcileError, Reconciled};
+pub use counters::{PRIME_IN_FLIGHT_MAX, ReconcileError, Reconciled};
+pub use gate::{Admission, Gate, Outcome};
 pub use gated_store::GatedStore;
 pub use link::RedisTarget;
 pub use reconciler::Reconciler;
+pub use scope::{GateScope, SCOPE_ENTRIES_MAX};
 pub use stats::GateStats;

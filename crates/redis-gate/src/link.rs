@@ -1,7 +1,9 @@
-//! The connection to Redis: one node (one multiplexed connection, reopened after a failure) or a Redis
-//! Cluster (through the cluster client, which follows slot moves). Every call is bounded by
-//! the gate's `redis_timeout`, so a Redis that stops answering costs a request at most that
-//! long before the Redis-down policy applies.
+//! The connection to Redis: one node (one multiplexed connection, reopened after a failure), a
+//! primary found through sentinels (the same, asking the sentinels for the primary at each
+//! reopening, so a failover is followed), or a Redis Cluster (through the cluster client,
+//! which follows slot moves). Every call is bounded by the gate's `redis_timeout`, so a Redis
+//! that stops answering costs a request at most that long before the Redis-down policy
+//! applies.
 
 use std::time::Duration;
 
@@ -10,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use redis::aio::MultiplexedConnection;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::sentinel::Sentinel;
 use redis::{AsyncConnectionConfig, FromRedisValue, RedisError, ScriptInvocation};
 
 /// Where the gate's Redis lives.
@@ -19,25 +22,47 @@ pub enum RedisTarget {
     Single(String),
     /// A Redis Cluster, by any of its nodes' URLs (the rest are discovered).
     Cluster(Vec<String>),
+    /// The primary that sentinels (by their URLs) monitor under `service`.
+    Sentinel {
+        /// The sentinels' `redis://` URLs.
+        sentinels: Vec<String>,
+        /// The monitored primary's name.
+        service: String,
+    },
 }
 
 impl RedisTarget {
     /// Parses the service's `--redis-url`: one URL for a single node; `redis+cluster://` with
-    /// comma-separated `host:port` seeds for a cluster.
+    /// comma-separated `host:port` seeds for a cluster; `redis+sentinel://` with
+    /// comma-separated sentinel `host:port`s, then `/` and the primary's name.
     pub fn parse(raw: &str) -> Result<Self, RedisError> {
+        let invalid =
+            |reason: &'static str| RedisError::from((redis::ErrorKind::InvalidClientConfig, reason));
+        let nodes = |list: &str| -> Vec<String> {
+            list.split(',')
+                .filter(|node| !node.is_empty())
+                .map(|node| format!("redis://{node}"))
+                .collect()
+        };
         if let Some(seeds) = raw.strip_prefix("redis+cluster://") {
-            let nodes: Vec<String> = seeds
-                .split(',')
-                .filter(|seed| !seed.is_empty())
-                .map(|seed| format!("redis://{seed}"))
-                .collect();
+            let nodes = nodes(seeds);
             if nodes.is_empty() {
-                return Err(RedisError::from((
-                    redis::ErrorKind::InvalidClientConfig,
-                    "a redis+cluster:// URL names no node",
-                )));
+                return Err(invalid("a redis+cluster:// URL names no node"));
             }
             return Ok(RedisTarget::Cluster(nodes));
+        }
+        if let Some(rest) = raw.strip_prefix("redis+sentinel://") {
+            let (list, service) = rest
+                .split_once('/')
+                .ok_or_else(|| invalid("a redis+sentinel:// URL ends with /<primary name>"))?;
+            let sentinels = nodes(list);
+            if sentinels.is_empty() || service.is_empty() {
+                return Err(invalid("a redis+sentinel:// URL names no sentinel or no primary"));
+            }
+            return Ok(RedisTarget::Sentinel {
+                sentinels,
+                service: service.to_owned(),
+            });
         }
         Ok(RedisTarget::Single(raw.to_owned()))
     }
@@ -52,11 +77,22 @@ pub(crate) enum Link {
     Cluster(ClusterConnection),
 }
 
-/// A single node: how to connect, and the connection while it works.
+/// A single node: how to find it, how to connect, and the connection while it works.
 pub(crate) struct SingleNode {
-    client: redis::Client,
+    source: NodeSource,
     config: AsyncConnectionConfig,
     connection: Mutex<Option<MultiplexedConnection>>,
+}
+
+/// Where a single node is.
+enum NodeSource {
+    /// At a fixed address.
+    Fixed(redis::Client),
+    /// Wherever the sentinels say the primary is now (asked at each reopening).
+    Sentinel {
+        sentinel: tokio::sync::Mutex<Sentinel>,
+        service: String,
+    },
 }
 
 impl std::fmt::Debug for Link {
@@ -89,16 +125,25 @@ impl std::fmt::Display for LinkError {
 impl std::error::Error for LinkError {}
 
 impl Link {
-    /// Connects, bounded by `timeout` for the connection and for every later call.
+    /// Prepares the link; a cluster connects here (its client needs a node to learn the
+    /// slots from), a single node at its first call. `timeout` bounds connecting and every
+    /// call.
     pub(crate) async fn connect(target: &RedisTarget, timeout: Duration) -> Result<Self, LinkError> {
         let link = match target {
-            RedisTarget::Single(url) => Link::Single(Arc::new(SingleNode {
-                client: redis::Client::open(url.as_str()).map_err(LinkError::Redis)?,
-                config: AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(timeout))
-                    .set_response_timeout(Some(timeout)),
-                connection: Mutex::new(None),
-            })),
+            RedisTarget::Single(url) => Link::Single(Arc::new(SingleNode::new(
+                NodeSource::Fixed(redis::Client::open(url.as_str()).map_err(LinkError::Redis)?),
+                timeout,
+            ))),
+            RedisTarget::Sentinel { sentinels, service } => Link::Single(Arc::new(SingleNode::new(
+                NodeSource::Sentinel {
+                    sentinel: tokio::sync::Mutex::new(
+                        Sentinel::build(sentinels.iter().map(String::as_str).collect())
+                            .map_err(LinkError::Redis)?,
+                    ),
+                    service: service.clone(),
+                },
+                timeout,
+            ))),
             RedisTarget::Cluster(nodes) => {
                 let connecting = async {
                     let client = ClusterClient::builder(nodes.iter().map(String::as_str))
@@ -114,10 +159,9 @@ impl Link {
                 }
             }
         };
-        // A single node connects here too, so a wrong URL fails at start-up.
-        if let Link::Single(node) = &link {
-            node.connection(timeout).await?;
-        }
+        // A single node (or a sentinel's primary) connects at its first call: a Redis that is
+        // down when the service starts must not keep the service down (the Redis-down policy
+        // applies, as it does to an outage later). A malformed URL has failed above.
         Ok(link)
     }
 
@@ -126,8 +170,13 @@ impl Link {
         if let Link::Single(node) = self {
             let broken = match error {
                 LinkError::TimedOut => true,
+                // READONLY: a failed-over primary, now a replica; the sentinels name the new
+                // one at the next opening.
                 LinkError::Redis(error) => {
-                    error.is_io_error() || error.is_connection_dropped() || error.is_unrecoverable_error()
+                    error.is_io_error()
+                        || error.is_connection_dropped()
+                        || error.is_unrecoverable_error()
+                        || error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
                 }
             };
             if broken {
@@ -218,14 +267,36 @@ impl redis::aio::ConnectionLike for Connected {
 }
 
 impl SingleNode {
+    fn new(source: NodeSource, timeout: Duration) -> Self {
+        Self {
+            source,
+            config: AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout)),
+            connection: Mutex::new(None),
+        }
+    }
+
     /// The connection, opened when there is none.
     async fn connection(&self, timeout: Duration) -> Result<MultiplexedConnection, LinkError> {
         if let Some(open) = self.connection.lock().expect("redis link poisoned").clone() {
             return Ok(open);
         }
-        let opening = self
-            .client
-            .get_multiplexed_async_connection_with_config(&self.config);
+        let opening = async {
+            match &self.source {
+                NodeSource::Fixed(client) => {
+                    client
+                        .get_multiplexed_async_connection_with_config(&self.config)
+                        .await
+                }
+                NodeSource::Sentinel { sentinel, service } => {
+                    let primary = sentinel.lock().await.async_master_for(service, None).await?;
+                    primary
+                        .get_multiplexed_async_connection_with_config(&self.config)
+                        .await
+                }
+            }
+        };
         let open = match tokio::time::timeout(timeout, opening).await {
             Ok(open) => open.map_err(LinkError::Redis)?,
             Err(_) => return Err(LinkError::TimedOut),

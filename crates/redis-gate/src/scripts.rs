@@ -1,8 +1,10 @@
 //! The gate's Lua scripts. Each touches only one SKU's keys, which share a hash tag, so
 //! every script runs on one Redis Cluster slot.
 //!
-//! A SKU has three keys: its counter, its in-flight hash, and its done hash (the keys that
-//! committed through the gate, so a replay is never refused after sell-out).
+//! A SKU has four keys: its counter, its in-flight hash, its done hash (the keys that
+//! committed through the gate, so a replay is never refused after sell-out), and its partial
+//! mark (present, with an expiry, while the done hash may lack keys committed before it: the
+//! counter was warmed for a SKU that already had ledger rows, as after Redis lost its data).
 //!
 //! An in-flight record is a field of the SKU's in-flight hash: the idempotency key maps to
 //! `"<units>:<admitted at, ms on the Redis clock>"`. Redis's clock, not the service's, so the
@@ -10,7 +12,7 @@
 
 use redis::Script;
 
-/// Admission. KEYS: units, in-flight, done. ARGV: key, units.
+/// Admission. KEYS: units, in-flight, done, partial. ARGV: key, units.
 ///
 /// Returns `{status, units left}`:
 /// - `1` admitted: the counter was decremented and the record written;
@@ -20,7 +22,9 @@ use redis::Script;
 /// - `3` cold: no counter for the SKU yet, nothing changed;
 /// - `4` the key is in flight for other units: nothing changed, the database decides;
 /// - `5` the key committed through the gate before: nothing changed, the database answers
-///   (a replay of the first receipt, or a refusal of a reused key), even after sell-out.
+///   (a replay of the first receipt, or a refusal of a reused key), even after sell-out;
+/// - `6` short (second value) while the done hash is partial: nothing changed; refused unless
+///   the database has the key (a replay the done hash does not know).
 pub(crate) const ADMIT: &str = r"
 local held = redis.call('HGET', KEYS[2], ARGV[1])
 if held then
@@ -33,7 +37,10 @@ local units = redis.call('GET', KEYS[1])
 if not units then return {3, 0} end
 units = tonumber(units)
 local asked = tonumber(ARGV[2])
-if units < asked then return {0, units} end
+if units < asked then
+  if redis.call('EXISTS', KEYS[4]) == 1 then return {6, units} end
+  return {0, units}
+end
 local now = redis.call('TIME')
 redis.call('DECRBY', KEYS[1], asked)
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. ':' .. string.format('%d', now[1] * 1000 + math.floor(now[2] / 1000)))
@@ -66,16 +73,18 @@ return 1
 
 /// Reconciliation: settles the records found committed, drops the stale ones that never
 /// committed, then sets the counter to the database's available units less every record still
-/// in flight, atomically against admissions. KEYS: units, in-flight, done. ARGV: available,
+/// in flight, atomically against admissions. A cold counter warmed with a partial window
+/// (`> 0` ms: the SKU has ledger rows the done hash does not hold) marks the done hash partial
+/// for that long. KEYS: units, in-flight, done, partial. ARGV: available, partial window ms,
 /// number of committed keys `n`, `n` committed keys, then the stale keys.
 /// Returns `{counter before (-1 when cold), counter after, units still in flight}`.
 pub(crate) const RECONCILE: &str = r"
-local committed = tonumber(ARGV[2])
-for i = 3, #ARGV do
+local committed = tonumber(ARGV[3])
+for i = 4, #ARGV do
   local held = redis.call('HGET', KEYS[2], ARGV[i])
   if held then
     redis.call('HDEL', KEYS[2], ARGV[i])
-    if i < 3 + committed then redis.call('HSET', KEYS[3], ARGV[i], string.match(held, '^(%d+)')) end
+    if i < 4 + committed then redis.call('HSET', KEYS[3], ARGV[i], string.match(held, '^(%d+)')) end
   end
 end
 local pending = 0
@@ -83,7 +92,13 @@ for _, held in ipairs(redis.call('HVALS', KEYS[2])) do
   pending = pending + tonumber(string.match(held, '^(%d+)'))
 end
 local before = redis.call('GET', KEYS[1])
-if before then before = tonumber(before) else before = -1 end
+if before then
+  before = tonumber(before)
+else
+  before = -1
+  local window = tonumber(ARGV[2])
+  if window > 0 then redis.call('SET', KEYS[4], '1', 'PX', window) end
+end
 local units = tonumber(ARGV[1]) - pending
 if units < 0 then units = 0 end
 redis.call('SET', KEYS[1], string.format('%d', units))

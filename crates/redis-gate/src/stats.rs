@@ -13,6 +13,11 @@ pub struct GateStats {
     /// database does not know, a key in flight for other units, or a replay of a key that
     /// committed through the gate.
     pub passed: AtomicU64,
+    /// Lines of SKUs outside the gate's scope, sent straight to the database without a Redis
+    /// call.
+    pub ungated: AtomicU64,
+    /// Short admissions checked against the database because the SKU's done hash was partial.
+    pub replay_lookups: AtomicU64,
     /// Redis calls that failed or timed out.
     pub redis_errors: AtomicU64,
     /// Records removed after a commit (units stay taken).

@@ -13,7 +13,7 @@ use stockguard_core::{
     AdjustRequest, AdjustmentKind, DeductError, DeductRequest, IdempotencyKey, InventoryStore,
     RestockRequest, Strategy,
 };
-use stockguard_redis_gate::{Admission, Gate, GateStats, GatedStore, Outcome};
+use stockguard_redis_gate::{Admission, Gate, GateScope, GateStats, GatedStore, Outcome};
 use support::{gate, is_short, order, qty, raw_redis, sku, stock};
 
 /// Drops the test's counters and records.
@@ -366,6 +366,93 @@ async fn priming_never_overwrites_a_counter<S: InventoryStore>(store: S) {
     assert_eq!(gate.counter(&b).await.unwrap(), None);
 }
 
+/// Redis loses a sold-out SKU's keys (a restart without persistence, a failover): the next
+/// warm-up finds that the SKU has ledger rows and marks its done hash partial, so a replay of
+/// a key committed before is answered as a replay, not refused; a new key is still refused,
+/// after one key lookup in the database. A SKU born through the gate has a complete done hash
+/// and refuses with no lookup. Shown to catch the gate without the partial mark (the replay
+/// was refused as insufficient stock).
+async fn replays_survive_lost_redis_data<S: InventoryStore>(store: S) {
+    let Some(gate) = gate(|_| {}).await else { return };
+    let store = GatedStore::new(store, Arc::clone(&gate));
+    let s = sku("lost-data");
+    store.create_sku(&s, 2).await.expect("create");
+    let keyed = |key: &str| {
+        DeductRequest::new(s.clone(), qty(1), Strategy::Guarded)
+            .with_idempotency_key(IdempotencyKey::parse(key).unwrap())
+    };
+    let first = store.deduct(keyed("ld-1")).await.expect("sale");
+    store.deduct(keyed("ld-2")).await.expect("sale");
+    assert!(is_short(&store.deduct(keyed("ld-0")).await));
+    assert_eq!(
+        GateStats::get(&gate.stats().replay_lookups),
+        0,
+        "a complete done hash refuses without the database"
+    );
+
+    gate.forget(&s).await.expect("Redis loses the SKU's keys");
+    let replay = store
+        .deduct(keyed("ld-1"))
+        .await
+        .expect("a replay is answered, not refused");
+    assert!(replay.replayed);
+    assert_eq!(replay.ledger_id, first.ledger_id);
+    assert!(is_short(&store.deduct(keyed("ld-3")).await));
+    assert_eq!(GateStats::get(&gate.stats().replay_lookups), 2);
+    assert_eq!(stock(&store, &s).await, 0);
+    assert_eq!(gate.counter(&s).await.unwrap(), Some(0));
+    let audit = store.audit().await.expect("audit");
+    assert!(audit.is_clean(), "{audit:?}");
+    forget(&gate, &[&s]).await;
+}
+
+/// With a scope (`hot-*`), only the hot SKUs touch Redis: a cold SKU's deductions and order
+/// lines go straight to the database with no counter made, priming skips it, and the hot
+/// SKU is gated as before. Shown to catch a gate that ignores its scope: without the check
+/// in `Gate::admit` the cold SKU gets a counter and this fails.
+async fn only_scoped_skus_touch_redis<S: InventoryStore>(store: S) {
+    let scope = GateScope::parse("hot-*").expect("scope");
+    let Some(gate) = gate(|config| config.scope = scope).await else {
+        return;
+    };
+    let store = GatedStore::new(store, Arc::clone(&gate));
+    let (hot, cold) = (sku("hot-1"), sku("cold-1"));
+    store.create_sku(&hot, 5).await.expect("create");
+    store.create_sku(&cold, 5).await.expect("create");
+    assert_eq!(gate.counter(&hot).await.unwrap(), Some(5), "warmed on creation");
+    store
+        .deduct(DeductRequest::new(cold.clone(), qty(1), Strategy::Guarded))
+        .await
+        .expect("a cold sale");
+    store
+        .place_order(order("scoped-1", &[(&hot, 1), (&cold, 1)]))
+        .await
+        .expect("an order over both");
+    assert!(is_short(
+        &store
+            .deduct(DeductRequest::new(hot.clone(), qty(9), Strategy::Guarded))
+            .await
+    ));
+    gate.prime(&[(cold.clone(), 3)]).await.expect("prime");
+    assert_eq!(
+        gate.counter(&cold).await.unwrap(),
+        None,
+        "the cold SKU has no counter"
+    );
+    assert_eq!(gate.counter(&hot).await.unwrap(), Some(4));
+    let stats = gate.stats();
+    assert_eq!(GateStats::get(&stats.ungated), 2, "two cold lines went straight");
+    assert_eq!(GateStats::get(&stats.admitted), 1);
+    assert_eq!(GateStats::get(&stats.refused), 1);
+    assert_eq!((stock(&store, &hot).await, stock(&store, &cold).await), (4, 3));
+    let (reconciled, error) = gate.reconcile_all(store.inner()).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(reconciled, 1, "only the hot SKU is reconciled");
+    let audit = store.audit().await.expect("audit");
+    assert!(audit.is_clean(), "{audit:?}");
+    gate.forget_all().await.expect("forget all");
+}
+
 /// A pass recomputes at most about `reconcile_batch` SKUs (SSCAN pages may overshoot), and
 /// the next pass goes on where it stopped, so every counter is visited in a few passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -434,4 +521,6 @@ on_every_database!(
     unknown_outcomes_are_resolved_by_key,
     drift_is_reconciled_both_ways,
     priming_never_overwrites_a_counter,
+    only_scoped_skus_touch_redis,
+    replays_survive_lost_redis_data,
 );

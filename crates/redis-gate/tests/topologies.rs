@@ -1,6 +1,7 @@
 //! The gate on private Redis servers: one that is killed and restarted (the Redis-down
-//! policy, both ways), and a 3-master Redis Cluster (orders whose SKUs live in different
-//! slots are admitted line by line; one script across slots is refused with CROSSSLOT).
+//! policy, both ways), a 3-master Redis Cluster (orders whose SKUs live in different slots
+//! are admitted line by line; one script across slots is refused with CROSSSLOT), and a
+//! primary with a replica and three sentinels, failed over mid-sale.
 
 mod support;
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use stockguard_core::{DeductError, DeductRequest, InventoryStore, Strategy};
 use stockguard_redis_gate::{Admission, GateStats, GatedStore, RedisDownPolicy};
-use stockguard_testkit::{PrivateRedisCluster, PrivateRedisNode, ServerError};
+use stockguard_testkit::{PrivateRedisCluster, PrivateRedisNode, PrivateRedisSentinel, ServerError};
 use support::{gate_on, is_short, order, qty, sku, stock};
 
 /// A private server, or `None` (skipped loudly) when Redis is not installed and no database
@@ -26,8 +27,8 @@ fn started<T>(server: Result<T, ServerError>) -> Option<T> {
 }
 
 /// Redis killed mid-sale: fail-open requests go to the database and stay exact; fail-closed
-/// ones are refused with `Unavailable` and change nothing. Restarted empty, the counter is
-/// warmed from the database on the next admission.
+/// ones are refused with `Unavailable` and change nothing; a gate can start meanwhile.
+/// Restarted empty, the counter is warmed from the database on the next admission.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_down_fails_open_or_closed() {
     let Some(mut redis) = started(
@@ -77,6 +78,15 @@ async fn redis_down_fails_open_or_closed() {
     assert_eq!(GateStats::get(&closed_gate.stats().refused_redis_down), 1);
     assert!(!open_gate.ping().await);
     assert_eq!(stock(&open, &s).await, 8);
+    // A service that starts while Redis is down starts (and fails open or closed) rather
+    // than staying down with it.
+    let mut late =
+        stockguard_redis_gate::GateConfig::new(stockguard_redis_gate::RedisTarget::parse(&url).unwrap());
+    late.redis_timeout = fast;
+    let late = stockguard_redis_gate::Gate::connect(late)
+        .await
+        .expect("a gate starts with Redis down");
+    assert!(!late.stats().redis_up(), "and says Redis is down");
 
     // Back, empty: the next admission warms the counter from the database (8), once the
     // connection manager has reconnected (bounded).
@@ -199,6 +209,100 @@ async fn cluster_admits_across_slots() {
         .unwrap(),
         Admission::Admitted
     );
+    let audit = store.audit().await.expect("audit");
+    assert!(audit.is_clean(), "{audit:?}");
+}
+
+/// A sentinel failover mid-sale: the primary is SIGKILLed while buyers keep coming; the gate
+/// fails open while the sentinels promote the replica, then follows them to it. Whatever the
+/// replica did not get, the database decides every sale: after one reconcile the counter is
+/// the database's stock, and a last wave sells exactly what is left (sold = supply).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sentinel_failover_mid_sale_sells_exactly_the_supply() {
+    let Some(mut topology) = started(
+        tokio::task::spawn_blocking(PrivateRedisSentinel::start)
+            .await
+            .unwrap(),
+    ) else {
+        return;
+    };
+    let file = stockguard_testkit::TestSqliteFile::new();
+    let Some(gate) = gate_on(&topology.url(), |c| c.redis_timeout = Duration::from_millis(300)).await else {
+        return;
+    };
+    let store = Arc::new(GatedStore::new(
+        support::sqlite_on(&file).await,
+        Arc::clone(&gate),
+    ));
+    let s = sku("failover");
+    let supply = 60;
+    store.create_sku(&s, supply).await.expect("create");
+    let buy = |n: u32| {
+        let (store, s) = (Arc::clone(&store), s.clone());
+        async move {
+            let key = stockguard_core::IdempotencyKey::parse(format!("fo-{n}")).unwrap();
+            let answer = store
+                .deduct(DeductRequest::new(s, qty(1), Strategy::Guarded).with_idempotency_key(key))
+                .await;
+            match answer {
+                Ok(_) => 1,
+                short if is_short(&short) => 0,
+                Err(error) => panic!("every attempt is a sale or a refusal: {error:?}"),
+            }
+        }
+    };
+    let mut sold = 0;
+    for n in 0..30 {
+        sold += buy(n).await;
+    }
+    assert_eq!(sold, 30);
+    let admitted_before = GateStats::get(&gate.stats().admitted);
+
+    let old_primary = topology.primary_port();
+    let failover = tokio::task::spawn_blocking(move || {
+        let took = topology.kill_primary_and_wait_for_failover();
+        (topology, took)
+    });
+    // Buyers throughout the failover (bounded: 400 attempts 10 ms apart).
+    let mut n = 100;
+    while !failover.is_finished() && n < 500 {
+        sold += buy(n).await;
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (topology, took) = failover.await.unwrap();
+    let took = took.expect("the sentinels promoted the replica");
+    assert_ne!(topology.primary_port(), old_primary, "failed over in {took:?}");
+    assert!(
+        GateStats::get(&gate.stats().redis_errors) >= 1,
+        "the kill was seen"
+    );
+
+    // The gate follows the sentinels to the new primary (bounded).
+    let mut followed = false;
+    for _ in 0..50 {
+        if gate.reconcile(store.inner(), &s).await.is_ok() {
+            followed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(followed, "the gate never reached the new primary");
+    let left = stock(&*store, &s).await;
+    assert_eq!(
+        gate.counter(&s).await.unwrap(),
+        Some(left),
+        "reconciled: no drift left"
+    );
+    for m in 0..(left + 20) {
+        sold += buy(1_000 + u32::try_from(m).unwrap()).await;
+    }
+    assert!(
+        GateStats::get(&gate.stats().admitted) > admitted_before,
+        "admitted after the failover"
+    );
+    assert_eq!(sold, supply, "sold = supply: no oversell, no undersell");
+    assert_eq!(stock(&*store, &s).await, 0);
     let audit = store.audit().await.expect("audit");
     assert!(audit.is_clean(), "{audit:?}");
 }

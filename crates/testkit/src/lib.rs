@@ -466,7 +466,7 @@ pub mod proxy;
 
 pub use private_server::{
     MariaDbOptions, PostgresOptions, PrivateMariaDb, PrivatePostgres, PrivateRedis, PrivateRedisCluster,
-    PrivateRedisNode, ServerError,
+    PrivateRedisNode, PrivateRedisSentinel, SENTINEL_SERVICE, ServerError,
 };
 pub use proxy::{CutHandle, CutMode, CutPlan, CutReport, FaultProxy};
 

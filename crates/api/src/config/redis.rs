@@ -4,14 +4,15 @@
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
-use stockguard_redis_gate::{GateConfig, RedisDownPolicy, RedisTarget};
+use stockguard_redis_gate::{GateConfig, GateScope, RedisDownPolicy, RedisTarget};
 
 /// The gate's flags.
 #[derive(Debug, Clone, Default, clap::Args)]
 #[command(next_help_heading = "Redis admission gate")]
 pub struct RedisArgs {
     /// Put a Redis admission gate in front of deductions and orders (flash sales):
-    /// redis://HOST:PORT for one node, redis+cluster://HOST:PORT,HOST:PORT,... for a cluster.
+    /// redis://HOST:PORT for one node, redis+cluster://HOST:PORT,HOST:PORT,... for a cluster,
+    /// redis+sentinel://HOST:PORT,HOST:PORT,.../NAME for the primary that sentinels monitor.
     #[arg(long, env = "STOCKGUARD_REDIS_URL", value_name = "URL")]
     pub redis_url: Option<String>,
     /// When Redis is down, refuse with 503 instead of going straight to the database.
@@ -33,6 +34,15 @@ pub struct RedisArgs {
     /// committed, in milliseconds (default 60000; must exceed the request timeout).
     #[arg(long, env = "STOCKGUARD_REDIS_UNKNOWN_GRACE_MS", value_name = "MS")]
     pub redis_unknown_grace_ms: Option<u64>,
+    /// Gate only these SKUs, comma-separated; `flash-*` is a prefix (at most 10000 entries).
+    /// The others go straight to the database with no Redis call. Default: every SKU.
+    #[arg(long, env = "STOCKGUARD_REDIS_GATE_SKUS", value_name = "LIST")]
+    pub redis_gate_skus: Option<String>,
+    /// How long a client may retry a committed key, in seconds (default 86400; 1..=2592000):
+    /// after a counter is warmed for a SKU with sales (Redis lost its data), short admissions
+    /// check their key in the database for this long, so a replay is never refused.
+    #[arg(long, env = "STOCKGUARD_REDIS_REPLAY_WINDOW_S", value_name = "S")]
+    pub redis_replay_window_s: Option<u64>,
 }
 
 impl RedisArgs {
@@ -46,7 +56,9 @@ impl RedisArgs {
                     && self.redis_timeout_ms.is_none()
                     && self.redis_reconcile_interval_ms.is_none()
                     && self.redis_reconcile_batch.is_none()
-                    && self.redis_unknown_grace_ms.is_none(),
+                    && self.redis_unknown_grace_ms.is_none()
+                    && self.redis_gate_skus.is_none()
+                    && self.redis_replay_window_s.is_none(),
                 "the --redis-* settings need --redis-url (STOCKGUARD_REDIS_URL)"
             );
             return Ok(None);
@@ -70,6 +82,13 @@ impl RedisArgs {
         }
         if self.redis_fail_closed {
             config.when_down = RedisDownPolicy::FailClosed;
+        }
+        if let Some(seconds) = self.redis_replay_window_s {
+            config.replay_window = Duration::from_secs(seconds);
+        }
+        if let Some(list) = &self.redis_gate_skus {
+            config.scope =
+                GateScope::parse(list).map_err(|error| anyhow::anyhow!("--redis-gate-skus: {error}"))?;
         }
         config.validate()?;
         anyhow::ensure!(
@@ -113,6 +132,19 @@ mod tests {
         let config = args.resolve(Duration::from_secs(10)).unwrap().unwrap();
         assert_eq!(config.when_down, RedisDownPolicy::FailClosed);
         assert_eq!(config.redis_timeout, Duration::from_millis(100));
+        assert_eq!(config.scope, GateScope::Every);
+        let scoped = RedisArgs {
+            redis_gate_skus: Some("flash-*,hot-1".into()),
+            ..args.clone()
+        };
+        let scope = scoped.resolve(Duration::from_secs(10)).unwrap().unwrap().scope;
+        assert!(scope.covers(&stockguard_core::SkuId::parse("flash-9").unwrap()));
+        assert!(!scope.covers(&stockguard_core::SkuId::parse("cold").unwrap()));
+        let bad_scope = RedisArgs {
+            redis_gate_skus: Some("a b".into()),
+            ..args.clone()
+        };
+        assert!(bad_scope.resolve(Duration::from_secs(10)).is_err());
         let short_grace = RedisArgs {
             redis_unknown_grace_ms: Some(5_000),
             ..args.clone()

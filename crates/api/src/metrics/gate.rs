@@ -7,13 +7,14 @@ use stockguard_redis_gate::{Gate, GateStats};
 /// Appends the gate's counters and its `redis_up` gauge.
 pub(crate) fn render(out: &mut String, gate: &Gate) {
     let stats = gate.stats();
-    out.push_str("# HELP stockguard_gate_requests_total Lines the Redis admission gate decided: admitted (units taken, on to the database), refused (insufficient stock, the database untouched), passed (straight to the database: Redis down and failing open, an unknown SKU, a replay), refused_redis_down (503: Redis down and failing closed).\n");
+    out.push_str("# HELP stockguard_gate_requests_total Lines the Redis admission gate decided: admitted (units taken, on to the database), refused (insufficient stock, the database untouched), passed (straight to the database: Redis down and failing open, an unknown SKU, a replay), refused_redis_down (503: Redis down and failing closed), ungated (a SKU outside --redis-gate-skus, straight to the database with no Redis call).\n");
     out.push_str("# TYPE stockguard_gate_requests_total counter\n");
     for (decision, counter) in [
         ("admitted", &stats.admitted),
         ("refused", &stats.refused),
         ("passed", &stats.passed),
         ("refused_redis_down", &stats.refused_redis_down),
+        ("ungated", &stats.ungated),
     ] {
         let _ = writeln!(
             out,
@@ -51,6 +52,11 @@ pub(crate) fn render(out: &mut String, gate: &Gate) {
             "stockguard_gate_drift_units_total",
             "Units by which reconciles moved warm counters: the drift fixed.",
             &stats.drift_units,
+        ),
+        (
+            "stockguard_gate_replay_lookups_total",
+            "Short admissions checked against the database because the done hash was partial (a counter warmed for a SKU with ledger rows, as after Redis lost its data): a key the database has goes on as a replay.",
+            &stats.replay_lookups,
         ),
     ] {
         let _ = writeln!(

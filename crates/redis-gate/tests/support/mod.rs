@@ -32,7 +32,18 @@ pub async fn gate_on(url: &str, tune: impl FnOnce(&mut GateConfig)) -> Option<Ar
     config.namespace = namespace();
     config.redis_timeout = Duration::from_secs(2);
     tune(&mut config);
-    match Gate::connect(config).await {
+    // The gate starts with Redis down (it fails open or closed until Redis answers), so
+    // whether Redis is there is asked with a PING.
+    let connected = match Gate::connect(config).await {
+        Ok(gate) if gate.ping().await => Ok(gate),
+        Ok(_) => Err(stockguard_core::DeductError::Unavailable {
+            reason: "redis does not answer",
+            retry_after: Duration::from_secs(1),
+            source: None,
+        }),
+        Err(error) => Err(error),
+    };
+    match connected {
         Ok(gate) => Some(Arc::new(gate)),
         Err(error) if !stockguard_testkit::database_required() => {
             let _ = writeln!(std::io::stderr(), "\n*** SKIPPED REDIS GATE TEST *** {error}\n");

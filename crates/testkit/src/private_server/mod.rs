@@ -15,6 +15,7 @@ mod mariadb;
 mod postgres;
 mod process;
 mod redis;
+mod redis_sentinel;
 
 use std::io::Write;
 use std::path::Path;
@@ -24,6 +25,7 @@ pub use mariadb::{MARIADBD_ENV, MariaDbOptions, PrivateMariaDb};
 pub use postgres::{PG_BINDIR_ENV, PostgresOptions, PrivatePostgres};
 pub use process::NO_TEMPLATE_ENV;
 pub use redis::{PrivateRedis, PrivateRedisCluster, PrivateRedisNode};
+pub use redis_sentinel::{PrivateRedisSentinel, SENTINEL_SERVICE};
 
 /// Upper bound on any one wait for a server or tool: start-up, crash recovery, shutdown.
 pub const SERVER_WAIT: Duration = Duration::from_secs(60);

@@ -18,10 +18,12 @@ pub struct PrivateRedis {
     log: PathBuf,
     child: Option<Child>,
     cluster: bool,
+    /// A replica's primary port.
+    replica_of: Option<u16>,
 }
 
 /// Where the programs are: `redis-server` and `redis-cli` from PATH.
-fn installed() -> Result<(), ServerError> {
+pub(super) fn installed() -> Result<(), ServerError> {
     for program in ["redis-server", "redis-cli"] {
         let found = Command::new(program)
             .arg("--version")
@@ -52,7 +54,7 @@ fn free_cluster_port() -> Result<u16, ServerError> {
     })
 }
 
-fn cli(port: u16, args: &[&str]) -> Option<String> {
+pub(super) fn cli(port: u16, args: &[&str]) -> Option<String> {
     let out = Command::new("redis-cli")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)
@@ -64,7 +66,7 @@ fn cli(port: u16, args: &[&str]) -> Option<String> {
 }
 
 /// Polls `ready` every 20 ms for up to [`SERVER_WAIT`].
-fn wait_for(step: &str, log: &Path, mut ready: impl FnMut() -> bool) -> Result<(), ServerError> {
+pub(super) fn wait_for(step: &str, log: &Path, mut ready: impl FnMut() -> bool) -> Result<(), ServerError> {
     let started = Instant::now();
     while started.elapsed() < SERVER_WAIT {
         if ready() {
@@ -80,8 +82,9 @@ fn wait_for(step: &str, log: &Path, mut ready: impl FnMut() -> bool) -> Result<(
 }
 
 impl PrivateRedis {
-    /// Starts a standalone node in `dir` and waits until it answers PING.
-    fn spawn(dir: &Path, cluster: bool) -> Result<Self, ServerError> {
+    /// Starts a node in `dir` (a cluster node, or a replica of `replica_of`) and waits until
+    /// it answers PING.
+    fn spawn(dir: &Path, cluster: bool, replica_of: Option<u16>) -> Result<Self, ServerError> {
         installed()?;
         let port = if cluster {
             free_cluster_port()?
@@ -100,6 +103,7 @@ impl PrivateRedis {
             log,
             child: None,
             cluster,
+            replica_of,
         };
         server.start()?;
         Ok(server)
@@ -107,7 +111,12 @@ impl PrivateRedis {
 
     /// Starts one standalone node.
     pub fn start_single(dir: &Path) -> Result<Self, ServerError> {
-        Self::spawn(dir, false)
+        Self::spawn(dir, false, None)
+    }
+
+    /// Starts a standalone node that replicates the node on `primary_port`.
+    pub fn start_replica(dir: &Path, primary_port: u16) -> Result<Self, ServerError> {
+        Self::spawn(dir, false, Some(primary_port))
     }
 
     /// Starts (again) the process on the same port and directory.
@@ -121,6 +130,9 @@ impl PrivateRedis {
         if self.cluster {
             command.args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]);
             command.args(["--cluster-node-timeout", "2000"]);
+        }
+        if let Some(primary) = self.replica_of {
+            command.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
         }
         self.child = Some(spawn_logged("starting redis-server", &mut command, &self.log)?);
         let port = self.port;
@@ -172,7 +184,7 @@ impl PrivateRedisCluster {
             .tempdir()
             .map_err(|source| super::process::io_error("creating a temp dir".into(), source, ""))?;
         let nodes = (0..masters.max(3))
-            .map(|_| PrivateRedis::spawn(dir.path(), true))
+            .map(|_| PrivateRedis::spawn(dir.path(), true, None))
             .collect::<Result<Vec<_>, _>>()?;
         let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
         let log = dir.path().join("create.log");
