@@ -62,6 +62,18 @@ redis-cluster-up:
 redis-cluster-down:
     bash crates/redis-gate/scripts/redis-cluster.sh down
 
+# A Redis primary, a replica and 3 sentinels on loopback (ports 7100-7104); prints each and the gate's URL.
+redis-sentinel-up:
+    bash crates/redis-gate/scripts/redis-sentinel.sh up
+
+# SIGKILL the sentinels' current primary: they promote the replica.
+redis-sentinel-failover:
+    bash crates/redis-gate/scripts/redis-sentinel.sh failover
+
+# Stop the primary, replica and sentinels and remove their files.
+redis-sentinel-down:
+    bash crates/redis-gate/scripts/redis-sentinel.sh down
+
 # Run the HTTP service (embedded SQLite unless STOCKGUARD_DATABASE_URL is set).
 serve *args:
     cargo run --release -p stockguard-api -- serve {{args}}

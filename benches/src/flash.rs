@@ -185,7 +185,12 @@ pub async fn run_flash(spec: FlashSpec) -> anyhow::Result<FlashResult> {
     in_fresh_database(spec.backend, async |database| run_in(&spec, database).await).await
 }
 
-async fn run_in(spec: &FlashSpec, database: &FreshDatabase) -> anyhow::Result<FlashResult> {
+/// The sale's store on `database` with `spec`'s pool, and its one SKU stocked with the supply
+/// (written directly: the SKU has no sales, so a gate's done hash for it starts complete).
+pub(crate) async fn open_sale(
+    spec: &FlashSpec,
+    database: &FreshDatabase,
+) -> anyhow::Result<(AnyStore, SkuId)> {
     let mut settings = StoreSettings::new(database.target()?);
     settings.pool_size = spec.pool_size;
     settings.acquire_timeout = Duration::from_secs(10);
@@ -196,7 +201,11 @@ async fn run_in(spec: &FlashSpec, database: &FreshDatabase) -> anyhow::Result<Fl
         .reset_inventory(std::slice::from_ref(&name), &[spec.supply])
         .await?;
     admin.close().await;
-    let sku = SkuId::parse(name)?;
+    Ok((store, SkuId::parse(name)?))
+}
+
+async fn run_in(spec: &FlashSpec, database: &FreshDatabase) -> anyhow::Result<FlashResult> {
+    let (store, sku) = open_sale(spec, database).await?;
     let strategy = if spec.path == FlashPath::DbPessimistic {
         Strategy::Pessimistic
     } else {

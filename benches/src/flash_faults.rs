@@ -1,5 +1,7 @@
 //! The flash sale under Redis faults (docs/redis.md): the gate + `coalesced` sale of flash.rs
-//! on a private Redis of the case's own, faulted once 30 % of the attempts are taken:
+//! on a private Redis of the case's own, faulted mid-sale, once as many attempts as half the
+//! supply are taken (with the gate, the first attempts are nearly all sales, so units are
+//! left and admissions are in flight when the fault fires):
 //! - `redis_killed`: SIGKILL the node, and start it again empty 500 ms later;
 //! - `sentinel_failover`: SIGKILL the primary of a primary + replica + 3 sentinels, and wait
 //!   for the sentinels to promote the replica (the gate follows them).
@@ -15,17 +17,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::Serialize;
-use stockguard_api::store::StoreSettings;
-use stockguard_core::{InventoryStore, SkuId, Strategy};
+use stockguard_core::{InventoryStore, Strategy};
 use stockguard_redis_gate::{Gate, GateConfig, GateStats, GatedStore, RedisTarget};
 use stockguard_testkit::{PrivateRedisNode, PrivateRedisSentinel};
 
-use crate::db::{FreshDatabase, RawPool, in_fresh_database};
-use crate::flash::{FlashPath, FlashSpec, Sale, attack_counted};
-use crate::measure::open_store;
+use crate::db::{FreshDatabase, in_fresh_database};
+use crate::flash::{FlashPath, FlashSpec, Sale, attack_counted, open_sale};
 
-/// The share of attempts taken before the fault fires, in percent.
-const FAULT_AT_PERCENT: u64 = 30;
+/// The fault fires once this share of the supply, in percent, has been attempted.
+const FAULT_AT_PERCENT_OF_SUPPLY: u64 = 50;
 /// How long a killed node stays down.
 const REDIS_DOWN_FOR: Duration = Duration::from_millis(500);
 /// The gate's bound on each Redis call: short, so requests fail open quickly.
@@ -185,17 +185,7 @@ async fn run_in(spec: &FlashFaultSpec, database: &FreshDatabase) -> anyhow::Resu
     config.unknown_grace = UNKNOWN_GRACE;
     let gate = Arc::new(Gate::connect(config).await.context("connecting the gate")?);
 
-    let mut settings = StoreSettings::new(database.target()?);
-    settings.pool_size = sale_spec.pool_size;
-    settings.acquire_timeout = Duration::from_secs(10);
-    let store = open_store(settings).await?;
-    let name = "flash-0".to_owned();
-    let admin = RawPool::connect(database, 2).await?;
-    admin
-        .reset_inventory(std::slice::from_ref(&name), &[sale_spec.supply])
-        .await?;
-    admin.close().await;
-    let sku = SkuId::parse(name)?;
+    let (store, sku) = open_sale(sale_spec, database).await?;
     let gated = Arc::new(GatedStore::new(store.clone(), Arc::clone(&gate)));
     gate.reconcile(&*gated, &sku)
         .await
@@ -204,7 +194,7 @@ async fn run_in(spec: &FlashFaultSpec, database: &FreshDatabase) -> anyhow::Resu
 
     // The fault fires from a blocking thread once the share of attempts is taken.
     let next = Arc::new(AtomicU64::new(0));
-    let fire_at = sale_spec.attempts * FAULT_AT_PERCENT / 100;
+    let fire_at = u64::try_from(sale_spec.supply)? * FAULT_AT_PERCENT_OF_SUPPLY / 100;
     let watched = Arc::clone(&next);
     let injector = tokio::spawn(async move {
         while watched.load(Ordering::Relaxed) < fire_at {

@@ -125,8 +125,8 @@ fn fault_table(md: &mut String, cases: &[FlashFaultResult]) -> std::fmt::Result 
     writeln!(md, "\n## Flash sale under Redis faults\n")?;
     writeln!(
         md,
-        "The gate + `coalesced` sale ({} units, {} attempts, {} clients) on a private Redis, faulted once 30 % of \
-         the attempts are taken: `redis_killed` (SIGKILL, restarted empty 500 ms later) and `sentinel_failover` \
+        "The gate + `coalesced` sale ({} units, {} attempts, {} clients) on a private Redis, faulted mid-sale, once \
+         attempts for half the supply are taken: `redis_killed` (SIGKILL, restarted empty 500 ms later) and `sentinel_failover` \
          (SIGKILL of the primary of a primary + replica + 3 sentinels). The gate fails open meanwhile. After the \
          sale, a reconcile must leave the counter at the database's stock; a last wave then sells what is left. \
          Check: sold = supply, stock 0, one ledger row per sale, audit clean.\n",

@@ -3,10 +3,9 @@
 
 use std::sync::atomic::Ordering;
 
-use stockguard_core::{COMMITTED_KEYS_MAX, DeductError, IdempotencyKey, InventoryStore, LedgerPage, SkuId};
+use stockguard_core::{COMMITTED_KEYS_MAX, IdempotencyKey, InventoryStore, LedgerPage, SkuId};
 
-use crate::gate::Gate;
-use crate::link::LinkError;
+use crate::gate::{Gate, ReconcileError};
 use crate::stats::GateStats;
 
 /// Most `SET NX` calls [`Gate::prime`] keeps in flight.
@@ -25,32 +24,6 @@ pub struct Reconciled {
     pub committed: usize,
     /// Records past the grace that never committed, dropped.
     pub stale: usize,
-}
-
-/// Why a reconcile failed; the counter was left as it was.
-#[derive(Debug)]
-pub enum ReconcileError {
-    /// Redis failed or did not answer in time.
-    Redis(String),
-    /// The database failed.
-    Database(DeductError),
-}
-
-impl std::fmt::Display for ReconcileError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReconcileError::Redis(reason) => write!(f, "reconcile: {reason}"),
-            ReconcileError::Database(error) => write!(f, "reconcile: database: {error}"),
-        }
-    }
-}
-
-impl std::error::Error for ReconcileError {}
-
-impl From<LinkError> for ReconcileError {
-    fn from(error: LinkError) -> Self {
-        ReconcileError::Redis(error.to_string())
-    }
 }
 
 impl Gate {

@@ -13,7 +13,6 @@ use stockguard_core::engine::UNAVAILABLE_RETRY_AFTER;
 use stockguard_core::{DeductError, IdempotencyKey, InventoryStore, SkuId};
 
 use crate::config::{GateConfig, RedisDownPolicy};
-use crate::counters::ReconcileError;
 use crate::link::{Link, LinkError};
 use crate::scripts::Scripts;
 use crate::stats::GateStats;
@@ -57,6 +56,32 @@ impl Outcome {
             Err(error) if error.nothing_changed() => Outcome::NothingChanged,
             Err(_) => Outcome::Unknown,
         }
+    }
+}
+
+/// Why a reconcile failed; the counter was left as it was.
+#[derive(Debug)]
+pub enum ReconcileError {
+    /// Redis failed or did not answer in time.
+    Redis(String),
+    /// The database failed.
+    Database(DeductError),
+}
+
+impl std::fmt::Display for ReconcileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReconcileError::Redis(reason) => write!(f, "reconcile: {reason}"),
+            ReconcileError::Database(error) => write!(f, "reconcile: database: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for ReconcileError {}
+
+impl From<LinkError> for ReconcileError {
+    fn from(error: LinkError) -> Self {
+        ReconcileError::Redis(error.to_string())
     }
 }
 

@@ -40,8 +40,8 @@ pub use config::{
     GateConfig, NAMESPACE_MAX_LEN, RECONCILE_BATCH_MAX, RECONCILE_INTERVAL_MAX, REDIS_TIMEOUT_MAX,
     REPLAY_WINDOW_MAX, REPLAY_WINDOW_MIN, RedisDownPolicy, UNKNOWN_GRACE_MAX,
 };
-pub use counters::{PRIME_IN_FLIGHT_MAX, ReconcileError, Reconciled};
-pub use gate::{Admission, Gate, Outcome};
+pub use counters::{PRIME_IN_FLIGHT_MAX, Reconciled};
+pub use gate::{Admission, Gate, Outcome, ReconcileError};
 pub use gated_store::GatedStore;
 pub use link::RedisTarget;
 pub use reconciler::Reconciler;

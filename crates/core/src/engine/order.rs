@@ -314,21 +314,22 @@ impl<B: Backend> Core<B> {
         let answered = self.backend.commit(tx).await;
         #[cfg(feature = "test-utils")]
         let answered = self.lose_answer_if_asked(&[&call.key], answered);
+        let placed = Placed {
+            lines,
+            expires_at,
+            stored_hold: None,
+            replayed: false,
+            attempts: 1,
+        };
         match answered {
             Ok(()) => {
                 call.exposure.settled();
-                Ok(Placed {
-                    lines,
-                    expires_at,
-                    stored_hold: None,
-                    replayed: false,
-                    attempts: 1,
-                })
+                Ok(placed)
             }
             Err(fault) if fault.is_ambiguous() => {
                 tracing::warn!(id = call.placing.reference(), %fault, "answer lost after COMMIT; resolving by id");
                 let skus: Vec<_> = call.placing.lines().iter().map(|(sku, _)| sku).collect();
-                let own_ids = sorted(lines.iter().map(|line| line.ledger_id).collect());
+                let own_ids = sorted(placed.lines.iter().map(|line| line.ledger_id).collect());
                 self.resolve_by(
                     call.exposure,
                     call.deadline,
@@ -344,13 +345,7 @@ impl<B: Backend> Core<B> {
                     },
                 )
                 .await?;
-                Ok(Placed {
-                    lines,
-                    expires_at,
-                    stored_hold: None,
-                    replayed: false,
-                    attempts: 1,
-                })
+                Ok(placed)
             }
             Err(fault) => {
                 call.exposure.settled();
