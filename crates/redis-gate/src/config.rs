@@ -29,6 +29,8 @@ pub const RECONCILE_BATCH_MAX: u32 = 100_000;
 pub const REPLAY_WINDOW_MIN: Duration = Duration::from_secs(1);
 /// See [`REPLAY_WINDOW_MIN`].
 pub const REPLAY_WINDOW_MAX: Duration = Duration::from_secs(30 * 24 * 3_600);
+/// Most keys a done hash may be allowed to hold.
+pub const DONE_MAX_LIMIT: u32 = 10_000_000;
 /// Longest accepted key namespace.
 pub const NAMESPACE_MAX_LEN: usize = 32;
 
@@ -61,12 +63,17 @@ pub struct GateConfig {
     /// its data) checks a short admission's key against the database for this long, so that
     /// a replay of a key the done hash never saw is still answered, not refused.
     pub replay_window: Duration,
+    /// Most keys one SKU's done hash holds (about 60 bytes each). Past it, the hash is dropped
+    /// and the SKU marked partial for the replay window: its short admissions then check their
+    /// key in the database, so a replay is still answered.
+    pub done_max: u32,
 }
 
 impl GateConfig {
     /// Defaults for everything but the target: namespace `stockguard`, 250 ms per Redis call,
     /// fail open, 60 s grace (the engine's deadline is at most 30 s), a reconcile pass of at
-    /// most 1,000 SKUs every 5 s, every SKU gated, a replay window of 24 h.
+    /// most 1,000 SKUs every 5 s, every SKU gated, a replay window of 24 h, at most 100,000
+    /// keys (about 6 MB) in a SKU's done hash.
     pub fn new(target: RedisTarget) -> Self {
         Self {
             target,
@@ -78,6 +85,7 @@ impl GateConfig {
             reconcile_batch: 1_000,
             scope: GateScope::Every,
             replay_window: Duration::from_secs(24 * 3_600),
+            done_max: 100_000,
         }
     }
 
@@ -95,6 +103,14 @@ impl GateConfig {
                 given: self.namespace.len() as u64,
                 min: 1,
                 max: NAMESPACE_MAX_LEN as u64,
+            });
+        }
+        if self.done_max == 0 || self.done_max > DONE_MAX_LIMIT {
+            return Err(InvalidInput::LimitOutOfRange {
+                setting: "done_max",
+                given: u64::from(self.done_max),
+                min: 1,
+                max: u64::from(DONE_MAX_LIMIT),
             });
         }
         if self.reconcile_batch == 0 || self.reconcile_batch > RECONCILE_BATCH_MAX {
@@ -166,6 +182,9 @@ mod tests {
         assert!(bad.validate().is_err());
         let mut bad = good.clone();
         bad.replay_window = Duration::ZERO;
+        assert!(bad.validate().is_err());
+        let mut bad = good.clone();
+        bad.done_max = 0;
         assert!(bad.validate().is_err());
         let mut bad = good;
         bad.reconcile_batch = 0;

@@ -292,9 +292,17 @@ impl Gate {
                 invocation
                     .key(self.in_flight_key(sku))
                     .key(self.done_key(sku))
-                    .arg(key.as_str());
+                    .key(self.partial_key(sku))
+                    .arg(key.as_str())
+                    .arg(self.config.done_max)
+                    .arg(u64::try_from(self.config.replay_window.as_millis()).unwrap_or(u64::MAX));
                 let settled = self.link.invoke::<i64>(&invocation, self.timeout()).await;
-                settled.map(|_| GateStats::bump(&self.stats.settled))
+                settled.map(|status| {
+                    GateStats::bump(&self.stats.settled);
+                    if status == 2 {
+                        GateStats::bump(&self.stats.done_trims);
+                    }
+                })
             }
             Outcome::NothingChanged => {
                 let mut invocation = self.scripts.give_back.prepare_invoke();

@@ -37,8 +37,8 @@ mod scripts;
 mod stats;
 
 pub use config::{
-    GateConfig, NAMESPACE_MAX_LEN, RECONCILE_BATCH_MAX, RECONCILE_INTERVAL_MAX, REDIS_TIMEOUT_MAX,
-    REPLAY_WINDOW_MAX, REPLAY_WINDOW_MIN, RedisDownPolicy, UNKNOWN_GRACE_MAX,
+    DONE_MAX_LIMIT, GateConfig, NAMESPACE_MAX_LEN, RECONCILE_BATCH_MAX, RECONCILE_INTERVAL_MAX,
+    REDIS_TIMEOUT_MAX, REPLAY_WINDOW_MAX, REPLAY_WINDOW_MIN, RedisDownPolicy, UNKNOWN_GRACE_MAX,
 };
 pub use counters::{PRIME_IN_FLIGHT_MAX, Reconciled};
 pub use gate::{Admission, Gate, Outcome, ReconcileError};

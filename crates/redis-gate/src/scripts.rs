@@ -61,13 +61,20 @@ return units
 ";
 
 /// Settling a commit: the record moves from in flight to done, where a later replay of the
-/// key finds it (status `5` of [`ADMIT`]). KEYS: in-flight, done. ARGV: key. Returns 1 when
-/// there was a record.
+/// key finds it (status `5` of [`ADMIT`]). A done hash grown past its bound is dropped and
+/// the SKU marked partial for the replay window, so a replay is still answered (status `6`)
+/// while memory stays bounded. KEYS: in-flight, done, partial. ARGV: key, most keys in the
+/// done hash, replay window ms. Returns 0 without a record, 1 settled, 2 settled and trimmed.
 pub(crate) const SETTLE: &str = r"
 local held = redis.call('HGET', KEYS[1], ARGV[1])
 if not held then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], string.match(held, '^(%d+)'))
+if redis.call('HLEN', KEYS[2]) > tonumber(ARGV[2]) then
+  redis.call('DEL', KEYS[2])
+  redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
+  return 2
+end
 return 1
 ";
 

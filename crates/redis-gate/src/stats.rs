@@ -16,6 +16,8 @@ pub struct GateStats {
     /// Lines of SKUs outside the gate's scope, sent straight to the database without a Redis
     /// call.
     pub ungated: AtomicU64,
+    /// Done hashes dropped at their bound (`done_max`), their SKUs marked partial.
+    pub done_trims: AtomicU64,
     /// Short admissions checked against the database because the SKU's done hash was partial.
     pub replay_lookups: AtomicU64,
     /// Redis calls that failed or timed out.

@@ -406,6 +406,44 @@ async fn replays_survive_lost_redis_data<S: InventoryStore>(store: S) {
     forget(&gate, &[&s]).await;
 }
 
+/// A done hash is bounded: past `done_max` keys it is dropped and the SKU marked partial, so
+/// memory stays bounded and a replay after sell-out is still answered (after a key lookup in
+/// the database), never refused.
+async fn the_done_hash_is_bounded<S: InventoryStore>(store: S) {
+    let Some(gate) = gate(|config| config.done_max = 3).await else {
+        return;
+    };
+    let store = GatedStore::new(store, Arc::clone(&gate));
+    let s = sku("done-bound");
+    store.create_sku(&s, 5).await.expect("create");
+    let keyed = |key: &str| {
+        DeductRequest::new(s.clone(), qty(1), Strategy::Guarded)
+            .with_idempotency_key(IdempotencyKey::parse(key).unwrap())
+    };
+    let mut sold = Vec::new();
+    for n in 0..5 {
+        sold.push(store.deduct(keyed(&format!("db-{n}"))).await.expect("sale"));
+    }
+    assert_eq!(
+        GateStats::get(&gate.stats().done_trims),
+        1,
+        "trimmed once past 3 keys"
+    );
+    let mut raw = raw_redis().await;
+    let held: i64 = raw.hlen(gate.done_key(&s)).await.unwrap();
+    assert!(held <= 3, "the done hash holds {held} keys");
+    let replay = store
+        .deduct(keyed("db-0"))
+        .await
+        .expect("a replay after the trim is answered");
+    assert!(replay.replayed);
+    assert_eq!(replay.ledger_id, sold[0].ledger_id);
+    assert!(is_short(&store.deduct(keyed("db-new")).await));
+    assert!(GateStats::get(&gate.stats().replay_lookups) >= 2);
+    assert_eq!(stock(&store, &s).await, 0);
+    forget(&gate, &[&s]).await;
+}
+
 /// With a scope (`hot-*`), only the hot SKUs touch Redis: a cold SKU's deductions and order
 /// lines go straight to the database with no counter made, priming skips it, and the hot
 /// SKU is gated as before. Shown to catch a gate that ignores its scope: without the check
@@ -523,4 +561,5 @@ on_every_database!(
     priming_never_overwrites_a_counter,
     only_scoped_skus_touch_redis,
     replays_survive_lost_redis_data,
+    the_done_hash_is_bounded,
 );

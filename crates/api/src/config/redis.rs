@@ -43,6 +43,11 @@ pub struct RedisArgs {
     /// check their key in the database for this long, so a replay is never refused.
     #[arg(long, env = "STOCKGUARD_REDIS_REPLAY_WINDOW_S", value_name = "S")]
     pub redis_replay_window_s: Option<u64>,
+    /// Most keys a SKU's done hash holds (default 100000, about 60 bytes each; 1..=10000000).
+    /// Past it the hash is dropped and the SKU's refusals check keys in the database for the
+    /// replay window.
+    #[arg(long, env = "STOCKGUARD_REDIS_DONE_MAX", value_name = "N")]
+    pub redis_done_max: Option<u32>,
 }
 
 impl RedisArgs {
@@ -58,7 +63,8 @@ impl RedisArgs {
                     && self.redis_reconcile_batch.is_none()
                     && self.redis_unknown_grace_ms.is_none()
                     && self.redis_gate_skus.is_none()
-                    && self.redis_replay_window_s.is_none(),
+                    && self.redis_replay_window_s.is_none()
+                    && self.redis_done_max.is_none(),
                 "the --redis-* settings need --redis-url (STOCKGUARD_REDIS_URL)"
             );
             return Ok(None);
@@ -82,6 +88,9 @@ impl RedisArgs {
         }
         if self.redis_fail_closed {
             config.when_down = RedisDownPolicy::FailClosed;
+        }
+        if let Some(most) = self.redis_done_max {
+            config.done_max = most;
         }
         if let Some(seconds) = self.redis_replay_window_s {
             config.replay_window = Duration::from_secs(seconds);

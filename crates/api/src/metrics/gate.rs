@@ -54,6 +54,11 @@ pub(crate) fn render(out: &mut String, gate: &Gate) {
             &stats.drift_units,
         ),
         (
+            "stockguard_gate_done_trims_total",
+            "Done hashes dropped at their bound (--redis-done-max), their SKUs marked partial for the replay window.",
+            &stats.done_trims,
+        ),
+        (
             "stockguard_gate_replay_lookups_total",
             "Short admissions checked against the database because the done hash was partial (a counter warmed for a SKU with ledger rows, as after Redis lost its data): a key the database has goes on as a replay.",
             &stats.replay_lookups,
