@@ -247,6 +247,11 @@ pub struct CaseResult {
     pub coalesced_batches: Option<u64>,
     /// Mean batch size.
     pub coalesced_mean_batch: Option<f64>,
+    /// Over HTTP: `GET /healthz` answers per second from the same client, requesters and
+    /// connections, measured right after the case for as long as it ran (the machine's
+    /// trivial-request ceiling).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_get_ceiling_per_s: Option<f64>,
     /// The audit.
     pub audit: AuditOutcome,
 }

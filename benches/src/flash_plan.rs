@@ -1,6 +1,7 @@
 //! The Redis workloads of a run, planned and run together: the seed's Redis lock
 //! (redis_lock.rs), the gate at low conflict (gate_overhead.rs), the flash sales and the
-//! bare Lua ceiling (flash.rs), and the sales under Redis faults (flash_faults.rs). Skipped, saying why, when Redis does not answer.
+//! bare Lua ceiling (flash.rs), the sales under Redis faults (flash_faults.rs), and refusals
+//! over HTTP against the trivial-GET ceiling (flash_http.rs). Skipped, saying why, when Redis does not answer.
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use stockguard_testkit::Backend;
 
 use crate::flash::{FlashSpec, flash_specs, raw_lua_refusals, run_flash};
 use crate::flash_faults::{FlashFaultSpec, flash_fault_specs, run_flash_fault};
+use crate::flash_http::{FlashHttpSpec, flash_http_specs, run_flash_http};
 use crate::gate_overhead::{OverheadSpec, overhead_specs, run_overhead};
 use crate::redis_lock::{LockSpec, lock_specs, run_lock};
 
@@ -43,6 +45,8 @@ pub struct FlashPlan {
     pub locks: Vec<LockSpec>,
     /// The gate's sales under Redis faults, each on a private Redis.
     pub faults: Vec<FlashFaultSpec>,
+    /// Refusals over HTTP against the trivial-GET ceiling.
+    pub http: Vec<FlashHttpSpec>,
     /// Why nothing runs, when Redis did not answer.
     pub skipped: Option<String>,
 }
@@ -54,6 +58,7 @@ impl FlashPlan {
         self.overhead.clear();
         self.locks.clear();
         self.faults.clear();
+        self.http.clear();
     }
 }
 
@@ -75,6 +80,13 @@ pub async fn plan_flash(inputs: FlashInputs<'_>) -> anyhow::Result<FlashPlan> {
             );
             Ok(FlashPlan {
                 faults: flash_fault_specs(&sales),
+                http: flash_http_specs(
+                    inputs.databases,
+                    inputs.requesters,
+                    inputs.duration,
+                    inputs.pool_size,
+                    inputs.redis_url,
+                ),
                 sales,
                 overhead: overhead_specs(
                     inputs.databases,
@@ -177,6 +189,25 @@ pub async fn run_flash_cases(plan: FlashPlan, log: impl Fn(String), results: &mu
                     if case.failure().is_none() { "pass" } else { "FAIL" }
                 ));
                 results.flash_faults.push(case);
+            }
+            Err(error) => {
+                let message = format!("{label} (seed {}): {error:#}", results.seed);
+                log(format!("CASE FAILED: {message}"));
+                results.case_errors.push(message);
+            }
+        }
+    }
+    for spec in plan.http {
+        let label = spec.label();
+        match run_flash_http(spec).await {
+            Ok(case) => {
+                log(format!(
+                    "{label:<52} {:>9.0} refusals/s  GET ceiling {:>9.0}/s  share {:.2}",
+                    case.refusals_per_s,
+                    case.ceiling_per_s,
+                    case.share()
+                ));
+                results.flash_http.push(case);
             }
             Err(error) => {
                 let message = format!("{label} (seed {}): {error:#}", results.seed);

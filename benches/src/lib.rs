@@ -10,6 +10,7 @@ pub mod checkout;
 pub mod db;
 pub mod flash;
 pub mod flash_faults;
+pub mod flash_http;
 pub mod flash_plan;
 pub mod gate_overhead;
 pub mod http;

@@ -333,6 +333,7 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
             flash: Vec::new(),
             flash_ceiling_refusals_per_s: None,
             flash_faults: Vec::new(),
+            flash_http: Vec::new(),
             flash_skipped,
             gate_overhead: Vec::new(),
             redis_lock: Vec::new(),

@@ -192,6 +192,7 @@ pub async fn measure<D: Deductor>(
         } else {
             (batched_after - batched_before) as f64 / batches as f64
         }),
+        http_get_ceiling_per_s: None,
         audit,
     })
 }

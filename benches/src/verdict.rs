@@ -66,6 +66,11 @@ pub fn failures(results: &Results) -> Vec<String> {
     for failure in results.flash.iter().filter_map(FlashResult::failure) {
         failures.push(format!("FLASH SALE FAILED (seed {seed}): {failure}"));
     }
+    for failure in results.flash_http.iter().filter_map(|case| case.failure()) {
+        failures.push(format!(
+            "FLASH REFUSALS OVER HTTP FAILED (seed {seed}): {failure}"
+        ));
+    }
     for failure in results.flash_faults.iter().filter_map(|case| case.failure()) {
         failures.push(format!(
             "FLASH SALE UNDER A REDIS FAULT FAILED (seed {seed}): {failure}"

@@ -1,15 +1,19 @@
-//! The load generator's side of the `http` transport: one keep-alive client shared by the
-//! requesters, one `POST /v1/skus/{sku}/deduct` per deduction.
+//! The load generator's side of the `http` transport: the lean client (lean.rs), one
+//! keep-alive connection per requester, one `POST /v1/skus/{sku}/deduct` per deduction.
 
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::Method;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use stockguard_core::Strategy;
 
 use super::classify::{Expected, classify_response, error_kind};
+use super::lean::LeanClient;
 use super::service::ServiceUnderTest;
 use crate::case::Deductor;
 use crate::tally::Outcome;
@@ -22,9 +26,9 @@ pub const CLIENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Deductions through `POST /v1/skus/{sku}/deduct` on a running service.
 pub struct HttpDeductor {
-    client: reqwest::Client,
-    // Parsed once: the hot path should measure the service, not URL parsing.
-    deduct_urls: Vec<reqwest::Url>,
+    client: Arc<LeanClient>,
+    // Built once: the hot path should measure the service, not string formatting.
+    deduct_paths: Vec<String>,
     sku_names: Vec<String>,
     authorization: HeaderValue,
     strategy: Strategy,
@@ -42,46 +46,34 @@ impl fmt::Debug for HttpDeductor {
 }
 
 impl HttpDeductor {
-    /// A client for `requesters` concurrent requesters on `service`.
-    pub fn new(
+    /// A client with one keep-alive connection for each of `requesters` concurrent requesters
+    /// on `service`.
+    pub async fn new(
         service: &ServiceUnderTest,
         sku_names: &[String],
         strategy: Strategy,
         requesters: usize,
     ) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            // The service is on loopback; an HTTP(S)_PROXY in the environment must not
-            // reroute the measurement.
-            .no_proxy()
-            .http1_only()
-            // A redirect or a silent retry would hide what the service answered: every
-            // response is classified as it came.
-            .redirect(reqwest::redirect::Policy::none())
-            .retry(reqwest::retry::never())
-            .referer(false)
-            // One idle keep-alive connection per requester, so no request pays a reconnect.
-            .pool_max_idle_per_host(requesters)
-            .tcp_nodelay(true)
-            .connect_timeout(CLIENT_CONNECT_TIMEOUT)
-            .timeout(CLIENT_REQUEST_TIMEOUT)
-            .build()
-            .context("building the HTTP client")?;
-        let base = service.base_url();
-        let deduct_urls = sku_names
+        let client = Arc::new(LeanClient::connect(service.address(), requesters).await?);
+        let deduct_paths = sku_names
             .iter()
-            .map(|sku| reqwest::Url::parse(&format!("{base}/v1/skus/{sku}/deduct")))
-            .collect::<Result<Vec<_>, _>>()
-            .context("building deduct URLs")?;
+            .map(|sku| format!("/v1/skus/{sku}/deduct"))
+            .collect();
         let authorization = HeaderValue::from_str(&format!("Bearer {}", service.auth_token()))
             .context("the auth token is a valid header value")?;
         Ok(Self {
             client,
-            deduct_urls,
+            deduct_paths,
             sku_names: sku_names.to_vec(),
             authorization,
             strategy,
             first_failure: Mutex::new(None),
         })
+    }
+
+    /// The client, for the trivial-request ceiling on the same connections.
+    pub fn client(&self) -> &Arc<LeanClient> {
+        &self.client
     }
 
     /// The first request that failed on the wire or with an unexpected response, if any.
@@ -102,30 +94,26 @@ impl HttpDeductor {
         }
     }
 
-    fn transport_failure(&self, error: &reqwest::Error) -> Outcome {
-        self.note_failure(|| format!("transport: {error}"));
+    fn transport_failure(&self, error: &anyhow::Error) -> Outcome {
+        self.note_failure(|| format!("transport: {error:#}"));
         error_kind("http_transport")
     }
 }
 
 impl Deductor for HttpDeductor {
     async fn deduct(&self, sku_index: usize, units: u32) -> Outcome {
-        let sent = self
+        let request = self
             .client
-            .post(self.deduct_urls[sku_index].clone())
+            .request(Method::POST, &self.deduct_paths[sku_index])
             .header(AUTHORIZATION, self.authorization.clone())
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .body(deduct_body(units, self.strategy))
-            .send()
-            .await;
-        let response = match sent {
-            Ok(response) => response,
-            Err(error) => return self.transport_failure(&error),
+            .body(Full::new(Bytes::from(deduct_body(units, self.strategy))));
+        let request = match request {
+            Ok(request) => request,
+            Err(error) => return self.transport_failure(&error.into()),
         };
-        let status = response.status().as_u16();
-        // Reading the body to its end returns the connection to the keep-alive pool.
-        let body = match response.bytes().await {
-            Ok(body) => body,
+        let (status, body) = match self.client.send(request).await {
+            Ok(answer) => answer,
             Err(error) => return self.transport_failure(&error),
         };
         let expected = Expected {
@@ -133,7 +121,7 @@ impl Deductor for HttpDeductor {
             units,
             strategy: self.strategy,
         };
-        classify_response(status, &body, &expected).unwrap_or_else(|unexpected| {
+        classify_response(status.as_u16(), &body, &expected).unwrap_or_else(|unexpected| {
             self.note_failure(|| unexpected.to_string());
             error_kind("http_unexpected")
         })

@@ -3,14 +3,16 @@
 //! Per case the harness opens the library store on the case's fresh database from the same
 //! store settings as the in-process path (same adapter configuration, same pool size), wraps
 //! it in the service (`stockguard_api::start`, bound to `127.0.0.1:0`, with an auth token so
-//! the auth check is part of every request), and drives it with `reqwest` over HTTP/1.1
-//! keep-alive. The service runs on its own tokio runtime with its own worker threads, so
+//! the auth check is part of every request), and drives it with a lean hyper client over
+//! HTTP/1.1 keep-alive, one connection per requester (lean.rs). After the case, the same
+//! client measures the trivial-request ceiling (`GET /healthz`) for as long as the case ran. The service runs on its own tokio runtime with its own worker threads, so
 //! client and server are scheduled like two processes; both share the machine's cores (and
 //! the database's). Warm-up, stock sizing, the seeded request streams and the in-database
 //! audit are the in-process path's own ([`crate::measure::measure`]).
 
 mod classify;
 mod client;
+mod lean;
 mod service;
 
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use stockguard_core::Strategy;
 
 pub use classify::{Expected, UnexpectedResponse, classify_response};
 pub use client::{CLIENT_CONNECT_TIMEOUT, CLIENT_REQUEST_TIMEOUT, HttpDeductor, deduct_body};
+pub use lean::{LeanClient, healthz_ceiling};
 pub use service::{SERVER_REQUEST_TIMEOUT, SERVER_SHUTDOWN_GRACE, ServiceUnderTest};
 
 use crate::case::{CaseResult, CaseSpec, Variant};
@@ -58,7 +61,7 @@ async fn drive_service(
 ) -> anyhow::Result<CaseResult> {
     // The same small admin pool as in-process, for setup and the audit.
     let admin = RawPool::connect(database, 2).await?;
-    let deductor = match HttpDeductor::new(service, sku_names, strategy, spec.requesters) {
+    let deductor = match HttpDeductor::new(service, sku_names, strategy, spec.requesters).await {
         Ok(deductor) => Arc::new(deductor),
         Err(error) => {
             admin.close().await;
@@ -66,10 +69,19 @@ async fn drive_service(
         }
     };
     let store = service.store();
-    let result = measure(spec, &admin, Arc::clone(&deductor), sku_names, || {
+    let mut result = measure(spec, &admin, Arc::clone(&deductor), sku_names, || {
         coalescer_counters(&store)
     })
     .await;
+    // The trivial-request ceiling: the same client, requesters and connections, as long as
+    // the case's measured run.
+    if let Ok(case) = &mut result {
+        let window = std::time::Duration::from_secs_f64(case.elapsed_s.clamp(0.5, 30.0));
+        match healthz_ceiling(deductor.client(), spec.requesters, window).await {
+            Ok(per_s) => case.http_get_ceiling_per_s = Some(per_s),
+            Err(error) => eprintln!("warning: the GET /healthz ceiling failed: {error:#}"),
+        }
+    }
     if let Some(first) = deductor.first_failure() {
         eprintln!(
             "warning: {} on {} at {}: first failed HTTP request: {first}",

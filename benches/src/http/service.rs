@@ -32,6 +32,7 @@ pub struct ServiceUnderTest {
     running: Option<(tokio::runtime::Runtime, RunningServer)>,
     store: Arc<AnyStore>,
     base_url: String,
+    address: std::net::SocketAddr,
     auth_token: String,
 }
 
@@ -46,6 +47,21 @@ impl fmt::Debug for ServiceUnderTest {
 impl ServiceUnderTest {
     /// Opens the case's store on a new runtime, migrates it, and starts the service on it.
     pub async fn start(spec: &CaseSpec, store_settings: StoreSettings) -> anyhow::Result<Self> {
+        let strategy = match spec.variant {
+            Variant::Library(strategy) => Some(strategy),
+            _ => None,
+        };
+        Self::start_for(store_settings, spec.requesters, strategy, None).await
+    }
+
+    /// [`ServiceUnderTest::start`] for `requesters` requesters, with `strategy` as the
+    /// service's default and, with `redis_gate`, the Redis admission gate in front.
+    pub async fn start_for(
+        store_settings: StoreSettings,
+        requesters: usize,
+        strategy: Option<stockguard_core::Strategy>,
+        redis_gate: Option<stockguard_redis_gate::GateConfig>,
+    ) -> anyhow::Result<Self> {
         // Worker threads default to the number of cores, as `stockguard serve` would get in
         // its own process.
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -54,7 +70,8 @@ impl ServiceUnderTest {
             .build()
             .context("starting the service runtime")?;
         let auth_token = format!("bench-{}", uuid::Uuid::new_v4().simple());
-        let settings = service_settings(spec, &store_settings, &auth_token);
+        let mut settings = service_settings(requesters, strategy, &store_settings, &auth_token);
+        settings.redis_gate = redis_gate;
         // The store is opened on the service runtime: the coalescer spawns its batch leaders
         // on the runtime it runs on, and they belong with the service.
         let started = runtime
@@ -79,6 +96,7 @@ impl ServiceUnderTest {
         };
         Ok(Self {
             base_url: server.base_url(),
+            address: server.addr(),
             running: Some((runtime, server)),
             store,
             auth_token,
@@ -88,6 +106,11 @@ impl ServiceUnderTest {
     /// `http://127.0.0.1:PORT`.
     pub fn base_url(&self) -> &str {
         &self.base_url
+    }
+
+    /// The loopback address it listens on.
+    pub fn address(&self) -> std::net::SocketAddr {
+        self.address
     }
 
     /// The bearer token every mutation must carry.
@@ -131,7 +154,12 @@ impl Drop for ServiceUnderTest {
 /// The service's settings for one case, built in code rather than read from flags or files.
 /// The store fields repeat what the store was opened with (`start` does not open it), so the
 /// settings the service reports are the ones in force.
-fn service_settings(spec: &CaseSpec, store: &StoreSettings, auth_token: &str) -> Settings {
+fn service_settings(
+    requesters: usize,
+    strategy: Option<stockguard_core::Strategy>,
+    store: &StoreSettings,
+    auth_token: &str,
+) -> Settings {
     let mut settings = Settings::for_database(store.database.clone());
     settings.pool_size = store.pool_size;
     settings.acquire_timeout = store.acquire_timeout;
@@ -142,10 +170,10 @@ fn service_settings(spec: &CaseSpec, store: &StoreSettings, auth_token: &str) ->
     // Every mutation then passes the bearer-token check, as in a real deployment.
     settings.auth_token = Some(auth_token.to_owned());
     settings.allow_strategy_override = true;
-    if let Variant::Library(strategy) = spec.variant {
+    if let Some(strategy) = strategy {
         settings.default_strategy = strategy;
     }
-    settings.concurrency_limit = spec.requesters.max(1) * CONCURRENCY_LIMIT_PER_REQUESTER;
+    settings.concurrency_limit = requesters.max(1) * CONCURRENCY_LIMIT_PER_REQUESTER;
     settings.request_timeout = SERVER_REQUEST_TIMEOUT;
     settings.shutdown_grace = SERVER_SHUTDOWN_GRACE;
     settings

@@ -9,6 +9,7 @@ use super::Results;
 use super::view::fmt_ms;
 use crate::flash::{FlashPath, FlashResult};
 use crate::flash_faults::FlashFaultResult;
+use crate::flash_http::FlashHttpResult;
 use crate::gate_overhead::{OVERHEAD_SKUS, OverheadGate, OverheadResult};
 use crate::redis_lock::LockResult;
 
@@ -29,6 +30,7 @@ pub(super) fn flash_section(md: &mut String, results: &Results) -> std::fmt::Res
         )?;
     }
     sales_tables(md, results)?;
+    http_refusal_table(md, &results.flash_http)?;
     fault_table(md, &results.flash_faults)?;
     overhead_table(md, &results.gate_overhead)?;
     lock_table(md, &results.redis_lock)
@@ -113,6 +115,48 @@ fn sales_tables(md: &mut String, results: &Results) -> std::fmt::Result {
             )?;
         }
         writeln!(md)?;
+    }
+    Ok(())
+}
+
+/// At least this share of the trivial-GET ceiling, for refusals over HTTP.
+const HTTP_REFUSAL_FLOOR: f64 = 0.5;
+
+/// Refusals over HTTP against the trivial-GET ceiling, per database.
+fn http_refusal_table(md: &mut String, cases: &[FlashHttpResult]) -> std::fmt::Result {
+    let Some(first) = cases.first() else {
+        return Ok(());
+    };
+    writeln!(md, "\n## Refusals over HTTP\n")?;
+    writeln!(
+        md,
+        "The sold-out flash SKU through the `stockguard` service with the gate in front: {} requesters of the \
+         lean HTTP/1.1 client (one keep-alive connection each) send one-unit deductions for {:.1} s, every one \
+         refused at Redis (409, no database call); then `GET /healthz` for as long, same client and connections: \
+         the machine's trivial-request ceiling. Target: refusals ≥ {HTTP_REFUSAL_FLOOR}× the ceiling.\n",
+        first.spec.requesters,
+        first.spec.duration.as_secs_f64()
+    )?;
+    writeln!(
+        md,
+        "| database | refusals/s | GET /healthz /s | refusals / ceiling | check |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|")?;
+    for case in cases {
+        writeln!(
+            md,
+            "| {} | {:.0} | {:.0} | **{:.2}×** ({}) | {} |",
+            case.spec.backend,
+            case.refusals_per_s,
+            case.ceiling_per_s,
+            case.share(),
+            met(case.share() >= HTTP_REFUSAL_FLOOR),
+            if case.failure().is_none() {
+                "pass"
+            } else {
+                "**FAIL**"
+            }
+        )?;
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ use crate::case::CaseResult;
 use crate::checkout::CheckoutResult;
 use crate::flash::FlashResult;
 use crate::flash_faults::FlashFaultResult;
+use crate::flash_http::FlashHttpResult;
 use crate::gate_overhead::OverheadResult;
 use crate::redis_lock::LockResult;
 
@@ -80,6 +81,8 @@ pub struct Results {
     /// The bare Redis Lua check-and-decrement measured in the same run: refusals per second
     /// at the flash sale's client count, the ceiling the gate's refusals chase.
     pub flash_ceiling_refusals_per_s: Option<f64>,
+    /// Refusals over HTTP against the trivial-GET ceiling, per database.
+    pub flash_http: Vec<FlashHttpResult>,
     /// The gate's sales under Redis faults, in run order.
     pub flash_faults: Vec<FlashFaultResult>,
     /// Why the flash-sale workload did not run, when Redis did not answer.
