@@ -23,6 +23,8 @@ pub struct DbSkuRow {
     pub ledger_delta_sum: i64,
     /// Ledger rows.
     pub ledger_rows: i64,
+    /// Distinct idempotency keys on its ledger rows.
+    pub ledger_keys: i64,
 }
 
 /// The audit's findings for one run.
@@ -40,6 +42,10 @@ pub struct AuditOutcome {
     pub ledger_sum_mismatch_skus: u64,
     /// SKUs where ledger rows ≠ successful deductions.
     pub ledger_row_mismatch_skus: u64,
+    /// SKUs where the distinct keys on the ledger rows ≠ successful deductions: a key written
+    /// twice, or a row without one (every deduction carries a key, the client's or one the
+    /// library made, and a retry must never add a row).
+    pub ledger_key_mismatch_skus: u64,
     /// SKUs where a request was refused for insufficient stock although the final stock
     /// would have covered it (stock only falls, so that refusal was wrong).
     pub inexact_sell_out_skus: u64,
@@ -62,6 +68,7 @@ impl AuditOutcome {
             && self.stock_mismatch_skus == 0
             && self.ledger_sum_mismatch_skus == 0
             && self.ledger_row_mismatch_skus == 0
+            && self.ledger_key_mismatch_skus == 0
             && self.inexact_sell_out_skus == 0
             && self.initial_stock_mismatch_skus == 0
             && self.oversold_units == 0
@@ -157,6 +164,13 @@ pub fn audit(
                 row.ledger_rows, sku_tally.successes
             ));
         }
+        if u64::try_from(row.ledger_keys).ok() != Some(sku_tally.successes) {
+            outcome.ledger_key_mismatch_skus += 1;
+            outcome.note(format!(
+                "{sku}: {} distinct keys on the ledger but {} successful deductions",
+                row.ledger_keys, sku_tally.successes
+            ));
+        }
         if sold > row.initial_stock {
             outcome.oversold_units += sold - row.initial_stock;
             outcome.note(format!(
@@ -200,6 +214,7 @@ mod tests {
             initial_stock: initial,
             ledger_delta_sum: delta_sum,
             ledger_rows: rows,
+            ledger_keys: rows,
         }
     }
 
@@ -235,6 +250,28 @@ mod tests {
         assert!(outcome.passed(), "{outcome:?}");
         assert_eq!(outcome.sold_out_skus, 1);
         assert_eq!(outcome.verdict(), "ok");
+    }
+
+    #[test]
+    fn a_retry_that_applied_twice_or_a_row_without_its_key_is_caught() {
+        let names = vec!["a".to_owned(), "b".to_owned()];
+        let t = tally(&[(0, 1, true), (0, 1, true), (1, 1, true)]);
+        let rows = [
+            // a: stock, deltas and row count agree, but one key is on two rows
+            DbSkuRow {
+                ledger_keys: 1,
+                ..row("a", 5, 3, -2, 2)
+            },
+            // b: a row that carries no key
+            DbSkuRow {
+                ledger_keys: 0,
+                ..row("b", 5, 4, -1, 1)
+            },
+        ];
+        let outcome = audit(&rows, &names, &[5, 5], &t);
+        assert_eq!(outcome.ledger_key_mismatch_skus, 2);
+        assert_eq!(outcome.stock_mismatch_skus, 0);
+        assert!(!outcome.passed());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use stockguard_testkit::Backend;
 use crate::audit::AuditOutcome;
 use crate::raw::RawOp;
 use crate::tally::Outcome;
-use crate::workload::{LevelSpec, QuantityDist};
+use crate::workload::{Keying, LevelSpec, QuantityDist, Request};
 
 /// One deduction path under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -132,10 +132,11 @@ impl fmt::Display for Transport {
     }
 }
 
-/// Something that performs one deduction of `units` from SKU index `sku_index`.
+/// Something that performs one deduction: `request.units` from SKU index `request.sku_index`,
+/// under the client's key when the request carries one.
 pub trait Deductor: Send + Sync + 'static {
     /// Performs it and reports the outcome.
-    fn deduct(&self, sku_index: usize, units: u32) -> impl Future<Output = Outcome> + Send;
+    fn deduct(&self, request: &Request) -> impl Future<Output = Outcome> + Send;
 }
 
 /// How long a drive lasts.
@@ -186,6 +187,9 @@ pub struct CaseSpec {
     pub bounds: Bounds,
     /// Quantities.
     pub quantity: QuantityDist,
+    /// Whether requests carry idempotency keys, and how many are retries.
+    #[serde(flatten)]
+    pub keying: Keying,
     /// Stock sizing.
     pub stock: StockSizing,
     /// The run's seed.
@@ -193,11 +197,17 @@ pub struct CaseSpec {
 }
 
 impl CaseSpec {
-    /// `strategy` in-process, `strategy over http` otherwise: the name in logs and messages.
+    /// `strategy` in-process, `strategy over http` otherwise, `(unkeyed)` when the clients
+    /// send no keys: the name in logs and messages.
     pub fn path_name(&self) -> String {
-        match self.transport {
+        let path = match self.transport {
             Transport::InProcess => self.variant.name().to_owned(),
             Transport::Http => format!("{} over http", self.variant),
+        };
+        if self.keying.keyed {
+            path
+        } else {
+            format!("{path} (unkeyed)")
         }
     }
 }
@@ -213,6 +223,8 @@ pub struct CaseResult {
     pub successes: u64,
     /// Refusals for insufficient stock.
     pub refused: u64,
+    /// Retries answered with the stored receipt (they changed nothing and are not successes).
+    pub replayed: u64,
     /// Errors by kind.
     pub errors: BTreeMap<&'static str, u64>,
     /// Successful deductions per second, over the selling window.

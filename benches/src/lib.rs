@@ -14,6 +14,7 @@ pub mod flash_http;
 pub mod flash_plan;
 pub mod gate_overhead;
 pub mod http;
+pub mod key_contract;
 pub mod measure;
 pub mod profile;
 pub mod raw;

@@ -19,7 +19,7 @@ use stockguard_bench::flash_plan::{FlashInputs, FlashPlan, plan_flash, run_flash
 use stockguard_bench::profile::{Profile, WorkloadRun, transports_for};
 use stockguard_bench::report::{self, MachineInfo, Results};
 use stockguard_bench::runner::run_case;
-use stockguard_bench::workload::{LevelSpec, QuantityDist};
+use stockguard_bench::workload::{Keying, LevelSpec, QuantityDist};
 use stockguard_testkit::Backend;
 
 /// Runs every strategy on every available database across conflict levels, audits every run
@@ -83,6 +83,14 @@ struct Args {
     /// With `--initial-stock auto`: fraction of the expected demand to stock.
     #[arg(long, default_value_t = 0.9)]
     stock_fill: f64,
+    /// Also run every in-process case with clients that send no Idempotency-Key, at every
+    /// level, and report keyed / unkeyed (default: the profile's levels: quick the hot SKU,
+    /// full every level, smoke none).
+    #[arg(long)]
+    unkeyed: bool,
+    /// Share of keyed requests that retry the previous request under its key, in 0..=0.5.
+    #[arg(long, default_value_t = Keying::KEYED.retry_share)]
+    retry_share: f64,
     /// Seed for every request stream (default: random, printed).
     #[arg(long)]
     seed: Option<u64>,
@@ -157,6 +165,13 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
             StockSizing::Fixed { units }
         }
     };
+    if !(0.0..=0.5).contains(&args.retry_share) {
+        bail!("--retry-share must be in 0..=0.5");
+    }
+    let keyed = Keying {
+        retry_share: args.retry_share,
+        ..Keying::KEYED
+    };
     let parse_levels = |raw: &[String]| {
         raw.iter()
             .map(|l| l.parse())
@@ -228,6 +243,7 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
         Some(raw) => parse_levels(raw)?,
         None => Vec::new(),
     };
+    let unkeyed_levels = parse_levels(&profile.unkeyed_levels)?;
     let case_transports = |backend: Backend, level: &LevelSpec, variant: Variant| {
         transports_for(&transports, &profile.http, &http_levels, backend, level, variant)
     };
@@ -246,6 +262,7 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
                 if !variant.runs_on(*backend) {
                     continue;
                 }
+                let first_of_variant = specs.len();
                 for transport in case_transports(*backend, level, *variant) {
                     specs.push(CaseSpec {
                         backend: *backend,
@@ -264,9 +281,23 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
                             ops_per_requester: args.ops_per_requester,
                         },
                         quantity,
+                        keying: keyed,
                         stock,
                         seed,
                     });
+                }
+                if args.unkeyed || unkeyed_levels.contains(level) {
+                    // The unkeyed twins follow their keyed cases, so each pair runs minutes
+                    // apart at most.
+                    let twins: Vec<CaseSpec> = specs[first_of_variant..]
+                        .iter()
+                        .filter(|s| s.transport == Transport::InProcess)
+                        .map(|s| CaseSpec {
+                            keying: Keying::UNKEYED,
+                            ..s.clone()
+                        })
+                        .collect();
+                    specs.extend(twins);
                 }
             }
         }

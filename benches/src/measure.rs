@@ -12,8 +12,9 @@ use stockguard_api::store::StoreSettings;
 use crate::audit::audit;
 use crate::case::{Bounds, CaseResult, CaseSpec, Deductor, StockSizing};
 use crate::db::{FreshDatabase, RawPool};
+use crate::key_contract::KeyContract;
 use crate::tally::Tally;
-use crate::workload::{LevelSpec, QuantityDist, RequestStream};
+use crate::workload::{Keying, LevelSpec, QuantityDist, RequestStream};
 
 /// Warm-up SKUs hold this much, so the warm-up never sells out.
 const WARMUP_STOCK: i64 = 1_000_000_000_000;
@@ -61,6 +62,7 @@ pub async fn drive<D: Deductor>(
     deductor: Arc<D>,
     level: LevelSpec,
     quantity: QuantityDist,
+    keying: Keying,
     seed: u64,
     requesters: usize,
     bounds: Bounds,
@@ -71,14 +73,16 @@ pub async fn drive<D: Deductor>(
     for index in 0..requesters {
         let deductor = Arc::clone(&deductor);
         tasks.push(tokio::spawn(async move {
-            let mut stream = RequestStream::new(&level, quantity, seed, index);
+            let mut stream = RequestStream::new(&level, quantity, keying, seed, index);
             let mut tally = Tally::default();
             let mut issued = 0u64;
+            let mut contract = KeyContract::default();
             while Instant::now() < deadline && bounds.ops_per_requester.is_none_or(|max| issued < max) {
                 let request = stream.next_request();
                 let sent = Instant::now();
-                let outcome = deductor.deduct(request.sku_index, request.units).await;
+                let outcome = deductor.deduct(&request).await;
                 let done = Instant::now();
+                let outcome = contract.hold(&request, outcome);
                 tally.record(
                     request.sku_index,
                     request.units,
@@ -119,6 +123,7 @@ pub async fn measure<D: Deductor>(
         Arc::clone(&deductor),
         spec.level,
         spec.quantity,
+        spec.keying,
         spec.seed ^ 0x5741_524D_5550,
         spec.requesters,
         Bounds {
@@ -139,6 +144,7 @@ pub async fn measure<D: Deductor>(
         deductor,
         spec.level,
         spec.quantity,
+        spec.keying,
         spec.seed,
         spec.requesters,
         spec.bounds,
@@ -167,6 +173,7 @@ pub async fn measure<D: Deductor>(
         database: String::new(),
         successes: tally.successes,
         refused: tally.refused,
+        replayed: tally.replayed,
         errors: tally.errors.clone(),
         successes_per_s: tally.successes as f64 / window.as_secs_f64().max(1e-3),
         refused_per_s: tally.refused as f64 / measured.elapsed.as_secs_f64().max(1e-3),

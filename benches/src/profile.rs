@@ -38,6 +38,9 @@ pub struct ProfileValues {
     pub http: HttpCoverage,
     /// Buy attempts per flash-sale case (supply 1,000, 256 clients).
     pub flash_attempts: u64,
+    /// Levels where every in-process case also runs with clients that send no key, for the
+    /// keyed / unkeyed table (`--unkeyed` adds every level).
+    pub unkeyed_levels: Vec<String>,
 }
 
 /// Where a profile runs a library strategy over HTTP as well as in-process (when
@@ -63,6 +66,20 @@ impl HttpCoverage {
     }
 }
 
+/// The full profile's conflict levels on the servers.
+const FULL_LEVELS: [&str; 10] = [
+    "1",
+    "2",
+    "4",
+    "16",
+    "64",
+    "256",
+    "4096",
+    "100000",
+    "10000:zipf:1.1",
+    "10000:hot:0.01:0.9",
+];
+
 impl Profile {
     /// What the profile sets.
     pub fn values(self) -> ProfileValues {
@@ -76,6 +93,7 @@ impl Profile {
                 duration_s: 1.0,
                 warmup_s: 0.3,
                 flash_attempts: 2_000,
+                unkeyed_levels: Vec::new(),
                 // Two short cases so CI exercises the HTTP path (auth, mapping, shutdown).
                 http: HttpCoverage {
                     databases: vec![Backend::Postgres],
@@ -91,6 +109,8 @@ impl Profile {
                 duration_s: 1.2,
                 warmup_s: 0.4,
                 flash_attempts: 20_000,
+                // The hot SKU, where a key's cost on the one contended row shows most.
+                unkeyed_levels: strings(&["1"]),
                 // The two points: one hot SKU and 100 000 SKUs.
                 http: HttpCoverage {
                     databases: vec![Backend::Postgres],
@@ -100,24 +120,14 @@ impl Profile {
             },
             Profile::Full => ProfileValues {
                 databases: vec![Backend::Postgres, Backend::MySql, Backend::Sqlite],
-                levels: strings(&[
-                    "1",
-                    "2",
-                    "4",
-                    "16",
-                    "64",
-                    "256",
-                    "4096",
-                    "100000",
-                    "10000:zipf:1.1",
-                    "10000:hot:0.01:0.9",
-                ]),
+                levels: FULL_LEVELS.map(str::to_owned).to_vec(),
                 sqlite_levels: strings(&["1", "16", "256", "100000"]),
                 requesters: 64,
                 duration_s: 10.0,
                 warmup_s: 2.0,
                 // The flash sale: demand 100× the supply.
                 flash_attempts: 100_000,
+                unkeyed_levels: FULL_LEVELS.map(str::to_owned).to_vec(),
                 // Every server database and level; SQLite is embedded, so a service in front
                 // of it is not the deployment the ratio is about.
                 http: HttpCoverage {

@@ -5,14 +5,16 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use stockguard_api::AnyStore;
-use stockguard_core::{DeductError, DeductRequest, InventoryStore, Quantity, SkuId, Strategy};
+use stockguard_core::{
+    DeductError, DeductRequest, IdempotencyKey, InventoryStore, Quantity, SkuId, Strategy,
+};
 
 use crate::case::{CaseResult, CaseSpec, Deductor, Transport, Variant};
 use crate::db::{FreshDatabase, RawPool};
 use crate::measure::{coalescer_counters, measure, open_store, store_settings};
 use crate::raw::RawOp;
 use crate::tally::Outcome;
-use crate::workload::sku_name;
+use crate::workload::{Request, sku_name};
 
 /// The real library: `InventoryStore::deduct` with one strategy.
 #[derive(Debug)]
@@ -23,10 +25,15 @@ pub struct LibraryDeductor {
 }
 
 impl Deductor for LibraryDeductor {
-    async fn deduct(&self, sku_index: usize, units: u32) -> Outcome {
-        let quantity = Quantity::new(i64::from(units)).expect("workload quantities are in range");
-        let request = DeductRequest::new(self.skus[sku_index].clone(), quantity, self.strategy);
-        match self.store.deduct(request).await {
+    async fn deduct(&self, request: &Request) -> Outcome {
+        let quantity = Quantity::new(i64::from(request.units)).expect("workload quantities are in range");
+        let mut deduction = DeductRequest::new(self.skus[request.sku_index].clone(), quantity, self.strategy);
+        if let Some(key) = &request.key {
+            let key = IdempotencyKey::parse(key.as_str()).expect("workload keys are valid");
+            deduction = deduction.with_idempotency_key(key);
+        }
+        match self.store.deduct(deduction).await {
+            Ok(receipt) if receipt.replayed => Outcome::Replayed,
             Ok(receipt) => Outcome::Success {
                 attempts: receipt.attempts,
                 lock_wait_us: receipt.lock_wait_us,
@@ -53,9 +60,14 @@ pub struct RawDeductor {
 }
 
 impl Deductor for RawDeductor {
-    async fn deduct(&self, sku_index: usize, units: u32) -> Outcome {
+    async fn deduct(&self, request: &Request) -> Outcome {
         self.pool
-            .raw_deduct(self.op, &self.skus[sku_index], i64::from(units))
+            .raw_deduct(
+                self.op,
+                &self.skus[request.sku_index],
+                i64::from(request.units),
+                request.key.as_deref(),
+            )
             .await
     }
 }

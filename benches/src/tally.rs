@@ -19,8 +19,17 @@ pub const LATENCY_MAX_US: u64 = 120_000_000;
 /// - `http_unexpected`: the service answered something the API does not promise for a
 ///   deduction (wrong status, unparsable body, a receipt for another SKU or quantity);
 /// - `http_transport`: the request failed on the wire or timed out, so whether the deduction
-///   committed is unknown.
-pub const FATAL_ERROR_KINDS: [&str; 3] = ["internal", "http_unexpected", "http_transport"];
+///   committed is unknown;
+/// - `replay_not_honoured`: a retry of a committed request was not answered with the stored
+///   receipt (it applied again, or was refused as if new);
+/// - `unexpected_replay`: a request with a fresh key was answered as a replay.
+pub const FATAL_ERROR_KINDS: [&str; 5] = [
+    "internal",
+    "http_unexpected",
+    "http_transport",
+    "replay_not_honoured",
+    "unexpected_replay",
+];
 
 /// True when an error of this kind must fail the run (see [`FATAL_ERROR_KINDS`]).
 pub fn is_fatal_error_kind(kind: &str) -> bool {
@@ -39,6 +48,9 @@ pub enum Outcome {
     },
     /// Refused for insufficient stock: nothing changed.
     Refused,
+    /// The request's key was committed before: answered with the stored receipt, nothing
+    /// changed.
+    Replayed,
     /// Failed with an error of this kind (`DeductError::kind()` or a raw-SQL equivalent).
     Error {
         /// The error kind.
@@ -68,6 +80,8 @@ pub struct Tally {
     pub successes: u64,
     /// Refusals for insufficient stock.
     pub refused: u64,
+    /// Retries answered with the stored receipt of a committed deduction.
+    pub replayed: u64,
     /// Errors by kind.
     pub errors: BTreeMap<&'static str, u64>,
     /// Σ attempts over successful deductions.
@@ -93,6 +107,7 @@ impl Default for Tally {
                 .expect("valid histogram bounds"),
             successes: 0,
             refused: 0,
+            replayed: 0,
             errors: BTreeMap::new(),
             success_attempts: 0,
             retried_successes: 0,
@@ -141,6 +156,7 @@ impl Tally {
                 let sku = self.per_sku.entry(sku_index).or_default();
                 sku.smallest_refused = Some(sku.smallest_refused.map_or(units, |s| s.min(units)));
             }
+            Outcome::Replayed => self.replayed += 1,
             Outcome::Error { kind, attempts } => {
                 *self.errors.entry(kind).or_default() += 1;
                 if kind == "conflict" {
@@ -157,6 +173,7 @@ impl Tally {
             .expect("histograms share bounds");
         self.successes += other.successes;
         self.refused += other.refused;
+        self.replayed += other.replayed;
         for (kind, count) in other.errors {
             *self.errors.entry(kind).or_default() += count;
         }

@@ -227,13 +227,40 @@ fn hot_count(sku_count: usize, hot_fraction: f64) -> usize {
     hot.clamp(1, sku_count)
 }
 
-/// One request: which SKU (by index) and how many units.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One request: which SKU (by index), how many units, and the client's idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     /// Index into the level's SKU list.
     pub sku_index: usize,
     /// Units asked for.
     pub units: u32,
+    /// The client's Idempotency-Key, or `None` when the client sends none (`--unkeyed`).
+    pub key: Option<String>,
+    /// True when this is a client's retry of its previous request: same SKU, units and key.
+    pub retry: bool,
+}
+
+/// How requesters key their requests.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Keying {
+    /// Every request carries a unique Idempotency-Key.
+    pub keyed: bool,
+    /// The share of requests that retry the previous request with its key, as a client does
+    /// when an answer was lost (0 when unkeyed: a retry without a key is a new request).
+    pub retry_share: f64,
+}
+
+impl Keying {
+    /// The default workload: keyed, with 1 % retries.
+    pub const KEYED: Keying = Keying {
+        keyed: true,
+        retry_share: 0.01,
+    };
+    /// Clients that send no key: the comparison `--unkeyed` adds.
+    pub const UNKEYED: Keying = Keying {
+        keyed: false,
+        retry_share: 0.0,
+    };
 }
 
 enum SkuPicker {
@@ -245,9 +272,14 @@ enum SkuPicker {
 /// One requester's request stream.
 pub struct RequestStream {
     rng: StdRng,
+    // Keys and retries draw from their own generator, so a keyed run and an unkeyed run of
+    // the same seed ask for the same SKUs and units (only the retries are added).
+    key_rng: StdRng,
+    keying: Keying,
     sku_count: usize,
     picker: SkuPicker,
     quantity: QuantityDist,
+    previous: Option<Request>,
 }
 
 impl fmt::Debug for RequestStream {
@@ -270,7 +302,7 @@ pub fn requester_seed(seed: u64, index: usize) -> u64 {
 
 impl RequestStream {
     /// The stream of requester `index` for `level` in a run seeded with `seed`.
-    pub fn new(level: &LevelSpec, quantity: QuantityDist, seed: u64, index: usize) -> Self {
+    pub fn new(level: &LevelSpec, quantity: QuantityDist, keying: Keying, seed: u64, index: usize) -> Self {
         let picker = match level.skew {
             Skew::Uniform => SkuPicker::Uniform,
             Skew::Zipf { s } => {
@@ -286,14 +318,42 @@ impl RequestStream {
         };
         Self {
             rng: StdRng::seed_from_u64(requester_seed(seed, index)),
+            key_rng: StdRng::seed_from_u64(requester_seed(seed ^ KEY_SEED_SALT, index)),
+            keying,
             sku_count: level.sku_count,
             picker,
             quantity,
+            previous: None,
         }
     }
 
-    /// The next request.
+    /// The next request: a retry of the previous one (`retry_share` of the time, when keyed),
+    /// or a new one with a fresh key.
     pub fn next_request(&mut self) -> Request {
+        if let Some(previous) = &self.previous
+            && self.keying.keyed
+            && self.key_rng.random_bool(self.keying.retry_share)
+        {
+            return Request {
+                retry: true,
+                ..previous.clone()
+            };
+        }
+        let (sku_index, units) = self.next_sku_and_units();
+        let key = self.keying.keyed.then(|| client_key(self.key_rng.random()));
+        let request = Request {
+            sku_index,
+            units,
+            key,
+            retry: false,
+        };
+        if self.keying.keyed {
+            self.previous = Some(request.clone());
+        }
+        request
+    }
+
+    fn next_sku_and_units(&mut self) -> (usize, u32) {
         let n = self.sku_count;
         let sku_index = match &self.picker {
             SkuPicker::Uniform => self.rng.random_range(0..n),
@@ -316,8 +376,30 @@ impl RequestStream {
             QuantityDist::Fixed { units } => units,
             QuantityDist::Uniform { min, max } => self.rng.random_range(min..=max),
         };
-        Request { sku_index, units }
+        (sku_index, units)
     }
+}
+
+/// Mixed into the run's seed for the key generators.
+const KEY_SEED_SALT: u64 = 0x4B45_5953;
+
+/// A client key as most clients make one: a random UUID (version 4), 36 characters. Random
+/// keys land all over the key index, the realistic and the harder case for the database.
+fn client_key(bits: u128) -> String {
+    const VERSION_MASK: u128 = 0xF << 76;
+    const VERSION_4: u128 = 0x4 << 76;
+    const VARIANT_MASK: u128 = 0x3 << 62;
+    const VARIANT_RFC_4122: u128 = 0x2 << 62;
+    let bits = (bits & !VERSION_MASK & !VARIANT_MASK) | VERSION_4 | VARIANT_RFC_4122;
+    let hex = format!("{bits:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 /// The SKU id of index `i` in a level.
@@ -339,14 +421,29 @@ mod tests {
             let level: LevelSpec = level.parse().unwrap();
             let quantity: QuantityDist = "uniform:1:5".parse().unwrap();
             for requester in 0..4 {
-                let a = take(&mut RequestStream::new(&level, quantity, 42, requester), 500);
-                let b = take(&mut RequestStream::new(&level, quantity, 42, requester), 500);
+                let a = take(
+                    &mut RequestStream::new(&level, quantity, Keying::KEYED, 42, requester),
+                    500,
+                );
+                let b = take(
+                    &mut RequestStream::new(&level, quantity, Keying::KEYED, 42, requester),
+                    500,
+                );
                 assert_eq!(a, b, "level {level} requester {requester}");
             }
             if level.sku_count > 1 {
-                let first = take(&mut RequestStream::new(&level, quantity, 42, 0), 500);
-                let other_requester = take(&mut RequestStream::new(&level, quantity, 42, 1), 500);
-                let other_seed = take(&mut RequestStream::new(&level, quantity, 43, 0), 500);
+                let first = take(
+                    &mut RequestStream::new(&level, quantity, Keying::KEYED, 42, 0),
+                    500,
+                );
+                let other_requester = take(
+                    &mut RequestStream::new(&level, quantity, Keying::KEYED, 42, 1),
+                    500,
+                );
+                let other_seed = take(
+                    &mut RequestStream::new(&level, quantity, Keying::KEYED, 43, 0),
+                    500,
+                );
                 assert_ne!(first, other_requester);
                 assert_ne!(first, other_seed);
             }
@@ -354,10 +451,60 @@ mod tests {
     }
 
     #[test]
+    fn keyed_requests_carry_unique_uuid_keys_and_retry_the_previous_request() {
+        let level: LevelSpec = "1000:uniform".parse().unwrap();
+        let quantity: QuantityDist = "uniform:1:5".parse().unwrap();
+        let keyed = take(
+            &mut RequestStream::new(&level, quantity, Keying::KEYED, 9, 3),
+            20_000,
+        );
+        let unkeyed = take(
+            &mut RequestStream::new(&level, quantity, Keying::UNKEYED, 9, 3),
+            20_000,
+        );
+        assert!(unkeyed.iter().all(|r| r.key.is_none() && !r.retry));
+
+        let retries: Vec<usize> = (0..keyed.len()).filter(|&i| keyed[i].retry).collect();
+        // 1 % of 20 000 ± a generous margin.
+        assert!((120..=280).contains(&retries.len()), "{}", retries.len());
+        for &i in &retries {
+            let (retry, previous) = (&keyed[i], &keyed[i - 1]);
+            assert_eq!(
+                (retry.sku_index, retry.units, &retry.key),
+                (previous.sku_index, previous.units, &previous.key)
+            );
+        }
+        let mut keys: Vec<&str> = keyed
+            .iter()
+            .filter(|r| !r.retry)
+            .map(|r| r.key.as_deref().expect("keyed"))
+            .collect();
+        assert!(keys.iter().all(|k| {
+            k.len() == 36 && k.as_bytes()[14] == b'4' && stockguard_core::IdempotencyKey::parse(*k).is_ok()
+        }));
+        let new_requests = keys.len();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), new_requests, "keys repeat outside retries");
+
+        // Keys draw from their own generator: without the retries, the keyed stream asks for
+        // what the unkeyed stream asks for.
+        let asked = |requests: &[Request]| -> Vec<(usize, u32)> {
+            requests
+                .iter()
+                .filter(|r| !r.retry)
+                .map(|r| (r.sku_index, r.units))
+                .collect()
+        };
+        let keyed_asks = asked(&keyed);
+        assert_eq!(keyed_asks[..], asked(&unkeyed)[..keyed_asks.len()]);
+    }
+
+    #[test]
     fn skews_stay_in_range_and_concentrate_as_specified() {
         let quantity = QuantityDist::Fixed { units: 1 };
         let hot: LevelSpec = "1000:hot:0.01:0.9".parse().unwrap();
-        let mut stream = RequestStream::new(&hot, quantity, 7, 0);
+        let mut stream = RequestStream::new(&hot, quantity, Keying::UNKEYED, 7, 0);
         let requests = take(&mut stream, 20_000);
         let to_hot = requests.iter().filter(|r| r.sku_index < 10).count();
         assert!(requests.iter().all(|r| r.sku_index < 1000));
@@ -365,7 +512,10 @@ mod tests {
         assert!((17_000..=19_000).contains(&to_hot), "{to_hot}");
 
         let zipf: LevelSpec = "1000:zipf:1.2".parse().unwrap();
-        let requests = take(&mut RequestStream::new(&zipf, quantity, 7, 0), 20_000);
+        let requests = take(
+            &mut RequestStream::new(&zipf, quantity, Keying::UNKEYED, 7, 0),
+            20_000,
+        );
         assert!(requests.iter().all(|r| r.sku_index < 1000));
         let top = requests.iter().filter(|r| r.sku_index == 0).count();
         let probabilities = zipf.access_probabilities();

@@ -37,15 +37,18 @@ const SQLITE_ON_CONFLICT: &str = " ON CONFLICT (sku) DO UPDATE SET stock = exclu
 // rows, computed by the database itself. SQLite has no buckets.
 const PG_AUDIT_ROWS: &str = "SELECT i.sku::text, \
          (i.stock + COALESCE((SELECT SUM(b.stock) FROM inventory_bucket b WHERE b.sku = i.sku), 0))::bigint, \
-         i.initial_stock, COALESCE(SUM(l.delta), 0)::bigint, COUNT(l.id)::bigint \
+         i.initial_stock, COALESCE(SUM(l.delta), 0)::bigint, COUNT(l.id)::bigint, \
+         COUNT(DISTINCT l.idempotency_key)::bigint \
      FROM inventory i LEFT JOIN inventory_ledger l ON l.sku = i.sku \
      GROUP BY i.sku, i.stock, i.initial_stock";
 const MYSQL_AUDIT_ROWS: &str = "SELECT i.sku, \
          CAST(i.stock + COALESCE((SELECT SUM(b.stock) FROM inventory_bucket b WHERE b.sku = i.sku), 0) AS SIGNED), \
-         i.initial_stock, CAST(COALESCE(SUM(l.delta), 0) AS SIGNED), CAST(COUNT(l.id) AS SIGNED) \
+         i.initial_stock, CAST(COALESCE(SUM(l.delta), 0) AS SIGNED), CAST(COUNT(l.id) AS SIGNED), \
+         CAST(COUNT(DISTINCT l.idempotency_key) AS SIGNED) \
      FROM inventory i LEFT JOIN inventory_ledger l ON l.sku = i.sku \
      GROUP BY i.sku, i.stock, i.initial_stock";
-const SQLITE_AUDIT_ROWS: &str = "SELECT i.sku, i.stock, i.initial_stock, COALESCE(SUM(l.delta), 0), COUNT(l.id) \
+const SQLITE_AUDIT_ROWS: &str = "SELECT i.sku, i.stock, i.initial_stock, COALESCE(SUM(l.delta), 0), COUNT(l.id), \
+         COUNT(DISTINCT l.idempotency_key) \
      FROM inventory i LEFT JOIN inventory_ledger l ON l.sku = i.sku \
      GROUP BY i.sku, i.stock, i.initial_stock";
 
@@ -175,7 +178,7 @@ impl RawPool {
 
     /// What the database holds, per SKU, for the audit.
     pub async fn audit_rows(&self) -> anyhow::Result<Vec<DbSkuRow>> {
-        let rows: Vec<(String, i64, i64, i64, i64)> = match self {
+        let rows: Vec<(String, i64, i64, i64, i64, i64)> = match self {
             RawPool::Postgres(pool) => sqlx::query_as(PG_AUDIT_ROWS).fetch_all(pool).await?,
             RawPool::MySql(pool) => sqlx::query_as(MYSQL_AUDIT_ROWS).fetch_all(pool).await?,
             RawPool::Sqlite(pool) => sqlx::query_as(SQLITE_AUDIT_ROWS).fetch_all(pool).await?,
@@ -183,12 +186,13 @@ impl RawPool {
         Ok(rows
             .into_iter()
             .map(
-                |(sku, stock, initial_stock, ledger_delta_sum, ledger_rows)| DbSkuRow {
+                |(sku, stock, initial_stock, ledger_delta_sum, ledger_rows, ledger_keys)| DbSkuRow {
                     sku,
                     stock,
                     initial_stock,
                     ledger_delta_sum,
                     ledger_rows,
+                    ledger_keys,
                 },
             )
             .collect())

@@ -21,6 +21,8 @@ pub struct Expected<'a> {
     pub units: u32,
     /// Strategy in the body.
     pub strategy: Strategy,
+    /// The Idempotency-Key header, if the request sent one.
+    pub key: Option<&'a str>,
 }
 
 /// A response the API does not promise for a deduction; the request counts as
@@ -59,6 +61,8 @@ struct ReceiptBody<'a> {
     lock_wait_us: u64,
     #[serde(borrow)]
     strategy: Cow<'a, str>,
+    #[serde(borrow)]
+    idempotency_key: Cow<'a, str>,
 }
 
 /// The problem-document fields the tally needs.
@@ -78,7 +82,8 @@ const PROBLEM_TYPE_PREFIX: &str = "urn:stockguard:problem:";
 ///
 /// | status | body | outcome |
 /// |---|---|---|
-/// | 200 | receipt for this SKU, quantity and strategy, not replayed | success with the receipt's attempts and lock wait |
+/// | 200 | receipt for this SKU, quantity, strategy and key, not replayed | success with the receipt's attempts and lock wait |
+/// | 200 | the same, replayed, for a request that sent a key | replayed (the drive checks that it was a retry) |
 /// | 409 | `insufficient_stock` for the requested quantity | refused |
 /// | 409 | `conflict` with `attempts` | error `conflict` (its attempts count as failed) |
 /// | 503 | `lock_timeout`, `unavailable`, `overloaded`, `request_timeout` | error of that kind |
@@ -115,8 +120,16 @@ pub fn classify_response(
                     expected.strategy
                 )));
             }
-            // No request carries an Idempotency-Key, so nothing can be a replay.
-            if receipt.replayed {
+            if let Some(key) = expected.key
+                && receipt.idempotency_key != key
+            {
+                return Err(unexpected(format!(
+                    "receipt under key {:?}, but the request sent {key:?}",
+                    receipt.idempotency_key
+                )));
+            }
+            // Only a key the client sent can have been seen before.
+            if receipt.replayed && expected.key.is_none() {
                 return Err(unexpected(
                     "a replayed receipt without an Idempotency-Key".to_owned(),
                 ));
@@ -126,6 +139,9 @@ pub fn classify_response(
                     "impossible receipt: attempts {}, remaining {}",
                     receipt.attempts, receipt.remaining
                 )));
+            }
+            if receipt.replayed {
+                return Ok(Outcome::Replayed);
             }
             Ok(Outcome::Success {
                 attempts: receipt.attempts,
@@ -174,11 +190,12 @@ mod tests {
         sku: "bench-0000007",
         units: 2,
         strategy: Strategy::Guarded,
+        key: None,
     };
 
     fn receipt(sku: &str, quantity: i64, strategy: &str, replayed: bool) -> String {
         format!(
-            r#"{{"sku":"{sku}","quantity":{quantity},"remaining":40,"ledger_id":9,"attempts":3,"replayed":{replayed},"lock_wait_us":1234,"strategy":"{strategy}"}}"#
+            r#"{{"sku":"{sku}","quantity":{quantity},"remaining":40,"ledger_id":9,"attempts":3,"replayed":{replayed},"lock_wait_us":1234,"strategy":"{strategy}","idempotency_key":"k-1"}}"#
         )
     }
 
@@ -201,6 +218,29 @@ mod tests {
                 lock_wait_us: 1234
             })
         );
+    }
+
+    #[test]
+    fn a_keyed_request_may_be_replayed_but_only_under_its_own_key() {
+        let keyed = Expected {
+            key: Some("k-1"),
+            ..EXPECTED
+        };
+        let replayed = receipt("bench-0000007", 2, "guarded", true);
+        assert_eq!(
+            classify_response(200, replayed.as_bytes(), &keyed),
+            Ok(Outcome::Replayed)
+        );
+        let fresh = receipt("bench-0000007", 2, "guarded", false);
+        assert!(matches!(
+            classify_response(200, fresh.as_bytes(), &keyed),
+            Ok(Outcome::Success { .. })
+        ));
+        let other_key = Expected {
+            key: Some("k-2"),
+            ..EXPECTED
+        };
+        assert!(classify_response(200, fresh.as_bytes(), &other_key).is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::Method;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
 use stockguard_core::Strategy;
 
 use super::classify::{Expected, classify_response, error_kind};
@@ -17,6 +17,10 @@ use super::lean::LeanClient;
 use super::service::ServiceUnderTest;
 use crate::case::Deductor;
 use crate::tally::Outcome;
+use crate::workload::Request;
+
+/// The header a client's key travels in.
+static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// The client gives up later than the server, so a slow request is answered by the service
 /// (a 503 the tally can classify) rather than cut off on the wire.
@@ -101,13 +105,20 @@ impl HttpDeductor {
 }
 
 impl Deductor for HttpDeductor {
-    async fn deduct(&self, sku_index: usize, units: u32) -> Outcome {
-        let request = self
+    async fn deduct(&self, deduction: &Request) -> Outcome {
+        let (sku_index, units) = (deduction.sku_index, deduction.units);
+        let mut request = self
             .client
             .request(Method::POST, &self.deduct_paths[sku_index])
             .header(AUTHORIZATION, self.authorization.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .body(Full::new(Bytes::from(deduct_body(units, self.strategy))));
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(key) = &deduction.key {
+            match HeaderValue::from_str(key) {
+                Ok(value) => request = request.header(IDEMPOTENCY_KEY.clone(), value),
+                Err(error) => return self.transport_failure(&error.into()),
+            }
+        }
+        let request = request.body(Full::new(Bytes::from(deduct_body(units, self.strategy))));
         let request = match request {
             Ok(request) => request,
             Err(error) => return self.transport_failure(&error.into()),
@@ -120,6 +131,7 @@ impl Deductor for HttpDeductor {
             sku: &self.sku_names[sku_index],
             units,
             strategy: self.strategy,
+            key: deduction.key.as_deref(),
         };
         classify_response(status.as_u16(), &body, &expected).unwrap_or_else(|unexpected| {
             self.note_failure(|| unexpected.to_string());

@@ -10,6 +10,7 @@ mod sqlite;
 use std::time::Duration;
 
 use serde::Serialize;
+use stockguard_core::IdempotencyKey;
 
 use crate::db::RawPool;
 use crate::tally::Outcome;
@@ -46,13 +47,37 @@ impl RawOp {
 }
 
 impl RawPool {
-    /// Runs one raw deduction and reports its outcome.
-    pub async fn raw_deduct(&self, op: RawOp, sku: &str, units: i64) -> Outcome {
-        let result = match self {
-            RawPool::Postgres(pool) => postgres::deduct(pool, op, sku, units).await,
-            RawPool::MySql(pool) => mysql::deduct(pool, op, sku, units).await,
-            RawPool::Sqlite(pool) => sqlite::deduct(pool, op, sku, units).await,
+    /// Runs one raw deduction and reports its outcome, keyed as the library keys it: the
+    /// ledger row carries the client's key, or one made here when the client sent none (the
+    /// library makes one too). A retry of a committed key is answered from the stored row: when
+    /// the key's unique index refuses the new row (the deduction rolled back), and before a
+    /// refusal, since a sold-out SKU refuses before the row is ever written. The library looks
+    /// a client's key up before refusing too.
+    pub async fn raw_deduct(&self, op: RawOp, sku: &str, units: i64, client_key: Option<&str>) -> Outcome {
+        let generated;
+        let key = match client_key {
+            Some(key) => key,
+            None => {
+                generated = IdempotencyKey::generate();
+                generated.as_str()
+            }
         };
+        let result = match self {
+            RawPool::Postgres(pool) => postgres::deduct(pool, op, sku, units, key).await,
+            RawPool::MySql(pool) => mysql::deduct(pool, op, sku, units, key).await,
+            RawPool::Sqlite(pool) => sqlite::deduct(pool, op, sku, units, key).await,
+        };
+        let key_taken = match &result {
+            Err(sqlx::Error::Database(db)) => match self {
+                RawPool::Postgres(_) => postgres::key_taken(db.as_ref()),
+                RawPool::MySql(_) => mysql::key_taken(db.as_ref()),
+                RawPool::Sqlite(_) => sqlite::key_taken(db.as_ref()),
+            },
+            _ => false,
+        };
+        if key_taken || (client_key.is_some() && matches!(result, Ok(Outcome::Refused))) {
+            return self.replay(key, units).await;
+        }
         result.unwrap_or_else(|error| {
             let kind = match &error {
                 sqlx::Error::Database(db) => match self {
@@ -65,6 +90,31 @@ impl RawPool {
             };
             Outcome::Error { kind, attempts: 1 }
         })
+    }
+}
+
+impl RawPool {
+    /// A deduction whose key may have been committed before: answered from the stored row,
+    /// which must be the same deduction (a key reused for another one is a harness bug), or
+    /// refused when no row holds the key.
+    async fn replay(&self, key: &str, units: i64) -> Outcome {
+        let stored = match self {
+            RawPool::Postgres(pool) => postgres::stored_delta(pool, key).await,
+            RawPool::MySql(pool) => mysql::stored_delta(pool, key).await,
+            RawPool::Sqlite(pool) => sqlite::stored_delta(pool, key).await,
+        };
+        match stored {
+            Ok(Some(delta)) if delta == -units => Outcome::Replayed,
+            Ok(None) => Outcome::Refused,
+            Ok(Some(_)) => Outcome::Error {
+                kind: "internal",
+                attempts: 1,
+            },
+            Err(_) => Outcome::Error {
+                kind: "unavailable",
+                attempts: 1,
+            },
+        }
     }
 }
 

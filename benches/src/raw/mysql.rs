@@ -20,10 +20,14 @@ const READ_STOCK: &str = "SELECT stock FROM inventory WHERE sku = ?";
 const WRITE_STOCK: &str = "UPDATE inventory SET stock = ?, version = version + 1 WHERE sku = ?";
 /// A deduction's ledger row.
 const INSERT_LEDGER: &str = "INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
-                             VALUES (?, ?, ?, 'deduct', NULL)";
+                             VALUES (?, ?, ?, 'deduct', ?)";
+/// A replay's read: the delta stored under the key.
+const STORED_DELTA: &str = "SELECT delta FROM inventory_ledger WHERE idempotency_key = ?";
 
 // Server error numbers. MySQL reports several of these under one SQLSTATE (a lock wait
 // timeout is `HY000`, a CHECK violation `23000` like a duplicate key), so the number decides.
+/// `ER_DUP_ENTRY`: the key's unique index refused the ledger row.
+const ER_DUP_ENTRY: u16 = 1062;
 /// `ER_LOCK_DEADLOCK`.
 const ER_LOCK_DEADLOCK: u16 = 1213;
 /// `ER_LOCK_WAIT_TIMEOUT`.
@@ -42,7 +46,9 @@ pub(super) async fn deduct(
     op: RawOp,
     sku: &str,
     units: i64,
+    key: &str,
 ) -> Result<Outcome, sqlx::Error> {
+    let row = LedgerRow { sku, units, key };
     match op {
         RawOp::Guarded => {
             let mut tx = pool.begin().await?;
@@ -61,7 +67,7 @@ pub(super) async fn deduct(
                 .bind(sku)
                 .fetch_one(&mut *tx)
                 .await?;
-            log_and_commit(tx, sku, units, stock_after, waited).await
+            log_and_commit(tx, &row, stock_after, waited).await
         }
         RawOp::Pessimistic => {
             let mut tx = pool.begin().await?;
@@ -75,7 +81,7 @@ pub(super) async fn deduct(
                 return refuse(tx).await;
             }
             write_stock(&mut tx, sku, stock - units).await?;
-            log_and_commit(tx, sku, units, stock - units, waited).await
+            log_and_commit(tx, &row, stock - units, waited).await
         }
         RawOp::UnsafeNoLock => {
             // The race window: nothing stops another request between this read and the write.
@@ -88,7 +94,7 @@ pub(super) async fn deduct(
             write_stock(&mut tx, sku, stock - units).await?;
             // Its wait is the UPDATE's row-lock wait.
             let waited = started.elapsed();
-            log_and_commit(tx, sku, units, stock - units, waited).await
+            log_and_commit(tx, &row, stock - units, waited).await
         }
     }
 }
@@ -102,17 +108,24 @@ async fn write_stock(tx: &mut Tx, sku: &str, stock: i64) -> Result<(), sqlx::Err
     Ok(())
 }
 
+/// What one deduction writes to the ledger, besides the stock after it.
+struct LedgerRow<'a> {
+    sku: &'a str,
+    units: i64,
+    key: &'a str,
+}
+
 async fn log_and_commit(
     mut tx: Tx,
-    sku: &str,
-    units: i64,
+    row: &LedgerRow<'_>,
     stock_after: i64,
     waited: std::time::Duration,
 ) -> Result<Outcome, sqlx::Error> {
     sqlx::query(INSERT_LEDGER)
-        .bind(sku)
-        .bind(-units)
+        .bind(row.sku)
+        .bind(-row.units)
         .bind(stock_after)
+        .bind(row.key)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
@@ -122,6 +135,21 @@ async fn log_and_commit(
 async fn refuse(tx: Tx) -> Result<Outcome, sqlx::Error> {
     tx.rollback().await?;
     Ok(Outcome::Refused)
+}
+
+/// The delta stored under `key`, if a row holds it.
+pub(super) async fn stored_delta(pool: &MySqlPool, key: &str) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(STORED_DELTA)
+        .bind(key)
+        .fetch_optional(pool)
+        .await
+}
+
+/// True when the key's unique index refused the ledger row.
+pub(super) fn key_taken(error: &dyn DatabaseError) -> bool {
+    error
+        .try_downcast_ref::<MySqlDatabaseError>()
+        .is_some_and(|error| error.number() == ER_DUP_ENTRY)
 }
 
 /// The outcome kind of a MySQL/MariaDB error, by server error number.

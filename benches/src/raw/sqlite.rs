@@ -21,10 +21,14 @@ const READ_STOCK: &str = "SELECT stock FROM inventory WHERE sku = ?1";
 const WRITE_STOCK: &str = "UPDATE inventory SET stock = ?2, version = version + 1 WHERE sku = ?1";
 /// A deduction's ledger row.
 const INSERT_LEDGER: &str = "INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
-                             VALUES (?1, ?2, ?3, 'deduct', NULL)";
+                             VALUES (?1, ?2, ?3, 'deduct', ?4)";
+/// A replay's read: the delta stored under the key.
+const STORED_DELTA: &str = "SELECT delta FROM inventory_ledger WHERE idempotency_key = ?1";
 
 /// SQLite's primary result codes (the low byte of the extended code sqlx reports).
 const SQLITE_BUSY: i32 = 5;
+/// `SQLITE_CONSTRAINT_UNIQUE`: the key's unique index refused the ledger row.
+const SQLITE_CONSTRAINT_UNIQUE: i32 = 2067;
 /// `SQLITE_CONSTRAINT_CHECK`, an extended code: other constraint failures are not stock guards.
 const SQLITE_CONSTRAINT_CHECK: i32 = 275;
 
@@ -33,6 +37,7 @@ pub(super) async fn deduct(
     op: RawOp,
     sku: &str,
     units: i64,
+    key: &str,
 ) -> Result<Outcome, sqlx::Error> {
     // The negative control reads before its transaction: that gap is the race it exists for.
     let unlocked_read = if op == RawOp::UnsafeNoLock {
@@ -83,10 +88,24 @@ pub(super) async fn deduct(
         .bind(sku)
         .bind(-units)
         .bind(stock_after)
+        .bind(key)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
     Ok(success(waited))
+}
+
+/// The delta stored under `key`, if a row holds it.
+pub(super) async fn stored_delta(pool: &SqlitePool, key: &str) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(STORED_DELTA)
+        .bind(key)
+        .fetch_optional(pool)
+        .await
+}
+
+/// True when the key's unique index refused the ledger row.
+pub(super) fn key_taken(error: &dyn DatabaseError) -> bool {
+    error.code().and_then(|code| code.parse::<i32>().ok()) == Some(SQLITE_CONSTRAINT_UNIQUE)
 }
 
 /// The outcome kind of a SQLite error, by result code.

@@ -35,6 +35,7 @@ pub fn http_comparisons(backend: Backend, cases: &[CaseResult]) -> Vec<HttpCompa
     let twin_of = |http: &CaseResult| {
         cases.iter().find(|c| {
             c.spec.transport == Transport::InProcess
+                && c.spec.keying.keyed == http.spec.keying.keyed
                 && c.spec.backend == http.spec.backend
                 && c.spec.variant == http.spec.variant
                 && c.spec.requesters == http.spec.requesters
@@ -118,59 +119,10 @@ pub(super) fn http_table(md: &mut String, backend: Backend, cases: &[CaseResult]
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use std::collections::BTreeMap;
-
     use stockguard_core::Strategy;
 
     use super::*;
-    use crate::audit::AuditOutcome;
-    use crate::case::{Bounds, CaseSpec, StockSizing, Variant};
-    use crate::workload::QuantityDist;
-
-    fn case(strategy: Strategy, transport: Transport, level: &str, successes_per_s: f64) -> CaseResult {
-        CaseResult {
-            spec: CaseSpec {
-                backend: Backend::Postgres,
-                variant: Variant::Library(strategy),
-                transport,
-                level: level.parse().unwrap(),
-                requesters: 64,
-                pool_size: 64,
-                warmup: Duration::from_millis(100),
-                bounds: Bounds {
-                    duration: Duration::from_secs(1),
-                    ops_per_requester: None,
-                },
-                quantity: QuantityDist::Fixed { units: 1 },
-                stock: StockSizing::Auto { fill: 0.9 },
-                seed: 7,
-            },
-            database: "sg_bench_test".to_owned(),
-            successes: 100,
-            refused: 0,
-            errors: BTreeMap::new(),
-            successes_per_s,
-            refused_per_s: 0.0,
-            selling_window_s: 1.0,
-            elapsed_s: 1.0,
-            attempts_per_success: 1.0,
-            conflict_rate: 0.0,
-            failed_attempt_rate: 0.0,
-            waited_fraction: 0.0,
-            latency_us_p50: 1_000,
-            latency_us_p95: 2_000,
-            latency_us_p99: 3_000,
-            latency_us_max: 4_000,
-            warmup_units_per_s: successes_per_s,
-            total_initial_stock: 100,
-            coalesced_batches: None,
-            coalesced_mean_batch: None,
-            http_get_ceiling_per_s: None,
-            audit: AuditOutcome::default(),
-        }
-    }
+    use crate::report::view::sample_case as case;
 
     #[test]
     fn each_http_case_is_compared_with_its_in_process_twin() {

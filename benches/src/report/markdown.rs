@@ -9,6 +9,7 @@ use stockguard_testkit::Backend;
 use super::checkout_table::checkout_section;
 use super::flash_table::flash_section;
 use super::http_table::http_table;
+use super::keyed_table::keyed_table;
 use super::results::Results;
 use super::tables::{hot_point_table, ratios, recommendation};
 use super::view::{BackendView, fmt_errors, fmt_ms, fmt_rate, verdict};
@@ -133,6 +134,7 @@ pub fn write_markdown(results: &Results, path: &Path) -> anyhow::Result<()> {
         if has_http {
             http_table(&mut md, backend, &results.cases)?;
         }
+        keyed_table(&mut md, backend, &results.cases)?;
         if view.levels.is_empty() {
             continue;
         }

@@ -12,8 +12,8 @@ pub(super) fn level_key(level: &LevelSpec) -> String {
     level.to_string()
 }
 
-/// The in-process cases of one backend, grouped by level (in first-seen order) then variant.
-/// HTTP cases have their own table (see [`http_table`]).
+/// The keyed in-process cases of one backend, grouped by level (in first-seen order) then
+/// variant. HTTP cases and unkeyed twins have their own tables (`http_table`, `keyed_table`).
 pub(super) struct BackendView<'a> {
     pub(super) backend: Backend,
     pub(super) levels: Vec<(LevelSpec, usize)>,
@@ -24,10 +24,9 @@ impl<'a> BackendView<'a> {
     pub(super) fn new(backend: Backend, cases: &'a [CaseResult]) -> Self {
         let mut levels: Vec<(LevelSpec, usize)> = Vec::new();
         let mut grouped: BTreeMap<(String, usize), BTreeMap<Variant, &CaseResult>> = BTreeMap::new();
-        for case in cases
-            .iter()
-            .filter(|c| c.spec.backend == backend && c.spec.transport == Transport::InProcess)
-        {
+        for case in cases.iter().filter(|c| {
+            c.spec.backend == backend && c.spec.transport == Transport::InProcess && c.spec.keying.keyed
+        }) {
             let key = (level_key(&case.spec.level), case.spec.requesters);
             if !levels.iter().any(|(l, r)| level_key(l) == key.0 && *r == key.1) {
                 levels.push((case.spec.level, case.spec.requesters));
@@ -157,5 +156,63 @@ pub(super) fn verdict(case: &CaseResult) -> String {
         "ok".to_owned()
     } else {
         format!("**{base}** (VIOLATION)")
+    }
+}
+
+/// A case with the given figures and defaults elsewhere, for the report's tests.
+#[cfg(test)]
+pub(super) fn sample_case(
+    strategy: Strategy,
+    transport: Transport,
+    level: &str,
+    successes_per_s: f64,
+) -> CaseResult {
+    use std::time::Duration;
+
+    use crate::audit::AuditOutcome;
+    use crate::case::{Bounds, CaseSpec, StockSizing};
+    use crate::workload::{Keying, QuantityDist};
+
+    CaseResult {
+        spec: CaseSpec {
+            backend: Backend::Postgres,
+            variant: Variant::Library(strategy),
+            transport,
+            level: level.parse().expect("a valid level"),
+            requesters: 64,
+            pool_size: 64,
+            warmup: Duration::from_millis(100),
+            bounds: Bounds {
+                duration: Duration::from_secs(1),
+                ops_per_requester: None,
+            },
+            quantity: QuantityDist::Fixed { units: 1 },
+            keying: Keying::KEYED,
+            stock: StockSizing::Auto { fill: 0.9 },
+            seed: 7,
+        },
+        database: "sg_bench_test".to_owned(),
+        successes: 100,
+        refused: 0,
+        replayed: 1,
+        errors: std::collections::BTreeMap::new(),
+        successes_per_s,
+        refused_per_s: 0.0,
+        selling_window_s: 1.0,
+        elapsed_s: 1.0,
+        attempts_per_success: 1.0,
+        conflict_rate: 0.0,
+        failed_attempt_rate: 0.0,
+        waited_fraction: 0.0,
+        latency_us_p50: 1_000,
+        latency_us_p95: 2_000,
+        latency_us_p99: 3_000,
+        latency_us_max: 4_000,
+        warmup_units_per_s: successes_per_s,
+        total_initial_stock: 100,
+        coalesced_batches: None,
+        coalesced_mean_batch: None,
+        http_get_ceiling_per_s: None,
+        audit: AuditOutcome::default(),
     }
 }

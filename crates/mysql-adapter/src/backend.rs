@@ -462,10 +462,6 @@ impl Backend for MySqlBackend {
         }
     }
 
-    fn find_keys_in(&self, tx: &mut Self::Tx, keys: &[&IdempotencyKey]) -> impl Step<Vec<LedgerEntry>> {
-        async move { self.find_keys_on(tx, keys).await }
-    }
-
     fn write_row(
         &self,
         tx: &mut Self::Tx,

@@ -386,10 +386,6 @@ impl Backend for PgBackend {
         }
     }
 
-    fn find_keys_in(&self, tx: &mut Self::Tx, keys: &[&IdempotencyKey]) -> impl Step<Vec<LedgerEntry>> {
-        async move { self.find_keys_on(tx, keys).await }
-    }
-
     fn write_row(
         &self,
         tx: &mut Self::Tx,

@@ -424,10 +424,6 @@ impl Backend for SqliteBackend {
         }
     }
 
-    fn find_keys_in(&self, tx: &mut Self::Tx, keys: &[&IdempotencyKey]) -> impl Step<Vec<LedgerEntry>> {
-        async move { Self::find_keys_on(tx, keys).await }
-    }
-
     fn write_row(
         &self,
         tx: &mut Self::Tx,

@@ -443,8 +443,6 @@ pub trait Backend: Send + Sync + Sized + 'static {
     fn begin(&self, wait: LockWait) -> impl Step<Self::Tx>;
     /// Locks the SKU row for writing; `None` when the SKU does not exist.
     fn lock_row(&self, tx: &mut Self::Tx, sku: &SkuId, wait: LockWait) -> impl Step<Option<LockedRow>>;
-    /// The committed ledger rows of any of `keys`, inside the transaction.
-    fn find_keys_in(&self, tx: &mut Self::Tx, keys: &[&IdempotencyKey]) -> impl Step<Vec<LedgerEntry>>;
     /// Sets the locked row's stock to `row_stock_after` and writes the ledger row with
     /// `stock_after`.
     fn write_row(

@@ -118,6 +118,24 @@ impl<B: Backend> Core<B> {
         deadline: Instant,
         lookup_priors: bool,
     ) -> Result<Applied, AttemptError> {
+        // Only a client's key can be in the ledger already; generated keys are new. The lookup
+        // needs no lock, so it runs before the row is locked: the hot row's lock is held for
+        // three round trips (lock, write, commit), not four. A key committed after the lookup
+        // is refused by its unique index at the write, and the attempt runs again
+        // (`IdempotencyRace`), finding it this time.
+        let prior = if lookup_priors {
+            let client_keys: Vec<&IdempotencyKey> = items
+                .iter()
+                .filter(|item| item.client_key)
+                .map(|item| &item.idempotency_key)
+                .collect();
+            self.backend
+                .find_keys(&client_keys)
+                .await
+                .map_err(Fault::definite)?
+        } else {
+            Vec::new()
+        };
         let started = Instant::now();
         let mut tx = self
             .backend
@@ -129,20 +147,6 @@ impl<B: Backend> Core<B> {
             Err(fault) => return self.abandon(tx, fault.definite()).await,
         };
         let lock_wait_us = micros(started.elapsed());
-        // Only a client's key can be in the ledger already; generated keys are new.
-        let prior = if lookup_priors {
-            let client_keys: Vec<&IdempotencyKey> = items
-                .iter()
-                .filter(|item| item.client_key)
-                .map(|item| &item.idempotency_key)
-                .collect();
-            match self.backend.find_keys_in(&mut tx, &client_keys).await {
-                Ok(prior) => prior,
-                Err(fault) => return self.abandon(tx, fault.definite()).await,
-            }
-        } else {
-            Vec::new()
-        };
         let mut plan = BatchPlan::new(sku, locked.map(|row| row.stock), items, &prior);
         let sharded = locked.is_some_and(|row| row.sharded);
         if let Some(row) = locked
