@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -21,12 +20,6 @@ use crate::workload::Request;
 
 /// The header a client's key travels in.
 static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
-
-/// The client gives up later than the server, so a slow request is answered by the service
-/// (a 503 the tally can classify) rather than cut off on the wire.
-pub const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// Connecting to a loopback port is immediate; anything slower means the service is gone.
-pub const CLIENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Deductions through `POST /v1/skus/{sku}/deduct` on a running service.
 pub struct HttpDeductor {

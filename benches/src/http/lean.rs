@@ -22,7 +22,11 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::client::{CLIENT_CONNECT_TIMEOUT, CLIENT_REQUEST_TIMEOUT};
+/// The client gives up later than the server, so a slow request is answered by the service
+/// (a 503 the tally can classify) rather than cut off on the wire.
+pub const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connecting to a loopback port is immediate; anything slower means the service is gone.
+pub const CLIENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Keep-alive connections to one service, handed to one request at a time.
 pub struct LeanClient {

@@ -22,8 +22,8 @@ use stockguard_api::store::StoreSettings;
 use stockguard_core::Strategy;
 
 pub use classify::{Expected, UnexpectedResponse, classify_response};
-pub use client::{CLIENT_CONNECT_TIMEOUT, CLIENT_REQUEST_TIMEOUT, HttpDeductor, deduct_body};
-pub use lean::{LeanClient, healthz_ceiling};
+pub use client::{HttpDeductor, deduct_body};
+pub use lean::{CLIENT_CONNECT_TIMEOUT, CLIENT_REQUEST_TIMEOUT, LeanClient, healthz_ceiling};
 pub use service::{SERVER_REQUEST_TIMEOUT, SERVER_SHUTDOWN_GRACE, ServiceUnderTest};
 
 use crate::case::{CaseResult, CaseSpec, Variant};
