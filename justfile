@@ -44,8 +44,15 @@ chaos profile="smoke" *args:
 bench-micro:
     cargo bench -p stockguard-bench
 
-# What the databases alone reach (pgbench and sysbench anchors from ../shared/anchors).
-anchors seconds="10":
+# What the databases alone reach: pgbench, sysbench and redis-benchmark running the anchors'
+# SQL and Lua (benches/anchors/, from ../shared/anchors) in fresh databases; `just bench` runs
+# them too, beside the strategies. profile: smoke | quick | full.
+anchors profile="quick" out="bench-results/anchors":
+    command -v sysbench >/dev/null || apt-get install -y sysbench
+    cargo run --release -p stockguard-bench -- --profile {{profile}} --anchors only --out {{out}}
+
+# The anchor scripts themselves, as ../shared/anchors ships them (fixed database anchor_bench).
+anchors-scripts seconds="10":
     bash ../shared/anchors/pg_hot_row.sh postgres://postgres@127.0.0.1:5432/postgres {{seconds}}
     command -v sysbench >/dev/null || apt-get install -y sysbench
     bash ../shared/anchors/mariadb_hot_row.sh 127.0.0.1 3306 root {{seconds}}

@@ -394,12 +394,16 @@ pub(crate) async fn attack_counted(
     total
 }
 
+/// The bare check-and-decrement: take `ARGV[1]` units from the counter at `KEYS[1]` if it
+/// holds that many (1), else refuse (0). Both Redis ceilings run it: this harness's own
+/// client below, and redis-benchmark in the anchors.
+pub const CHECK_AND_DECREMENT: &str = "local v = tonumber(redis.call('GET', KEYS[1]) or '0') \
+     if v < tonumber(ARGV[1]) then return 0 end \
+     redis.call('DECRBY', KEYS[1], ARGV[1]) return 1";
+
 /// The refusal ceiling: `clients` tasks on one multiplexed connection (as the gate's) run a
 /// bare check-and-decrement script `calls` times against a counter at 0. Refusals per second.
 pub async fn raw_lua_refusals(redis_url: &str, clients: usize, calls: u64) -> anyhow::Result<f64> {
-    const CHECK_AND_DECREMENT: &str = "local v = tonumber(redis.call('GET', KEYS[1]) or '0') \
-         if v < tonumber(ARGV[1]) then return 0 end \
-         redis.call('DECRBY', KEYS[1], ARGV[1]) return 1";
     let client = redis::Client::open(redis_url).context("the Redis URL")?;
     let connection = client
         .get_multiplexed_async_connection()

@@ -65,13 +65,8 @@ impl FlashPlan {
 /// Plans the workload when Redis answers; skips it, saying why, when it does not (an error
 /// instead when Redis is required).
 pub async fn plan_flash(inputs: FlashInputs<'_>) -> anyhow::Result<FlashPlan> {
-    let reachable = async {
-        let client = redis::Client::open(inputs.redis_url)?;
-        let mut connection = client.get_multiplexed_async_connection().await?;
-        redis::cmd("PING").query_async::<String>(&mut connection).await
-    };
-    match tokio::time::timeout(Duration::from_secs(2), reachable).await {
-        Ok(Ok(_)) => {
+    match redis_answers(inputs.redis_url).await {
+        Ok(()) => {
             let sales = flash_specs(
                 inputs.databases,
                 inputs.attempts,
@@ -100,11 +95,7 @@ pub async fn plan_flash(inputs: FlashInputs<'_>) -> anyhow::Result<FlashPlan> {
                 skipped: None,
             })
         }
-        outcome => {
-            let reason = match outcome {
-                Ok(Err(error)) => format!("Redis at {} refused: {error}", inputs.redis_url),
-                _ => format!("Redis at {} did not answer in 2 s", inputs.redis_url),
-            };
+        Err(reason) => {
             anyhow::ensure!(!inputs.required, "the flash sale needs Redis: {reason}");
             eprintln!("stockguard-bench: skipping the flash-sale workload: {reason}");
             Ok(FlashPlan {
@@ -112,6 +103,20 @@ pub async fn plan_flash(inputs: FlashInputs<'_>) -> anyhow::Result<FlashPlan> {
                 ..FlashPlan::default()
             })
         }
+    }
+}
+
+/// Whether Redis at `redis_url` answers a PING within 2 s; `Err` says why not.
+pub async fn redis_answers(redis_url: &str) -> Result<(), String> {
+    let reachable = async {
+        let client = redis::Client::open(redis_url)?;
+        let mut connection = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut connection).await
+    };
+    match tokio::time::timeout(Duration::from_secs(2), reachable).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(format!("Redis at {redis_url} refused: {error}")),
+        Err(_) => Err(format!("Redis at {redis_url} did not answer in 2 s")),
     }
 }
 

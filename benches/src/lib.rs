@@ -3,6 +3,7 @@
 //! control), on real databases, with an in-database audit after every run. See
 //! docs/benchmarks.md. The `chaos` module is the fault suite (docs/reliability.md).
 
+pub mod anchors;
 pub mod audit;
 pub mod case;
 pub mod chaos;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use stockguard_bench::anchors::{AnchorPlan, plan_anchors, run_anchor_plan};
 use stockguard_bench::case::{Bounds, CaseSpec, StockSizing, Transport, Variant};
 use stockguard_bench::chaos::ChaosArgs;
 use stockguard_bench::checkout::{CheckoutSpec, checkout_specs, run_checkout};
@@ -104,6 +105,10 @@ struct Args {
     /// Skip the flash-sale workload (the Redis gate against the database alone), or run only it.
     #[arg(long, value_enum, default_value = "on")]
     flash: WorkloadRun,
+    /// Skip the anchors (pgbench, sysbench and redis-benchmark on the same servers: the
+    /// ceilings report.md compares every strategy with), or run only them.
+    #[arg(long, value_enum, default_value = "on")]
+    anchors: WorkloadRun,
     /// Redis for the flash sale's gate and its ceiling.
     #[arg(long, env = "STOCKGUARD_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
@@ -122,6 +127,7 @@ const REQUESTERS_MAX: usize = 4_096;
 const POOL_SIZE_MAX: u32 = 64;
 
 struct Plan {
+    anchors: AnchorPlan,
     specs: Vec<CaseSpec>,
     checkout: Vec<CheckoutSpec>,
     flash: FlashPlan,
@@ -330,13 +336,33 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
         }
     };
     let flash_skipped = flash.skipped.take();
-    if args.checkout == WorkloadRun::Only {
+    let (mut anchors, anchors_skipped) = match args.anchors {
+        WorkloadRun::Off => (AnchorPlan::default(), None),
+        _ => {
+            let flash_clients = flash.sales.first().map_or(requesters, |sale| sale.clients);
+            plan_anchors(
+                profile.anchors,
+                &databases,
+                requesters,
+                flash_clients,
+                &args.redis_url,
+                required,
+            )
+            .await?
+        }
+    };
+    let only = [args.checkout, args.flash, args.anchors].contains(&WorkloadRun::Only);
+    if only {
         specs.clear();
+    }
+    if only && args.checkout != WorkloadRun::Only {
+        checkout.clear();
+    }
+    if only && args.flash != WorkloadRun::Only {
         flash.clear();
     }
-    if args.flash == WorkloadRun::Only {
-        specs.clear();
-        checkout.clear();
+    if only && args.anchors != WorkloadRun::Only {
+        anchors = AnchorPlan::default();
     }
 
     let mut environments = BTreeMap::new();
@@ -345,6 +371,7 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
     }
     let profile_name = format!("{:?}", args.profile).to_lowercase();
     Ok(Plan {
+        anchors,
         specs,
         checkout,
         flash,
@@ -358,22 +385,16 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
             databases: environments,
             skipped_databases: skipped,
             sqlite_fallback,
-            cases: Vec::new(),
-            case_errors: Vec::new(),
-            checkout: Vec::new(),
-            flash: Vec::new(),
-            flash_ceiling_refusals_per_s: None,
-            flash_faults: Vec::new(),
-            flash_http: Vec::new(),
             flash_skipped,
-            gate_overhead: Vec::new(),
-            redis_lock: Vec::new(),
+            anchors_skipped,
+            ..Results::default()
         },
     })
 }
 
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let Plan {
+        anchors,
         specs,
         checkout,
         flash,
@@ -419,6 +440,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     let started = Instant::now();
+    run_anchor_plan(anchors, &log, &mut results).await;
     for spec in specs {
         let label = format!(
             "{} {} {} x{}",

@@ -5,6 +5,7 @@ use clap::ValueEnum;
 use stockguard_core::Strategy;
 use stockguard_testkit::Backend;
 
+use crate::anchors::AnchorSet;
 use crate::case::{Transport, Variant};
 use crate::workload::LevelSpec;
 
@@ -41,6 +42,9 @@ pub struct ProfileValues {
     /// Levels where every in-process case also runs with clients that send no key, for the
     /// keyed / unkeyed table (`--unkeyed` adds every level).
     pub unkeyed_levels: Vec<String>,
+    /// The database-only references run beside the cases (pgbench, sysbench,
+    /// redis-benchmark).
+    pub anchors: AnchorSet,
 }
 
 /// Where a profile runs a library strategy over HTTP as well as in-process (when
@@ -94,6 +98,7 @@ impl Profile {
                 warmup_s: 0.3,
                 flash_attempts: 2_000,
                 unkeyed_levels: Vec::new(),
+                anchors: AnchorSet::Smoke,
                 // Two short cases so CI exercises the HTTP path (auth, mapping, shutdown).
                 http: HttpCoverage {
                     databases: vec![Backend::Postgres],
@@ -111,6 +116,7 @@ impl Profile {
                 flash_attempts: 20_000,
                 // The hot SKU, where a key's cost on the one contended row shows most.
                 unkeyed_levels: strings(&["1"]),
+                anchors: AnchorSet::Quick,
                 // The two points: one hot SKU and 100 000 SKUs.
                 http: HttpCoverage {
                     databases: vec![Backend::Postgres],
@@ -128,6 +134,7 @@ impl Profile {
                 // The flash sale: demand 100× the supply.
                 flash_attempts: 100_000,
                 unkeyed_levels: FULL_LEVELS.map(str::to_owned).to_vec(),
+                anchors: AnchorSet::Full,
                 // Every server database and level; SQLite is embedded, so a service in front
                 // of it is not the deployment the ratio is about.
                 http: HttpCoverage {

@@ -1,6 +1,7 @@
 //! The run's verdict: everything that fails it, one line each. A library or baseline
 //! violation, a case that could not run, a failed checkout, flash-sale, low-conflict or
-//! Redis-lock case, and a negative control that went uncaught where its race must happen.
+//! Redis-lock case, an anchor whose database does not add up, and a negative control that
+//! went uncaught where its race must happen.
 
 use crate::checkout::CheckoutResult;
 use crate::flash::FlashResult;
@@ -75,6 +76,9 @@ pub fn failures(results: &Results) -> Vec<String> {
         failures.push(format!(
             "FLASH SALE UNDER A REDIS FAULT FAILED (seed {seed}): {failure}"
         ));
+    }
+    for problem in &results.anchor_problems {
+        failures.push(format!("ANCHOR CHECK FAILED: {problem}"));
     }
     for error in &results.case_errors {
         failures.push(format!("CASE FAILED: {error}"));

@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 use stockguard_testkit::Backend;
 
+use super::anchor_table::anchor_section;
 use super::checkout_table::checkout_section;
 use super::flash_table::flash_section;
 use super::http_table::http_table;
@@ -120,6 +121,7 @@ pub fn write_markdown(results: &Results, path: &Path) -> anyhow::Result<()> {
     for error in &results.case_errors {
         writeln!(md, "- case error: {error}")?;
     }
+    anchor_section(&mut md, results)?;
 
     for backend in Backend::ALL {
         let view = BackendView::new(backend, &results.cases);

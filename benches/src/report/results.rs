@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use stockguard_testkit::Backend;
 
+use crate::anchors::AnchorResult;
 use crate::case::CaseResult;
 use crate::checkout::CheckoutResult;
 use crate::flash::FlashResult;
@@ -14,7 +15,7 @@ use crate::gate_overhead::OverheadResult;
 use crate::redis_lock::LockResult;
 
 /// The machine the run happened on.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct MachineInfo {
     /// Logical cores available to the process.
     pub cores: usize,
@@ -52,7 +53,7 @@ impl MachineInfo {
 }
 
 /// Everything a run produced.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Results {
     /// When the run started (UTC, RFC 3339).
     pub started_at: String,
@@ -70,6 +71,14 @@ pub struct Results {
     pub skipped_databases: BTreeMap<Backend, String>,
     /// True when no server was reachable and the run fell back to embedded SQLite.
     pub sqlite_fallback: bool,
+    /// What the databases and Redis alone reached, run by pgbench, sysbench and
+    /// redis-benchmark in the same run (the ceilings in report.md's "Anchors").
+    pub anchors: Vec<AnchorResult>,
+    /// Anchor checks that failed (negative stock, a log that does not add up, a counter that
+    /// disagrees with the tool).
+    pub anchor_problems: Vec<String>,
+    /// Why some or all anchors did not run, when a tool or Redis was missing.
+    pub anchors_skipped: Option<String>,
     /// Every case, in run order.
     pub cases: Vec<CaseResult>,
     /// Cases that failed to run at all (connection errors and the like).
