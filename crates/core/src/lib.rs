@@ -6,6 +6,8 @@ pub mod conformance;
 mod domain;
 pub mod engine;
 mod error;
+#[cfg(feature = "test-utils")]
+pub mod memory;
 pub mod model;
 mod retry;
 pub mod sharding;
