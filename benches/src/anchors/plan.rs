@@ -61,7 +61,7 @@ pub fn anchor_specs(set: AnchorSet, databases: &[Backend], requesters: usize) ->
             for clients in wide_clients {
                 cases.extend(per_request.map(|case| (case, ANCHOR_WIDE_SKUS, clients)));
             }
-            if set == AnchorSet::Full { 10 } else { 3 }
+            if set == AnchorSet::Full { 10 } else { 2 }
         }
     };
     servers
