@@ -197,6 +197,14 @@ pub struct CaseSpec {
 }
 
 impl CaseSpec {
+    /// The same case with clients that send no Idempotency-Key (the keyed / unkeyed table).
+    pub fn unkeyed_twin(&self) -> CaseSpec {
+        CaseSpec {
+            keying: Keying::UNKEYED,
+            ..self.clone()
+        }
+    }
+
     /// `strategy` in-process, `strategy over http` otherwise, `(unkeyed)` when the clients
     /// send no keys: the name in logs and messages.
     pub fn path_name(&self) -> String {

@@ -105,8 +105,7 @@ struct Args {
     /// Skip the flash-sale workload (the Redis gate against the database alone), or run only it.
     #[arg(long, value_enum, default_value = "on")]
     flash: WorkloadRun,
-    /// Skip the anchors (pgbench, sysbench and redis-benchmark on the same servers: the
-    /// ceilings report.md compares every strategy with), or run only them.
+    /// Skip the anchors (pgbench, sysbench, redis-benchmark: report.md's ceilings), or run only them.
     #[arg(long, value_enum, default_value = "on")]
     anchors: WorkloadRun,
     /// Redis for the flash sale's gate and its ceiling.
@@ -298,10 +297,7 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
                     let twins: Vec<CaseSpec> = specs[first_of_variant..]
                         .iter()
                         .filter(|s| s.transport == Transport::InProcess)
-                        .map(|s| CaseSpec {
-                            keying: Keying::UNKEYED,
-                            ..s.clone()
-                        })
+                        .map(CaseSpec::unkeyed_twin)
                         .collect();
                     specs.extend(twins);
                 }
@@ -351,17 +347,19 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
             .await?
         }
     };
+    // With any `only`, the deduction cases and every workload not named `only` are dropped.
     let only = [args.checkout, args.flash, args.anchors].contains(&WorkloadRun::Only);
+    let dropped = |run: WorkloadRun| only && run != WorkloadRun::Only;
     if only {
         specs.clear();
     }
-    if only && args.checkout != WorkloadRun::Only {
+    if dropped(args.checkout) {
         checkout.clear();
     }
-    if only && args.flash != WorkloadRun::Only {
+    if dropped(args.flash) {
         flash.clear();
     }
-    if only && args.anchors != WorkloadRun::Only {
+    if dropped(args.anchors) {
         anchors = AnchorPlan::default();
     }
 

@@ -132,7 +132,7 @@ pub async fn run_backend_anchors(
         let pool = RawPool::connect(database, 2).await?;
         let statements = match backend {
             Backend::MySql => {
-                let version = scalar_text(&pool, "SELECT VERSION()").await?;
+                let version: String = scalar(&pool, "SELECT VERSION()").await?;
                 scripts::mysql_schema_statements(version.to_lowercase().contains("mariadb"))
             }
             _ => scripts::pg_schema_statements(),
@@ -145,12 +145,12 @@ pub async fn run_backend_anchors(
         let dir = tempfile_dir()?;
         let mut results = Vec::new();
         for spec in specs {
-            let before = scalar(&pool, "SELECT count(*) FROM inventory_log").await?;
+            let before: i64 = scalar(&pool, "SELECT count(*) FROM inventory_log").await?;
             let transactions_per_s = match backend {
                 Backend::MySql => run_sysbench(database, spec, dir.path()).await?,
                 _ => run_pgbench(database, spec, dir.path()).await?,
             };
-            let after = scalar(&pool, "SELECT count(*) FROM inventory_log").await?;
+            let after: i64 = scalar(&pool, "SELECT count(*) FROM inventory_log").await?;
             let seconds = spec.seconds as f64;
             let result = AnchorResult {
                 engine: backend.as_str().to_owned(),
@@ -175,8 +175,8 @@ pub async fn run_backend_anchors(
             results.push(result);
         }
         let mut problems = Vec::new();
-        let negative = scalar(&pool, "SELECT count(*) FROM inventory WHERE stock < 0").await?;
-        let mismatched = scalar(
+        let negative: i64 = scalar(&pool, "SELECT count(*) FROM inventory WHERE stock < 0").await?;
+        let mismatched: i64 = scalar(
             &pool,
             &format!(
                 "SELECT count(*) FROM inventory i LEFT JOIN (SELECT sku, sum(delta) s FROM inventory_log \
@@ -293,23 +293,12 @@ async fn execute(pool: &RawPool, sql: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn scalar_text(pool: &RawPool, sql: &str) -> anyhow::Result<String> {
-    Ok(match pool {
-        RawPool::Postgres(pool) => {
-            sqlx::query_scalar(AssertSqlSafe(sql.to_owned()))
-                .fetch_one(pool)
-                .await?
-        }
-        RawPool::MySql(pool) => {
-            sqlx::query_scalar(AssertSqlSafe(sql.to_owned()))
-                .fetch_one(pool)
-                .await?
-        }
-        RawPool::Sqlite(_) => anyhow::bail!("the anchors run on the server databases only"),
-    })
-}
-
-async fn scalar(pool: &RawPool, sql: &str) -> anyhow::Result<i64> {
+/// One value of one row, read on a server database.
+async fn scalar<T>(pool: &RawPool, sql: &str) -> anyhow::Result<T>
+where
+    T: Send + Unpin,
+    (T,): for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + for<'r> sqlx::FromRow<'r, sqlx::mysql::MySqlRow>,
+{
     Ok(match pool {
         RawPool::Postgres(pool) => {
             sqlx::query_scalar(AssertSqlSafe(sql.to_owned()))
