@@ -5,6 +5,7 @@
 
 pub mod anchors;
 pub mod audit;
+pub mod audit_scaling;
 pub mod case;
 pub mod chaos;
 pub mod checkout;

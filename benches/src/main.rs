@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use stockguard_bench::anchors::{AnchorPlan, plan_anchors, run_anchor_plan};
+use stockguard_bench::audit_scaling::{AuditScalingSpec, audit_scaling_specs, run_audit_scaling_cases};
 use stockguard_bench::case::{Bounds, CaseSpec, StockSizing, Transport, Variant};
 use stockguard_bench::chaos::ChaosArgs;
 use stockguard_bench::checkout::{CheckoutSpec, checkout_specs, run_checkout};
@@ -108,6 +109,12 @@ struct Args {
     /// Skip the anchors (pgbench, sysbench, redis-benchmark: report.md's ceilings), or run only them.
     #[arg(long, value_enum, default_value = "on")]
     anchors: WorkloadRun,
+    /// Skip the audit-scaling cases (full vs incremental audit as the ledger grows), or run only them.
+    #[arg(long, value_enum, default_value = "on")]
+    audit_scaling: WorkloadRun,
+    /// Ledger sizes for the audit-scaling cases, comma-separated (default: the profile's).
+    #[arg(long, value_delimiter = ',')]
+    audit_ledger_rows: Vec<u64>,
     /// Redis for the flash sale's gate and its ceiling.
     #[arg(long, env = "STOCKGUARD_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
@@ -122,6 +129,8 @@ enum Command {
 
 /// Most requesters one run may have (each is a task; the pool bounds the database side).
 const REQUESTERS_MAX: usize = 4_096;
+/// SKUs the audit-scaling ledger is spread over: 10 000 rows each at 10M.
+const AUDIT_SCALING_SKUS: u64 = 1_000;
 /// Largest pool the harness opens (PostgreSQL's default max_connections is 100).
 const POOL_SIZE_MAX: u32 = 64;
 
@@ -130,6 +139,7 @@ struct Plan {
     specs: Vec<CaseSpec>,
     checkout: Vec<CheckoutSpec>,
     flash: FlashPlan,
+    audit_scaling: Vec<AuditScalingSpec>,
     results: Results,
     out: PathBuf,
 }
@@ -206,38 +216,7 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
     } else {
         args.db
     };
-    let mut databases = Vec::new();
-    let mut skipped = BTreeMap::new();
-    for backend in wanted {
-        match db::reachable(backend).await {
-            Ok(()) => databases.push(backend),
-            Err(reason) => {
-                if required {
-                    bail!(
-                        "{backend} is unreachable ({reason}) and a database is required here \
-                         (CI=true, STOCKGUARD_REQUIRE_DB=1 or --require-db). Start the server or set \
-                         STOCKGUARD_PG_URL / STOCKGUARD_MYSQL_URL."
-                    );
-                }
-                eprintln!("\n*** WARNING: {backend} is unreachable ({reason}); skipping it. ***\n");
-                skipped.insert(backend, format!("unreachable: {reason}"));
-            }
-        }
-    }
-    let servers = databases.iter().any(|b| *b != Backend::Sqlite);
-    let mut sqlite_fallback = false;
-    if !servers {
-        eprintln!(
-            "\n**********************************************************************\n\
-             *** NO DATABASE SERVER REACHABLE: falling back to embedded SQLite. ***\n\
-             *** PostgreSQL/MariaDB figures will be missing from this report.  ***\n\
-             **********************************************************************\n"
-        );
-        if !databases.contains(&Backend::Sqlite) {
-            databases.push(Backend::Sqlite);
-        }
-        sqlite_fallback = true;
-    }
+    let (databases, skipped, sqlite_fallback) = db::select(wanted, required).await?;
 
     // In report order; duplicates in the flag collapse.
     let transports: Vec<Transport> = Transport::ALL
@@ -348,7 +327,16 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
         }
     };
     // With any `only`, the deduction cases and every workload not named `only` are dropped.
-    let only = [args.checkout, args.flash, args.anchors].contains(&WorkloadRun::Only);
+    let audit_rows = match args.audit_ledger_rows.is_empty() {
+        true => profile.audit_ledger_rows,
+        false => args.audit_ledger_rows,
+    };
+    let mut audit_scaling = match args.audit_scaling {
+        WorkloadRun::Off => Vec::new(),
+        _ => audit_scaling_specs(&databases, &audit_rows, AUDIT_SCALING_SKUS),
+    };
+    let runs = [args.checkout, args.flash, args.anchors, args.audit_scaling];
+    let only = runs.contains(&WorkloadRun::Only);
     let dropped = |run: WorkloadRun| only && run != WorkloadRun::Only;
     if only {
         specs.clear();
@@ -362,6 +350,9 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
     if dropped(args.anchors) {
         anchors = AnchorPlan::default();
     }
+    if dropped(args.audit_scaling) {
+        audit_scaling.clear();
+    }
 
     let mut environments = BTreeMap::new();
     for backend in &databases {
@@ -373,6 +364,7 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
         specs,
         checkout,
         flash,
+        audit_scaling,
         out: args.out.context("--out is required")?,
         results: Results {
             started_at: chrono::Utc::now().to_rfc3339(),
@@ -396,6 +388,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         specs,
         checkout,
         flash,
+        audit_scaling,
         mut results,
         out,
     } = plan(args).await?;
@@ -483,6 +476,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     run_flash_cases(flash, &log, &mut results).await;
+    run_audit_scaling_cases(audit_scaling, &log, &mut results).await;
     bar.finish_and_clear();
 
     let json = serde_json::to_string_pretty(&results)?;

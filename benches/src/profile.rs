@@ -45,6 +45,8 @@ pub struct ProfileValues {
     /// The database-only references run beside the cases (pgbench, sysbench,
     /// redis-benchmark).
     pub anchors: AnchorSet,
+    /// Ledger sizes for the audit-scaling cases (full vs incremental audit), per database.
+    pub audit_ledger_rows: Vec<u64>,
 }
 
 /// Where a profile runs a library strategy over HTTP as well as in-process (when
@@ -104,6 +106,7 @@ impl Profile {
                 flash_attempts: 2_000,
                 unkeyed_levels: Vec::new(),
                 anchors: AnchorSet::Smoke,
+                audit_ledger_rows: vec![20_000],
                 // Two short cases so CI exercises the HTTP path (auth, mapping, shutdown).
                 http: HttpCoverage {
                     databases: vec![Backend::Postgres],
@@ -122,6 +125,7 @@ impl Profile {
                 // The hot SKU, where a key's cost on the one contended row shows most.
                 unkeyed_levels: strings(&["1"]),
                 anchors: AnchorSet::Quick,
+                audit_ledger_rows: vec![1_000_000],
                 // The two points: one hot SKU and 100 000 SKUs.
                 http: HttpCoverage {
                     databases: vec![Backend::Postgres],
@@ -140,6 +144,7 @@ impl Profile {
                 flash_attempts: 100_000,
                 unkeyed_levels: FULL_LEVELS.map(str::to_owned).to_vec(),
                 anchors: AnchorSet::Full,
+                audit_ledger_rows: vec![1_000_000, 10_000_000],
                 // Every server database and level; SQLite is embedded, so a service in front
                 // of it is not the deployment the ratio is about.
                 http: HttpCoverage {

@@ -81,25 +81,31 @@ pub async fn read_state(backend: Backend, url: &str) -> anyhow::Result<DbState> 
     Ok(DbState { skus, ledger })
 }
 
-/// Runs `stockguard audit` (the binary) against the database directly; its exit code and
-/// output.
+/// Runs `stockguard audit --full` and then `stockguard audit` (incremental; with no
+/// checkpoint yet it reads every row, so both judge the whole ledger) against the database
+/// directly: the first failing exit code (else 0) and both outputs.
 pub async fn run_audit(bin: &std::path::Path, database_url: &str) -> anyhow::Result<(Option<i32>, String)> {
-    let mut command = tokio::process::Command::new(bin);
-    command
-        .arg("audit")
-        .env("STOCKGUARD_DATABASE_URL", database_url)
-        .env("RUST_LOG", "warn")
-        .env_remove("STOCKGUARD_CONFIG")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(std::time::Duration::from_secs(60), command.output())
-        .await
-        .context("stockguard audit took over 60 s")?
-        .with_context(|| format!("running {} audit", bin.display()))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok((output.status.code(), text))
+    let mut code = Some(0);
+    let mut text = String::new();
+    for mode in [&["--full"][..], &[][..]] {
+        let mut command = tokio::process::Command::new(bin);
+        command
+            .arg("audit")
+            .args(mode)
+            .env("STOCKGUARD_DATABASE_URL", database_url)
+            .env("RUST_LOG", "warn")
+            .env_remove("STOCKGUARD_CONFIG")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let output = tokio::time::timeout(std::time::Duration::from_secs(60), command.output())
+            .await
+            .context("stockguard audit took over 60 s")?
+            .with_context(|| format!("running {} audit", bin.display()))?;
+        text.push_str(&String::from_utf8_lossy(&output.stdout));
+        text.push_str(&String::from_utf8_lossy(&output.stderr));
+        if code == Some(0) {
+            code = output.status.code();
+        }
+    }
+    Ok((code, text))
 }

@@ -4,9 +4,10 @@
 
 mod setup;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
@@ -26,6 +27,48 @@ pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 pub const SQLITE_POOL_MAX: u32 = 8;
 /// How long a raw request waits for a pooled connection.
 pub const RAW_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The databases a run uses: those of `wanted` that answer. An unreachable one fails the run
+/// when a database is `required` (CI), and is skipped with a loud warning otherwise; with no
+/// server left, the run falls back to embedded SQLite (the third value says so).
+pub async fn select(
+    wanted: Vec<Backend>,
+    required: bool,
+) -> anyhow::Result<(Vec<Backend>, BTreeMap<Backend, String>, bool)> {
+    let mut databases = Vec::new();
+    let mut skipped = BTreeMap::new();
+    for backend in wanted {
+        match reachable(backend).await {
+            Ok(()) => databases.push(backend),
+            Err(reason) => {
+                if required {
+                    bail!(
+                        "{backend} is unreachable ({reason}) and a database is required here \
+                         (CI=true, STOCKGUARD_REQUIRE_DB=1 or --require-db). Start the server or set \
+                         STOCKGUARD_PG_URL / STOCKGUARD_MYSQL_URL."
+                    );
+                }
+                eprintln!("\n*** WARNING: {backend} is unreachable ({reason}); skipping it. ***\n");
+                skipped.insert(backend, format!("unreachable: {reason}"));
+            }
+        }
+    }
+    let servers = databases.iter().any(|b| *b != Backend::Sqlite);
+    let mut sqlite_fallback = false;
+    if !servers {
+        eprintln!(
+            "\n**********************************************************************\n\
+             *** NO DATABASE SERVER REACHABLE: falling back to embedded SQLite. ***\n\
+             *** PostgreSQL/MariaDB figures will be missing from this report.  ***\n\
+             **********************************************************************\n"
+        );
+        if !databases.contains(&Backend::Sqlite) {
+            databases.push(Backend::Sqlite);
+        }
+        sqlite_fallback = true;
+    }
+    Ok((databases, skipped, sqlite_fallback))
+}
 
 /// Checks that the backend's server answers (within testkit's 5 s); SQLite always does.
 pub async fn reachable(backend: Backend) -> Result<(), String> {

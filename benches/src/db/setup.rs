@@ -18,6 +18,8 @@ const DELETE_LEDGER: &str = "DELETE FROM inventory_ledger";
 const DELETE_BUCKETS: &str = "DELETE FROM inventory_bucket";
 /// … and with no SKU flagged as spread.
 const CLEAR_SHARDED: &str = "UPDATE inventory SET sharded = FALSE WHERE sharded";
+/// … and no incremental-audit checkpoint vouches for rows that are gone.
+const DELETE_CHECKPOINTS: &str = "DELETE FROM inventory_audit_checkpoint";
 const COUNT_SKUS: &str = "SELECT COUNT(*) FROM inventory";
 
 const PG_SET_ALL_STOCK: &str = "UPDATE inventory SET stock = $1, initial_stock = $1, version = 0";
@@ -111,17 +113,18 @@ impl RawPool {
         let existing = self.sku_count().await?;
         match self {
             RawPool::Postgres(pool) => {
-                for statement in [DELETE_LEDGER, DELETE_BUCKETS, CLEAR_SHARDED] {
+                for statement in [DELETE_LEDGER, DELETE_BUCKETS, CLEAR_SHARDED, DELETE_CHECKPOINTS] {
                     pool.execute(statement).await?;
                 }
             }
             RawPool::MySql(pool) => {
-                for statement in [DELETE_LEDGER, DELETE_BUCKETS, CLEAR_SHARDED] {
+                for statement in [DELETE_LEDGER, DELETE_BUCKETS, CLEAR_SHARDED, DELETE_CHECKPOINTS] {
                     pool.execute(statement).await?;
                 }
             }
             RawPool::Sqlite(pool) => {
                 pool.execute(DELETE_LEDGER).await?;
+                pool.execute(DELETE_CHECKPOINTS).await?;
             }
         }
         if existing == skus.len() && all_equal {

@@ -7,6 +7,7 @@ use anyhow::Context;
 use stockguard_testkit::Backend;
 
 use super::anchor_table::anchor_section;
+use super::audit_table::audit_scaling_section;
 use super::checkout_table::checkout_section;
 use super::flash_table::flash_section;
 use super::http_table::http_table;
@@ -189,5 +190,6 @@ pub fn write_markdown(results: &Results, path: &Path) -> anyhow::Result<()> {
     }
     checkout_section(&mut md, &results.checkout)?;
     flash_section(&mut md, results)?;
+    audit_scaling_section(&mut md, results)?;
     std::fs::write(path, md).with_context(|| format!("writing {}", path.display()))
 }

@@ -1,6 +1,7 @@
 //! results.json, report.md and the SVG plots.
 
 mod anchor_table;
+mod audit_table;
 mod checkout_table;
 mod flash_table;
 mod http_table;
@@ -12,6 +13,7 @@ mod tables;
 mod view;
 
 pub use anchor_table::{AnchorComparison, MYSQL_BATCH_TARGET, PG_BATCH_TARGET, anchor_comparisons};
+pub use audit_table::INCREMENTAL_SPEEDUP_TARGET;
 pub use checkout_table::HOLD_ORDER_RATIO_TARGET;
 pub use http_table::{HTTP_RATIO_TARGET, HttpComparison, http_comparisons};
 pub use keyed_table::{KeyedComparison, keyed_comparisons};

@@ -6,6 +6,7 @@ use serde::Serialize;
 use stockguard_testkit::Backend;
 
 use crate::anchors::AnchorResult;
+use crate::audit_scaling::AuditScalingResult;
 use crate::case::CaseResult;
 use crate::checkout::CheckoutResult;
 use crate::flash::FlashResult;
@@ -81,6 +82,8 @@ pub struct Results {
     pub anchors_skipped: Option<String>,
     /// Every case, in run order.
     pub cases: Vec<CaseResult>,
+    /// The full audit against the incremental one, per database and ledger size.
+    pub audit_scaling: Vec<AuditScalingResult>,
     /// Cases that failed to run at all (connection errors and the like).
     pub case_errors: Vec<String>,
     /// The checkout workload's cases (orders and holds), in run order.

@@ -1,5 +1,7 @@
 //! `stockguard`: serve the HTTP API, migrate, audit.
 
+mod audit_command;
+
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -45,11 +47,16 @@ enum Command {
         database: DatabaseArgs,
     },
     /// Reconcile every SKU (stock >= 0, initial + sum of ledger deltas = stock); print each
-    /// discrepancy and exit with status 1 if there is any. Read-only: never creates or
-    /// migrates a database.
+    /// discrepancy and exit with status 1 if there is any. By default incremental: it reads
+    /// only the ledger rows after the checkpoint the last audit stored, then stores a new
+    /// one (its only write). Never creates or migrates a database.
     Audit {
         #[command(flatten)]
         database: DatabaseArgs,
+        /// Read every ledger row, and check orders and holds too. Catches a change to a row
+        /// the checkpoint already covers, which the incremental audit cannot. Writes nothing.
+        #[arg(long)]
+        full: bool,
     },
     /// Holds: `holds sweep` expires every hold past its expiry now, in batches (what the
     /// service's sweeper does every `hold_sweep_interval_ms`), and prints how many.
@@ -81,7 +88,7 @@ enum HoldsCommand {
 enum Action {
     Serve { insecure: bool },
     Migrate,
-    Audit,
+    Audit { full: bool },
     SweepHolds { batch: u32 },
 }
 
@@ -117,7 +124,7 @@ fn main() -> ExitCode {
             Action::Serve { insecure },
         ),
         Command::Migrate { database } => (database_only(database), Action::Migrate),
-        Command::Audit { database } => (database_only(database), Action::Audit),
+        Command::Audit { database, full } => (database_only(database), Action::Audit { full }),
         Command::Holds {
             command: HoldsCommand::Sweep { database, batch },
         } => (database_only(database), Action::SweepHolds { batch }),
@@ -139,7 +146,7 @@ fn main() -> ExitCode {
     // Spans are exported by `serve` only; the other commands are over before a batch would go.
     let otlp = match action {
         Action::Serve { .. } => settings.otlp.as_ref(),
-        Action::Migrate | Action::Audit | Action::SweepHolds { .. } => None,
+        Action::Migrate | Action::Audit { .. } | Action::SweepHolds { .. } => None,
     };
     let telemetry = {
         // The span exporter is a task on this runtime.
@@ -177,7 +184,8 @@ async fn run(action: Action, settings: Settings) -> anyhow::Result<ExitCode> {
             println!("migrations applied ({})", settings.database);
             Ok(ExitCode::SUCCESS)
         }
-        Action::Audit => audit(settings).await,
+        Action::Audit { full: true } => audit_command::full(settings).await,
+        Action::Audit { full: false } => audit_command::incremental(settings).await,
         Action::SweepHolds { batch } => sweep_holds(settings, batch).await,
     }
 }
@@ -258,64 +266,4 @@ async fn serve(settings: Settings, insecure: bool) -> anyhow::Result<ExitCode> {
     });
     running.wait().await.context("serving")?;
     Ok(ExitCode::SUCCESS)
-}
-
-async fn audit(settings: Settings) -> anyhow::Result<ExitCode> {
-    let store = open_existing_store(&settings).await?;
-    let report = store.audit().await;
-    store.close().await;
-    let report = report.map_err(|e| {
-        anyhow::anyhow!(
-            "auditing {} failed: {}. The audit never creates or migrates a database: if this \
-             one has no stockguard schema yet, `stockguard migrate` creates it",
-            settings.database,
-            stockguard_api::problem::error_chain(&e)
-        )
-    })?;
-    println!(
-        "audit: {} SKUs, {} ledger rows, {} discrepancies; {} orders, {} incomplete; {} holds, {} bad, {} SKUs with reserved off",
-        report.skus_checked,
-        report.ledger_rows,
-        report.discrepancies.len(),
-        report.orders_checked,
-        report.incomplete_orders.len(),
-        report.holds_checked,
-        report.bad_holds.len(),
-        report.reserved_mismatches.len()
-    );
-    for d in &report.discrepancies {
-        println!(
-            "  {}: initial {} + ledger {} ({} rows) != stock {} (gap {}){}",
-            d.snapshot.sku,
-            d.snapshot.initial_stock,
-            d.snapshot.ledger_delta_sum,
-            d.snapshot.ledger_rows,
-            d.snapshot.stock,
-            d.ledger_gap,
-            if d.negative_stock { ", NEGATIVE STOCK" } else { "" }
-        );
-    }
-    for order in &report.incomplete_orders {
-        println!(
-            "  order {}: {} ledger rows for {} lines",
-            order.order_id, order.ledger_rows, order.line_count
-        );
-    }
-    for hold in &report.bad_holds {
-        println!(
-            "  hold {} ({}): {}",
-            hold.rows.hold_id, hold.rows.state, hold.problem
-        );
-    }
-    for sku in &report.reserved_mismatches {
-        println!(
-            "  {}: reserved {} but active holds hold {}",
-            sku.sku, sku.reserved, sku.active_holds
-        );
-    }
-    Ok(if report.is_clean() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
 }

@@ -13,9 +13,9 @@ use stockguard_core::coalesce::CoalescerStats;
 use stockguard_core::engine::{EngineStats, PoolWaitStats};
 use stockguard_core::{
     AdjustReceipt, AdjustRequest, AuditReport, Capabilities, ConfirmLines, DeductError, DeductRequest,
-    EngineConfig, HoldId, HoldReceipt, HoldRequest, IdempotencyKey, InventoryStore, LedgerEntry, LedgerPage,
-    OrderReceipt, OrderRequest, PoolStatus, Receipt, RestockReceipt, RestockRequest, SkuId, SkuSnapshot,
-    StockLevel,
+    EngineConfig, HoldId, HoldReceipt, HoldRequest, IdempotencyKey, IncrementalAuditReport, InventoryStore,
+    LedgerEntry, LedgerPage, OrderReceipt, OrderRequest, PoolStatus, Receipt, RestockReceipt, RestockRequest,
+    SkuId, SkuSnapshot, StockLevel,
 };
 use stockguard_mysql::{MySqlConfig, MySqlStore};
 use stockguard_postgres::{PgConfig, PgStore};
@@ -219,6 +219,10 @@ impl InventoryStore for AnyStore {
 
     async fn audit(&self) -> Result<AuditReport, DeductError> {
         delegate!(self, store => store.audit().await)
+    }
+
+    async fn audit_incremental(&self) -> Result<IncrementalAuditReport, DeductError> {
+        delegate!(self, store => store.audit_incremental().await)
     }
 
     async fn ping(&self) -> Result<(), DeductError> {

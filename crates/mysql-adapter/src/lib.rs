@@ -15,6 +15,7 @@
 //! Every ledger row carries a key (the client's or a generated one); a repeated key fails the
 //! insert with 1062 on the key's index, which the engine answers from the stored row.
 
+mod audit;
 mod backend;
 mod config;
 mod deductions;

@@ -15,6 +15,7 @@
 //! insert with 23505, which the engine answers from the stored row. The statements are in
 //! [`sql`](crate::sql), the error mapping in `error.rs`.
 
+mod audit;
 mod backend;
 mod checkout;
 mod config;

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use stockguard_core::{
     AdjustReceipt, AdjustRequest, AuditReport, Capabilities, ConfirmLines, DeductError, DeductRequest,
-    HoldId, HoldReceipt, HoldRequest, IdempotencyKey, InventoryStore, LedgerEntry, LedgerPage, OrderReceipt,
-    OrderRequest, PoolStatus, Receipt, RestockReceipt, RestockRequest, ShortLine, SkuId, SkuSnapshot,
-    StockLevel,
+    HoldId, HoldReceipt, HoldRequest, IdempotencyKey, IncrementalAuditReport, InventoryStore, LedgerEntry,
+    LedgerPage, OrderReceipt, OrderRequest, PoolStatus, Receipt, RestockReceipt, RestockRequest, ShortLine,
+    SkuId, SkuSnapshot, StockLevel,
 };
 
 use crate::gate::{Admission, Gate, Outcome};
@@ -189,6 +189,10 @@ impl<S: InventoryStore> InventoryStore for GatedStore<S> {
 
     async fn audit(&self) -> Result<AuditReport, DeductError> {
         self.store.audit().await
+    }
+
+    async fn audit_incremental(&self) -> Result<IncrementalAuditReport, DeductError> {
+        self.store.audit_incremental().await
     }
 
     async fn ping(&self) -> Result<(), DeductError> {

@@ -6,6 +6,8 @@
 //! parameters come in the order documented on each function, and their columns in the order
 //! of core's `Stored*` row types.
 
+mod checkpoints;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,6 +22,8 @@ use stockguard_core::{
     SkuId, SkuSnapshot, StockLevel, StoredHoldRows, StoredLedgerRow, StoredOrderCheckRow,
     StoredReservedMismatch, StoredSnapshotRow,
 };
+
+pub use checkpoints::{checkpointed, checkpointed_snapshots, save_checkpoints};
 
 /// A stored row the adapter read back but core refused (a SKU id or reason that cannot be).
 pub fn corrupt(error: DeductError) -> Fault {

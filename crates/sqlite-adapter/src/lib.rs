@@ -14,6 +14,7 @@
 //! cannot let two deductions proceed at once. See `docs/sqlite.md` for the reasoning,
 //! durability settings and limits.
 
+mod audit;
 mod backend;
 mod checkout;
 mod config;

@@ -12,6 +12,7 @@
 //!   row's plus its delta.
 
 mod adjustments;
+mod audit;
 mod concurrent;
 mod contract;
 mod holds;
@@ -25,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use adjustments::adjustment_semantics;
+pub use audit::{incremental_audit_beside_writes, incremental_audit_reads_only_new_rows};
 pub use concurrent::{
     cancelled_callers, coalesced_queue_depth_limit, concurrent_invariants, concurrent_invariants_across,
     idempotency_race, mixed_strategies, receipts_name_their_rows, sharded_spreads_on_contention_only,
@@ -302,6 +304,12 @@ macro_rules! conformance_suite {
         }
 
         #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn incremental_audit_beside_writes() {
+            let Some(provisioned) = $setup().await else { return };
+            $crate::conformance::incremental_audit_beside_writes(provisioned.store.clone()).await;
+        }
+
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn mixed_strategies_one_hot_sku() {
             let Some(provisioned) = $setup().await else { return };
             $crate::conformance::mixed_strategies(provisioned.store.clone(), 1, 400).await;
@@ -322,6 +330,12 @@ macro_rules! conformance_suite {
                 async fn sequential_semantics() {
                     let Some(provisioned) = $setup().await else { return };
                     $crate::conformance::sequential_semantics(&*provisioned.store, STRATEGY).await;
+                }
+
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn incremental_audit_reads_only_new_rows() {
+                    let Some(provisioned) = $setup().await else { return };
+                    $crate::conformance::incremental_audit_reads_only_new_rows(&*provisioned.store, STRATEGY).await;
                 }
 
                 #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]

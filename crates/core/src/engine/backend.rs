@@ -17,6 +17,8 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 
 use super::EngineConfig;
+use super::checkpoints::AuditCheckpoints;
+pub use super::fault::Step;
 use super::fault::{Fault, FaultKind};
 use crate::coalesce::BatchPlan;
 use crate::domain::{
@@ -336,13 +338,9 @@ pub enum LockWait {
     NoWait,
 }
 
-/// A future a primitive returns.
-pub trait Step<T>: Future<Output = Result<T, Fault>> + Send {}
-impl<T, F: Future<Output = Result<T, Fault>> + Send> Step<T> for F {}
-
 /// The primitives one database supplies. Methods return `impl Future + Send`, so the trait
 /// is used generically (`Engine<B>`), never as `dyn`.
-pub trait Backend: Send + Sync + Sized + 'static {
+pub trait Backend: AuditCheckpoints + Send + Sync + Sized + 'static {
     /// Everything needed to open the backend, including the engine's settings.
     type Config: Clone + fmt::Debug + Send + Sync + 'static;
     /// An open transaction.

@@ -10,9 +10,14 @@
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::future::Future;
 use std::time::Duration;
 
 use crate::error::{AttemptError, DeductError, RetryCause};
+
+/// A future a primitive returns.
+pub trait Step<T>: Future<Output = Result<T, Fault>> + Send {}
+impl<T, F: Future<Output = Result<T, Fault>> + Send> Step<T> for F {}
 
 /// How long a caller should back off after a definite `Unavailable`.
 pub const UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(1);

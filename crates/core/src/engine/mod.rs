@@ -23,10 +23,12 @@
 mod adjust;
 mod backend;
 mod batch;
+mod checkpoints;
 mod config;
 mod deduct;
 mod fault;
 mod hold;
+mod incremental_audit;
 mod land;
 mod order;
 mod order_batch;
@@ -45,6 +47,7 @@ pub use backend::{
     OrderClaim, PlannedLine, Step, StoredHold, StoredHoldRow, StoredMissFacts, StoredOrder, VersionedRow,
     Written,
 };
+pub use checkpoints::AuditCheckpoints;
 pub use config::{DEADLINE_MAX, EngineConfig};
 pub use fault::{ConnectRefusal, Fault, FaultKind, UNAVAILABLE_RETRY_AFTER, exhausted};
 pub use stats::{EngineStats, ExpiredBy, POOL_WAIT_BUCKETS_US, PoolWaitStats, Resolution};
@@ -52,9 +55,9 @@ pub use stats::{EngineStats, ExpiredBy, POOL_WAIT_BUCKETS_US, PoolWaitStats, Res
 use crate::coalesce::{BatchItem, Coalescer};
 use crate::domain::{
     AdjustReceipt, AdjustRequest, AuditReport, Capabilities, ConfirmLines, DeductRequest, HoldId,
-    HoldReceipt, HoldRequest, IdempotencyKey, LedgerEntry, LedgerPage, OrderId, OrderReceipt, OrderRequest,
-    OrderStrategy, PoolStatus, Receipt, RestockReceipt, RestockRequest, SkuId, SkuSnapshot, StockLevel,
-    Strategy, check_committed_keys, check_stock_level,
+    HoldReceipt, HoldRequest, IdempotencyKey, IncrementalAuditReport, LedgerEntry, LedgerPage, OrderId,
+    OrderReceipt, OrderRequest, OrderStrategy, PoolStatus, Receipt, RestockReceipt, RestockRequest, SkuId,
+    SkuSnapshot, StockLevel, Strategy, check_committed_keys, check_stock_level,
 };
 use crate::error::{AttemptError, DeductError, InvalidInput};
 use crate::store::InventoryStore;
@@ -469,6 +472,10 @@ impl<B: Backend> InventoryStore for Engine<B> {
         let orders = self.core.read(|| self.core.backend.order_check()).await?;
         let holds = self.core.read(|| self.core.backend.hold_check()).await?;
         Ok(report.with_orders(orders).with_holds(holds))
+    }
+
+    async fn audit_incremental(&self) -> Result<IncrementalAuditReport, DeductError> {
+        self.run_incremental_audit().await
     }
 
     async fn ping(&self) -> Result<(), DeductError> {

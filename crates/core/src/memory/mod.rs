@@ -9,6 +9,7 @@
 //! No answer is ever lost (there is no connection), so `settle_and_find` only waits out the
 //! writer. Not `Sharded`: with one writer there is nothing to spread.
 
+mod checkpoints;
 mod tables;
 mod tx;
 

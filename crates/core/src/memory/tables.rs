@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    HoldCheck, HoldId, HoldState, LedgerEntry, LedgerPage, LedgerReason, OrderCheck, SkuId, SkuSnapshot,
-    StockLevel,
+    AuditCheckpoint, HoldCheck, HoldId, HoldState, LedgerEntry, LedgerPage, LedgerReason, OrderCheck, SkuId,
+    SkuSnapshot, StockLevel,
 };
 use crate::engine::{StoredHold, StoredOrder};
 
@@ -68,6 +68,8 @@ pub(crate) struct Tables {
     pub(crate) by_reference: HashMap<String, Vec<usize>>,
     pub(crate) orders: BTreeMap<String, OrderRow>,
     pub(crate) holds: BTreeMap<String, HoldRow>,
+    /// The incremental audit's checkpoints, by SKU.
+    pub(crate) checkpoints: HashMap<String, AuditCheckpoint>,
 }
 
 /// The hold-related ledger reasons (a hold's rows).

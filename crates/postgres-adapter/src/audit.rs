@@ -1,0 +1,64 @@
+//! The incremental audit's SQL on PostgreSQL (the flow is core's).
+
+use sqlx::postgres::Postgres;
+use stockguard_core::engine::{AuditCheckpoints, Step};
+use stockguard_core::{AuditCheckpoint, CheckpointedSnapshot, SkuId};
+use stockguard_sql as common;
+
+use crate::backend::PgBackend;
+
+/// Every SKU with its checkpoint and the ledger rows after it, in one statement (one
+/// snapshot). The lateral subquery is one `(sku, id)` index range per SKU, so only the rows
+/// after each checkpoint are read.
+const CHECKPOINTED_SNAPSHOT: &str = "SELECT i.sku::text, i.initial_stock, \
+         (i.stock + COALESCE((SELECT SUM(b.stock) FROM inventory_bucket b WHERE b.sku = i.sku), 0))::bigint, \
+         COALESCE(c.through_ledger_id, 0), COALESCE(c.ledger_delta_sum, 0), COALESCE(c.ledger_rows, 0), \
+         COALESCE(n.delta_sum, 0)::bigint, n.row_count, COALESCE(n.through_id, 0) \
+     FROM inventory i \
+     LEFT JOIN inventory_audit_checkpoint c ON c.sku = i.sku \
+     CROSS JOIN LATERAL (SELECT SUM(l.delta) AS delta_sum, COUNT(*) AS row_count, MAX(l.id) AS through_id \
+         FROM inventory_ledger l WHERE l.sku = i.sku AND l.id > COALESCE(c.through_ledger_id, 0)) n \
+     ORDER BY i.sku";
+
+/// `$1` sku: the same row for one SKU, read from its first ledger row.
+const SNAPSHOT_FROM_START: &str = "SELECT i.sku::text, i.initial_stock, \
+         (i.stock + COALESCE((SELECT SUM(b.stock) FROM inventory_bucket b WHERE b.sku = i.sku), 0))::bigint, \
+         0::bigint, 0::bigint, 0::bigint, COALESCE(n.delta_sum, 0)::bigint, n.row_count, COALESCE(n.through_id, 0) \
+     FROM inventory i \
+     CROSS JOIN LATERAL (SELECT SUM(l.delta) AS delta_sum, COUNT(*) AS row_count, MAX(l.id) AS through_id \
+         FROM inventory_ledger l WHERE l.sku = i.sku) n \
+     WHERE i.sku = $1";
+
+const ON_CONFLICT: &str = " ON CONFLICT (sku) DO UPDATE SET through_ledger_id = EXCLUDED.through_ledger_id, \
+     ledger_delta_sum = EXCLUDED.ledger_delta_sum, ledger_rows = EXCLUDED.ledger_rows, verified_at = now()";
+
+impl AuditCheckpoints for PgBackend {
+    fn checkpointed_snapshot(&self) -> impl Step<Vec<CheckpointedSnapshot>> {
+        async move {
+            let mut connection = self.connection("auditing since the checkpoint").await?;
+            let rows = common::checkpointed::<Postgres>(&mut connection, CHECKPOINTED_SNAPSHOT, None)
+                .await
+                .map_err(self.fault("auditing since the checkpoint"))?;
+            common::checkpointed_snapshots(rows)
+        }
+    }
+
+    fn snapshot_from_start(&self, sku: &SkuId) -> impl Step<Option<CheckpointedSnapshot>> {
+        async move {
+            let mut connection = self.connection("re-reading a SKU's ledger").await?;
+            let rows = common::checkpointed::<Postgres>(&mut connection, SNAPSHOT_FROM_START, Some(sku))
+                .await
+                .map_err(self.fault("re-reading a SKU's ledger"))?;
+            Ok(common::checkpointed_snapshots(rows)?.into_iter().next())
+        }
+    }
+
+    fn save_checkpoints(&self, checkpoints: &[AuditCheckpoint]) -> impl Step<()> {
+        async move {
+            let mut connection = self.connection("saving audit checkpoints").await?;
+            common::save_checkpoints::<Postgres>(&mut connection, checkpoints, ON_CONFLICT)
+                .await
+                .map_err(self.fault("saving audit checkpoints"))
+        }
+    }
+}
