@@ -44,6 +44,16 @@ chaos profile="smoke" *args:
 bench-micro:
     cargo bench -p stockguard-bench
 
+# The engine without a database (in-memory store, about 1 minute): time per deduction per
+# strategy, keyed and unkeyed, then allocations and bytes per deduction (target/engine-memory/).
+bench-engine:
+    cargo bench -p stockguard-core --features test-utils --bench engine_memory
+
+# Instructions per deduction on the in-memory store under callgrind: the figure that repeats on
+# a noisy machine (about 2 minutes; needs valgrind; target/engine-memory/instructions.json).
+bench-instructions:
+    bash benches/engine-instructions.sh
+
 # What the databases alone reach: pgbench, sysbench and redis-benchmark running the anchors'
 # SQL and Lua (benches/anchors/, from ../shared/anchors) in fresh databases; `just bench` runs
 # them too, beside the strategies. profile: smoke | quick | full.
