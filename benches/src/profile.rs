@@ -125,7 +125,7 @@ impl Profile {
                 // The hot SKU, where a key's cost on the one contended row shows most.
                 unkeyed_levels: strings(&["1"]),
                 anchors: AnchorSet::Quick,
-                audit_ledger_rows: vec![1_000_000],
+                audit_ledger_rows: vec![200_000],
                 // The two points: one hot SKU and 100 000 SKUs.
                 http: HttpCoverage {
                     databases: vec![Backend::Postgres],

@@ -1,7 +1,8 @@
 //! The incremental audit's SQL on MariaDB and MySQL (the flow is core's).
 
+use sqlx::QueryBuilder;
 use sqlx::mysql::MySql;
-use stockguard_core::engine::{AuditCheckpoints, Step};
+use stockguard_core::engine::{AuditCheckpoints, Fault, FaultKind, Step};
 use stockguard_core::{AuditCheckpoint, CheckpointedSnapshot, SkuId};
 use stockguard_sql as common;
 
@@ -31,16 +32,28 @@ macro_rules! rows_after {
     };
 }
 
-/// Every SKU with its checkpoint and the ledger rows after it, in one statement (one read
-/// view). MariaDB has no LATERAL: each figure is a correlated subquery, one `(sku, id)` index
-/// range per SKU, so only the rows after each checkpoint are read.
-const CHECKPOINTED_SNAPSHOT: &str = concat!(
+/// The incremental audit reads in one read view across statements: REPEATABLE READ for this
+/// transaction only (the session runs READ COMMITTED, where each statement gets a new one).
+const CONSISTENT_READ: &str =
+    "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY";
+
+/// Every SKU with its stock and its checkpoint.
+const SKUS_AND_CHECKPOINTS: &str = concat!(
     "SELECT i.sku, i.initial_stock, ",
     stock_with_buckets!(),
-    ", COALESCE(c.through_ledger_id, 0), COALESCE(c.ledger_delta_sum, 0), COALESCE(c.ledger_rows, 0), ",
-    rows_after!("COALESCE(c.through_ledger_id, 0)"),
-    " FROM inventory i LEFT JOIN inventory_audit_checkpoint c ON c.sku = i.sku ORDER BY i.sku"
+    ", COALESCE(c.through_ledger_id, 0), COALESCE(c.ledger_delta_sum, 0), COALESCE(c.ledger_rows, 0) \
+     FROM inventory i LEFT JOIN inventory_audit_checkpoint c ON c.sku = i.sku ORDER BY i.sku"
 );
+
+/// One SKU's rows after its checkpoint (`sku = ? AND id > ?` follow), the bounds bound per SKU: a range
+/// of the `(sku, id)` index. MariaDB has no LATERAL, and a correlated subquery (`l.id > c.id`)
+/// is planned as a `ref` on the SKU alone, which walks the SKU's whole history (measured: 0.15 s
+/// per 1M ledger rows per figure, so the incremental audit was only 3x the full one).
+const ROWS_AFTER_SELECT: &str = "CAST(COALESCE(SUM(delta), 0) AS SIGNED), CAST(COUNT(*) AS SIGNED), \
+     CAST(COALESCE(MAX(id), 0) AS SIGNED) FROM inventory_ledger WHERE sku = ";
+
+/// SKUs per `UNION ALL` of [`ROWS_AFTER_SELECT`]: 2 parameters each, a round trip per batch.
+const ROWS_AFTER_BATCH: usize = 200;
 
 /// `?` sku: the same row for one SKU, read from its first ledger row.
 const SNAPSHOT_FROM_START: &str = concat!(
@@ -58,10 +71,59 @@ const ON_CONFLICT: &str = " ON DUPLICATE KEY UPDATE through_ledger_id = VALUES(t
 impl AuditCheckpoints for MySqlBackend {
     fn checkpointed_snapshot(&self) -> impl Step<Vec<CheckpointedSnapshot>> {
         async move {
-            let mut connection = self.connection("auditing since the checkpoint").await?;
-            let rows = common::checkpointed::<MySql>(&mut connection, CHECKPOINTED_SNAPSHOT, None)
+            let context = "auditing since the checkpoint";
+            let mut tx = common::Tx::begin(&self.pool, CONSISTENT_READ)
                 .await
-                .map_err(self.fault("auditing since the checkpoint"))?;
+                .map_err(self.fault(context))?;
+            let skus: Vec<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(SKUS_AND_CHECKPOINTS)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(self.fault(context))?;
+            let mut rows = Vec::with_capacity(skus.len());
+            for batch in skus.chunks(ROWS_AFTER_BATCH) {
+                let mut query = QueryBuilder::<MySql>::new("");
+                for (i, (sku, .., through, _, _)) in batch.iter().enumerate() {
+                    if i > 0 {
+                        query.push(" UNION ALL ");
+                    }
+                    // The batch position first: UNION ALL promises no order.
+                    query
+                        .push(format_args!("(SELECT CAST({i} AS SIGNED), "))
+                        .push(ROWS_AFTER_SELECT)
+                        .push_bind(sku.as_str());
+                    query.push(" AND id > ").push_bind(*through).push(")");
+                }
+                // Its text changes with the batch's length: not a statement worth keeping.
+                let mut after: Vec<(i64, i64, i64, i64)> = query
+                    .build_query_as()
+                    .persistent(false)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(self.fault(context))?;
+                after.sort_unstable_by_key(|row| row.0);
+                if after.len() != batch.len() {
+                    return Err(Fault::bare(
+                        FaultKind::Other,
+                        "the ledger ranges did not answer one row per SKU",
+                    ));
+                }
+                for ((sku, initial, stock, through, sum, count), (_, new_sum, new_count, new_through)) in
+                    batch.iter().cloned().zip(after)
+                {
+                    rows.push((
+                        sku,
+                        initial,
+                        stock,
+                        through,
+                        sum,
+                        count,
+                        new_sum,
+                        new_count,
+                        new_through,
+                    ));
+                }
+            }
+            tx.commit().await.map_err(self.fault(context))?;
             common::checkpointed_snapshots(rows)
         }
     }
