@@ -18,7 +18,7 @@ test-otlp:
     cargo clippy -p stockguard-api --all-targets --features otlp -- -D warnings
     cargo test -p stockguard-api --features otlp --test otlp_export
 
-# The main job: compare every strategy across conflict rates on every reachable DB (about 9 min warm on 2 cores, plus the release build).
+# The main job: compare every strategy across conflict rates on every reachable DB (about 8.5 min warm on 2 cores; a cold release build adds about 8).
 bench out=results:
     cargo run --release -p stockguard-bench -- --profile quick --out {{out}}
 

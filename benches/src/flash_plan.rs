@@ -32,6 +32,9 @@ pub struct FlashInputs<'a> {
     pub redis_url: &'a str,
     /// Whether a missing Redis fails the run (CI, `--require-db`).
     pub required: bool,
+    /// Run the sentinel failover on every database, not on the first alone (see
+    /// [`flash_fault_specs`]).
+    pub failover_on_every_database: bool,
 }
 
 /// The flash-sale workload's cases, or why there are none.
@@ -74,7 +77,7 @@ pub async fn plan_flash(inputs: FlashInputs<'_>) -> anyhow::Result<FlashPlan> {
                 inputs.redis_url,
             );
             Ok(FlashPlan {
-                faults: flash_fault_specs(&sales),
+                faults: flash_fault_specs(&sales, inputs.failover_on_every_database),
                 http: flash_http_specs(
                     inputs.databases,
                     inputs.requesters,

@@ -306,6 +306,7 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
                 seed,
                 redis_url: &args.redis_url,
                 required,
+                failover_on_every_database: profile.flash_failover_on_every_database,
             })
             .await?
         }

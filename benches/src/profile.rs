@@ -39,6 +39,8 @@ pub struct ProfileValues {
     pub http: HttpCoverage,
     /// Buy attempts per flash-sale case (supply 1,000, 256 clients).
     pub flash_attempts: u64,
+    /// The flash sale's sentinel failover on every database (else on the first alone).
+    pub flash_failover_on_every_database: bool,
     /// Levels where every in-process case also runs with clients that send no key, for the
     /// keyed / unkeyed table (`--unkeyed` adds every level).
     pub unkeyed_levels: Vec<String>,
@@ -104,6 +106,7 @@ impl Profile {
                 duration_s: 1.0,
                 warmup_s: 0.3,
                 flash_attempts: 2_000,
+                flash_failover_on_every_database: false,
                 unkeyed_levels: Vec::new(),
                 anchors: AnchorSet::Smoke,
                 audit_ledger_rows: vec![20_000],
@@ -122,6 +125,7 @@ impl Profile {
                 duration_s: 1.2,
                 warmup_s: 0.4,
                 flash_attempts: 20_000,
+                flash_failover_on_every_database: false,
                 // The hot SKU, where a key's cost on the one contended row shows most.
                 unkeyed_levels: strings(&["1"]),
                 anchors: AnchorSet::Quick,
@@ -142,6 +146,7 @@ impl Profile {
                 warmup_s: 2.0,
                 // The flash sale: demand 100× the supply.
                 flash_attempts: 100_000,
+                flash_failover_on_every_database: true,
                 unkeyed_levels: FULL_LEVELS.map(str::to_owned).to_vec(),
                 anchors: AnchorSet::Full,
                 audit_ledger_rows: vec![1_000_000, 10_000_000],
