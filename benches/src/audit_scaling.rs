@@ -134,6 +134,14 @@ async fn audit_around_deductions(
     clean(reconciled.is_clean(), "full reconciliation", &reconciled)?;
     let (incremental, incremental_s) = timed(store.audit_incremental()).await?;
     clean(incremental.is_clean(), "incremental", &incremental)?;
+    // Nothing writes beside these audits, so no row can commit below a checkpoint's mark: the
+    // incremental audit must read the new rows and nothing else.
+    if incremental.ledger_rows_verified != spec.new_rows || incremental.skus_reread != 0 {
+        bail!(
+            "the incremental audit read more than the {} new rows: {incremental:?}",
+            spec.new_rows
+        );
+    }
     let total = spec.ledger_rows + spec.new_rows;
     if incremental.ledger_rows_verified + incremental.ledger_rows_checkpointed != total
         || full.ledger_rows != total

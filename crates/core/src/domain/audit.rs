@@ -52,6 +52,20 @@ pub struct Discrepancy {
     pub ledger_gap: i64,
 }
 
+impl Discrepancy {
+    /// What is wrong with `snapshot`, if anything: stock below zero, or `initial + Σ ≠ stock`.
+    /// The one check both audits, full and incremental, apply to a SKU.
+    pub fn of(snapshot: &SkuSnapshot) -> Option<Self> {
+        let ledger_gap = snapshot.initial_stock + snapshot.ledger_delta_sum - snapshot.stock;
+        let negative_stock = snapshot.stock < 0;
+        (negative_stock || ledger_gap != 0).then(|| Discrepancy {
+            snapshot: snapshot.clone(),
+            negative_stock,
+            ledger_gap,
+        })
+    }
+}
+
 /// An order whose ledger rows are not exactly its lines: some lines applied without the
 /// others, or order rows with no claimed order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -250,15 +264,7 @@ impl AuditReport {
         let mut discrepancies = Vec::new();
         for snapshot in snapshots {
             ledger_rows += u64::try_from(snapshot.ledger_rows).unwrap_or(0);
-            let ledger_gap = snapshot.initial_stock + snapshot.ledger_delta_sum - snapshot.stock;
-            let negative_stock = snapshot.stock < 0;
-            if negative_stock || ledger_gap != 0 {
-                discrepancies.push(Discrepancy {
-                    snapshot: snapshot.clone(),
-                    negative_stock,
-                    ledger_gap,
-                });
-            }
+            discrepancies.extend(Discrepancy::of(snapshot));
         }
         Self {
             skus_checked: snapshots.len() as u64,

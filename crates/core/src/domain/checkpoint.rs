@@ -91,14 +91,7 @@ impl CheckpointedSnapshot {
 
     /// What is wrong, if anything: stock below zero, or `initial + Σ ≠ stock`.
     pub fn discrepancy(&self) -> Option<Discrepancy> {
-        let snapshot = self.as_snapshot();
-        let ledger_gap = snapshot.initial_stock + snapshot.ledger_delta_sum - snapshot.stock;
-        let negative_stock = snapshot.stock < 0;
-        (negative_stock || ledger_gap != 0).then_some(Discrepancy {
-            snapshot,
-            negative_stock,
-            ledger_gap,
-        })
+        Discrepancy::of(&self.as_snapshot())
     }
 
     /// The checkpoint to store once this SKU reconciled: it now covers the new rows too.

@@ -2,7 +2,7 @@
 //! start any SKU that does not add up, and advance the checkpoints of those that do.
 
 use super::{Backend, Engine};
-use crate::domain::{CheckpointedSnapshot, IncrementalAuditReport};
+use crate::domain::IncrementalAuditReport;
 use crate::error::DeductError;
 
 /// Checkpoints per upsert: a bound on one statement's size, well under every server's limit
@@ -36,7 +36,7 @@ impl<B: Backend> Engine<B> {
             report.ledger_rows_checkpointed += count(row.checkpoint.ledger_rows);
             match row.discrepancy() {
                 Some(discrepancy) => report.discrepancies.push(discrepancy),
-                None => advanced.extend(CheckpointedSnapshot::advanced(&row)),
+                None => advanced.extend(row.advanced()),
             }
         }
         for batch in advanced.chunks(CHECKPOINT_BATCH_MAX) {
