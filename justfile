@@ -18,21 +18,32 @@ test-otlp:
     cargo clippy -p stockguard-api --all-targets --features otlp -- -D warnings
     cargo test -p stockguard-api --features otlp --test otlp_export
 
+# bench, bench-full, bench-smoke and bench-memory build the `stockguard` binary with the harness
+# in one build (built apart, their features differ and everything compiles twice): the
+# service-memory section starts it from beside the harness's own binary.
 # The main job: compare every strategy across conflict rates on every reachable DB (about 8.5 min warm on 2 cores; a cold release build adds about 8).
 bench out=results:
+    cargo build --release -p stockguard-api -p stockguard-bench
     cargo run --release -p stockguard-bench -- --profile quick --out {{out}}
 
 # The thorough benchmark (long; not for CI).
 bench-full out="bench-results/full":
+    cargo build --release -p stockguard-api -p stockguard-bench
     cargo run --release -p stockguard-bench -- --profile full --out {{out}}
 
 # A few seconds per case on PostgreSQL and MariaDB: catches a broken harness or audit, not slowness.
 bench-smoke out="target/bench-smoke":
+    cargo build -p stockguard-api -p stockguard-bench
     cargo run -p stockguard-bench -- --profile smoke --out {{out}}
+
+# The service's resident set at idle and with 100 and 1 000 open keep-alive connections (PostgreSQL; a few seconds).
+bench-memory out="bench-results/service-memory":
+    cargo build --release -p stockguard-api -p stockguard-bench
+    cargo run --release -p stockguard-bench -- --service-memory only --out {{out}}
 
 # HTTP vs in-process on PostgreSQL: every library strategy at 1 hot SKU and 100 000 SKUs, both transports.
 bench-http out="bench-results/http":
-    cargo run --release -p stockguard-bench -- --db postgres --level 1 --level 100000 --transport in-process,http --strategies pessimistic,no_wait,optimistic,guarded,coalesced,sharded --out {{out}}
+    cargo run --release -p stockguard-bench -- --db postgres --level 1 --level 100000 --transport in-process,http --strategies pessimistic,no_wait,optimistic,guarded,coalesced,sharded --service-memory off --out {{out}}
 
 # One build for both binaries: built apart, their features differ and everything compiles twice.
 # Fault suite: a real service under load while sessions, the service, the server and the network fail; every answer checked against the database (smoke about 2 min, full about an hour).

@@ -23,6 +23,7 @@ pub mod raw;
 pub mod redis_lock;
 pub mod report;
 pub mod runner;
+pub mod service_memory;
 pub mod tally;
 pub mod verdict;
 pub mod workload;

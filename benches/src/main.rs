@@ -21,6 +21,7 @@ use stockguard_bench::flash_plan::{FlashInputs, FlashPlan, plan_flash, run_flash
 use stockguard_bench::profile::{Profile, WorkloadRun, transports_for};
 use stockguard_bench::report::{self, MachineInfo, Results};
 use stockguard_bench::runner::run_case;
+use stockguard_bench::service_memory::run_service_memory_section;
 use stockguard_bench::workload::{Keying, LevelSpec, QuantityDist};
 use stockguard_testkit::Backend;
 
@@ -112,6 +113,10 @@ struct Args {
     /// Skip the audit-scaling cases (full vs incremental audit as the ledger grows), or run only them.
     #[arg(long, value_enum, default_value = "on")]
     audit_scaling: WorkloadRun,
+    /// Skip the service's memory at idle, 100 and 1 000 open connections (a real `stockguard
+    /// serve` beside this binary, on PostgreSQL), or run only it.
+    #[arg(long, value_enum, default_value = "on")]
+    service_memory: WorkloadRun,
     /// Ledger sizes for the audit-scaling cases, comma-separated (default: the profile's).
     #[arg(long, value_delimiter = ',')]
     audit_ledger_rows: Vec<u64>,
@@ -140,6 +145,7 @@ struct Plan {
     checkout: Vec<CheckoutSpec>,
     flash: FlashPlan,
     audit_scaling: Vec<AuditScalingSpec>,
+    service_memory: bool,
     results: Results,
     out: PathBuf,
 }
@@ -336,7 +342,13 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
         WorkloadRun::Off => Vec::new(),
         _ => audit_scaling_specs(&databases, &audit_rows, AUDIT_SCALING_SKUS),
     };
-    let runs = [args.checkout, args.flash, args.anchors, args.audit_scaling];
+    let runs = [
+        args.checkout,
+        args.flash,
+        args.anchors,
+        args.audit_scaling,
+        args.service_memory,
+    ];
     let only = runs.contains(&WorkloadRun::Only);
     let dropped = |run: WorkloadRun| only && run != WorkloadRun::Only;
     if only {
@@ -366,6 +378,7 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
         checkout,
         flash,
         audit_scaling,
+        service_memory: args.service_memory != WorkloadRun::Off && !dropped(args.service_memory),
         out: args.out.context("--out is required")?,
         results: Results {
             started_at: chrono::Utc::now().to_rfc3339(),
@@ -390,6 +403,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         checkout,
         flash,
         audit_scaling,
+        service_memory,
         mut results,
         out,
     } = plan(args).await?;
@@ -478,6 +492,9 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     run_flash_cases(flash, &log, &mut results).await;
     run_audit_scaling_cases(audit_scaling, &log, &mut results).await;
+    if service_memory {
+        run_service_memory_section(&out, &log, &mut results).await;
+    }
     bar.finish_and_clear();
 
     let json = serde_json::to_string_pretty(&results)?;
@@ -531,65 +548,5 @@ fn main() -> ExitCode {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_transport_flag_parses() {
-        let args = Args::try_parse_from(["stockguard-bench", "--out", "x", "--transport", "in-process,http"])
-            .unwrap();
-        assert_eq!(args.transport, vec![Transport::InProcess, Transport::Http]);
-        assert!(Args::try_parse_from(["stockguard-bench", "--out", "x", "--transport", "grpc"]).is_err());
-    }
-
-    #[test]
-    fn strategies_take_every_library_strategy_and_raw_path_by_name() {
-        use stockguard_bench::raw::RawOp;
-        use stockguard_core::Strategy;
-
-        let args = Args::try_parse_from([
-            "stockguard-bench",
-            "--out",
-            "x",
-            "--strategies",
-            "sharded,raw_guarded,unsafe_no_lock",
-        ])
-        .unwrap();
-        assert_eq!(
-            args.strategies,
-            vec![
-                Variant::Library(Strategy::Sharded),
-                Variant::Raw(RawOp::Guarded),
-                Variant::Raw(RawOp::UnsafeNoLock)
-            ]
-        );
-        assert!(Args::try_parse_from(["stockguard-bench", "--out", "x", "--strategies", "fastest"]).is_err());
-        let db =
-            Args::try_parse_from(["stockguard-bench", "--out", "x", "--db", "mariadb,postgres"]).unwrap();
-        assert_eq!(db.db, vec![Backend::MySql, Backend::Postgres]);
-    }
-
-    #[test]
-    fn chaos_is_a_subcommand_and_the_bench_still_needs_out() {
-        let args = Args::try_parse_from([
-            "stockguard-bench",
-            "chaos",
-            "--out",
-            "x",
-            "--cell",
-            "postgres:guarded",
-            "--seed",
-            "7",
-        ])
-        .unwrap();
-        let Some(Command::Chaos(chaos)) = args.command else {
-            panic!("not the chaos subcommand");
-        };
-        assert_eq!(
-            (chaos.cells, chaos.seed),
-            (vec!["postgres:guarded".to_owned()], Some(7))
-        );
-        assert!(Args::try_parse_from(["stockguard-bench", "chaos"]).is_err());
-        assert!(Args::try_parse_from(["stockguard-bench", "--profile", "smoke"]).is_err());
-    }
-}
+#[path = "main_tests.rs"]
+mod tests;

@@ -13,6 +13,7 @@ use super::flash_table::flash_section;
 use super::http_table::http_table;
 use super::keyed_table::keyed_table;
 use super::results::Results;
+use super::service_memory_table::service_memory_section;
 use super::tables::{hot_point_table, ratios, recommendation};
 use super::view::{BackendView, fmt_errors, fmt_ms, fmt_rate, verdict};
 use crate::case::{CaseResult, Transport};
@@ -191,5 +192,6 @@ pub fn write_markdown(results: &Results, path: &Path) -> anyhow::Result<()> {
     checkout_section(&mut md, &results.checkout)?;
     flash_section(&mut md, results)?;
     audit_scaling_section(&mut md, results)?;
+    service_memory_section(&mut md, results)?;
     std::fs::write(path, md).with_context(|| format!("writing {}", path.display()))
 }

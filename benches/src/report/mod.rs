@@ -9,6 +9,7 @@ mod keyed_table;
 mod markdown;
 mod plots;
 mod results;
+mod service_memory_table;
 mod tables;
 mod view;
 

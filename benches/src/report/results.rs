@@ -14,6 +14,7 @@ use crate::flash_faults::FlashFaultResult;
 use crate::flash_http::FlashHttpResult;
 use crate::gate_overhead::OverheadResult;
 use crate::redis_lock::LockResult;
+use crate::service_memory::ServiceMemoryResult;
 
 /// The machine the run happened on.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -84,6 +85,11 @@ pub struct Results {
     pub cases: Vec<CaseResult>,
     /// The full audit against the incremental one, per database and ledger size.
     pub audit_scaling: Vec<AuditScalingResult>,
+    /// The `stockguard serve` process's resident set at idle and with 100 and 1 000 open
+    /// keep-alive connections.
+    pub service_memory: Option<ServiceMemoryResult>,
+    /// Why the service-memory section did not run, when it was on.
+    pub service_memory_skipped: Option<String>,
     /// Cases that failed to run at all (connection errors and the like).
     pub case_errors: Vec<String>,
     /// The checkout workload's cases (orders and holds), in run order.
