@@ -4,7 +4,9 @@
 //! twice, and at most one leader per SKU at any time; and that closing is a barrier: once
 //! the queues are closed and idle, no accepted request is left untaken and none is accepted;
 //! and, for orders spanning several SKUs (`push_any`), that each is taken exactly once
-//! whichever of its SKUs' queues it joins.
+//! whichever of its SKUs' queues it joins; and, with two leaders per key (pipelined
+//! batches), that no request is lost or taken twice and no more than two leaders apply one
+//! key's batches at once.
 //!
 //! Run with `just loom` (`RUSTFLAGS="--cfg loom" cargo test -p stockguard-core --test loom_queue --release`).
 #![cfg(loom)]
@@ -22,11 +24,26 @@ struct Slot {
 /// A leader: take batches until the queue says stop, answering each request once.
 /// `applying` counts leaders inside a batch: with one leader per key it never exceeds 1.
 fn lead(queues: &HandoffQueues<u8, Arc<Slot>>, key: u8, applying: &AtomicUsize, max_batch: usize) {
-    while let Some(batch) = queues.take_batch(&key, max_batch) {
-        assert_eq!(
-            applying.fetch_add(1, Ordering::SeqCst),
-            0,
-            "two leaders applying one key's batches at once"
+    lead_among(queues, key, applying, max_batch, 1);
+}
+
+/// [`lead`] for a key allowed `max_leaders` leaders: never more apply its batches at once.
+fn lead_among(
+    queues: &HandoffQueues<u8, Arc<Slot>>,
+    key: u8,
+    applying: &AtomicUsize,
+    max_batch: usize,
+    max_leaders: usize,
+) {
+    // As the coalescer's leader: stay on while the queue holds items, wait (for the row
+    // lock, in the engine), then take whatever is queued by then, which may be nothing when
+    // another leader of the key took it meanwhile.
+    while queues.keep_leading(&key) {
+        thread::yield_now();
+        let batch = queues.take_batch_keeping_lead(&key, max_batch);
+        assert!(
+            applying.fetch_add(1, Ordering::SeqCst) < max_leaders,
+            "more leaders applying one key's batches at once than its limit"
         );
         for slot in batch {
             slot.taken.fetch_add(1, Ordering::SeqCst);
@@ -63,7 +80,7 @@ fn check(requests: usize, max_batch: usize) {
         builder.preemption_bound = Some(3);
     }
     builder.check(move || {
-        let queues = Arc::new(HandoffQueues::<u8, Arc<Slot>>::new(16, 64));
+        let queues = Arc::new(HandoffQueues::<u8, Arc<Slot>>::new(16, 64, 1));
         let leaders_now = Arc::new(AtomicUsize::new(0));
         let handles: Vec<_> = (0..requests)
             .map(|_| {
@@ -103,7 +120,7 @@ fn three_requests_batch_of_one() {
 #[test]
 fn depth_limit_hands_the_item_back_and_keys_are_independent() {
     loom::model(|| {
-        let queues = Arc::new(HandoffQueues::<u8, u8>::new(2, 3));
+        let queues = Arc::new(HandoffQueues::<u8, u8>::new(2, 3, 1));
         assert!(matches!(queues.push(&1, 10), Pushed::Lead));
         assert!(matches!(queues.push(&1, 11), Pushed::Joined));
         assert!(matches!(queues.push(&1, 12), Pushed::Full(12)));
@@ -131,7 +148,7 @@ fn close_is_a_barrier() {
         builder.preemption_bound = Some(3);
     }
     builder.check(|| {
-        let queues = Arc::new(HandoffQueues::<u8, Arc<Slot>>::new(16, 64));
+        let queues = Arc::new(HandoffQueues::<u8, Arc<Slot>>::new(16, 64, 1));
         let leaders_now = Arc::new(AtomicUsize::new(0));
         let close_returned = Arc::new(AtomicUsize::new(0));
         let submitter = {
@@ -215,7 +232,7 @@ fn check_orders(orders: &'static [&'static [u8]], max_batch: usize) {
         builder.preemption_bound = Some(3);
     }
     builder.check(move || {
-        let queues = Arc::new(HandoffQueues::<u8, Arc<Slot>>::new(16, 64));
+        let queues = Arc::new(HandoffQueues::<u8, Arc<Slot>>::new(16, 64, 1));
         let applying = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)]);
         let handles: Vec<_> = orders
             .iter()
@@ -248,4 +265,60 @@ fn orders_over_overlapping_skus_batch_of_two() {
 #[test]
 fn orders_over_overlapping_skus_batch_of_one() {
     check_orders(&[&[1, 2], &[2, 1], &[1]], 1);
+}
+
+/// Two leaders per key: a request arriving while the key has one leader makes its pusher
+/// the second, which waits while the first leader's batch is "in the database", then takes
+/// what is queued by then (possibly nothing).
+/// Every request is taken exactly once, no more than two leaders apply at once, and the key
+/// is released when the last leader finds the queue empty.
+fn check_pipelined(requests: usize, max_batch: usize) {
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(3);
+    }
+    builder.check(move || {
+        let queues = Arc::new(HandoffQueues::<u8, Arc<Slot>>::new(16, 64, 2));
+        let applying = Arc::new(AtomicUsize::new(0));
+        let handles: Vec<_> = (0..requests)
+            .map(|_| {
+                let queues = Arc::clone(&queues);
+                let applying = Arc::clone(&applying);
+                thread::spawn(move || {
+                    let slot = Arc::new(Slot {
+                        taken: AtomicUsize::new(0),
+                    });
+                    match queues.push(&7, Arc::clone(&slot)) {
+                        Pushed::Lead => lead_among(&queues, 7, &applying, max_batch, 2),
+                        Pushed::Joined => {}
+                        Pushed::Full(_) | Pushed::Closed(_) => {
+                            panic!("limits and closing not expected in this model")
+                        }
+                    }
+                    slot
+                })
+            })
+            .collect();
+        let slots: Vec<Arc<Slot>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        for slot in &slots {
+            assert_eq!(
+                slot.taken.load(Ordering::SeqCst),
+                1,
+                "a request was lost or taken twice"
+            );
+        }
+        assert_eq!(queues.leaders(&7), 0, "a leader left dangling");
+        assert_eq!(queues.active_keys(), 0, "leadership left dangling");
+        assert_eq!(queues.total_depth(), 0);
+    });
+}
+
+#[test]
+fn pipelined_three_requests_batch_of_one() {
+    check_pipelined(3, 1);
+}
+
+#[test]
+fn pipelined_three_requests_batch_of_two() {
+    check_pipelined(3, 2);
 }

@@ -6,6 +6,13 @@
 //! lock, one stock update, one multi-row ledger insert, one commit. While a batch is in
 //! flight, new arrivals queue, so batches grow with load and stay at 1 when idle.
 //!
+//! Pipelining: a SKU may have up to `max_batches_per_sku` leaders. An arrival while the SKU
+//! has fewer spawns another, which opens its transaction at once; in the database it waits
+//! on the row lock until the previous batch commits, so the hot row is handed straight on
+//! instead of idling through the next batch's first round trips. Its executor may take its batch late ([`BatchExecutor::execute_taking`]): the engine takes it
+//! only once its transaction holds the SKU's row lock, so every request that arrived while
+//! the batch waited on the lock joins it.
+//!
 //! Cancellation: a caller whose future is dropped while its request is still queued is
 //! skipped when the leader takes the batch, so it is never applied. Once the batch is taken
 //! the request will be applied and committed (or fail with the batch) even if nobody awaits
@@ -20,8 +27,8 @@ pub mod queue;
 mod sync;
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, Semaphore, oneshot};
@@ -33,7 +40,7 @@ use crate::domain::{IdempotencyKey, SkuId};
 use crate::error::{DeductError, InvalidInput};
 
 /// A queued request, as the coalescer needs to see it.
-pub trait Batched: Send + 'static {
+pub trait Batched: Send + Sync + 'static {
     /// The key that resolves the request's outcome when its caller's deadline passes while
     /// its batch may be committing.
     fn outcome_key(&self) -> IdempotencyKey;
@@ -62,6 +69,20 @@ pub trait BatchExecutor: Send + Sync + 'static {
         items: &[Self::Item],
     ) -> impl Future<Output = Vec<Result<Self::Receipt, DeductError>>> + Send;
 
+    /// Applies the batch `source` yields and returns one result per item it took, in order.
+    /// The executor decides when to take it: the later, the more requests join. The default
+    /// takes it at once and runs [`BatchExecutor::execute_batch`].
+    fn execute_taking(
+        &self,
+        sku: &SkuId,
+        source: &BatchSource<'_, Self>,
+    ) -> impl Future<Output = Vec<Result<Self::Receipt, DeductError>>> + Send
+    where
+        Self: Sized,
+    {
+        async move { self.execute_batch(sku, source.take()).await }
+    }
+
     /// Adds the time a request waited in the queue to its receipt, where the receipt reports
     /// waiting.
     fn add_queue_wait(receipt: &mut Self::Receipt, queued_us: u64) {
@@ -80,9 +101,15 @@ pub struct CoalescerConfig {
     /// `Unavailable`. Bounds memory however many SKUs are hot at once.
     pub max_total_queued: usize,
     /// Most batches applied at once over all SKUs: each holds a pooled connection, so this
-    /// bounds the connections group commit takes (keep it at or below the pool size). A
+    /// bounds the connections group commit takes (keep it below the pool size: a batch with
+    /// client keys looks them up on a second connection while it holds the row lock). A
     /// leader waits for a slot while its queue keeps filling.
     pub max_in_flight_batches: usize,
+    /// Most batches of one SKU applied at once, each by its own leader (see the module's
+    /// "Pipelining"). 1 applies a SKU's batches strictly one after another. The engine uses
+    /// 1 where the database admits one writer at a time (SQLite), as a second batch would
+    /// only hold a connection while polling for the write lock.
+    pub max_batches_per_sku: usize,
     /// How long a leader lingers before taking a batch, to let it fill. Zero (the default)
     /// relies on natural batching: requests that arrive during a commit form the next batch.
     pub max_wait: Duration,
@@ -94,6 +121,9 @@ pub const BATCH_SIZE_MAX: usize = 10_000;
 pub const QUEUE_DEPTH_MAX: usize = 10_000_000;
 /// Largest accepted `max_in_flight_batches`.
 pub const IN_FLIGHT_BATCHES_MAX: usize = 10_000;
+/// Largest accepted `max_batches_per_sku`: beyond a few, batches only queue on the row lock
+/// holding connections.
+pub const BATCHES_PER_SKU_MAX: usize = 16;
 /// Largest accepted `max_wait`.
 pub const MAX_WAIT_MAX: Duration = Duration::from_secs(1);
 
@@ -104,6 +134,7 @@ impl Default for CoalescerConfig {
             max_queue_depth: 10_000,
             max_total_queued: 100_000,
             max_in_flight_batches: 8,
+            max_batches_per_sku: 2,
             max_wait: Duration::ZERO,
         }
     }
@@ -131,6 +162,11 @@ impl CoalescerConfig {
             "max_in_flight_batches",
             self.max_in_flight_batches,
             IN_FLIGHT_BATCHES_MAX,
+        )?;
+        check(
+            "max_batches_per_sku",
+            self.max_batches_per_sku,
+            BATCHES_PER_SKU_MAX,
         )?;
         if self.max_wait > MAX_WAIT_MAX {
             return Err(InvalidInput::LimitOutOfRange {
@@ -173,6 +209,75 @@ impl CoalescerStats {
             }
         }
         self.batch_size_buckets[BATCH_SIZE_BUCKETS.len()].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A leader's next batch, taken from its SKU's queue when the executor first asks for it.
+pub struct BatchSource<'a, E: BatchExecutor> {
+    inner: &'a Inner<E>,
+    sku: &'a SkuId,
+    taken: OnceLock<Taken<E>>,
+}
+
+/// What a leader took: the live requests and where their answers go.
+struct Taken<E: BatchExecutor> {
+    items: Vec<E::Item>,
+    replies: Vec<(oneshot::Sender<Result<E::Receipt, DeductError>>, Instant)>,
+    taken_at: Instant,
+}
+
+impl<E: BatchExecutor> std::fmt::Debug for BatchSource<'_, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchSource")
+            .field("sku", self.sku)
+            .field("taken", &self.taken.get().map(|taken| taken.items.len()))
+            .finish()
+    }
+}
+
+impl<E: BatchExecutor> BatchSource<'_, E> {
+    /// The batch: on the first call, up to `max_batch_size` requests queued now, FIFO, less
+    /// those whose callers have gone; every later call returns the same items (a retried
+    /// attempt applies the batch it took). Empty when another leader of the SKU took them.
+    pub fn take(&self) -> &[E::Item] {
+        let taken = self.taken.get_or_init(|| {
+            let inner = self.inner;
+            let batch = inner
+                .queues
+                .take_batch_keeping_lead(self.sku, inner.config.max_batch_size);
+            let queued = batch.len();
+            let mut items = Vec::with_capacity(queued);
+            let mut replies = Vec::with_capacity(queued);
+            for waiter in batch {
+                if waiter.reply.is_closed() {
+                    continue;
+                }
+                items.push(waiter.item);
+                replies.push((waiter.reply, waiter.enqueued));
+            }
+            if items.len() < queued {
+                inner
+                    .stats
+                    .cancelled_before_batch
+                    .fetch_add((queued - items.len()) as u64, Ordering::Relaxed);
+            }
+            if !items.is_empty() {
+                inner.stats.record_batch(items.len());
+            }
+            Taken {
+                items,
+                replies,
+                taken_at: Instant::now(),
+            }
+        });
+        &taken.items
+    }
+
+    /// True when one request is queued and no other leader of the SKU is applying a batch:
+    /// nothing would join a batch by waiting, so the executor may take it at once and apply
+    /// it alone.
+    pub fn uncontended(&self) -> bool {
+        self.inner.queues.depth_and_leaders(self.sku) == (1, 1)
     }
 }
 
@@ -219,7 +324,11 @@ impl<E: BatchExecutor> Coalescer<E> {
         Self {
             inner: Arc::new(Inner {
                 executor,
-                queues: HandoffQueues::new(config.max_queue_depth, config.max_total_queued),
+                queues: HandoffQueues::new(
+                    config.max_queue_depth,
+                    config.max_total_queued,
+                    config.max_batches_per_sku,
+                ),
                 in_flight: Semaphore::new(config.max_in_flight_batches.max(1)),
                 config,
                 leaders_done: Notify::new(),
@@ -376,34 +485,28 @@ async fn lead<E: BatchExecutor>(inner: Arc<Inner<E>>, sku: SkuId) {
             .acquire()
             .await
             .expect("the in-flight semaphore is never closed");
-        let Some(batch) = inner.queues.take_batch(&sku, inner.config.max_batch_size) else {
+        if !inner.queues.keep_leading(&sku) {
             guard.finished = true;
             break;
+        }
+        let source = BatchSource {
+            inner: &inner,
+            sku: &sku,
+            taken: OnceLock::new(),
         };
-        let (live, cancelled): (Vec<Waiter<E>>, Vec<Waiter<E>>) =
-            batch.into_iter().partition(|w| !w.reply.is_closed());
-        if !cancelled.is_empty() {
-            inner
-                .stats
-                .cancelled_before_batch
-                .fetch_add(cancelled.len() as u64, Ordering::Relaxed);
-        }
-        if live.is_empty() {
-            continue;
-        }
-        let mut items = Vec::with_capacity(live.len());
-        let mut replies = Vec::with_capacity(live.len());
-        for waiter in live {
-            items.push(waiter.item);
-            replies.push((waiter.reply, waiter.enqueued));
-        }
-        inner.stats.record_batch(items.len());
-        let taken_at = Instant::now();
-        let results = inner.executor.execute_batch(&sku, &items).await;
+        let results = inner.executor.execute_taking(&sku, &source).await;
         drop(permit);
-        assert_eq!(results.len(), replies.len(), "executor must answer every item");
-        for ((reply, enqueued), result) in replies.into_iter().zip(results) {
-            let queued_us = micros(taken_at.duration_since(enqueued));
+        let Some(taken) = source.taken.into_inner() else {
+            assert!(results.is_empty(), "an executor answered items it never took");
+            continue;
+        };
+        assert_eq!(
+            results.len(),
+            taken.replies.len(),
+            "executor must answer every item"
+        );
+        for ((reply, enqueued), result) in taken.replies.into_iter().zip(results) {
+            let queued_us = micros(taken.taken_at.duration_since(enqueued));
             let result = result.map(|mut receipt| {
                 E::add_queue_wait(&mut receipt, queued_us);
                 receipt

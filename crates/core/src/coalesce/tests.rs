@@ -213,3 +213,51 @@ async fn a_deadline_while_queued_is_outcome_unknown_with_the_key() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Runs 200 concurrent requests on one SKU and returns the most batches that were applied at
+/// once.
+async fn most_batches_of_one_sku_at_once(max_batches_per_sku: usize) -> usize {
+    let config = CoalescerConfig {
+        max_batches_per_sku,
+        ..CoalescerConfig::default()
+    };
+    let coalescer = coalescer_with(&["hot"], 1_000, config);
+    let sku = SkuId::parse("hot").unwrap();
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let coalescer = coalescer.clone();
+            let sku = sku.clone();
+            tokio::spawn(async move { coalescer.submit(sku, item(), far()).await })
+        })
+        .collect();
+    let mut remaining = Vec::new();
+    for task in tasks {
+        remaining.push(task.await.unwrap().unwrap().remaining);
+    }
+    // Every request applied exactly once: the stock left after each is distinct.
+    remaining.sort_unstable();
+    assert_eq!(remaining, (800..1_000).collect::<Vec<i64>>());
+    assert_eq!(coalescer.queue_depth(), 0);
+    assert_eq!(coalescer.inner.queues.active_keys(), 0, "a leader left dangling");
+    coalescer.executor().most_in_flight.load(Ordering::SeqCst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_sku_keeps_its_next_batch_in_flight_up_to_the_limit() {
+    assert_eq!(most_batches_of_one_sku_at_once(1).await, 1);
+    // The model executor sleeps 1 ms per batch, so under 200 requests a second leader
+    // always finds the first one's batch in flight.
+    assert_eq!(most_batches_of_one_sku_at_once(2).await, 2);
+    assert!(most_batches_of_one_sku_at_once(3).await <= 3);
+}
+
+#[test]
+fn batches_per_sku_is_a_checked_limit() {
+    for given in [0, BATCHES_PER_SKU_MAX + 1] {
+        let config = CoalescerConfig {
+            max_batches_per_sku: given,
+            ..CoalescerConfig::default()
+        };
+        assert!(config.validate().is_err(), "{given} accepted");
+    }
+}

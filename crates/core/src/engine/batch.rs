@@ -1,13 +1,15 @@
-//! The `Coalesced` batch, written once: lock the SKU row, plan the queued requests FIFO
-//! against its stock ([`BatchPlan`]), write the stock and one ledger row per applied request,
-//! commit. A batch of one takes the single `Guarded` write instead (one round trip).
+//! The `Coalesced` batch, written once: lock the SKU row, take the queued requests, plan them
+//! FIFO against its stock ([`BatchPlan`]), write the stock and one ledger row per applied
+//! request, commit. The requests are taken only once the row lock is granted, so those that
+//! arrive while the previous batch of the SKU commits still join this one. A lone request on
+//! an idle SKU takes the single `Guarded` write instead (one round trip).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::land::Landing;
 use super::{Backend, Call, Change, Core, Exposure, Fault, LockWait, LockedRow};
-use crate::coalesce::{BatchExecutor, BatchItem, BatchPlan};
+use crate::coalesce::{BatchExecutor, BatchItem, BatchPlan, BatchSource};
 use crate::domain::{IdempotencyKey, Receipt, SkuId, Strategy};
 use crate::error::{AttemptError, DeductError, RetryCause};
 
@@ -20,6 +22,19 @@ impl<B: Backend> BatchExecutor for BatchRunner<B> {
 
     async fn execute_batch(&self, sku: &SkuId, items: &[BatchItem]) -> Vec<Result<Receipt, DeductError>> {
         self.0.execute_batch(sku, items).await
+    }
+
+    async fn execute_taking(
+        &self,
+        sku: &SkuId,
+        source: &BatchSource<'_, Self>,
+    ) -> Vec<Result<Receipt, DeductError>> {
+        if source.uncontended() {
+            // Nothing would join by waiting for the lock: take it now, and alone it takes the
+            // guarded write.
+            return self.0.execute_batch(sku, source.take()).await;
+        }
+        self.0.run_batch(sku, &|| source.take()).await
     }
 
     fn add_queue_wait(receipt: &mut Receipt, queued_us: u64) {
@@ -41,27 +56,36 @@ fn micros(duration: Duration) -> u64 {
 
 impl<B: Backend> Core<B> {
     async fn execute_batch(&self, sku: &SkuId, items: &[BatchItem]) -> Vec<Result<Receipt, DeductError>> {
-        let deadline = Instant::now() + self.config.deadline;
         if let [item] = items {
             // An uncontended SKU: the single guarded write gives the same result in one round
             // trip instead of four, which keeps coalescing cheap at low conflict.
+            let deadline = Instant::now() + self.config.deadline;
             return vec![self.alone(sku, item, deadline).await];
         }
+        self.run_batch(sku, &|| items).await
+    }
+
+    /// The locked batch flow over the requests `take` yields once the row lock is granted
+    /// (the same ones on every call). A failure before then takes them too and answers each.
+    async fn run_batch<'s>(
+        &self,
+        sku: &SkuId,
+        take: &(dyn Fn() -> &'s [BatchItem] + Sync),
+    ) -> Vec<Result<Receipt, DeductError>> {
+        let deadline = Instant::now() + self.config.deadline;
         let exposure = Exposure::default();
-        let lookup_priors = items.iter().any(|item| item.client_key);
-        let attempts = self.run(deadline, |_| {
-            self.batch_attempt(sku, items, &exposure, deadline, lookup_priors)
-        });
+        let attempts = self.run(deadline, |_| self.batch_attempt(sku, take, &exposure, deadline));
         let outcome = match tokio::time::timeout_at(deadline.into(), attempts).await {
             Ok(outcome) => outcome,
             Err(_) => {
                 let cut_short = self.past_deadline(&exposure, None);
-                return items
+                return take()
                     .iter()
                     .map(|item| Err(with_key(&cut_short, &item.idempotency_key)))
                     .collect();
             }
         };
+        let items = take();
         let (applied, attempts) = match outcome {
             Ok(applied) => applied,
             Err(error) => {
@@ -110,32 +134,13 @@ impl<B: Backend> Core<B> {
         }
     }
 
-    async fn batch_attempt(
+    async fn batch_attempt<'s>(
         &self,
         sku: &SkuId,
-        items: &[BatchItem],
+        take: &(dyn Fn() -> &'s [BatchItem] + Sync),
         exposure: &Exposure,
         deadline: Instant,
-        lookup_priors: bool,
     ) -> Result<Applied, AttemptError> {
-        // Only a client's key can be in the ledger already; generated keys are new. The lookup
-        // needs no lock, so it runs before the row is locked: the hot row's lock is held for
-        // three round trips (lock, write, commit), not four. A key committed after the lookup
-        // is refused by its unique index at the write, and the attempt runs again
-        // (`IdempotencyRace`), finding it this time.
-        let prior = if lookup_priors {
-            let client_keys: Vec<&IdempotencyKey> = items
-                .iter()
-                .filter(|item| item.client_key)
-                .map(|item| &item.idempotency_key)
-                .collect();
-            self.backend
-                .find_keys(&client_keys)
-                .await
-                .map_err(Fault::definite)?
-        } else {
-            Vec::new()
-        };
         let started = Instant::now();
         let mut tx = self
             .backend
@@ -147,6 +152,32 @@ impl<B: Backend> Core<B> {
             Err(fault) => return self.abandon(tx, fault.definite()).await,
         };
         let lock_wait_us = micros(started.elapsed());
+        let items = take();
+        if items.is_empty() {
+            // Another leader of the SKU took every request while this one waited.
+            self.backend.rollback(tx).await;
+            return Ok(Applied {
+                results: Vec::new(),
+                sharded: false,
+            });
+        }
+        // Only a client's key can be in the ledger already; generated keys are new. The batch
+        // is known only now, under the lock, so the lookup runs here (on another connection:
+        // committed rows are what it looks for). A key committed after it is refused by its
+        // unique index at the write, and the attempt runs again (`IdempotencyRace`).
+        let prior = if items.iter().any(|item| item.client_key) {
+            let client_keys: Vec<&IdempotencyKey> = items
+                .iter()
+                .filter(|item| item.client_key)
+                .map(|item| &item.idempotency_key)
+                .collect();
+            match self.backend.find_keys(&client_keys).await {
+                Ok(prior) => prior,
+                Err(fault) => return self.abandon(tx, fault.definite()).await,
+            }
+        } else {
+            Vec::new()
+        };
         let mut plan = BatchPlan::new(sku, locked.map(|row| row.stock), items, &prior);
         let sharded = locked.is_some_and(|row| row.sharded);
         if let Some(row) = locked

@@ -52,7 +52,7 @@ pub use config::{DEADLINE_MAX, EngineConfig};
 pub use fault::{ConnectRefusal, Fault, FaultKind, UNAVAILABLE_RETRY_AFTER, exhausted};
 pub use stats::{EngineStats, ExpiredBy, POOL_WAIT_BUCKETS_US, PoolWaitStats, Resolution};
 
-use crate::coalesce::{BatchItem, Coalescer};
+use crate::coalesce::{BatchItem, Coalescer, CoalescerConfig};
 use crate::domain::{
     AdjustReceipt, AdjustRequest, AuditReport, Capabilities, ConfirmLines, DeductRequest, HoldId,
     HoldReceipt, HoldRequest, IdempotencyKey, IncrementalAuditReport, LedgerEntry, LedgerPage, OrderId,
@@ -146,9 +146,20 @@ impl<B: Backend> Engine<B> {
             #[cfg(feature = "test-utils")]
             lost_answers: std::sync::Mutex::new(Vec::new()),
         });
-        let coalescer = Coalescer::new(batch::BatchRunner(Arc::clone(&core)), config.coalescer);
-        let order_coalescer =
-            Coalescer::new(order_batch::OrderBatchRunner(Arc::clone(&core)), config.coalescer);
+        let mut deductions = config.coalescer;
+        if !core.capabilities.row_level_locking {
+            // One writer at a time: a second batch of the SKU could not wait on a row lock,
+            // only hold a connection while polling for the database's write lock.
+            deductions.max_batches_per_sku = 1;
+        }
+        // An order batch locks every SKU of its orders; it stays one batch per queue until
+        // two overlapping ones at once are measured (the hot single-SKU path is what pays).
+        let orders = CoalescerConfig {
+            max_batches_per_sku: 1,
+            ..config.coalescer
+        };
+        let coalescer = Coalescer::new(batch::BatchRunner(Arc::clone(&core)), deductions);
+        let order_coalescer = Coalescer::new(order_batch::OrderBatchRunner(Arc::clone(&core)), orders);
         Self {
             core,
             coalescer,
