@@ -78,7 +78,7 @@ anchors-scripts seconds="10":
     command -v sysbench >/dev/null || apt-get install -y sysbench
     bash ../shared/anchors/mariadb_hot_row.sh 127.0.0.1 3306 root {{seconds}}
 
-# Loom models of the group-commit handoff (release build; about half a minute).
+# Loom models of the group-commit handoff, with one and two leaders per SKU (release build; about 2 minutes).
 loom:
     RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p stockguard-core --test loom_queue --release
 

@@ -259,7 +259,7 @@ impl Service {
             .env("STOCKGUARD_BIND", format!("127.0.0.1:{}", config.port))
             .env("STOCKGUARD_AUTH_TOKEN", &config.token)
             .env("STOCKGUARD_DEFAULT_STRATEGY", config.strategy.as_str())
-            .env("STOCKGUARD_ALLOW_STRATEGY_OVERRIDE", "false")
+            .env("STOCKGUARD_NO_STRATEGY_OVERRIDE", "true")
             .env("STOCKGUARD_POOL_SIZE", config.pool_size.to_string())
             .env("STOCKGUARD_ACQUIRE_TIMEOUT_MS", millis(config.acquire_timeout))
             .env("STOCKGUARD_LOCK_TIMEOUT_MS", millis(config.lock_timeout))
