@@ -57,14 +57,15 @@ fn lead_among(
 fn submit(
     queues: &HandoffQueues<u8, Arc<Slot>>,
     key: u8,
-    leaders_now: &AtomicUsize,
+    applying: &AtomicUsize,
     max_batch: usize,
+    max_leaders: usize,
 ) -> Arc<Slot> {
     let slot = Arc::new(Slot {
         taken: AtomicUsize::new(0),
     });
     match queues.push(&key, Arc::clone(&slot)) {
-        Pushed::Lead => lead(queues, key, leaders_now, max_batch),
+        Pushed::Lead => lead_among(queues, key, applying, max_batch, max_leaders),
         Pushed::Joined => {}
         Pushed::Full(_) | Pushed::Closed(_) => panic!("limits and closing not expected in this model"),
     }
@@ -72,6 +73,10 @@ fn submit(
 }
 
 fn check(requests: usize, max_batch: usize) {
+    check_with_leaders(requests, max_batch, 1);
+}
+
+fn check_with_leaders(requests: usize, max_batch: usize, max_leaders: usize) {
     // A preemption bound keeps the three-thread models to seconds; the races these models
     // are after (a push landing between a leader's last batch and its exit) need at most two
     // preemptions. `LOOM_MAX_PREEMPTIONS` overrides it for a deeper run.
@@ -80,13 +85,13 @@ fn check(requests: usize, max_batch: usize) {
         builder.preemption_bound = Some(3);
     }
     builder.check(move || {
-        let queues = Arc::new(HandoffQueues::<u8, Arc<Slot>>::new(16, 64, 1));
-        let leaders_now = Arc::new(AtomicUsize::new(0));
+        let queues = Arc::new(HandoffQueues::<u8, Arc<Slot>>::new(16, 64, max_leaders));
+        let applying = Arc::new(AtomicUsize::new(0));
         let handles: Vec<_> = (0..requests)
             .map(|_| {
                 let queues = Arc::clone(&queues);
-                let leaders_now = Arc::clone(&leaders_now);
-                thread::spawn(move || submit(&queues, 7, &leaders_now, max_batch))
+                let applying = Arc::clone(&applying);
+                thread::spawn(move || submit(&queues, 7, &applying, max_batch, max_leaders))
             })
             .collect();
         let slots: Vec<Arc<Slot>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
@@ -97,6 +102,7 @@ fn check(requests: usize, max_batch: usize) {
                 "a request was lost or taken twice"
             );
         }
+        assert_eq!(queues.leaders(&7), 0, "a leader left dangling");
         assert_eq!(queues.active_keys(), 0, "leadership left dangling");
         assert_eq!(queues.total_depth(), 0);
     });
@@ -269,48 +275,11 @@ fn orders_over_overlapping_skus_batch_of_one() {
 
 /// Two leaders per key: a request arriving while the key has one leader makes its pusher
 /// the second, which waits while the first leader's batch is "in the database", then takes
-/// what is queued by then (possibly nothing).
-/// Every request is taken exactly once, no more than two leaders apply at once, and the key
-/// is released when the last leader finds the queue empty.
+/// what is queued by then (possibly nothing). Every request is taken exactly once, no more
+/// than two leaders apply at once, and the key is released when the last leader finds the
+/// queue empty.
 fn check_pipelined(requests: usize, max_batch: usize) {
-    let mut builder = loom::model::Builder::new();
-    if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(3);
-    }
-    builder.check(move || {
-        let queues = Arc::new(HandoffQueues::<u8, Arc<Slot>>::new(16, 64, 2));
-        let applying = Arc::new(AtomicUsize::new(0));
-        let handles: Vec<_> = (0..requests)
-            .map(|_| {
-                let queues = Arc::clone(&queues);
-                let applying = Arc::clone(&applying);
-                thread::spawn(move || {
-                    let slot = Arc::new(Slot {
-                        taken: AtomicUsize::new(0),
-                    });
-                    match queues.push(&7, Arc::clone(&slot)) {
-                        Pushed::Lead => lead_among(&queues, 7, &applying, max_batch, 2),
-                        Pushed::Joined => {}
-                        Pushed::Full(_) | Pushed::Closed(_) => {
-                            panic!("limits and closing not expected in this model")
-                        }
-                    }
-                    slot
-                })
-            })
-            .collect();
-        let slots: Vec<Arc<Slot>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-        for slot in &slots {
-            assert_eq!(
-                slot.taken.load(Ordering::SeqCst),
-                1,
-                "a request was lost or taken twice"
-            );
-        }
-        assert_eq!(queues.leaders(&7), 0, "a leader left dangling");
-        assert_eq!(queues.active_keys(), 0, "leadership left dangling");
-        assert_eq!(queues.total_depth(), 0);
-    });
+    check_with_leaders(requests, max_batch, 2);
 }
 
 #[test]

@@ -219,10 +219,13 @@ pub struct BatchSource<'a, E: BatchExecutor> {
     taken: OnceLock<Taken<E>>,
 }
 
-/// What a leader took: the live requests and where their answers go.
+/// Where one request's answer goes.
+type Reply<E> = oneshot::Sender<Result<<E as BatchExecutor>::Receipt, DeductError>>;
+
+/// What a leader took: the live requests, and where and since when each one's answer waits.
 struct Taken<E: BatchExecutor> {
     items: Vec<E::Item>,
-    replies: Vec<(oneshot::Sender<Result<E::Receipt, DeductError>>, Instant)>,
+    replies: Vec<(Reply<E>, Instant)>,
     taken_at: Instant,
 }
 
@@ -283,7 +286,7 @@ impl<E: BatchExecutor> BatchSource<'_, E> {
 
 struct Waiter<E: BatchExecutor> {
     item: E::Item,
-    reply: oneshot::Sender<Result<E::Receipt, DeductError>>,
+    reply: Reply<E>,
     enqueued: Instant,
 }
 

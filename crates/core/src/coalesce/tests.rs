@@ -69,20 +69,31 @@ fn far() -> Instant {
     Instant::now() + Duration::from_secs(30)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_requests_share_batches_and_all_get_answers() {
-    let coalescer = coalescer_with(&["hot"], 1_000, CoalescerConfig::default());
-    let sku = SkuId::parse("hot").unwrap();
-    let tasks: Vec<_> = (0..200)
+/// Submits `requests` one-unit deductions of `sku` at once and returns their receipts.
+async fn submit_concurrently(
+    coalescer: &Coalescer<ModelExecutor>,
+    sku: &str,
+    requests: usize,
+) -> Vec<Receipt> {
+    let sku = SkuId::parse(sku).unwrap();
+    let tasks: Vec<_> = (0..requests)
         .map(|_| {
             let coalescer = coalescer.clone();
             let sku = sku.clone();
             tokio::spawn(async move { coalescer.submit(sku, item(), far()).await })
         })
         .collect();
+    let mut receipts = Vec::with_capacity(requests);
     for task in tasks {
-        task.await.unwrap().unwrap();
+        receipts.push(task.await.unwrap().unwrap());
     }
+    receipts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_batches_and_all_get_answers() {
+    let coalescer = coalescer_with(&["hot"], 1_000, CoalescerConfig::default());
+    submit_concurrently(&coalescer, "hot", 200).await;
     let batches = coalescer.executor().batches.load(Ordering::SeqCst);
     assert!(batches < 200, "200 concurrent requests took {batches} batches");
     assert_eq!(coalescer.stats().batched_requests.load(Ordering::Relaxed), 200);
@@ -222,18 +233,8 @@ async fn most_batches_of_one_sku_at_once(max_batches_per_sku: usize) -> usize {
         ..CoalescerConfig::default()
     };
     let coalescer = coalescer_with(&["hot"], 1_000, config);
-    let sku = SkuId::parse("hot").unwrap();
-    let tasks: Vec<_> = (0..200)
-        .map(|_| {
-            let coalescer = coalescer.clone();
-            let sku = sku.clone();
-            tokio::spawn(async move { coalescer.submit(sku, item(), far()).await })
-        })
-        .collect();
-    let mut remaining = Vec::new();
-    for task in tasks {
-        remaining.push(task.await.unwrap().unwrap().remaining);
-    }
+    let receipts = submit_concurrently(&coalescer, "hot", 200).await;
+    let mut remaining: Vec<i64> = receipts.iter().map(|receipt| receipt.remaining).collect();
     // Every request applied exactly once: the stock left after each is distinct.
     remaining.sort_unstable();
     assert_eq!(remaining, (800..1_000).collect::<Vec<i64>>());
