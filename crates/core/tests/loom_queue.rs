@@ -85,7 +85,7 @@ fn check_with_leaders(requests: usize, max_batch: usize, max_leaders: usize) {
         builder.preemption_bound = Some(3);
     }
     builder.check(move || {
-        let queues = Arc::new(HandoffQueues::<u8, Arc<Slot>>::new(16, 64, max_leaders));
+        let queues = Arc::new(HandoffQueues::<u8, Arc<Slot>>::new(16, 64, max_leaders, 1));
         let applying = Arc::new(AtomicUsize::new(0));
         let handles: Vec<_> = (0..requests)
             .map(|_| {
@@ -126,7 +126,7 @@ fn three_requests_batch_of_one() {
 #[test]
 fn depth_limit_hands_the_item_back_and_keys_are_independent() {
     loom::model(|| {
-        let queues = Arc::new(HandoffQueues::<u8, u8>::new(2, 3, 1));
+        let queues = Arc::new(HandoffQueues::<u8, u8>::new(2, 3, 1, 1));
         assert!(matches!(queues.push(&1, 10), Pushed::Lead));
         assert!(matches!(queues.push(&1, 11), Pushed::Joined));
         assert!(matches!(queues.push(&1, 12), Pushed::Full(12)));
@@ -154,7 +154,7 @@ fn close_is_a_barrier() {
         builder.preemption_bound = Some(3);
     }
     builder.check(|| {
-        let queues = Arc::new(HandoffQueues::<u8, Arc<Slot>>::new(16, 64, 1));
+        let queues = Arc::new(HandoffQueues::<u8, Arc<Slot>>::new(16, 64, 1, 1));
         let leaders_now = Arc::new(AtomicUsize::new(0));
         let close_returned = Arc::new(AtomicUsize::new(0));
         let submitter = {
@@ -238,7 +238,7 @@ fn check_orders(orders: &'static [&'static [u8]], max_batch: usize) {
         builder.preemption_bound = Some(3);
     }
     builder.check(move || {
-        let queues = Arc::new(HandoffQueues::<u8, Arc<Slot>>::new(16, 64, 1));
+        let queues = Arc::new(HandoffQueues::<u8, Arc<Slot>>::new(16, 64, 1, 1));
         let applying = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)]);
         let handles: Vec<_> = orders
             .iter()

@@ -8,7 +8,7 @@
 //! The invariant that makes it lose nothing: a key is in the map exactly while it has at
 //! least one leader, and a leader stops only in the critical section where it finds the
 //! queue empty. `push` makes the caller a leader when the key has fewer than the limit;
-//! otherwise every leader will look again (`keep_leading` or `take_batch`) before stopping, so an item is either
+//! (and its queue is deep enough); otherwise every leader will look again (`keep_leading` or `take_batch`) before stopping, so an item is either
 //! seen by some leader's next `take_batch`, or its pusher became a leader.
 //!
 //! Closing is a barrier: `close` sets a flag under the same lock, after which `push` refuses
@@ -55,17 +55,26 @@ pub struct HandoffQueues<K, T> {
     max_depth: usize,
     max_total: usize,
     max_leaders_per_key: usize,
+    another_leader_min_queued: usize,
     state: Mutex<State<K, T>>,
 }
 
 impl<K: Eq + Hash + Clone, T> HandoffQueues<K, T> {
     /// Queues holding at most `max_depth` pending items per key and `max_total` over all
-    /// keys, each key taken by at most `max_leaders_per_key` leaders at once (each at least 1).
-    pub fn new(max_depth: usize, max_total: usize, max_leaders_per_key: usize) -> Self {
+    /// keys, each key taken by at most `max_leaders_per_key` leaders at once; a pusher joining
+    /// a led key becomes another leader only once the key's queue holds
+    /// `another_leader_min_queued` items with its own (each at least 1).
+    pub fn new(
+        max_depth: usize,
+        max_total: usize,
+        max_leaders_per_key: usize,
+        another_leader_min_queued: usize,
+    ) -> Self {
         Self {
             max_depth: max_depth.max(1),
             max_total: max_total.max(1),
             max_leaders_per_key: max_leaders_per_key.max(1),
+            another_leader_min_queued: another_leader_min_queued.max(1),
             state: Mutex::new(State {
                 queues: HashMap::new(),
                 queued: 0,
@@ -110,7 +119,9 @@ impl<K: Eq + Hash + Clone, T> HandoffQueues<K, T> {
                     .get_mut(&keys[index])
                     .expect("the chosen queue exists under this lock");
                 queue.items.push_back(item);
-                if queue.leaders < self.max_leaders_per_key {
+                if queue.leaders < self.max_leaders_per_key
+                    && queue.items.len() >= self.another_leader_min_queued
+                {
                     queue.leaders += 1;
                     (index, Pushed::Lead)
                 } else {

@@ -29,12 +29,12 @@ impl<B: Backend> BatchExecutor for BatchRunner<B> {
         sku: &SkuId,
         source: &BatchSource<'_, Self>,
     ) -> Vec<Result<Receipt, DeductError>> {
-        if source.uncontended() {
-            // Nothing would join by waiting for the lock: take it now, and alone it takes the
-            // guarded write.
+        if source.sole_leader() {
+            // No batch of the SKU commits ahead of this one: take it now, so a lone request
+            // takes the guarded write and client keys are looked up before the lock.
             return self.0.execute_batch(sku, source.take()).await;
         }
-        self.0.run_batch(sku, &|| source.take()).await
+        self.0.run_batch(sku, &|| source.take(), Taken::UnderLock).await
     }
 
     fn add_queue_wait(receipt: &mut Receipt, queued_us: u64) {
@@ -62,7 +62,7 @@ impl<B: Backend> Core<B> {
             let deadline = Instant::now() + self.config.deadline;
             return vec![self.alone(sku, item, deadline).await];
         }
-        self.run_batch(sku, &|| items).await
+        self.run_batch(sku, &|| items, Taken::BeforeLock).await
     }
 
     /// The locked batch flow over the requests `take` yields once the row lock is granted
@@ -71,10 +71,13 @@ impl<B: Backend> Core<B> {
         &self,
         sku: &SkuId,
         take: &(dyn Fn() -> &'s [BatchItem] + Sync),
+        taken: Taken,
     ) -> Vec<Result<Receipt, DeductError>> {
         let deadline = Instant::now() + self.config.deadline;
         let exposure = Exposure::default();
-        let attempts = self.run(deadline, |_| self.batch_attempt(sku, take, &exposure, deadline));
+        let attempts = self.run(deadline, |_| {
+            self.batch_attempt(sku, take, taken, &exposure, deadline)
+        });
         let outcome = match tokio::time::timeout_at(deadline.into(), attempts).await {
             Ok(outcome) => outcome,
             Err(_) => {
@@ -138,9 +141,19 @@ impl<B: Backend> Core<B> {
         &self,
         sku: &SkuId,
         take: &(dyn Fn() -> &'s [BatchItem] + Sync),
+        taken: Taken,
         exposure: &Exposure,
         deadline: Instant,
     ) -> Result<Applied, AttemptError> {
+        // Only a client's key can be in the ledger already; generated keys are new. A batch
+        // known before the lock is looked up before it, so the hot row's lock is held for
+        // three round trips (lock, write, commit), not four. A key committed after the lookup
+        // is refused by its unique index at the write, and the attempt runs again
+        // (`IdempotencyRace`), finding it this time.
+        let looked_up = match taken {
+            Taken::BeforeLock => Some(self.client_key_priors(take()).await.map_err(Fault::definite)?),
+            Taken::UnderLock => None,
+        };
         let started = Instant::now();
         let mut tx = self
             .backend
@@ -161,22 +174,14 @@ impl<B: Backend> Core<B> {
                 sharded: false,
             });
         }
-        // Only a client's key can be in the ledger already; generated keys are new. The batch
-        // is known only now, under the lock, so the lookup runs here (on another connection:
-        // committed rows are what it looks for). A key committed after it is refused by its
-        // unique index at the write, and the attempt runs again (`IdempotencyRace`).
-        let prior = if items.iter().any(|item| item.client_key) {
-            let client_keys: Vec<&IdempotencyKey> = items
-                .iter()
-                .filter(|item| item.client_key)
-                .map(|item| &item.idempotency_key)
-                .collect();
-            match self.backend.find_keys(&client_keys).await {
+        // A batch taken under the lock is known only now: its lookup runs here, on another
+        // connection (committed rows are what it looks for), with the row held.
+        let prior = match looked_up {
+            Some(prior) => prior,
+            None => match self.client_key_priors(items).await {
                 Ok(prior) => prior,
                 Err(fault) => return self.abandon(tx, fault.definite()).await,
-            }
-        } else {
-            Vec::new()
+            },
         };
         let mut plan = BatchPlan::new(sku, locked.map(|row| row.stock), items, &prior);
         let sharded = locked.is_some_and(|row| row.sharded);
@@ -236,6 +241,30 @@ impl<B: Backend> Core<B> {
             results: plan.into_results(sku, items, &ids, lock_wait_us),
             sharded,
         })
+    }
+}
+
+/// When a batch's requests were taken from the queue.
+#[derive(Debug, Clone, Copy)]
+enum Taken {
+    /// Before its transaction began: the sole leader of the SKU.
+    BeforeLock,
+    /// Once the row lock was granted: another batch of the SKU was committing ahead of it.
+    UnderLock,
+}
+
+impl<B: Backend> Core<B> {
+    /// The ledger entries already written under the batch's client keys (none without any).
+    async fn client_key_priors(&self, items: &[BatchItem]) -> Result<Vec<super::LedgerEntry>, Fault> {
+        let client_keys: Vec<&IdempotencyKey> = items
+            .iter()
+            .filter(|item| item.client_key)
+            .map(|item| &item.idempotency_key)
+            .collect();
+        if client_keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.backend.find_keys(&client_keys).await
     }
 }
 
