@@ -15,7 +15,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 use serde::Serialize;
 use stockguard_api::config::{
@@ -24,7 +23,6 @@ use stockguard_api::config::{
 };
 use stockguard_core::Strategy;
 use stockguard_testkit::Backend;
-use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 use crate::chaos::service::{Service, ServiceConfig, find_binary, free_port};
@@ -351,18 +349,7 @@ async fn open_and_warm(
 }
 
 async fn open(address: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
-        .await
-        .context("connecting timed out")?
-        .context("connecting")?;
-    stream.set_nodelay(true)?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    // The connection's I/O runs beside its requests and stays open, idle, until the sender
-    // is dropped.
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(sender)
+    crate::http::lean::open_http1(address, CONNECT_TIMEOUT).await
 }
 
 async fn exchange(

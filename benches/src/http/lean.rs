@@ -60,17 +60,7 @@ impl LeanClient {
     }
 
     async fn open(&self) -> anyhow::Result<SendRequest<Full<Bytes>>> {
-        let stream = tokio::time::timeout(CLIENT_CONNECT_TIMEOUT, TcpStream::connect(self.address))
-            .await
-            .context("connecting timed out")?
-            .context("connecting")?;
-        stream.set_nodelay(true)?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        // The connection's I/O runs beside the requests; it ends when its sender is dropped.
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(sender)
+        open_http1(self.address, CLIENT_CONNECT_TIMEOUT).await
     }
 
     fn give_back(&self, connection: SendRequest<Full<Bytes>>) {
@@ -152,4 +142,22 @@ pub async fn healthz_ceiling(
         task.await.context("a ceiling requester panicked")??;
     }
     Ok(answered.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// One HTTP/1.1 keep-alive connection to `address`, without Nagle's delay. Its I/O runs
+/// beside the requests, and it stays open, idle, until the sender is dropped.
+pub(crate) async fn open_http1(
+    address: std::net::SocketAddr,
+    connect_timeout: std::time::Duration,
+) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(address))
+        .await
+        .context("connecting timed out")?
+        .context("connecting")?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
 }

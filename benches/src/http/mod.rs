@@ -12,7 +12,7 @@
 
 mod classify;
 mod client;
-mod lean;
+pub(crate) mod lean;
 mod service;
 
 use std::sync::Arc;

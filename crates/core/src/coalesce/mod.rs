@@ -287,7 +287,7 @@ impl<E: BatchExecutor> BatchSource<'_, E> {
     /// this one, so waiting for the lock would add no request, and the executor may take the
     /// batch at once.
     pub fn sole_leader(&self) -> bool {
-        self.inner.queues.depth_and_leaders(self.sku).1 <= 1
+        self.inner.queues.leaders(self.sku) <= 1
     }
 }
 

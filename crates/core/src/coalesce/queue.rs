@@ -192,15 +192,6 @@ impl<K: Eq + Hash + Clone, T> HandoffQueues<K, T> {
         batch
     }
 
-    /// Items queued for `key` and its leaders, read together.
-    pub fn depth_and_leaders(&self, key: &K) -> (usize, usize) {
-        let state = self.state.lock().expect("handoff lock poisoned");
-        state
-            .queues
-            .get(key)
-            .map_or((0, 0), |queue| (queue.items.len(), queue.leaders))
-    }
-
     /// Refuses every later `push`. Items already queued stay for their leaders.
     pub fn close(&self) {
         self.state.lock().expect("handoff lock poisoned").closed = true;
