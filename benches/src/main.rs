@@ -22,7 +22,7 @@ use stockguard_bench::profile::{Profile, WorkloadRun, transports_for};
 use stockguard_bench::report::{self, MachineInfo, Results};
 use stockguard_bench::runner::run_case;
 use stockguard_bench::service_memory::run_service_memory_section;
-use stockguard_bench::workload::{Keying, LevelSpec, QuantityDist};
+use stockguard_bench::workload::{KeyShape, Keying, LevelSpec, QuantityDist};
 use stockguard_testkit::Backend;
 
 /// Runs every strategy on every available database across conflict levels, audits every run
@@ -94,6 +94,10 @@ struct Args {
     /// Share of keyed requests that retry the previous request under its key, in 0..=0.5.
     #[arg(long, default_value_t = Keying::KEYED.retry_share)]
     retry_share: f64,
+    /// How keyed clients make their keys: random UUIDs (the default, and the harder case for
+    /// the database's key index) or time-ordered ones.
+    #[arg(long, value_enum, default_value_t = KeyShape::Uuid4)]
+    client_keys: KeyShape,
     /// Seed for every request stream (default: random, printed).
     #[arg(long)]
     seed: Option<u64>,
@@ -191,6 +195,7 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
     }
     let keyed = Keying {
         retry_share: args.retry_share,
+        shape: args.client_keys,
         ..Keying::KEYED
     };
     let parse_levels = |raw: &[String]| {

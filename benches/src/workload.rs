@@ -248,19 +248,35 @@ pub struct Keying {
     /// The share of requests that retry the previous request with its key, as a client does
     /// when an answer was lost (0 when unkeyed: a retry without a key is a new request).
     pub retry_share: f64,
+    /// How clients make their keys.
+    pub shape: KeyShape,
 }
 
 impl Keying {
-    /// The default workload: keyed, with 1 % retries.
+    /// The default workload: keyed with random UUIDs, with 1 % retries.
     pub const KEYED: Keying = Keying {
         keyed: true,
         retry_share: 0.01,
+        shape: KeyShape::Uuid4,
     };
     /// Clients that send no key: the comparison `--unkeyed` adds.
     pub const UNKEYED: Keying = Keying {
         keyed: false,
         retry_share: 0.0,
+        shape: KeyShape::Uuid4,
     };
+}
+
+/// The shape of a client's key, which decides where it lands in the ledger's key index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyShape {
+    /// A random UUID (version 4), as most clients make one: each key lands at a random place
+    /// in the index, the harder case for the database.
+    Uuid4,
+    /// A time-ordered UUID (version 7: milliseconds, then random bits): keys land at the
+    /// index's right edge, as the engine's own generated keys do.
+    Uuid7,
 }
 
 enum SkuPicker {
@@ -340,7 +356,10 @@ impl RequestStream {
             };
         }
         let (sku_index, units) = self.next_sku_and_units();
-        let key = self.keying.keyed.then(|| client_key(self.key_rng.random()));
+        let key = self
+            .keying
+            .keyed
+            .then(|| client_key(self.keying.shape, self.key_rng.random()));
         let request = Request {
             sku_index,
             units,
@@ -383,14 +402,26 @@ impl RequestStream {
 /// Mixed into the run's seed for the key generators.
 const KEY_SEED_SALT: u64 = 0x4B45_5953;
 
-/// A client key as most clients make one: a random UUID (version 4), 36 characters. Random
-/// keys land all over the key index, the realistic and the harder case for the database.
-fn client_key(bits: u128) -> String {
+/// A client key of `shape` from `bits` of randomness, 36 characters. Random (v4) keys land
+/// all over the key index, the realistic and the harder case for the database; time-ordered
+/// (v7) keys take their first 48 bits from the clock in milliseconds.
+fn client_key(shape: KeyShape, bits: u128) -> String {
     const VERSION_MASK: u128 = 0xF << 76;
-    const VERSION_4: u128 = 0x4 << 76;
     const VARIANT_MASK: u128 = 0x3 << 62;
     const VARIANT_RFC_4122: u128 = 0x2 << 62;
-    let bits = (bits & !VERSION_MASK & !VARIANT_MASK) | VERSION_4 | VARIANT_RFC_4122;
+    const UNIX_MS_SHIFT: u32 = 80;
+    let bits = match shape {
+        KeyShape::Uuid4 => (bits & !VERSION_MASK & !VARIANT_MASK) | (0x4 << 76) | VARIANT_RFC_4122,
+        KeyShape::Uuid7 => {
+            let unix_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_millis());
+            let random = bits & ((1u128 << UNIX_MS_SHIFT) - 1);
+            ((unix_ms << UNIX_MS_SHIFT) | random) & !VERSION_MASK & !VARIANT_MASK
+                | (0x7 << 76)
+                | VARIANT_RFC_4122
+        }
+    };
     let hex = format!("{bits:032x}");
     format!(
         "{}-{}-{}-{}-{}",
@@ -448,6 +479,29 @@ mod tests {
                 assert_ne!(first, other_seed);
             }
         }
+    }
+
+    #[test]
+    fn time_ordered_keys_are_uuid7_and_sort_by_time() {
+        let keying = Keying {
+            shape: KeyShape::Uuid7,
+            ..Keying::KEYED
+        };
+        let level: LevelSpec = "1:uniform".parse().unwrap();
+        let quantity: QuantityDist = "uniform:1:1".parse().unwrap();
+        let mut stream = RequestStream::new(&level, quantity, keying, 9, 0);
+        let first = stream.next_request().key.expect("keyed");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let later = (0..10)
+            .map(|_| stream.next_request())
+            .find(|r| !r.retry)
+            .and_then(|r| r.key)
+            .expect("a new key");
+        for key in [&first, &later] {
+            assert!(key.len() == 36 && key.as_bytes()[14] == b'7', "{key}");
+            assert!(stockguard_core::IdempotencyKey::parse(key).is_ok());
+        }
+        assert!(first < later, "a later key sorts after: {first} {later}");
     }
 
     #[test]

@@ -166,6 +166,7 @@ fn service_settings(
     settings.lock_timeout = store.lock_timeout;
     settings.shard_buckets = store.shard_buckets;
     settings.spread_eagerly = store.spread_eagerly;
+    settings.recent_keys_max = store.recent_keys_max;
     settings.bind = "127.0.0.1:0".parse().expect("literal loopback address");
     // Every mutation then passes the bearer-token check, as in a real deployment.
     settings.auth_token = Some(auth_token.to_owned());

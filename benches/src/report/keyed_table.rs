@@ -13,6 +13,7 @@ use stockguard_testkit::Backend;
 
 use super::view::{fmt_ms, fmt_rate, fmt_ratio, level_key, verdict};
 use crate::case::{CaseResult, Transport};
+use crate::workload::KeyShape;
 
 /// One row: an unkeyed case and its keyed twin (same backend, variant, level and requesters).
 #[derive(Debug, Clone, Copy)]
@@ -58,14 +59,16 @@ pub(super) fn keyed_table(md: &mut String, backend: Backend, cases: &[CaseResult
     if rows.is_empty() {
         return Ok(());
     }
-    let retry_share = rows
-        .iter()
-        .find_map(|row| row.keyed.map(|c| c.spec.keying.retry_share))
-        .unwrap_or(0.0);
+    let keying = rows.iter().find_map(|row| row.keyed.map(|c| c.spec.keying));
+    let retry_share = keying.map_or(0.0, |k| k.retry_share);
+    let shape = match keying.map(|k| k.shape) {
+        Some(KeyShape::Uuid7) => "a unique time-ordered Idempotency-Key (a UUID v7, `--client-keys uuid7`)",
+        _ => "a unique random Idempotency-Key (a UUID v4; `--client-keys uuid7` sends time-ordered ones)",
+    };
     writeln!(md, "### Keyed vs unkeyed\n")?;
     writeln!(
         md,
-        "Every case above is keyed: each request carries a unique random Idempotency-Key (a UUID), and \
+        "Every case above is keyed: each request carries {shape}, and \
          {:.1}% of requests retry the previous one under its key; a retry of a committed deduction must \
          be answered with the stored receipt (`replays`), and the audit checks that the ledger holds one \
          distinct key per success. The unkeyed twin sends no key, so the library (and the raw baseline) \

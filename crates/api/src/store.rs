@@ -41,6 +41,8 @@ pub struct StoreSettings {
     pub shard_buckets: u32,
     /// `sharded` spreads a SKU on its first deduction instead of on contention.
     pub spread_eagerly: bool,
+    /// Client keys of committed deductions the engine keeps to answer retries.
+    pub recent_keys_max: usize,
     /// The engine's bound on one whole call (see `EngineConfig::deadline`).
     pub deadline: Duration,
 }
@@ -55,6 +57,7 @@ impl StoreSettings {
             lock_timeout: Duration::from_millis(DEFAULT_LOCK_TIMEOUT_MS),
             shard_buckets: stockguard_core::sharding::DEFAULT_SHARD_BUCKETS,
             spread_eagerly: false,
+            recent_keys_max: EngineConfig::default().recent_keys_max,
             deadline: EngineConfig::default().deadline,
         }
     }
@@ -69,6 +72,7 @@ impl From<&Settings> for StoreSettings {
             lock_timeout: settings.lock_timeout,
             shard_buckets: settings.shard_buckets,
             spread_eagerly: settings.spread_eagerly,
+            recent_keys_max: settings.recent_keys_max,
             deadline: engine_deadline(settings.request_timeout),
         }
     }
@@ -244,6 +248,7 @@ fn engine_config(settings: &StoreSettings) -> EngineConfig {
     let mut engine = EngineConfig {
         shard_buckets: settings.shard_buckets,
         spread_eagerly: settings.spread_eagerly,
+        recent_keys_max: settings.recent_keys_max,
         deadline: settings.deadline,
         ..EngineConfig::default()
     };

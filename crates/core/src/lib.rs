@@ -15,7 +15,7 @@ mod store;
 
 pub use coalesce::{BatchExecutor, BatchItem, BatchPlan, Coalescer, CoalescerConfig, NewLedgerRow};
 pub use domain::*;
-pub use engine::{Backend, Engine, EngineConfig};
+pub use engine::{Backend, Engine, EngineConfig, RECENT_KEYS_MAX};
 pub use error::{AttemptError, DeductError, InvalidInput, RetryCause};
 pub use retry::RetryPolicy;
 pub use store::InventoryStore;

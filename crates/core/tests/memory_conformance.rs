@@ -38,3 +38,42 @@ mod memory {
         stockguard_core::checkout_conformance_tests!(setup = crate::setup, strategies = [locked: Locked, guarded: Guarded], order_only = [coalesced: Coalesced]);
     }
 }
+
+/// Retries of keys the engine does not remember (`recent_keys_max = 0`): the unique index,
+/// not the lookup-free batch, decides, and every retry replays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_retries_of_forgotten_keys() {
+    let mut config = MemoryConfig {
+        lock_timeout: Duration::from_secs(10),
+        ..MemoryConfig::default()
+    };
+    config.engine.recent_keys_max = 0;
+    let store = Arc::new(MemoryStore::connect(config).await.expect("connect"));
+    store.migrate().await.expect("migrate");
+    stockguard_core::conformance::retries_of_unremembered_keys(Arc::clone(&store), store).await;
+}
+
+/// A client's retry of a deduction this engine committed is answered from its memory of
+/// recent keys: the same receipt, and the database is not asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_a_remembered_retry_skips_the_database() {
+    use stockguard_core::{DeductRequest, IdempotencyKey, InventoryStore, Quantity, SkuId, Strategy};
+    let store = MemoryStore::connect(MemoryConfig::default())
+        .await
+        .expect("connect");
+    store.migrate().await.expect("migrate");
+    let sku = SkuId::parse("remembered").unwrap();
+    store.create_sku(&sku, 10).await.expect("create");
+    let request = DeductRequest::new(sku.clone(), Quantity::new(3).unwrap(), Strategy::Coalesced)
+        .with_idempotency_key(IdempotencyKey::parse("remember-me").unwrap());
+    let first = store.deduct(request.clone()).await.expect("first");
+    assert_eq!(store.stats().replays_from_memory(), 0);
+    let retry = store.deduct(request).await.expect("retry");
+    assert_eq!(store.stats().replays_from_memory(), 1);
+    assert!(retry.replayed && !first.replayed);
+    assert_eq!(
+        (retry.ledger_id, retry.remaining),
+        (first.ledger_id, first.remaining)
+    );
+    assert_eq!(store.stock(&sku).await.unwrap().stock, 7);
+}

@@ -366,7 +366,11 @@ async fn postgres_a_replay_whose_answer_is_lost_is_still_marked_replayed() {
         return;
     };
     let proxy = FaultProxy::in_front_of(database.url()).await.expect("proxy");
-    let store = store(&proxy.proxied_url(database.url()), |_| {}).await;
+    // A store that remembers no keys: the repeat must reach the database to be cut.
+    let store = store(&proxy.proxied_url(database.url()), |config| {
+        config.engine.recent_keys_max = 0
+    })
+    .await;
     store.create_sku(&sku("hot"), 10).await.expect("create");
     let key = stockguard_core::IdempotencyKey::parse("replay-lost-1").expect("key");
     let request =

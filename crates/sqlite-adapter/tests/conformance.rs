@@ -66,6 +66,28 @@ async fn sqlite_coalesced_two_instances_one_file() {
     .await;
 }
 
+/// Keys committed by one instance, retried through another that never saw them: the unique
+/// index, not the lookup-free batch, decides, and every retry replays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_retries_of_keys_committed_by_another_instance() {
+    let file = TestSqliteFile::new();
+    let first = Arc::new(SqliteStore::connect(test_config(&file)).await.expect("connect"));
+    first.migrate().await.expect("migrate");
+    let second = Arc::new(SqliteStore::connect(test_config(&file)).await.expect("connect"));
+    stockguard_core::conformance::retries_of_unremembered_keys(first, second).await;
+}
+
+/// The same with one instance that remembers no keys (`recent_keys_max = 0`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_retries_of_forgotten_keys() {
+    let file = TestSqliteFile::new();
+    let mut config = test_config(&file);
+    config.engine.recent_keys_max = 0;
+    let store = Arc::new(SqliteStore::connect(config).await.expect("connect"));
+    store.migrate().await.expect("migrate");
+    stockguard_core::conformance::retries_of_unremembered_keys(Arc::clone(&store), store).await;
+}
+
 /// A full per-SKU queue refuses at once with `Unavailable` (backpressure).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_coalesced_queue_depth_limit() {

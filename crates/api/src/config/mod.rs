@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use serde::Deserialize;
-use stockguard_core::Strategy;
+use stockguard_core::{EngineConfig, Strategy};
 
 pub use self::target::DatabaseTarget;
 use crate::http::dto::StrategyName;
@@ -80,6 +80,8 @@ pub struct FileConfig {
     pub shard_buckets: Option<u32>,
     /// Spread a SKU on its first `sharded` deduction instead of on contention.
     pub spread_eagerly: Option<bool>,
+    /// Client keys of committed deductions kept in memory to answer retries.
+    pub recent_keys_max: Option<usize>,
     /// Pause between hold sweeps, in milliseconds; 0: no sweeper.
     pub hold_sweep_interval_ms: Option<u64>,
     /// Due holds expired per sweep transaction.
@@ -189,6 +191,10 @@ pub struct ServeArgs {
     /// deductions meet on its row.
     #[arg(long, env = "STOCKGUARD_SPREAD_EAGERLY", value_parser = BoolishValueParser::new())]
     pub spread_eagerly: bool,
+    /// Client keys of committed deductions kept in memory, so a client's retry is answered
+    /// without the database (0..=262144, default 8192; 0 turns the memory off).
+    #[arg(long, env = "STOCKGUARD_RECENT_KEYS_MAX", value_name = "N")]
+    pub recent_keys_max: Option<usize>,
     /// Export spans over OTLP/HTTP (protobuf) to this collector, e.g. http://127.0.0.1:4318
     /// (/v1/traces is appended). Needs a binary built with the `otlp` feature; without it,
     /// serve refuses to start.
@@ -251,6 +257,8 @@ pub struct Settings {
     pub shard_buckets: u32,
     /// `sharded` spreads a SKU on its first deduction.
     pub spread_eagerly: bool,
+    /// Client keys of committed deductions kept in memory to answer retries.
+    pub recent_keys_max: usize,
     /// Pause between hold sweeps; zero: no sweeper.
     pub hold_sweep_interval: Duration,
     /// Due holds expired per sweep transaction.
@@ -281,6 +289,7 @@ impl fmt::Debug for Settings {
             .field("shutdown_grace", &self.shutdown_grace)
             .field("shard_buckets", &self.shard_buckets)
             .field("spread_eagerly", &self.spread_eagerly)
+            .field("recent_keys_max", &self.recent_keys_max)
             .field("hold_sweep_interval", &self.hold_sweep_interval)
             .field("hold_sweep_batch", &self.hold_sweep_batch)
             .field("otlp", &self.otlp)
@@ -378,6 +387,10 @@ impl Settings {
                 .or(file.shard_buckets)
                 .unwrap_or(stockguard_core::sharding::DEFAULT_SHARD_BUCKETS),
             spread_eagerly: serve.spread_eagerly || file.spread_eagerly.unwrap_or(false),
+            recent_keys_max: serve
+                .recent_keys_max
+                .or(file.recent_keys_max)
+                .unwrap_or(EngineConfig::default().recent_keys_max),
             hold_sweep_interval: Duration::from_millis(
                 serve
                     .hold_sweep_interval_ms
@@ -420,6 +433,11 @@ impl Settings {
         );
         stockguard_core::sharding::check_bucket_count(self.shard_buckets)
             .map_err(|e| anyhow::anyhow!("shard_buckets: {e}"))?;
+        anyhow::ensure!(
+            self.recent_keys_max <= stockguard_core::RECENT_KEYS_MAX,
+            "recent_keys_max must be at most {}",
+            stockguard_core::RECENT_KEYS_MAX
+        );
         anyhow::ensure!(
             (1..=stockguard_core::HOLD_SWEEP_BATCH_MAX).contains(&self.hold_sweep_batch),
             "hold_sweep_batch must be between 1 and {}",
@@ -492,6 +510,18 @@ mod tests {
         let settings = Settings::merge(cli, FileConfig::default()).unwrap();
         assert!(settings.json_logs && settings.spread_eagerly && !settings.allow_strategy_override);
         assert_eq!(settings.default_strategy, Strategy::NoWait);
+    }
+
+    #[test]
+    fn recent_keys_default_and_are_bounded() {
+        let settings = Settings::merge(CliSettings::default(), FileConfig::default()).unwrap();
+        assert_eq!(settings.recent_keys_max, EngineConfig::default().recent_keys_max);
+        let file = FileConfig {
+            recent_keys_max: Some(stockguard_core::RECENT_KEYS_MAX + 1),
+            ..FileConfig::default()
+        };
+        let error = Settings::merge(CliSettings::default(), file).unwrap_err();
+        assert!(error.to_string().contains("recent_keys_max"), "{error}");
     }
 
     #[test]

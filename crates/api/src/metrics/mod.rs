@@ -334,6 +334,13 @@ impl Metrics {
             "stockguard_deadline_exceeded_total {}",
             engine.deadline_exceeded()
         );
+        out.push_str("# HELP stockguard_replays_from_memory_total Client retries of deductions answered from the engine's memory of recently committed keys, without the database.\n");
+        out.push_str("# TYPE stockguard_replays_from_memory_total counter\n");
+        let _ = writeln!(
+            out,
+            "stockguard_replays_from_memory_total {}",
+            engine.replays_from_memory()
+        );
 
         let pool = store.pool_status();
         out.push_str("# HELP stockguard_pool_connections Pooled database connections by state.\n");

@@ -146,6 +146,19 @@ impl BatchPlan {
             .any(|planned| matches!(planned, Planned::Settled(Ok(_))))
     }
 
+    /// True when the plan refuses an item that carries a client's key. A key may have been
+    /// committed before, and a refusal is final, so such a plan must be made with the keys
+    /// looked up (a used key is answered before the SKU is looked at).
+    pub fn refuses_client_key(&self, items: &[BatchItem]) -> bool {
+        self.outcomes.iter().zip(items).any(|(planned, item)| {
+            item.client_key
+                && matches!(
+                    planned,
+                    Planned::Settled(Err(SettledError::NotFound | SettledError::Insufficient { .. }))
+                )
+        })
+    }
+
     /// Units the batch deducts in total.
     pub fn total_quantity(&self) -> i64 {
         self.stock_before - self.stock_after

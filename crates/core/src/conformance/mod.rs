@@ -18,6 +18,7 @@ mod contract;
 mod holds;
 mod order_batches;
 mod orders;
+mod replays;
 mod sequential;
 mod server;
 mod state_machine;
@@ -44,6 +45,7 @@ pub use orders::{
     PRE_ORDERS_SEED, lost_order_answers_are_resolved, opposite_orders_never_deadlock, order, order_semantics,
     orders_race_deductions, orders_take_sharded_stock, seeded_data_carries_forward,
 };
+pub use replays::{a_restock_key_is_refused_in_a_batch, retries_of_unremembered_keys};
 pub use sequential::{
     conditional_deduction, restock_and_paging, restock_limit_counts_buckets, sequential_semantics,
 };
@@ -307,6 +309,12 @@ macro_rules! conformance_suite {
         async fn incremental_audit_beside_writes() {
             let Some(provisioned) = $setup().await else { return };
             $crate::conformance::incremental_audit_beside_writes(provisioned.store.clone()).await;
+        }
+
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn a_restock_key_is_refused_in_a_batch() {
+            let Some(provisioned) = $setup().await else { return };
+            $crate::conformance::a_restock_key_is_refused_in_a_batch(provisioned.store.clone()).await;
         }
 
         #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]

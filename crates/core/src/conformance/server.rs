@@ -98,6 +98,26 @@ macro_rules! server_conformance_tests {
                 .await;
             }
 
+            /// Keys committed by one instance, retried through another that never saw them:
+            /// the unique index, not the lookup-free batch, decides, and every retry replays.
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn retries_of_keys_committed_by_another_instance() {
+                let Some(database) = $database().await else { return };
+                let first = ::std::sync::Arc::new($connect(database.url(), |_| {}).await);
+                let second = ::std::sync::Arc::new($connect(database.url(), |_| {}).await);
+                $crate::conformance::retries_of_unremembered_keys(first, second).await;
+            }
+
+            /// The same with one instance that remembers no keys (`recent_keys_max = 0`).
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn retries_of_forgotten_keys() {
+                let Some(provisioned) = crate::provision_with(|engine| engine.recent_keys_max = 0).await else {
+                    return;
+                };
+                let store = provisioned.store.clone();
+                $crate::conformance::retries_of_unremembered_keys(store.clone(), store).await;
+            }
+
             /// A full per-SKU queue refuses at once with `Unavailable` (backpressure).
             #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn coalesced_queue_depth_limit() {

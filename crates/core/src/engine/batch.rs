@@ -2,7 +2,8 @@
 //! FIFO against its stock ([`BatchPlan`]), write the stock and one ledger row per applied
 //! request, commit. The requests are taken only once the row lock is granted, so those that
 //! arrive while the previous batch of the SKU commits still join this one. A lone request on
-//! an idle SKU takes the single `Guarded` write instead (one round trip).
+//! an idle SKU takes the single `Guarded` write instead (one round trip). Client keys are
+//! written without a lookup first; the ledger's unique index catches a used one.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,8 +76,16 @@ impl<B: Backend> Core<B> {
     ) -> Vec<Result<Receipt, DeductError>> {
         let deadline = Instant::now() + self.config.deadline;
         let exposure = Exposure::default();
-        let attempts = self.run(deadline, |_| {
-            self.batch_attempt(sku, take, taken, &exposure, deadline)
+        // The first attempt writes client keys without looking them up: a retry of a key this
+        // engine committed was answered from memory before it queued, and any other used key
+        // is refused by the ledger's unique index, which runs the batch again (with lookups).
+        let attempts = self.run(deadline, |attempt| {
+            let lookup = if attempt == 1 {
+                Lookup::OnRefusal
+            } else {
+                Lookup::First
+            };
+            self.batch_attempt(sku, take, taken, lookup, &exposure, deadline)
         });
         let outcome = match tokio::time::timeout_at(deadline.into(), attempts).await {
             Ok(outcome) => outcome,
@@ -142,17 +151,20 @@ impl<B: Backend> Core<B> {
         sku: &SkuId,
         take: &(dyn Fn() -> &'s [BatchItem] + Sync),
         taken: Taken,
+        lookup: Lookup,
         exposure: &Exposure,
         deadline: Instant,
     ) -> Result<Applied, AttemptError> {
-        // Only a client's key can be in the ledger already; generated keys are new. A batch
-        // known before the lock is looked up before it, so the hot row's lock is held for
-        // three round trips (lock, write, commit), not four. A key committed after the lookup
-        // is refused by its unique index at the write, and the attempt runs again
-        // (`IdempotencyRace`), finding it this time.
-        let looked_up = match taken {
-            Taken::BeforeLock => Some(self.client_key_priors(take()).await.map_err(Fault::definite)?),
-            Taken::UnderLock => None,
+        // Only a client's key can be in the ledger already; generated keys are new. The
+        // first attempt holds the hot row for three round trips (lock, write, commit): its
+        // keys are written blind. A used one is refused by its unique index at the write, and
+        // the attempt runs again (`IdempotencyRace`) with a lookup, before the lock when the
+        // batch is known then. A key committed after that lookup is caught the same way.
+        let looked_up = match (lookup, taken) {
+            (Lookup::First, Taken::BeforeLock) => {
+                Some(self.client_key_priors(take()).await.map_err(Fault::definite)?)
+            }
+            _ => None,
         };
         let started = Instant::now();
         let mut tx = self
@@ -176,14 +188,26 @@ impl<B: Backend> Core<B> {
         }
         // A batch taken under the lock is known only now: its lookup runs here, on another
         // connection (committed rows are what it looks for), with the row held.
-        let prior = match looked_up {
-            Some(prior) => prior,
-            None => match self.client_key_priors(items).await {
-                Ok(prior) => prior,
+        let stock = locked.map(|row| row.stock);
+        let mut plan = match (lookup, looked_up) {
+            (_, Some(prior)) => BatchPlan::new(sku, stock, items, &prior),
+            (Lookup::First, None) => match self.client_key_priors(items).await {
+                Ok(prior) => BatchPlan::new(sku, stock, items, &prior),
                 Err(fault) => return self.abandon(tx, fault.definite()).await,
             },
+            (Lookup::OnRefusal, None) => {
+                let blind = BatchPlan::new(sku, stock, items, &[]);
+                if blind.refuses_client_key(items) {
+                    // A refusal is final, and a client's key may have committed before.
+                    match self.client_key_priors(items).await {
+                        Ok(prior) => BatchPlan::new(sku, stock, items, &prior),
+                        Err(fault) => return self.abandon(tx, fault.definite()).await,
+                    }
+                } else {
+                    blind
+                }
+            }
         };
-        let mut plan = BatchPlan::new(sku, locked.map(|row| row.stock), items, &prior);
         let sharded = locked.is_some_and(|row| row.sharded);
         if let Some(row) = locked
             && row.bucket_offset != 0
@@ -242,6 +266,17 @@ impl<B: Backend> Core<B> {
             sharded,
         })
     }
+}
+
+/// When a batch attempt looks its client keys up in the ledger.
+#[derive(Debug, Clone, Copy)]
+enum Lookup {
+    /// Before planning (before the lock when the batch is known then): a retried attempt,
+    /// which may follow a key refused by the ledger's unique index.
+    First,
+    /// Only if the plan would refuse a client-keyed request: the first attempt, which writes
+    /// keys blind and lets the unique index catch a used one.
+    OnRefusal,
 }
 
 /// When a batch's requests were taken from the queue.

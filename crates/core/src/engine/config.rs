@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::recent_keys::RECENT_KEYS_MAX;
 use crate::coalesce::CoalescerConfig;
 use crate::error::InvalidInput;
 use crate::retry::RetryPolicy;
@@ -29,6 +30,11 @@ pub struct EngineConfig {
     /// `Sharded` spreads a SKU on its first deduction instead of the first time a deduction
     /// finds the SKU's row busy. For SKUs known to be hot before the sale starts.
     pub spread_eagerly: bool,
+    /// Client keys of committed deductions kept in memory (0..=`RECENT_KEYS_MAX`), so that
+    /// a client's retry is answered without the database and a batch writes its keys
+    /// without looking them up first. 0 turns the memory off: every batch then writes
+    /// blind and a retry costs a refused write and a lookup. See `recent_keys.rs`.
+    pub recent_keys_max: usize,
 }
 
 impl Default for EngineConfig {
@@ -39,6 +45,7 @@ impl Default for EngineConfig {
             coalescer: CoalescerConfig::default(),
             shard_buckets: sharding::DEFAULT_SHARD_BUCKETS,
             spread_eagerly: false,
+            recent_keys_max: 8192,
         }
     }
 }
@@ -53,6 +60,14 @@ impl EngineConfig {
                 given: u64::try_from(self.deadline.as_millis()).unwrap_or(u64::MAX),
                 min: 1,
                 max: u64::try_from(DEADLINE_MAX.as_millis()).unwrap_or(u64::MAX),
+            });
+        }
+        if self.recent_keys_max > RECENT_KEYS_MAX {
+            return Err(InvalidInput::LimitOutOfRange {
+                setting: "recent_keys_max",
+                given: u64::try_from(self.recent_keys_max).unwrap_or(u64::MAX),
+                min: 0,
+                max: RECENT_KEYS_MAX as u64,
             });
         }
         self.coalescer.validate()

@@ -33,6 +33,7 @@ mod land;
 mod order;
 mod order_batch;
 mod order_plan;
+mod recent_keys;
 mod stats;
 
 use std::collections::HashSet;
@@ -50,6 +51,7 @@ pub use backend::{
 pub use checkpoints::AuditCheckpoints;
 pub use config::{DEADLINE_MAX, EngineConfig};
 pub use fault::{ConnectRefusal, Fault, FaultKind, UNAVAILABLE_RETRY_AFTER, exhausted};
+pub use recent_keys::RECENT_KEYS_MAX;
 pub use stats::{EngineStats, ExpiredBy, POOL_WAIT_BUCKETS_US, PoolWaitStats, Resolution};
 
 use crate::coalesce::{BatchItem, Coalescer, CoalescerConfig};
@@ -95,6 +97,8 @@ pub(crate) struct Core<B> {
     capabilities: Capabilities,
     config: EngineConfig,
     stats: EngineStats,
+    /// Client keys of deductions seen to commit, for answering retries (`recent_keys.rs`).
+    recent_keys: recent_keys::RecentKeys,
     #[cfg(feature = "test-utils")]
     lost_answers: std::sync::Mutex<Vec<IdempotencyKey>>,
 }
@@ -143,6 +147,7 @@ impl<B: Backend> Engine<B> {
             backend,
             config,
             stats: EngineStats::default(),
+            recent_keys: recent_keys::RecentKeys::new(config.recent_keys_max),
             #[cfg(feature = "test-utils")]
             lost_answers: std::sync::Mutex::new(Vec::new()),
         });
@@ -340,6 +345,12 @@ impl<B: Backend> InventoryStore for Engine<B> {
 
     async fn deduct(&self, request: DeductRequest) -> Result<Receipt, DeductError> {
         self.check_strategy(request.strategy)?;
+        if let Some(key) = &request.idempotency_key
+            && let Some(replayed) = self.core.recent_keys.replay(key, &request.sku, request.quantity)
+        {
+            self.core.stats.replayed_from_memory();
+            return replayed;
+        }
         let span = tracing::debug_span!(
             "deduct",
             sku = %request.sku,
@@ -361,6 +372,11 @@ impl<B: Backend> InventoryStore for Engine<B> {
             "outcome",
             result.as_ref().map_or_else(DeductError::kind, |_| "committed"),
         );
+        if let Ok(receipt) = &result
+            && request.idempotency_key.is_some()
+        {
+            self.core.recent_keys.remember(receipt);
+        }
         self.core.counted(result)
     }
 

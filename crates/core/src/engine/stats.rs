@@ -39,6 +39,7 @@ pub struct EngineStats {
     resolutions: [AtomicU64; Resolution::ALL.len()],
     outcome_unknown: AtomicU64,
     deadline_exceeded: AtomicU64,
+    replayed_from_memory: AtomicU64,
     holds_expired: [AtomicU64; ExpiredBy::ALL.len()],
 }
 
@@ -75,6 +76,16 @@ impl EngineStats {
         if let Some(index) = Resolution::ALL.iter().position(|r| *r == resolution) {
             self.resolutions[index].fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    pub(crate) fn replayed_from_memory(&self) {
+        self.replayed_from_memory.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Client retries answered from the engine's memory of recent keys, without the
+    /// database.
+    pub fn replays_from_memory(&self) -> u64 {
+        self.replayed_from_memory.load(Ordering::Relaxed)
     }
 
     pub(crate) fn answered_unknown(&self) {
