@@ -63,10 +63,14 @@ pub(crate) const SNAPSHOT: &str = "SELECT i.sku, i.initial_stock, CAST(i.stock +
        ON b.sku = i.sku \
      ORDER BY i.sku";
 
-/// One read view: the row's stock, its bucket stock, and the key's ledger row if any.
+/// One read view: the row's stock, its bucket stock, whether a due hold holds units of the
+/// SKU, and the key's ledger row if any.
 /// Binds: sku, key.
 pub(crate) const MISS_FACTS: &str = "SELECT (SELECT i.stock FROM inventory i WHERE i.sku = one.sku), \
             CAST(COALESCE((SELECT SUM(b.stock) FROM inventory_bucket b WHERE b.sku = one.sku), 0) AS SIGNED), \
+            CAST(EXISTS (SELECT 1 FROM inventory_hold h \
+                         JOIN inventory_ledger dl ON dl.reference = h.hold_id AND dl.reason = 'reserve' \
+                         WHERE dl.sku = one.sku AND h.state = 'active' AND h.expires_at <= NOW(6)) AS SIGNED), \
             l.id, l.sku, l.delta, l.stock_after, l.reason, l.idempotency_key, l.created_at, l.reference, l.adjustment \
      FROM (SELECT CONVERT(? USING utf8mb4) COLLATE utf8mb4_bin AS sku) AS one LEFT JOIN inventory_ledger l ON l.idempotency_key = ?";
 

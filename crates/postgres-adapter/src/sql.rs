@@ -86,11 +86,14 @@ pub(crate) const SNAPSHOT: &str = "SELECT i.sku, i.initial_stock, (i.stock + COA
        ON b.sku = i.sku \
      ORDER BY i.sku";
 
-/// One snapshot: the row's stock, its bucket stock, and key `$2`'s ledger row if any.
+/// One snapshot: the row's stock, its bucket stock, whether a due hold holds units of the SKU,
+/// and key `$2`'s ledger row if any.
 pub(crate) const MISS_FACTS: &str = concat!(
     "SELECT (SELECT stock FROM inventory WHERE sku = $1), ",
     bucket_stock_of_param1!(),
-    ", l.id, l.sku, l.delta, l.stock_after, l.reason, l.idempotency_key, l.created_at, l.reference, l.adjustment \
+    ", (CASE WHEN ",
+    due_units_of_param1!(),
+    " > 0 THEN 1 ELSE 0 END)::bigint, l.id, l.sku, l.delta, l.stock_after, l.reason, l.idempotency_key, l.created_at, l.reference, l.adjustment \
      FROM (SELECT 1) AS one LEFT JOIN inventory_ledger l ON l.idempotency_key = $2"
 );
 

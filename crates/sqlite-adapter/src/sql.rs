@@ -61,10 +61,17 @@ pub(crate) const SNAPSHOT: &str = "SELECT i.sku, i.initial_stock, i.stock, COALE
        ON l.sku = i.sku \
      ORDER BY i.sku";
 
-/// One snapshot: the row's stock, no bucket stock (SQLite has none), and key `?2`'s row.
-pub(crate) const MISS_FACTS: &str = "SELECT (SELECT stock FROM inventory WHERE sku = ?1), 0, \
-            l.id, l.sku, l.delta, l.stock_after, l.reason, l.idempotency_key, l.created_at, l.reference, l.adjustment \
-     FROM (SELECT 1) AS one LEFT JOIN inventory_ledger l ON l.idempotency_key = ?2";
+/// One snapshot: the row's stock, no bucket stock (SQLite has none), whether a due hold holds
+/// units of the SKU, and key `?2`'s row.
+pub(crate) const MISS_FACTS: &str = concat!(
+    "SELECT (SELECT stock FROM inventory WHERE sku = ?1), 0, \
+            EXISTS (SELECT 1 FROM inventory_hold h \
+                    JOIN inventory_ledger dl ON dl.reference = h.hold_id AND dl.reason = 'reserve' \
+                    WHERE dl.sku = ?1 AND h.state = 'active' AND h.expires_at <= ",
+    now!(),
+    "), l.id, l.sku, l.delta, l.stock_after, l.reason, l.idempotency_key, l.created_at, l.reference, l.adjustment \
+     FROM (SELECT 1) AS one LEFT JOIN inventory_ledger l ON l.idempotency_key = ?2"
+);
 
 /// Binds: sku, units. The database decides: the row changes only if it still holds enough.
 pub(crate) const GUARDED_UPDATE: &str = "UPDATE inventory SET stock = stock - ?2, version = version + 1 \

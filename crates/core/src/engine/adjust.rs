@@ -38,6 +38,7 @@ impl<B: Backend> Core<B> {
             client_key,
             deadline,
             exposure: &exposure,
+            due_holds: None,
         };
         let attempts = self.run(deadline, |_| self.adjust_attempt(request, &call));
         let result = match tokio::time::timeout_at(deadline.into(), attempts).await {

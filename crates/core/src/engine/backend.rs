@@ -263,14 +263,19 @@ pub struct MissFacts {
     pub row_stock: Option<i64>,
     /// Stock held in the SKU's `Sharded` buckets (0 where buckets do not exist).
     pub bucket_stock: i64,
+    /// An active hold past its expiry still holds units of the SKU (by the database's
+    /// clock): a refusal is then not final until it is expired (see `expiring_first`).
+    pub due_holds: bool,
     /// The committed ledger row of the key asked about, if it has one.
     pub prior: Option<LedgerEntry>,
 }
 
-/// One row of an adapter's miss-facts query, in column order: row stock, bucket stock, then
-/// the key's ledger row as nullable columns (see [`crate::StoredLedgerRow`]).
+/// One row of an adapter's miss-facts query, in column order: row stock, bucket stock, due
+/// holds (1 or 0), then the key's ledger row as nullable columns (see
+/// [`crate::StoredLedgerRow`]).
 pub type StoredMissFacts = (
     Option<i64>,
+    i64,
     i64,
     Option<i64>,
     Option<String>,
@@ -289,6 +294,7 @@ impl MissFacts {
         let (
             row_stock,
             bucket_stock,
+            due_holds,
             id,
             sku,
             delta,
@@ -308,6 +314,7 @@ impl MissFacts {
         Ok(Self {
             row_stock,
             bucket_stock,
+            due_holds: due_holds != 0,
             prior,
         })
     }

@@ -139,6 +139,7 @@ impl<B: Backend> Core<B> {
             client_key: item.client_key,
             deadline,
             exposure: &exposure,
+            due_holds: None,
         };
         match tokio::time::timeout_at(deadline.into(), self.deduct(&call)).await {
             Ok(result) => result,

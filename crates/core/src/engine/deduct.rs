@@ -325,6 +325,12 @@ impl<B: Backend> Core<B> {
         let requested = call.change.quantity.get();
         let total = row_stock + facts.bucket_stock;
         if total < requested {
+            if !facts.due_holds
+                && let Some(due_holds) = call.due_holds
+            {
+                // Read in the same snapshot as the shortfall: expiring holds cannot change it.
+                due_holds.rule_out();
+            }
             return Err(DeductError::InsufficientStock {
                 requested,
                 available: total,
@@ -435,6 +441,7 @@ impl<B: Backend> Core<B> {
             client_key,
             deadline,
             exposure: &exposure,
+            due_holds: None,
         };
         let attempts = self.run(deadline, |_| self.restock_attempt(&call));
         let result = match tokio::time::timeout_at(deadline.into(), attempts).await {

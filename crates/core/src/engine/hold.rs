@@ -17,6 +17,7 @@
 //!   then read the hold.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use super::order::Placing;
@@ -32,6 +33,23 @@ const EXPIRY_PASSES_MAX: u32 = 3;
 
 /// Due holds expired per transaction when a refusal expires them.
 const EXPIRE_ON_REFUSAL_BATCH: u32 = 100;
+
+/// What a refused call learnt about due holds: set when the read that explained its refusal
+/// also found no due hold on the SKU, in the same snapshot, so `expiring_first` need not
+/// ask again (a refusal then costs two round trips, not three).
+#[derive(Debug, Default)]
+pub(crate) struct DueHolds(AtomicBool);
+
+impl DueHolds {
+    pub(crate) fn rule_out(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// True once, after a refusal ruled due holds out; cleared for the next pass.
+    fn take_ruled_out(&self) -> bool {
+        self.0.swap(false, Ordering::AcqRel)
+    }
+}
 
 /// How a hold is resolved.
 #[derive(Debug, Clone, Copy)]
@@ -339,11 +357,13 @@ impl<B: Backend> Core<B> {
     /// units while due holds still hold units of the SKUs it was short on, expires those
     /// holds and runs it again (at most [`EXPIRY_PASSES_MAX`] times, all within the same
     /// deadline). The refusal it finally gives is then true of the stock with every due hold
-    /// counted as available.
+    /// counted as available. A refusal whose own read found no due hold (`known`) is final
+    /// at once.
     pub(crate) async fn expiring_first<T, F, Fut>(
         &self,
         sku: Option<&SkuId>,
         deadline: Instant,
+        known: Option<&DueHolds>,
         change: F,
     ) -> Result<T, DeductError>
     where
@@ -353,6 +373,9 @@ impl<B: Backend> Core<B> {
         let mut passes = 0;
         loop {
             let result = change(deadline).await;
+            if known.is_some_and(DueHolds::take_ruled_out) {
+                return result;
+            }
             let short: Vec<&SkuId> = match &result {
                 Err(DeductError::InsufficientStock { .. }) => sku.into_iter().collect(),
                 Err(DeductError::OrderShort { lines }) => lines.iter().map(|line| &line.sku).collect(),

@@ -129,6 +129,9 @@ pub(crate) struct Call<'a> {
     client_key: bool,
     deadline: Instant,
     exposure: &'a Exposure,
+    /// Where a refusal records that no due hold could change it (deductions the caller
+    /// runs under `expiring_first`; `None` elsewhere).
+    due_holds: Option<&'a hold::DueHolds>,
 }
 
 impl<B: Backend> Engine<B> {
@@ -235,7 +238,12 @@ impl<B: Backend> Engine<B> {
 
 impl<B: Backend> Engine<B> {
     /// A deduction with its key settled (the client's, or a generated one), by `deadline`.
-    async fn deduct_keyed(&self, request: DeductRequest, deadline: Instant) -> Result<Receipt, DeductError> {
+    async fn deduct_keyed(
+        &self,
+        request: DeductRequest,
+        deadline: Instant,
+        due_holds: &hold::DueHolds,
+    ) -> Result<Receipt, DeductError> {
         let client_key = request.idempotency_key.is_some();
         let key = request.idempotency_key.unwrap_or_else(IdempotencyKey::generate);
         if request.strategy == Strategy::Coalesced && request.expected_version.is_none() {
@@ -257,6 +265,7 @@ impl<B: Backend> Engine<B> {
             client_key,
             deadline,
             exposure: &exposure,
+            due_holds: Some(due_holds),
         };
         let flow = async {
             match request.expected_version {
@@ -360,13 +369,14 @@ impl<B: Backend> InventoryStore for Engine<B> {
         // One deadline for the whole call. The clone is what lets a refusal expire due holds
         // and run the deduction again.
         let deadline = Instant::now() + self.core.config.deadline;
+        let due_holds = hold::DueHolds::default();
         let deduction = |deadline| {
-            self.deduct_keyed(request.clone(), deadline)
+            self.deduct_keyed(request.clone(), deadline, &due_holds)
                 .instrument(span.clone())
         };
         let result = self
             .core
-            .expiring_first(Some(&request.sku), deadline, deduction)
+            .expiring_first(Some(&request.sku), deadline, Some(&due_holds), deduction)
             .await;
         span.record(
             "outcome",
@@ -403,7 +413,7 @@ impl<B: Backend> InventoryStore for Engine<B> {
             }
             .instrument(span.clone())
         };
-        let result = self.core.expiring_first(None, deadline, placing).await;
+        let result = self.core.expiring_first(None, deadline, None, placing).await;
         span.record(
             "outcome",
             result.as_ref().map_or_else(DeductError::kind, |_| "committed"),
@@ -414,7 +424,7 @@ impl<B: Backend> InventoryStore for Engine<B> {
     async fn adjust(&self, request: AdjustRequest) -> Result<AdjustReceipt, DeductError> {
         let deadline = Instant::now() + self.core.config.deadline;
         self.core
-            .expiring_first(Some(&request.sku), deadline, |deadline| {
+            .expiring_first(Some(&request.sku), deadline, None, |deadline| {
                 self.core.adjust(&request, deadline)
             })
             .await
@@ -424,7 +434,7 @@ impl<B: Backend> InventoryStore for Engine<B> {
         let span = tracing::debug_span!("reserve", hold_id = %hold.hold_id(), lines = hold.lines().len());
         let deadline = Instant::now() + self.core.config.deadline;
         self.core
-            .expiring_first(None, deadline, |deadline| {
+            .expiring_first(None, deadline, None, |deadline| {
                 self.core.reserve(&hold, deadline).instrument(span.clone())
             })
             .await

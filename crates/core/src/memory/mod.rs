@@ -201,6 +201,7 @@ impl Backend for MemoryBackend {
         self.read(|t| MissFacts {
             row_stock: t.skus.get(sku.as_str()).map(|row| row.stock),
             bucket_stock: 0,
+            due_holds: t.has_due_holds(sku, Utc::now()),
             prior: key.and_then(|key| t.by_key(key.as_str())).cloned(),
         })
     }
