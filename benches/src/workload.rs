@@ -487,8 +487,7 @@ mod tests {
             shape: KeyShape::Uuid7,
             ..Keying::KEYED
         };
-        let level: LevelSpec = "1:uniform".parse().unwrap();
-        let quantity: QuantityDist = "uniform:1:1".parse().unwrap();
+        let (level, quantity) = ("1:uniform".parse().unwrap(), "uniform:1:1".parse().unwrap());
         let mut stream = RequestStream::new(&level, quantity, keying, 9, 0);
         let first = stream.next_request().key.expect("keyed");
         std::thread::sleep(std::time::Duration::from_millis(2));
@@ -498,8 +497,8 @@ mod tests {
             .and_then(|r| r.key)
             .expect("a new key");
         for key in [&first, &later] {
-            assert!(key.len() == 36 && key.as_bytes()[14] == b'7', "{key}");
-            assert!(stockguard_core::IdempotencyKey::parse(key).is_ok());
+            let valid = stockguard_core::IdempotencyKey::parse(key).is_ok();
+            assert!(valid && key.len() == 36 && key.as_bytes()[14] == b'7', "{key}");
         }
         assert!(first < later, "a later key sorts after: {first} {later}");
     }
