@@ -187,8 +187,9 @@ impl<B: Backend> Core<B> {
                 sharded: false,
             });
         }
-        // A batch taken under the lock is known only now: its lookup runs here, on another
-        // connection (committed rows are what it looks for), with the row held.
+        // A batch taken under the lock is known only now: when it needs a lookup (a retried
+        // attempt, or a plan that would refuse a client-keyed request), that runs here, on
+        // another connection (committed rows are what it looks for), with the row held.
         let stock = locked.map(|row| row.stock);
         let mut plan = match (lookup, looked_up) {
             (_, Some(prior)) => BatchPlan::new(sku, stock, items, &prior),
