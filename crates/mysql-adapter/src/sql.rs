@@ -30,6 +30,20 @@ macro_rules! due_units_of_i_sku {
     };
 }
 
+/// 1 when a due hold (active, past `expires_at`) still holds units of the SKU `$sku`, else 0:
+/// a refusal is final only once those are expired.
+macro_rules! due_holds_of {
+    ($sku:literal) => {
+        concat!(
+            "CAST(EXISTS (SELECT 1 FROM inventory_hold h \
+              JOIN inventory_ledger dl ON dl.reference = h.hold_id AND dl.reason = 'reserve' \
+              WHERE dl.sku = ",
+            $sku,
+            " AND h.state = 'active' AND h.expires_at <= NOW(6)) AS SIGNED)"
+        )
+    };
+}
+
 /// Touches every table: fails with 1146 when the schema is missing.
 pub(crate) const PING: &str = "SELECT (SELECT 1 FROM inventory LIMIT 1), (SELECT 1 FROM inventory_ledger LIMIT 1), \
      (SELECT 1 FROM inventory_bucket LIMIT 1), (SELECT 1 FROM inventory_order LIMIT 1), \
@@ -66,13 +80,13 @@ pub(crate) const SNAPSHOT: &str = "SELECT i.sku, i.initial_stock, CAST(i.stock +
 /// One read view: the row's stock, its bucket stock, whether a due hold holds units of the
 /// SKU, and the key's ledger row if any.
 /// Binds: sku, key.
-pub(crate) const MISS_FACTS: &str = "SELECT (SELECT i.stock FROM inventory i WHERE i.sku = one.sku), \
-            CAST(COALESCE((SELECT SUM(b.stock) FROM inventory_bucket b WHERE b.sku = one.sku), 0) AS SIGNED), \
-            CAST(EXISTS (SELECT 1 FROM inventory_hold h \
-                         JOIN inventory_ledger dl ON dl.reference = h.hold_id AND dl.reason = 'reserve' \
-                         WHERE dl.sku = one.sku AND h.state = 'active' AND h.expires_at <= NOW(6)) AS SIGNED), \
-            l.id, l.sku, l.delta, l.stock_after, l.reason, l.idempotency_key, l.created_at, l.reference, l.adjustment \
-     FROM (SELECT CONVERT(? USING utf8mb4) COLLATE utf8mb4_bin AS sku) AS one LEFT JOIN inventory_ledger l ON l.idempotency_key = ?";
+pub(crate) const MISS_FACTS: &str = concat!(
+    "SELECT (SELECT i.stock FROM inventory i WHERE i.sku = one.sku), \
+            CAST(COALESCE((SELECT SUM(b.stock) FROM inventory_bucket b WHERE b.sku = one.sku), 0) AS SIGNED), ",
+    due_holds_of!("one.sku"),
+    ", l.id, l.sku, l.delta, l.stock_after, l.reason, l.idempotency_key, l.created_at, l.reference, l.adjustment \
+     FROM (SELECT CONVERT(? USING utf8mb4) COLLATE utf8mb4_bin AS sku) AS one LEFT JOIN inventory_ledger l ON l.idempotency_key = ?"
+);
 
 /// Completed with the keys and `)` by the lookup.
 pub(crate) const FIND_KEYS: &str = concat!(
@@ -242,9 +256,7 @@ pub(crate) const LOCK_DUE_ON: &str = concat!(
      ORDER BY expires_at, hold_id LIMIT ? FOR UPDATE"
 );
 /// Binds: sku.
-pub(crate) const HAS_DUE_ON: &str = "SELECT CAST(EXISTS (SELECT 1 FROM inventory_hold h \
-     JOIN inventory_ledger l ON l.reference = h.hold_id AND l.reason = 'reserve' \
-     WHERE l.sku = ? AND h.state = 'active' AND h.expires_at <= NOW(6)) AS SIGNED)";
+pub(crate) const HAS_DUE_ON: &str = concat!("SELECT ", due_holds_of!("?"));
 /// Binds: final state, hold id.
 pub(crate) const SET_HOLD_STATE: &str =
     "UPDATE inventory_hold SET state = ?, resolved_at = NOW(6) WHERE hold_id = ?";

@@ -30,6 +30,20 @@ macro_rules! now {
     };
 }
 
+/// True when a due hold (active, past `expires_at`) still holds units of the SKU `?1`: a
+/// refusal is final only once those are expired.
+macro_rules! due_holds_of_param1 {
+    () => {
+        concat!(
+            "EXISTS (SELECT 1 FROM inventory_hold h \
+              JOIN inventory_ledger dl ON dl.reference = h.hold_id AND dl.reason = 'reserve' \
+              WHERE dl.sku = ?1 AND h.state = 'active' AND h.expires_at <= ",
+            now!(),
+            ")"
+        )
+    };
+}
+
 /// Touches every table: fails with "no such table" when the schema is missing.
 pub(crate) const PING: &str = "SELECT (SELECT 1 FROM inventory LIMIT 1), (SELECT 1 FROM inventory_ledger LIMIT 1), \
      (SELECT 1 FROM inventory_order LIMIT 1), (SELECT 1 FROM inventory_hold LIMIT 1)";
@@ -64,12 +78,9 @@ pub(crate) const SNAPSHOT: &str = "SELECT i.sku, i.initial_stock, i.stock, COALE
 /// One snapshot: the row's stock, no bucket stock (SQLite has none), whether a due hold holds
 /// units of the SKU, and key `?2`'s row.
 pub(crate) const MISS_FACTS: &str = concat!(
-    "SELECT (SELECT stock FROM inventory WHERE sku = ?1), 0, \
-            EXISTS (SELECT 1 FROM inventory_hold h \
-                    JOIN inventory_ledger dl ON dl.reference = h.hold_id AND dl.reason = 'reserve' \
-                    WHERE dl.sku = ?1 AND h.state = 'active' AND h.expires_at <= ",
-    now!(),
-    "), l.id, l.sku, l.delta, l.stock_after, l.reason, l.idempotency_key, l.created_at, l.reference, l.adjustment \
+    "SELECT (SELECT stock FROM inventory WHERE sku = ?1), 0, ",
+    due_holds_of_param1!(),
+    ", l.id, l.sku, l.delta, l.stock_after, l.reason, l.idempotency_key, l.created_at, l.reference, l.adjustment \
      FROM (SELECT 1) AS one LEFT JOIN inventory_ledger l ON l.idempotency_key = ?2"
 );
 
@@ -170,13 +181,7 @@ pub(crate) const LOCK_DUE_ON: &str = concat!(
      ORDER BY expires_at, hold_id LIMIT ?2"
 );
 /// Binds: sku.
-pub(crate) const HAS_DUE_ON: &str = concat!(
-    "SELECT EXISTS (SELECT 1 FROM inventory_hold h \
-     JOIN inventory_ledger l ON l.reference = h.hold_id AND l.reason = 'reserve' \
-     WHERE l.sku = ?1 AND h.state = 'active' AND h.expires_at <= ",
-    now!(),
-    ")"
-);
+pub(crate) const HAS_DUE_ON: &str = concat!("SELECT ", due_holds_of_param1!());
 /// Binds: hold id, final state.
 pub(crate) const SET_HOLD_STATE: &str = concat!(
     "UPDATE inventory_hold SET state = ?2, resolved_at = ",

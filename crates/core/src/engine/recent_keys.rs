@@ -16,7 +16,8 @@ use std::sync::Mutex;
 use crate::domain::{IdempotencyKey, Quantity, Receipt, SkuId};
 use crate::error::DeductError;
 
-/// Largest accepted `EngineConfig::recent_keys_max`: at about 250 bytes a key, 64 MiB.
+/// Largest accepted `EngineConfig::recent_keys_max`. A remembered key keeps the key string
+/// twice (the map and the eviction order) and its SKU once, so this bounds memory too.
 pub const RECENT_KEYS_MAX: usize = 1 << 18;
 
 /// What a remembered deduction answers a retry with.
