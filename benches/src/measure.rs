@@ -35,6 +35,9 @@ pub fn store_settings(spec: &CaseSpec, database: &FreshDatabase) -> anyhow::Resu
 pub async fn open_store(settings: StoreSettings) -> anyhow::Result<AnyStore> {
     let store = AnyStore::connect(settings).await.context("opening the store")?;
     store.migrate().await.context("migrating the store")?;
+    // As the service does on start: a strategy the server does not honour leaves the
+    // store's capabilities, so no case runs it.
+    store.probe().await.context("probing the server")?;
     Ok(store)
 }
 

@@ -64,6 +64,13 @@ enum Command {
         #[command(subcommand)]
         command: HoldsCommand,
     },
+    /// Apply the migrations, then print as JSON what the server really does (product,
+    /// version, isolation, Galera, and each locking clause tried on a row another session
+    /// holds) and which strategies it refuses because of it.
+    Probe {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
     /// Print the OpenAPI document (the one checked into docs/openapi.json).
     Openapi,
     /// Benchmarks live in the harness: run `just bench` (see benches/).
@@ -88,6 +95,7 @@ enum HoldsCommand {
 enum Action {
     Serve { insecure: bool },
     Migrate,
+    Probe,
     Audit { full: bool },
     SweepHolds { batch: u32 },
 }
@@ -124,6 +132,7 @@ fn main() -> ExitCode {
             Action::Serve { insecure },
         ),
         Command::Migrate { database } => (database_only(database), Action::Migrate),
+        Command::Probe { database } => (database_only(database), Action::Probe),
         Command::Audit { database, full } => (database_only(database), Action::Audit { full }),
         Command::Holds {
             command: HoldsCommand::Sweep { database, batch },
@@ -146,7 +155,7 @@ fn main() -> ExitCode {
     // Spans are exported by `serve` only; the other commands are over before a batch would go.
     let otlp = match action {
         Action::Serve { .. } => settings.otlp.as_ref(),
-        Action::Migrate | Action::Audit { .. } | Action::SweepHolds { .. } => None,
+        Action::Migrate | Action::Probe | Action::Audit { .. } | Action::SweepHolds { .. } => None,
     };
     let telemetry = {
         // The span exporter is a task on this runtime.
@@ -182,6 +191,13 @@ async fn run(action: Action, settings: Settings) -> anyhow::Result<ExitCode> {
             let store = open_store(&settings).await?;
             store.close().await;
             println!("migrations applied ({})", settings.database);
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::Probe => {
+            let store = open_store(&settings).await?;
+            let report = store.probe_report().context("the store was probed on opening")?;
+            store.close().await;
+            println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }
         Action::Audit { full: true } => audit_command::full(settings).await,
@@ -234,19 +250,14 @@ async fn serve(settings: Settings, insecure: bool) -> anyhow::Result<ExitCode> {
         }
     }
     let store = open_store(&settings).await?;
-    let supported = store.capabilities().strategies;
-    if !supported.contains(&settings.default_strategy) {
+    if let Some(refusal) = server::default_strategy_refusal(
+        settings.default_strategy,
+        store.backend(),
+        &store.capabilities(),
+        store.probe_report().as_ref(),
+    ) {
         store.close().await;
-        anyhow::bail!(
-            "the default strategy {} is not supported on {} (supported: {})",
-            settings.default_strategy,
-            store.backend(),
-            supported
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        anyhow::bail!(refusal);
     }
     let running = server::start(&settings, Arc::new(store))
         .await

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::serve::ListenerExt;
-use stockguard_core::InventoryStore;
+use stockguard_core::{Capabilities, InventoryStore, ProbeReport, Strategy};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -179,7 +179,64 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<AnyStore> {
         )
     })?;
     tracing::info!(backend = store.backend(), "database ready (migrations applied)");
+    let report = store.probe().await.map_err(|e| {
+        anyhow::anyhow!(
+            "probing {}: {}",
+            settings.database,
+            crate::problem::error_chain(&e)
+        )
+    })?;
+    let probe = &report.probe;
+    tracing::info!(
+        product = %probe.product,
+        version = %probe.version,
+        isolation = %probe.isolation,
+        galera_nodes = probe.galera.as_ref().map(|g| g.cluster_size),
+        skip_locked = %probe.skip_locked,
+        nowait = %probe.nowait,
+        for_no_key_update = %probe.for_no_key_update,
+        "server probed"
+    );
+    for refusal in &report.refused {
+        tracing::warn!(strategy = %refusal.strategy, "strategy refused: {refusal}");
+    }
     Ok(store)
+}
+
+/// Why the service must not start with `default` as its default strategy, if it must not:
+/// the adapter does not implement it, or the probe found the server does not honour a
+/// locking clause it relies on.
+pub fn default_strategy_refusal(
+    default: Strategy,
+    backend: &str,
+    capabilities: &Capabilities,
+    probe: Option<&ProbeReport>,
+) -> Option<String> {
+    if let Some(refusal) = probe
+        .into_iter()
+        .flat_map(|report| &report.refused)
+        .find(|refusal| refusal.strategy == default)
+    {
+        return Some(format!(
+            "the default strategy {default} cannot run safely on this {backend} server: {refusal}; \
+             choose another with --default-strategy (supported here: {})",
+            names(&capabilities.strategies)
+        ));
+    }
+    (!capabilities.strategies.contains(&default)).then(|| {
+        format!(
+            "the default strategy {default} is not supported on {backend} (supported: {})",
+            names(&capabilities.strategies)
+        )
+    })
+}
+
+fn names(strategies: &[Strategy]) -> String {
+    strategies
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Opens the configured store as it is, for read-only commands: no migrations, and no
@@ -216,4 +273,69 @@ async fn connect(settings: &Settings) -> anyhow::Result<AnyStore> {
             crate::problem::error_chain(&e)
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use stockguard_core::{LockFeature, ServerProbe, StrategyRefusal, Support};
+
+    use super::*;
+
+    fn capabilities() -> Capabilities {
+        Capabilities {
+            strategies: Strategy::ALL.to_vec(),
+            row_level_locking: true,
+        }
+    }
+
+    /// A MySQL-protocol server that accepts `SKIP LOCKED` and returns the held row, as TiDB
+    /// does: faked, since no such server installs here.
+    fn tidb_like() -> ProbeReport {
+        let ignored = Support::Ignored {
+            how: "returned the row another transaction holds".into(),
+        };
+        ProbeReport {
+            probe: ServerProbe {
+                product: "TiDB".into(),
+                version: "8.0.11-TiDB-v7.5.1".into(),
+                isolation: "repeatable read".into(),
+                galera: None,
+                skip_locked: ignored.clone(),
+                nowait: Support::Honoured,
+                for_no_key_update: Support::NotApplicable,
+            },
+            refused: vec![StrategyRefusal {
+                strategy: Strategy::Sharded,
+                feature: LockFeature::SkipLocked,
+                found: ignored,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_default_strategy_the_server_does_not_honour_stops_the_start_with_the_reason() {
+        let mut capabilities = capabilities();
+        capabilities.strategies.retain(|s| *s != Strategy::Sharded);
+        let refusal = default_strategy_refusal(Strategy::Sharded, "mysql", &capabilities, Some(&tidb_like()))
+            .expect("refused");
+        assert!(
+            refusal
+                .contains("sharded` relies on FOR UPDATE SKIP LOCKED, which this server accepts but ignores"),
+            "{refusal}"
+        );
+        assert!(refusal.contains("--default-strategy"), "{refusal}");
+        assert_eq!(
+            default_strategy_refusal(Strategy::Coalesced, "mysql", &capabilities, Some(&tidb_like())),
+            None
+        );
+    }
+
+    #[test]
+    fn a_default_strategy_the_adapter_lacks_stops_the_start() {
+        let mut capabilities = capabilities();
+        capabilities.strategies.retain(|s| *s != Strategy::Sharded);
+        let refusal =
+            default_strategy_refusal(Strategy::Sharded, "sqlite", &capabilities, None).expect("refused");
+        assert!(refusal.contains("not supported on sqlite"), "{refusal}");
+    }
 }

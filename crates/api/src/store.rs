@@ -14,8 +14,8 @@ use stockguard_core::engine::{EngineStats, PoolWaitStats};
 use stockguard_core::{
     AdjustReceipt, AdjustRequest, AuditReport, Capabilities, ConfirmLines, DeductError, DeductRequest,
     EngineConfig, HoldId, HoldReceipt, HoldRequest, IdempotencyKey, IncrementalAuditReport, InventoryStore,
-    LedgerEntry, LedgerPage, OrderReceipt, OrderRequest, PoolStatus, Receipt, RestockReceipt, RestockRequest,
-    SkuId, SkuSnapshot, StockLevel,
+    LedgerEntry, LedgerPage, OrderReceipt, OrderRequest, PoolStatus, ProbeReport, Receipt, RestockReceipt,
+    RestockRequest, SkuId, SkuSnapshot, StockLevel,
 };
 use stockguard_mysql::{MySqlConfig, MySqlStore};
 use stockguard_postgres::{PgConfig, PgStore};
@@ -148,6 +148,17 @@ impl AnyStore {
     /// Applies the adapter's embedded migrations.
     pub async fn migrate(&self) -> Result<(), DeductError> {
         delegate!(self, store => store.migrate().await)
+    }
+
+    /// Asks the server what it really does (after [`AnyStore::migrate`]) and refuses, from
+    /// then on, every strategy it cannot honour (see `Engine::probe`).
+    pub async fn probe(&self) -> Result<ProbeReport, DeductError> {
+        delegate!(self, store => store.probe().await)
+    }
+
+    /// The last probe's report, if one has run.
+    pub fn probe_report(&self) -> Option<ProbeReport> {
+        delegate!(self, store => store.probe_report())
     }
 
     /// Group-commit counters and the number of requests queued right now.

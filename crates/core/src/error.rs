@@ -63,6 +63,17 @@ pub enum InvalidInput {
         /// The adapter.
         backend: &'static str,
     },
+    /// The server does not honour a locking clause the strategy relies on (found by the
+    /// probe, [`crate::Engine::probe`]), so running it would silently degrade.
+    #[error("strategy {strategy} is refused on this {backend} server: {reason}")]
+    StrategyNotHonoured {
+        /// The strategy asked for.
+        strategy: crate::Strategy,
+        /// The adapter.
+        backend: &'static str,
+        /// What the probe found.
+        reason: String,
+    },
     /// A `Sharded` bucket count outside 1..=max (an adapter setting).
     #[error("shard bucket count must be between 1 and {max} (got {given})")]
     ShardBucketsOutOfRange {

@@ -77,3 +77,65 @@ async fn memory_a_remembered_retry_skips_the_database() {
     );
     assert_eq!(store.stock(&sku).await.unwrap().stock, 7);
 }
+
+/// A strategy whose locking clause the probe found the server does not honour is refused on
+/// every call, with the reason, changing nothing; it leaves the capabilities; the other
+/// strategies still run; and a later probe that finds it honoured lets it run again. The
+/// probe's answer is faked: no server here ignores `NOWAIT`.
+#[tokio::test]
+async fn memory_a_strategy_the_probe_finds_unhonoured_is_refused() {
+    use stockguard_core::memory::MemoryBackend;
+    use stockguard_core::{
+        DeductError, DeductRequest, InvalidInput, InventoryStore, Quantity, ServerProbe, SkuId, Strategy,
+        Support,
+    };
+    let store = MemoryStore::connect(MemoryConfig::default())
+        .await
+        .expect("connect");
+    store.migrate().await.expect("migrate");
+    let sku = SkuId::parse("probed").unwrap();
+    store.create_sku(&sku, 10).await.expect("create");
+    let request = |strategy| DeductRequest::new(sku.clone(), Quantity::new(1).unwrap(), strategy);
+    store
+        .deduct(request(Strategy::NoWait))
+        .await
+        .expect("before any probe");
+    let honest = store.probe().await.expect("probe");
+    assert!(honest.refused.is_empty(), "{honest:?}");
+
+    let backend: &MemoryBackend = store.adapter();
+    backend.answer_probes_with(ServerProbe {
+        nowait: Support::Ignored {
+            how: "waited 1000 ms for the held row's lock".into(),
+        },
+        ..ServerProbe::without_row_locks("faked", "0".into())
+    });
+    let report = store.probe().await.expect("probe");
+    assert_eq!(report.refused.len(), 1, "{report:?}");
+    match store.deduct(request(Strategy::NoWait)).await {
+        Err(DeductError::InvalidInput(InvalidInput::StrategyNotHonoured { strategy, reason, .. })) => {
+            assert_eq!(strategy, Strategy::NoWait);
+            assert!(reason.contains("FOR UPDATE NOWAIT"), "{reason}");
+            assert!(reason.contains("waited 1000 ms"), "{reason}");
+        }
+        other => panic!("expected a refusal naming the clause, got {other:?}"),
+    }
+    assert_eq!(
+        store.stock(&sku).await.expect("stock").stock,
+        9,
+        "the refusal changed nothing"
+    );
+    assert!(!store.capabilities().strategies.contains(&Strategy::NoWait));
+    store
+        .deduct(request(Strategy::Guarded))
+        .await
+        .expect("another strategy");
+
+    backend.answer_probes_with(ServerProbe::without_row_locks("faked", "1".into()));
+    assert!(store.probe().await.expect("probe").refused.is_empty());
+    store
+        .deduct(request(Strategy::NoWait))
+        .await
+        .expect("honoured again");
+    assert_eq!(store.stock(&sku).await.expect("stock").stock, 7);
+}

@@ -5,15 +5,15 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::pool::PoolConnection;
-use sqlx::{Connection, Executor, MySql};
+use sqlx::{Executor, MySql};
 use stockguard_core::engine::{
     AdjustWrite, AllLocked, Backend, Change, Fault, FaultKind, LineWrite, LockWait, LockedRow, MissFacts,
     OrderClaim, PlannedLine, PoolWaitStats, Step, StoredHold, StoredOrder, VersionedRow, Written,
 };
 use stockguard_core::{
     BatchPlan, Capabilities, DeductError, EngineConfig, HoldCheck, HoldId, HoldState, IdempotencyKey,
-    LedgerEntry, LedgerPage, LedgerReason, OrderCheck, OrderId, PoolStatus, SkuId, SkuSnapshot, StockLevel,
-    Strategy,
+    LedgerEntry, LedgerPage, LedgerReason, LockFeature, OrderCheck, OrderId, PoolStatus, ServerProbe, SkuId,
+    SkuSnapshot, StockLevel, Strategy,
 };
 
 use crate::config::{ServerFlavor, session_statements};
@@ -34,6 +34,8 @@ pub struct MySqlBackend {
     pub(crate) pool: common::TimedPool<MySql>,
     pub(crate) config: MySqlConfig,
     pub(crate) flavor: ServerFlavor,
+    /// Galera replication runs (`wsrep_on`): sessions read with `wsrep_sync_wait = 1`.
+    pub(crate) galera: bool,
 }
 
 impl MySqlBackend {
@@ -159,21 +161,6 @@ impl MySqlBackend {
     }
 }
 
-/// One short-lived connection to ask the server what it is, which also surfaces the real
-/// cause (refused, no such host, wrong password) that a pool would hide behind a timeout.
-async fn detect_flavor(options: &MySqlConnectOptions) -> Result<ServerFlavor, DeductError> {
-    let connect = |e| error::fault(e, "connecting to MySQL", false).into_error();
-    let mut connection = sqlx::MySqlConnection::connect_with(options)
-        .await
-        .map_err(connect)?;
-    let version: String = sqlx::query_scalar("SELECT VERSION()")
-        .fetch_one(&mut connection)
-        .await
-        .map_err(connect)?;
-    let _ = connection.close().await;
-    Ok(ServerFlavor::from_version(&version))
-}
-
 impl Backend for MySqlBackend {
     type Config = MySqlConfig;
     type Tx = MySqlTx;
@@ -181,8 +168,8 @@ impl Backend for MySqlBackend {
     async fn open(config: MySqlConfig) -> Result<Self, DeductError> {
         let options = MySqlConnectOptions::from_str(&config.url)
             .map_err(|e| DeductError::internal("parsing the MySQL URL", e))?;
-        let flavor = detect_flavor(&options).await?;
-        let statements = session_statements(flavor, &config);
+        let (flavor, galera) = crate::probe::detect_server(&options).await?;
+        let statements = session_statements(flavor, galera, &config);
         let pool =
             MySqlPoolOptions::new()
                 .max_connections(config.max_connections)
@@ -203,6 +190,7 @@ impl Backend for MySqlBackend {
             pool: common::TimedPool::new(pool),
             config,
             flavor,
+            galera,
         })
     }
 
@@ -226,6 +214,14 @@ impl Backend for MySqlBackend {
             strategies: Strategy::ALL.to_vec(),
             row_level_locking: true,
         }
+    }
+
+    fn probe(&self) -> impl Future<Output = Result<ServerProbe, DeductError>> + Send {
+        self.probe_server()
+    }
+
+    fn lock_features(&self, strategy: Strategy) -> &'static [LockFeature] {
+        crate::probe::lock_features(strategy)
     }
 
     fn pool_status(&self) -> PoolStatus {

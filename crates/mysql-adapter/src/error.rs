@@ -24,8 +24,9 @@ fn kind_of_number(number: u16, duplicate_key: Option<&str>) -> FaultKind {
     match number {
         // Lock wait timeout (MariaDB also reports NOWAIT with it); MySQL 8's NOWAIT.
         1205 | 3572 => FaultKind::LockTimeout,
-        // Deadlock victim, or a Galera certification failure at COMMIT: rolled back either way.
-        1213 => FaultKind::Deadlock,
+        // Deadlock victim, or a Galera certification failure at COMMIT; 3101 is Group
+        // Replication's certification failure at COMMIT. Rolled back, every one of them.
+        1213 | 3101 => FaultKind::Deadlock,
         DUPLICATE_ENTRY if duplicate_key.is_some_and(|name| IDEMPOTENCY_KEY_INDEXES.contains(&name)) => {
             FaultKind::KeyTaken
         }
@@ -104,6 +105,7 @@ mod tests {
         assert_eq!(kind_of_number(1205, None), FaultKind::LockTimeout);
         assert_eq!(kind_of_number(3572, None), FaultKind::LockTimeout);
         assert_eq!(kind_of_number(1213, None), FaultKind::Deadlock);
+        assert_eq!(kind_of_number(3101, None), FaultKind::Deadlock);
         assert_eq!(
             kind_of_number(1062, Some("inventory_ledger_idempotency_key")),
             FaultKind::KeyTaken

@@ -23,6 +23,7 @@ mod error;
 mod holds;
 mod order_batch;
 mod orders;
+mod probe;
 mod sharded;
 mod sql;
 

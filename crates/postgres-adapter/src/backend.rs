@@ -13,8 +13,8 @@ use stockguard_core::engine::{
 };
 use stockguard_core::{
     BatchPlan, Capabilities, DeductError, EngineConfig, HoldCheck, HoldId, HoldState, IdempotencyKey,
-    LedgerEntry, LedgerPage, OrderCheck, OrderId, PoolStatus, STOCK_MAX, SkuId, SkuSnapshot, StockLevel,
-    Strategy,
+    LedgerEntry, LedgerPage, LockFeature, OrderCheck, OrderId, PoolStatus, STOCK_MAX, ServerProbe, SkuId,
+    SkuSnapshot, StockLevel, Strategy,
 };
 
 use stockguard_sql as common;
@@ -127,6 +127,14 @@ impl Backend for PgBackend {
             strategies: Strategy::ALL.to_vec(),
             row_level_locking: true,
         }
+    }
+
+    fn probe(&self) -> impl Future<Output = Result<ServerProbe, DeductError>> + Send {
+        self.probe_server()
+    }
+
+    fn lock_features(&self, strategy: Strategy) -> &'static [LockFeature] {
+        crate::probe::lock_features(strategy)
     }
 
     fn pool_status(&self) -> PoolStatus {

@@ -21,6 +21,7 @@ mod checkout;
 mod config;
 mod error;
 mod order_batch;
+mod probe;
 mod sql;
 
 pub use backend::PgBackend;

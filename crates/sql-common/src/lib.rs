@@ -7,6 +7,7 @@
 //! of core's `Stored*` row types.
 
 mod checkpoints;
+pub mod probe;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -13,8 +13,8 @@ use stockguard_core::engine::{
 };
 use stockguard_core::{
     BatchPlan, Capabilities, DeductError, EngineConfig, HoldCheck, HoldId, HoldState, IdempotencyKey,
-    LedgerEntry, LedgerPage, LedgerReason, OrderCheck, OrderId, PoolStatus, STOCK_MAX, SkuId, SkuSnapshot,
-    StockLevel, Strategy,
+    LedgerEntry, LedgerPage, LedgerReason, LockFeature, OrderCheck, OrderId, PoolStatus, STOCK_MAX,
+    ServerProbe, SkuId, SkuSnapshot, StockLevel, Strategy,
 };
 
 use stockguard_sql as common;
@@ -197,6 +197,21 @@ impl Backend for SqliteBackend {
             // BEGIN IMMEDIATE locks the whole database, not a row.
             row_level_locking: false,
         }
+    }
+
+    async fn probe(&self) -> Result<ServerProbe, DeductError> {
+        let failed = |e| error::fault(e, "probing SQLite").into_error();
+        let mut connection = self.pool.inner().acquire().await.map_err(failed)?;
+        let version: String = sqlx::query_scalar("SELECT sqlite_version()")
+            .fetch_one(&mut *connection)
+            .await
+            .map_err(failed)?;
+        Ok(ServerProbe::without_row_locks("SQLite", version))
+    }
+
+    fn lock_features(&self, _strategy: Strategy) -> &'static [LockFeature] {
+        // One writer at a time (BEGIN IMMEDIATE): the adapter writes no row-locking clause.
+        &[]
     }
 
     fn pool_status(&self) -> PoolStatus {

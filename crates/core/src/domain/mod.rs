@@ -15,6 +15,7 @@ mod checkpoint;
 mod hold;
 mod ledger;
 mod order;
+mod probe;
 mod strategy;
 
 pub use adjust::*;
@@ -24,6 +25,7 @@ pub use checkpoint::*;
 pub use hold::*;
 pub use ledger::*;
 pub use order::*;
+pub use probe::*;
 pub use strategy::*;
 
 /// Longest accepted SKU id, in characters. Matches the `VARCHAR(64)` columns in every adapter.

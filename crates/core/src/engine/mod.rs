@@ -30,9 +30,11 @@ mod fault;
 mod hold;
 mod incremental_audit;
 mod land;
+mod miss_facts;
 mod order;
 mod order_batch;
 mod order_plan;
+mod probe;
 mod recent_keys;
 mod stats;
 
@@ -95,6 +97,8 @@ pub(crate) struct Core<B> {
     backend: B,
     /// Read once: checked on every call, so it must not allocate per call.
     capabilities: Capabilities,
+    /// Strategies the last probe found the server cannot honour (`probe.rs`).
+    refusals: probe::Refusals,
     config: EngineConfig,
     stats: EngineStats,
     /// Client keys of deductions seen to commit, for answering retries (`recent_keys.rs`).
@@ -147,6 +151,7 @@ impl<B: Backend> Engine<B> {
     pub fn new(backend: B, config: EngineConfig) -> Self {
         let core = Arc::new(Core {
             capabilities: backend.capabilities(),
+            refusals: probe::Refusals::default(),
             backend,
             config,
             stats: EngineStats::default(),
@@ -224,14 +229,21 @@ impl<B: Backend> Engine<B> {
     }
 
     fn check_strategy(&self, strategy: Strategy) -> Result<(), DeductError> {
-        if self.core.capabilities.strategies.contains(&strategy) {
-            Ok(())
-        } else {
-            Err(InvalidInput::UnsupportedStrategy {
+        if !self.core.capabilities.strategies.contains(&strategy) {
+            return Err(InvalidInput::UnsupportedStrategy {
                 strategy,
                 backend: self.core.backend.name(),
             }
-            .into())
+            .into());
+        }
+        match self.core.refusals.refused(strategy) {
+            None => Ok(()),
+            Some(refusal) => Err(InvalidInput::StrategyNotHonoured {
+                strategy,
+                backend: self.core.backend.name(),
+                reason: refusal.to_string(),
+            }
+            .into()),
         }
     }
 }
@@ -340,7 +352,11 @@ impl<B: Backend> InventoryStore for Engine<B> {
     }
 
     fn capabilities(&self) -> Capabilities {
-        self.core.capabilities.clone()
+        let mut capabilities = self.core.capabilities.clone();
+        capabilities
+            .strategies
+            .retain(|strategy| self.core.refusals.refused(*strategy).is_none());
+        capabilities
     }
 
     async fn create_sku(&self, sku: &SkuId, initial_stock: i64) -> Result<StockLevel, DeductError> {

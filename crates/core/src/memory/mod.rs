@@ -25,7 +25,7 @@ use self::tx::{NewRow, committed};
 use crate::coalesce::BatchPlan;
 use crate::domain::{
     Capabilities, HoldCheck, HoldId, HoldState, IdempotencyKey, LedgerEntry, LedgerPage, LedgerReason,
-    OrderCheck, OrderId, PoolStatus, SkuId, SkuSnapshot, StockLevel, Strategy,
+    LockFeature, OrderCheck, OrderId, PoolStatus, ServerProbe, SkuId, SkuSnapshot, StockLevel, Strategy,
 };
 use crate::engine::{
     AdjustWrite, Backend, Change, Engine, EngineConfig, Fault, FaultKind, LineWrite, LockWait, LockedRow,
@@ -63,6 +63,8 @@ pub struct MemoryBackend {
     write: Arc<tokio::sync::Mutex<()>>,
     config: MemoryConfig,
     pool_wait: PoolWaitStats,
+    /// What [`Backend::probe`] answers instead of the truth (see [`MemoryBackend::answer_probes_with`]).
+    probe_answer: Mutex<Option<ServerProbe>>,
 }
 
 impl MemoryBackend {
@@ -73,7 +75,17 @@ impl MemoryBackend {
             write: Arc::new(tokio::sync::Mutex::new(())),
             config,
             pool_wait: PoolWaitStats::default(),
+            probe_answer: Mutex::new(None),
         }
+    }
+
+    /// Makes [`Backend::probe`] report `probe`, as a server that really behaved so would:
+    /// how the engine's refusals are tested without such a server.
+    pub fn answer_probes_with(&self, probe: ServerProbe) {
+        *self
+            .probe_answer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(probe);
     }
 
     async fn begin_tx(&self, wait: LockWait) -> Result<MemoryTx, Fault> {
@@ -160,6 +172,26 @@ impl Backend for MemoryBackend {
                 .filter(|s| *s != Strategy::Sharded)
                 .collect(),
             row_level_locking: false,
+        }
+    }
+
+    async fn probe(&self) -> Result<ServerProbe, DeductError> {
+        let answer = self
+            .probe_answer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        Ok(answer.unwrap_or_else(|| {
+            ServerProbe::without_row_locks("stockguard memory", env!("CARGO_PKG_VERSION").to_owned())
+        }))
+    }
+
+    fn lock_features(&self, strategy: Strategy) -> &'static [LockFeature] {
+        // One writer at a time, so no clause is written; `NoWait` is the write lock's
+        // `try_lock`, named as the SQL adapters name it so a faked probe can refuse it.
+        match strategy {
+            Strategy::NoWait => &[LockFeature::NoWait],
+            _ => &[],
         }
     }
 
