@@ -150,3 +150,20 @@ pre-pr:
     just loom
     just bench-smoke
     just chaos
+
+# A private MariaDB Galera cluster on loopback (galera-4; nodes run as `mysql`, rsync SST), in
+# the background: prints each node as 127.0.0.1:PORT (also in target/galera/nodes). Stop it
+# with `just galera-down`. `cargo test -p stockguard-mysql --test galera` starts its own.
+galera-up nodes="3":
+    @[ -f /usr/lib/galera/libgalera_smm.so ] && command -v rsync >/dev/null || apt-get install -y -q galera-4 rsync
+    @cargo build -q -p stockguard-testkit --bin stockguard-cluster
+    @mkdir -p target/galera && rm -f target/galera/nodes
+    @if [ -f target/galera/pid ] && kill -0 "$(cat target/galera/pid)" 2>/dev/null; then echo "already up (pid $(cat target/galera/pid)); just galera-down first"; exit 1; fi
+    @nohup target/debug/stockguard-cluster galera --nodes {{nodes}} --ready-file target/galera/nodes > target/galera/cluster.log 2>&1 & echo $! > target/galera/pid
+    @for _ in $(seq 1 180); do [ -s target/galera/nodes ] && break; kill -0 "$(cat target/galera/pid)" 2>/dev/null || { cat target/galera/cluster.log; exit 1; }; sleep 1; done
+    @cat target/galera/nodes
+
+# Stops the cluster `just galera-up` started and deletes its data.
+galera-down:
+    @[ -f target/galera/pid ] || { echo "no cluster (target/galera/pid missing)"; exit 0; }
+    @pid="$(cat target/galera/pid)"; kill "$pid" 2>/dev/null || true; for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done; rm -f target/galera/pid; echo "stopped"

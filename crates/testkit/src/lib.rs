@@ -465,8 +465,8 @@ pub mod private_server;
 pub mod proxy;
 
 pub use private_server::{
-    MariaDbOptions, PostgresOptions, PrivateMariaDb, PrivatePostgres, PrivateRedis, PrivateRedisCluster,
-    PrivateRedisNode, PrivateRedisSentinel, SENTINEL_SERVICE, ServerError,
+    MariaDbOptions, PostgresOptions, PrivateGalera, PrivateMariaDb, PrivatePostgres, PrivateRedis,
+    PrivateRedisCluster, PrivateRedisNode, PrivateRedisSentinel, SENTINEL_SERVICE, ServerError,
 };
 pub use proxy::{CutHandle, CutMode, CutPlan, CutReport, FaultProxy};
 

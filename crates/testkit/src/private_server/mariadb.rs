@@ -135,6 +135,12 @@ impl PrivateMariaDb {
         self.lock().last_start
     }
 
+    /// Drops a command-line option (every copy of it) from later starts: e.g. a Galera
+    /// node's bootstrap flag, once the cluster exists.
+    pub fn remove_arg(&mut self, arg: &str) {
+        self.config.args.retain(|given| given != arg);
+    }
+
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.config.data

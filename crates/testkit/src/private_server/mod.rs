@@ -1,4 +1,4 @@
-//! Private PostgreSQL and MariaDB servers for fault tests.
+//! Private PostgreSQL and MariaDB servers (and a MariaDB Galera cluster) for fault tests.
 //!
 //! Fault tests restart, crash and starve their server; doing that to the machine's shared
 //! servers would break every other test running beside them. Each private server lives in
@@ -11,6 +11,7 @@
 //! When running as root the servers run as the `postgres` / `mysql` OS users (PostgreSQL
 //! refuses root); otherwise they run as the current user.
 
+mod galera;
 mod mariadb;
 mod postgres;
 mod process;
@@ -21,6 +22,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
+pub use galera::{GALERA_NODES_MAX, GALERA_PROVIDER_ENV, PrivateGalera};
 pub use mariadb::{MARIADBD_ENV, MariaDbOptions, PrivateMariaDb};
 pub use postgres::{PG_BINDIR_ENV, PostgresOptions, PrivatePostgres};
 pub use process::NO_TEMPLATE_ENV;
