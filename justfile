@@ -29,12 +29,19 @@ bench out=results:
 # The thorough benchmark (long; not for CI).
 bench-full out="bench-results/full":
     cargo build --release -p stockguard-api -p stockguard-bench
-    cargo run --release -p stockguard-bench -- --profile full --out {{out}}
+    cargo run --release -p stockguard-bench -- --profile full --galera on --out {{out}}
 
 # A few seconds per case on PostgreSQL and MariaDB: catches a broken harness or audit, not slowness.
 bench-smoke out="target/bench-smoke":
     cargo build -p stockguard-api -p stockguard-bench
     cargo run -p stockguard-bench -- --profile smoke --out {{out}}
+
+# A hot SKU on a private 3-node MariaDB Galera cluster by topology (one node, writes spread
+# over all nodes, SKU affinity) against a standalone MariaDB (about 2 min warm; needs galera-4).
+bench-galera out="bench-results/galera":
+    @[ -f /usr/lib/galera/libgalera_smm.so ] && command -v rsync >/dev/null || apt-get install -y -q galera-4 rsync
+    cargo build --release -p stockguard-api -p stockguard-bench
+    cargo run --release -p stockguard-bench -- --galera only --service-memory off --out {{out}}
 
 # The service's resident set at idle and with 100 and 1 000 open keep-alive connections (PostgreSQL; a few seconds).
 bench-memory out="bench-results/service-memory":

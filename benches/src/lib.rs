@@ -14,6 +14,7 @@ pub mod flash;
 pub mod flash_faults;
 pub mod flash_http;
 pub mod flash_plan;
+pub mod galera;
 pub mod gate_overhead;
 pub mod http;
 pub mod key_contract;

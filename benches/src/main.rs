@@ -18,11 +18,13 @@ use stockguard_bench::chaos::ChaosArgs;
 use stockguard_bench::checkout::{CheckoutSpec, checkout_specs, run_checkout};
 use stockguard_bench::db;
 use stockguard_bench::flash_plan::{FlashInputs, FlashPlan, plan_flash, run_flash_cases};
+use stockguard_bench::galera::{GaleraSpec, galera_specs, run_galera_cases};
 use stockguard_bench::profile::{Profile, WorkloadRun, transports_for};
 use stockguard_bench::report::{self, MachineInfo, Results};
 use stockguard_bench::runner::run_case;
 use stockguard_bench::service_memory::run_service_memory_section;
 use stockguard_bench::workload::{KeyShape, Keying, LevelSpec, QuantityDist};
+use stockguard_core::Strategy;
 use stockguard_testkit::Backend;
 
 /// Runs every strategy on every available database across conflict levels, audits every run
@@ -117,6 +119,11 @@ struct Args {
     /// Skip the audit-scaling cases (full vs incremental audit as the ledger grows), or run only them.
     #[arg(long, value_enum, default_value = "on")]
     audit_scaling: WorkloadRun,
+    /// A hot SKU on a private 3-node MariaDB Galera cluster by topology (one node, spread,
+    /// SKU affinity) against a standalone MariaDB: run it (`on`, as `bench-full` does), or
+    /// run only it. Needs galera-4 and rsync.
+    #[arg(long, value_enum, default_value = "off")]
+    galera: WorkloadRun,
     /// Skip the service's memory at idle, 100 and 1 000 open connections (a real `stockguard
     /// serve` beside this binary, on PostgreSQL), or run only it.
     #[arg(long, value_enum, default_value = "on")]
@@ -149,6 +156,7 @@ struct Plan {
     checkout: Vec<CheckoutSpec>,
     flash: FlashPlan,
     audit_scaling: Vec<AuditScalingSpec>,
+    galera: Vec<GaleraSpec>,
     service_memory: bool,
     results: Results,
     out: PathBuf,
@@ -347,11 +355,32 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
         WorkloadRun::Off => Vec::new(),
         _ => audit_scaling_specs(&databases, &audit_rows, AUDIT_SCALING_SKUS),
     };
+    let mut galera = match args.galera {
+        WorkloadRun::Off => Vec::new(),
+        _ => galera_specs(&CaseSpec {
+            backend: Backend::MySql,
+            variant: Variant::Library(Strategy::Coalesced),
+            transport: Transport::InProcess,
+            level: "1".parse()?,
+            requesters,
+            pool_size,
+            warmup: Duration::from_secs_f64(warmup_s),
+            bounds: Bounds {
+                duration: Duration::from_secs_f64(duration_s),
+                ops_per_requester: args.ops_per_requester,
+            },
+            quantity,
+            keying: keyed,
+            stock,
+            seed,
+        }),
+    };
     let runs = [
         args.checkout,
         args.flash,
         args.anchors,
         args.audit_scaling,
+        args.galera,
         args.service_memory,
     ];
     let only = runs.contains(&WorkloadRun::Only);
@@ -371,6 +400,9 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
     if dropped(args.audit_scaling) {
         audit_scaling.clear();
     }
+    if dropped(args.galera) {
+        galera.clear();
+    }
 
     let mut environments = BTreeMap::new();
     for backend in &databases {
@@ -383,6 +415,7 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
         checkout,
         flash,
         audit_scaling,
+        galera,
         service_memory: args.service_memory != WorkloadRun::Off && !dropped(args.service_memory),
         out: args.out.context("--out is required")?,
         results: Results {
@@ -408,6 +441,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         checkout,
         flash,
         audit_scaling,
+        galera,
         service_memory,
         mut results,
         out,
@@ -497,6 +531,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     run_flash_cases(flash, &log, &mut results).await;
     run_audit_scaling_cases(audit_scaling, &log, &mut results).await;
+    run_galera_cases(galera, &log, &mut results).await;
     if service_memory {
         run_service_memory_section(&out, &log, &mut results).await;
     }

@@ -24,6 +24,17 @@ pub struct LibraryDeductor {
     strategy: Strategy,
 }
 
+impl LibraryDeductor {
+    /// `strategy` on `store`, for the SKUs named by index in `skus`.
+    pub fn new(store: Arc<AnyStore>, skus: Arc<Vec<SkuId>>, strategy: Strategy) -> Self {
+        Self {
+            store,
+            skus,
+            strategy,
+        }
+    }
+}
+
 impl Deductor for LibraryDeductor {
     async fn deduct(&self, request: &Request) -> Outcome {
         let quantity = Quantity::new(i64::from(request.units)).expect("workload quantities are in range");
@@ -128,11 +139,7 @@ async fn run_library(
         .collect::<Result<_, _>>()
         .context("workload SKU names are valid SKU ids")?;
     let store = Arc::new(store);
-    let deductor = Arc::new(LibraryDeductor {
-        store: Arc::clone(&store),
-        skus: Arc::new(skus),
-        strategy,
-    });
+    let deductor = Arc::new(LibraryDeductor::new(Arc::clone(&store), Arc::new(skus), strategy));
     let result = measure(spec, admin, deductor, sku_names, || coalescer_counters(&store)).await;
     store.close().await;
     result

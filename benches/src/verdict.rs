@@ -77,6 +77,9 @@ pub fn failures(results: &Results) -> Vec<String> {
             "FLASH SALE UNDER A REDIS FAULT FAILED (seed {seed}): {failure}"
         ));
     }
+    for failure in results.galera.iter().filter_map(|case| case.failure()) {
+        failures.push(format!("GALERA CASE FAILED (seed {seed}): {failure}"));
+    }
     for problem in &results.anchor_problems {
         failures.push(format!("ANCHOR CHECK FAILED: {problem}"));
     }

@@ -10,6 +10,7 @@ use super::anchor_table::anchor_section;
 use super::audit_table::audit_scaling_section;
 use super::checkout_table::checkout_section;
 use super::flash_table::flash_section;
+use super::galera_table::galera_section;
 use super::http_table::http_table;
 use super::keyed_table::keyed_table;
 use super::results::Results;
@@ -192,6 +193,7 @@ pub fn write_markdown(results: &Results, path: &Path) -> anyhow::Result<()> {
     checkout_section(&mut md, &results.checkout)?;
     flash_section(&mut md, results)?;
     audit_scaling_section(&mut md, results)?;
+    galera_section(&mut md, results)?;
     service_memory_section(&mut md, results)?;
     std::fs::write(path, md).with_context(|| format!("writing {}", path.display()))
 }

@@ -4,6 +4,7 @@ mod anchor_table;
 mod audit_table;
 mod checkout_table;
 mod flash_table;
+mod galera_table;
 mod http_table;
 mod keyed_table;
 mod markdown;

@@ -12,6 +12,7 @@ use crate::checkout::CheckoutResult;
 use crate::flash::FlashResult;
 use crate::flash_faults::FlashFaultResult;
 use crate::flash_http::FlashHttpResult;
+use crate::galera::GaleraResult;
 use crate::gate_overhead::OverheadResult;
 use crate::redis_lock::LockResult;
 use crate::service_memory::ServiceMemoryResult;
@@ -85,6 +86,8 @@ pub struct Results {
     pub cases: Vec<CaseResult>,
     /// The full audit against the incremental one, per database and ledger size.
     pub audit_scaling: Vec<AuditScalingResult>,
+    /// A hot SKU on a private Galera cluster, by topology (`--galera`).
+    pub galera: Vec<GaleraResult>,
     /// The `stockguard serve` process's resident set at idle and with 100 and 1 000 open
     /// keep-alive connections.
     pub service_memory: Option<ServiceMemoryResult>,

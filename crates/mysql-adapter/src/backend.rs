@@ -34,7 +34,8 @@ pub struct MySqlBackend {
     pub(crate) pool: common::TimedPool<MySql>,
     pub(crate) config: MySqlConfig,
     pub(crate) flavor: ServerFlavor,
-    /// Galera replication runs (`wsrep_on`): sessions read with `wsrep_sync_wait = 1`.
+    /// Galera replication runs (`wsrep_on`): the reads that decide an answer wait for the
+    /// cluster first ([`MySqlBackend::causal_connection`]).
     pub(crate) galera: bool,
 }
 
@@ -169,7 +170,7 @@ impl Backend for MySqlBackend {
         let options = MySqlConnectOptions::from_str(&config.url)
             .map_err(|e| DeductError::internal("parsing the MySQL URL", e))?;
         let (flavor, galera) = crate::probe::detect_server(&options).await?;
-        let statements = session_statements(flavor, galera, &config);
+        let statements = session_statements(flavor, &config);
         let pool =
             MySqlPoolOptions::new()
                 .max_connections(config.max_connections)
@@ -202,7 +203,13 @@ impl Backend for MySqlBackend {
         MIGRATOR
             .run(self.pool.inner())
             .await
-            .map_err(|e| DeductError::internal("running migrations", e))
+            .map_err(|e| DeductError::internal("running migrations", e))?;
+        if self.galera {
+            crate::galera::install(self.pool.inner())
+                .await
+                .map_err(|e| DeductError::internal("installing the Galera write guards", e))?;
+        }
+        Ok(())
     }
 
     fn name(&self) -> &'static str {
@@ -247,7 +254,7 @@ impl Backend for MySqlBackend {
 
     fn stock(&self, sku: &SkuId) -> impl Step<Option<StockLevel>> {
         async move {
-            let mut connection = self.connection("reading stock").await?;
+            let mut connection = self.causal_connection("reading stock").await?;
             common::stock(&mut *connection, sql::STOCK, sku)
                 .await
                 .map_err(self.fault("reading stock"))
@@ -285,7 +292,7 @@ impl Backend for MySqlBackend {
 
     fn miss_facts(&self, sku: &SkuId, key: Option<&IdempotencyKey>) -> impl Step<MissFacts> {
         async move {
-            let mut connection = self.connection("explaining a miss").await?;
+            let mut connection = self.causal_connection("explaining a miss").await?;
             let row = common::miss_facts(&mut *connection, sql::MISS_FACTS, sku, key)
                 .await
                 .map_err(self.fault("explaining a miss"))?;
@@ -295,13 +302,14 @@ impl Backend for MySqlBackend {
 
     fn find_keys(&self, keys: &[&IdempotencyKey]) -> impl Step<Vec<LedgerEntry>> {
         async move {
-            let mut connection = self.connection("looking up keys").await?;
+            let mut connection = self.causal_connection("looking up keys").await?;
             self.find_keys_on(&mut connection, keys).await
         }
     }
 
     fn settle_and_find(&self, sku: &SkuId, keys: &[&IdempotencyKey]) -> impl Step<Vec<LedgerEntry>> {
         async move {
+            self.wait_for_cluster("resolving a lost answer").await?;
             let mut tx = common::Tx::begin(&self.pool, "BEGIN")
                 .await
                 .map_err(self.fault("resolving a lost answer"))?;
@@ -319,7 +327,7 @@ impl Backend for MySqlBackend {
 
     fn find_order(&self, order_id: &OrderId) -> impl Step<Option<StoredOrder>> {
         async move {
-            let mut connection = self.connection("reading an order").await?;
+            let mut connection = self.causal_connection("reading an order").await?;
             self.find_order_on(&mut connection, order_id).await
         }
     }

@@ -101,13 +101,13 @@ impl ServerFlavor {
 }
 
 /// The statements run on every new pooled connection, before it is handed out.
-pub(crate) fn session_statements(flavor: ServerFlavor, galera: bool, config: &MySqlConfig) -> Vec<String> {
+pub(crate) fn session_statements(flavor: ServerFlavor, config: &MySqlConfig) -> Vec<String> {
     let lock_wait_timeout_secs = config
         .lock_timeout
         .as_millis()
         .div_ceil(1000)
         .clamp(1, LOCK_WAIT_TIMEOUT_MAX_SECS);
-    let mut statements = vec![
+    vec![
         // READ COMMITTED, like PostgreSQL's default: every statement (not every transaction)
         // reads the latest committed data, and InnoDB takes no gap locks. See docs/mysql.md.
         "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED".to_owned(),
@@ -117,15 +117,7 @@ pub(crate) fn session_statements(flavor: ServerFlavor, galera: bool, config: &My
         // every table, instead of a warning and a silently altered row.
         "SET SESSION sql_mode = CONCAT(@@SESSION.sql_mode, ',STRICT_ALL_TABLES')".to_owned(),
         flavor.statement_time_bound(config.statement_timeout),
-    ];
-    if galera {
-        // A read waits until this node has applied every write the cluster committed before
-        // it. The engine resolves a lost answer by reading the key's ledger row, maybe on
-        // another node than the one that committed it: without this, that read can miss a
-        // committed row and answer "not applied". Writes are unaffected.
-        statements.push("SET SESSION wsrep_sync_wait = 1".to_owned());
-    }
-    statements
+    ]
 }
 
 #[cfg(test)]
@@ -146,11 +138,11 @@ mod tests {
         let mut config = MySqlConfig::new("mysql://unused");
         config.lock_timeout = Duration::from_millis(1);
         config.statement_timeout = Duration::from_millis(2_500);
-        let statements = session_statements(ServerFlavor::MariaDb, false, &config);
+        let statements = session_statements(ServerFlavor::MariaDb, &config);
         assert!(statements.contains(&"SET SESSION innodb_lock_wait_timeout = 1".to_owned()));
         assert!(statements.contains(&"SET SESSION max_statement_time = 2.500".to_owned()));
         config.lock_timeout = Duration::from_millis(2_001);
-        let statements = session_statements(ServerFlavor::MySql, false, &config);
+        let statements = session_statements(ServerFlavor::MySql, &config);
         assert!(statements.contains(&"SET SESSION innodb_lock_wait_timeout = 3".to_owned()));
         assert!(statements.contains(&"SET SESSION max_execution_time = 2500".to_owned()));
     }

@@ -61,7 +61,7 @@ impl MySqlBackend {
     }
 
     pub(crate) async fn find_hold_in(&self, hold_id: &HoldId) -> Result<Option<StoredHold>, Fault> {
-        let mut connection = self.connection("reading a hold").await?;
+        let mut connection = self.causal_connection("reading a hold").await?;
         self.hold_on(&mut connection, sql::FIND_HOLD, hold_id).await
     }
 
@@ -72,6 +72,7 @@ impl MySqlBackend {
         skus: &[&SkuId],
         hold_id: &HoldId,
     ) -> Result<Option<StoredHold>, Fault> {
+        self.wait_for_cluster("resolving a lost answer").await?;
         let mut tx = common::Tx::begin(&self.pool, "BEGIN")
             .await
             .map_err(self.fault("resolving a lost answer"))?;

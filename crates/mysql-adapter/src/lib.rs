@@ -20,6 +20,7 @@ mod backend;
 mod config;
 mod deductions;
 mod error;
+mod galera;
 mod holds;
 mod order_batch;
 mod orders;

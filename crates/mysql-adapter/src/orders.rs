@@ -34,6 +34,7 @@ impl MySqlBackend {
         skus: &[&SkuId],
         order_id: &OrderId,
     ) -> Result<Option<StoredOrder>, Fault> {
+        self.wait_for_cluster("resolving a lost answer").await?;
         let mut tx = common::Tx::begin(&self.pool, "BEGIN")
             .await
             .map_err(self.fault("resolving a lost answer"))?;

@@ -102,9 +102,14 @@ impl MySqlBackend {
         let galera = if self.galera {
             let size = show_value(&mut connection, CLUSTER_SIZE).await.map_err(failed)?;
             let sync_wait = show_value(&mut connection, SYNC_WAIT).await.map_err(failed)?;
+            let causal_reads = sqlx::query(crate::sql::WAIT_FOR_CLUSTER)
+                .execute(&mut *connection)
+                .await
+                .is_ok();
             Some(GaleraFacts {
                 cluster_size: size.and_then(|v| v.parse().ok()).unwrap_or(0),
-                sync_wait: sync_wait.and_then(|v| v.parse().ok()).unwrap_or(0),
+                causal_reads,
+                session_sync_wait: sync_wait.and_then(|v| v.parse().ok()).unwrap_or(0),
             })
         } else {
             None

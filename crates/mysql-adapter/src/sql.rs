@@ -131,6 +131,10 @@ pub(crate) const COMPARE_AND_SET: &str =
     "UPDATE inventory SET stock = ?, version = version + 1 WHERE sku = ? AND version = ?";
 
 pub(crate) const LOCK_ROW: &str = "SELECT stock, sharded FROM inventory WHERE sku = ? FOR UPDATE";
+/// Galera only, autocommit only: makes this node apply every write the cluster committed
+/// before it (a causal wait for this one statement; the session's `wsrep_sync_wait` stays 0).
+pub(crate) const WAIT_FOR_CLUSTER: &str =
+    "SET STATEMENT wsrep_sync_wait = 1 FOR SELECT id FROM stockguard_probe WHERE id = 1";
 pub(crate) const LOCK_ROW_NOWAIT: &str =
     "SELECT stock, sharded FROM inventory WHERE sku = ? FOR UPDATE NOWAIT";
 

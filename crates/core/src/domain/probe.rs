@@ -93,9 +93,12 @@ impl fmt::Display for Support {
 pub struct GaleraFacts {
     /// Nodes in the primary component (`wsrep_cluster_size`).
     pub cluster_size: u32,
-    /// The session's `wsrep_sync_wait` after the adapter's session settings: 1 or more means
-    /// a read waits until this node has applied every write the cluster committed before it.
-    pub sync_wait: u32,
+    /// The adapter's causal wait ran: before a read that decides an answer (a key's ledger
+    /// row, a miss, an order, a hold), this node applies every write the cluster committed
+    /// before it. Sessions themselves keep `wsrep_sync_wait = 0` (see the MySQL adapter).
+    pub causal_reads: bool,
+    /// The pooled sessions' own `wsrep_sync_wait` (0: no causal wait inside a transaction).
+    pub session_sync_wait: u32,
 }
 
 /// What one probe of the server found.
