@@ -11,9 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Connection;
-use stockguard_core::conformance::{concurrent_invariants_across, lost_answers_are_resolved};
+use stockguard_core::conformance::{
+    adjustment_semantics, concurrent_invariants_across, hold_semantics, lost_answers_are_resolved,
+    order_semantics, sequential_semantics,
+};
 use stockguard_core::{
-    DeductRequest, GaleraFacts, IdempotencyKey, InventoryStore, Quantity, RetryCause, SkuId, Strategy,
+    DeductRequest, GaleraFacts, IdempotencyKey, InventoryStore, OrderStrategy, Quantity, RetryCause, SkuId,
+    Strategy,
 };
 use stockguard_mysql::{MySqlConfig, MySqlStore};
 use stockguard_testkit::PrivateGalera;
@@ -111,6 +115,17 @@ async fn galera_writes_spread_over_three_nodes_keep_every_answer_true() {
     // A lost answer is resolved by its key on a Galera node, as on a single server.
     lost_answers_are_resolved(Arc::clone(&stores[1]), Strategy::Coalesced).await;
     lost_answers_are_resolved(Arc::clone(&stores[2]), Strategy::Guarded).await;
+
+    // Every other flow, each on some node: the guards must refuse none of its writes.
+    for (index, strategy) in Strategy::ALL.into_iter().enumerate() {
+        sequential_semantics(&*stores[index % NODES], strategy).await;
+    }
+    for (index, strategy) in OrderStrategy::ALL.into_iter().enumerate() {
+        order_semantics(&*stores[index % NODES], strategy).await;
+    }
+    // Once: its audit counts every hold in the database.
+    hold_semantics(&*stores[1], OrderStrategy::ALL[0]).await;
+    adjustment_semantics(&*stores[2]).await;
 
     a_write_loose_after_an_abort_is_refused(&urls).await;
 
