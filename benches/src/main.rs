@@ -251,6 +251,24 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
         transports_for(&transports, &profile.http, &http_levels, backend, level, variant)
     };
 
+    // What every case shares; each case sets its database, path, transport and level.
+    let template = CaseSpec {
+        backend: Backend::MySql,
+        variant: Variant::Library(Strategy::Coalesced),
+        transport: Transport::InProcess,
+        level: "1".parse()?,
+        requesters,
+        pool_size,
+        warmup: Duration::from_secs_f64(warmup_s),
+        bounds: Bounds {
+            duration: Duration::from_secs_f64(duration_s),
+            ops_per_requester: args.ops_per_requester,
+        },
+        quantity,
+        keying: keyed,
+        stock,
+        seed,
+    };
     let mut specs = Vec::new();
     for backend in &databases {
         let backend_levels = if *backend == Backend::Sqlite {
@@ -272,21 +290,12 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
                         variant: *variant,
                         transport,
                         level: *level,
-                        requesters,
                         pool_size: if *backend == Backend::Sqlite {
                             pool_size.min(db::SQLITE_POOL_MAX)
                         } else {
                             pool_size
                         },
-                        warmup: Duration::from_secs_f64(warmup_s),
-                        bounds: Bounds {
-                            duration: Duration::from_secs_f64(duration_s),
-                            ops_per_requester: args.ops_per_requester,
-                        },
-                        quantity,
-                        keying: keyed,
-                        stock,
-                        seed,
+                        ..template.clone()
                     });
                 }
                 if args.unkeyed || unkeyed_levels.contains(level) {
@@ -357,23 +366,7 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
     };
     let mut galera = match args.galera {
         WorkloadRun::Off => Vec::new(),
-        _ => galera_specs(&CaseSpec {
-            backend: Backend::MySql,
-            variant: Variant::Library(Strategy::Coalesced),
-            transport: Transport::InProcess,
-            level: "1".parse()?,
-            requesters,
-            pool_size,
-            warmup: Duration::from_secs_f64(warmup_s),
-            bounds: Bounds {
-                duration: Duration::from_secs_f64(duration_s),
-                ops_per_requester: args.ops_per_requester,
-            },
-            quantity,
-            keying: keyed,
-            stock,
-            seed,
-        }),
+        _ => galera_specs(&template),
     };
     let runs = [
         args.checkout,

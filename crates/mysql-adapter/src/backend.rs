@@ -169,7 +169,7 @@ impl Backend for MySqlBackend {
     async fn open(config: MySqlConfig) -> Result<Self, DeductError> {
         let options = MySqlConnectOptions::from_str(&config.url)
             .map_err(|e| DeductError::internal("parsing the MySQL URL", e))?;
-        let (flavor, galera) = crate::probe::detect_server(&options).await?;
+        let (flavor, galera) = Self::detect_server(&options).await?;
         let statements = session_statements(flavor, &config);
         let pool =
             MySqlPoolOptions::new()
@@ -205,7 +205,7 @@ impl Backend for MySqlBackend {
             .await
             .map_err(|e| DeductError::internal("running migrations", e))?;
         if self.galera {
-            crate::galera::install(self.pool.inner())
+            self.install_galera_guards()
                 .await
                 .map_err(|e| DeductError::internal("installing the Galera write guards", e))?;
         }
@@ -228,7 +228,7 @@ impl Backend for MySqlBackend {
     }
 
     fn lock_features(&self, strategy: Strategy) -> &'static [LockFeature] {
-        crate::probe::lock_features(strategy)
+        Self::clauses_of(strategy)
     }
 
     fn pool_status(&self) -> PoolStatus {

@@ -17,7 +17,7 @@
 //! outside a transaction after `SET @stockguard_maintenance = 1`.
 
 use sqlx::pool::PoolConnection;
-use sqlx::{Executor, MySql, MySqlPool};
+use sqlx::{Executor, MySql};
 use stockguard_core::engine::Fault;
 use stockguard_sql as common;
 
@@ -49,6 +49,17 @@ fn trigger(table: &str, event: &str) -> String {
 }
 
 impl MySqlBackend {
+    /// Installs the guard triggers (idempotent; DDL, replicated to every node).
+    pub(crate) async fn install_galera_guards(&self) -> Result<(), sqlx::Error> {
+        for (table, event) in GUARDED {
+            self.pool
+                .inner()
+                .execute(sqlx::AssertSqlSafe(trigger(table, event)))
+                .await?;
+        }
+        Ok(())
+    }
+
     /// A pooled connection for an autocommit read that decides an answer (a key's ledger row,
     /// a miss's facts, an order, a hold, a stock level). On Galera this node first applies
     /// every write the cluster committed before the read (`wsrep_sync_wait`, for this one
@@ -79,14 +90,6 @@ impl MySqlBackend {
         }
         Ok(())
     }
-}
-
-/// Installs the guard triggers (idempotent; DDL, replicated to every node).
-pub(crate) async fn install(pool: &MySqlPool) -> Result<(), sqlx::Error> {
-    for (table, event) in GUARDED {
-        pool.execute(sqlx::AssertSqlSafe(trigger(table, event))).await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -27,17 +27,6 @@ const WSREP_ON: &str = "SHOW GLOBAL VARIABLES LIKE 'wsrep_on'";
 const CLUSTER_SIZE: &str = "SHOW GLOBAL STATUS LIKE 'wsrep_cluster_size'";
 const SYNC_WAIT: &str = "SHOW SESSION VARIABLES LIKE 'wsrep_sync_wait'";
 
-/// The clauses each strategy's SQL (`sql.rs`) relies on: `NoWait` locks the row `NOWAIT`,
-/// and `Sharded` takes a free row or bucket with `SKIP LOCKED`. (MySQL has no `FOR NO KEY
-/// UPDATE`; the adapter never writes it.)
-pub(crate) fn lock_features(strategy: Strategy) -> &'static [LockFeature] {
-    match strategy {
-        Strategy::NoWait => &[LockFeature::NoWait],
-        Strategy::Sharded => &[LockFeature::SkipLocked],
-        _ => &[],
-    }
-}
-
 /// 1205 (lock wait timeout, and MariaDB's `NOWAIT`) or 3572 (MySQL's `NOWAIT`).
 fn is_lock_wait(error: &sqlx::Error) -> bool {
     matches!(crate::error::error_number(error), Some(1205 | 3572))
@@ -63,29 +52,40 @@ async fn show_value(
     Ok(row.map(|(_, value)| value))
 }
 
-/// One short-lived connection to ask the server what it is and whether it runs Galera, which
-/// also surfaces the real cause (refused, no such host, wrong password) that a pool would
-/// hide behind a timeout.
-pub(crate) async fn detect_server(
-    options: &MySqlConnectOptions,
-) -> Result<(ServerFlavor, bool), DeductError> {
-    let connect = |e| crate::error::fault(e, "connecting to MySQL", false).into_error();
-    let mut connection = sqlx::MySqlConnection::connect_with(options)
-        .await
-        .map_err(connect)?;
-    let version: String = sqlx::query_scalar("SELECT VERSION()")
-        .fetch_one(&mut connection)
-        .await
-        .map_err(connect)?;
-    let wsrep_on = show_value(&mut connection, WSREP_ON).await.map_err(connect)?;
-    let _ = connection.close().await;
-    Ok((
-        ServerFlavor::from_version(&version),
-        wsrep_on.is_some_and(|value| value.eq_ignore_ascii_case("ON")),
-    ))
-}
-
 impl MySqlBackend {
+    /// The clauses each strategy's SQL (`sql.rs`) relies on: `NoWait` locks the row `NOWAIT`,
+    /// and `Sharded` takes a free row or bucket with `SKIP LOCKED`. (MySQL has no `FOR NO KEY
+    /// UPDATE`; the adapter never writes it.)
+    pub(crate) fn clauses_of(strategy: Strategy) -> &'static [LockFeature] {
+        match strategy {
+            Strategy::NoWait => &[LockFeature::NoWait],
+            Strategy::Sharded => &[LockFeature::SkipLocked],
+            _ => &[],
+        }
+    }
+
+    /// One short-lived connection to ask the server what it is and whether it runs Galera, which
+    /// also surfaces the real cause (refused, no such host, wrong password) that a pool would
+    /// hide behind a timeout.
+    pub(crate) async fn detect_server(
+        options: &MySqlConnectOptions,
+    ) -> Result<(ServerFlavor, bool), DeductError> {
+        let connect = |e| crate::error::fault(e, "connecting to MySQL", false).into_error();
+        let mut connection = sqlx::MySqlConnection::connect_with(options)
+            .await
+            .map_err(connect)?;
+        let version: String = sqlx::query_scalar("SELECT VERSION()")
+            .fetch_one(&mut connection)
+            .await
+            .map_err(connect)?;
+        let wsrep_on = show_value(&mut connection, WSREP_ON).await.map_err(connect)?;
+        let _ = connection.close().await;
+        Ok((
+            ServerFlavor::from_version(&version),
+            wsrep_on.is_some_and(|value| value.eq_ignore_ascii_case("ON")),
+        ))
+    }
+
     pub(crate) async fn probe_server(&self) -> Result<ServerProbe, DeductError> {
         let failed = |e| crate::error::fault(e, "probing the server", false).into_error();
         let pool = self.pool.inner();

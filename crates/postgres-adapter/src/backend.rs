@@ -134,7 +134,7 @@ impl Backend for PgBackend {
     }
 
     fn lock_features(&self, strategy: Strategy) -> &'static [LockFeature] {
-        crate::probe::lock_features(strategy)
+        Self::clauses_of(strategy)
     }
 
     fn pool_status(&self) -> PoolStatus {

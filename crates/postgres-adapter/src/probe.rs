@@ -20,24 +20,24 @@ const NO_KEY_UPDATE: &str = "SELECT id FROM stockguard_probe WHERE id = 1 FOR NO
 const FACTS: &str = "SELECT split_part(version(), ' ', 1), current_setting('server_version'), \
                      current_setting('transaction_isolation')";
 
-/// The clauses each strategy's SQL (`sql.rs`) relies on: the SKU row is locked `FOR NO KEY
-/// UPDATE` by the locking strategies, `NoWait` adds `NOWAIT`, and `Sharded` picks buckets
-/// with `SKIP LOCKED`.
-pub(crate) fn lock_features(strategy: Strategy) -> &'static [LockFeature] {
-    match strategy {
-        Strategy::Pessimistic | Strategy::Coalesced => &[LockFeature::ForNoKeyUpdate],
-        Strategy::NoWait => &[LockFeature::ForNoKeyUpdate, LockFeature::NoWait],
-        Strategy::Sharded => &[LockFeature::ForNoKeyUpdate, LockFeature::SkipLocked],
-        _ => &[],
-    }
-}
-
 /// 55P03 `lock_not_available`: both `NOWAIT`'s error and `lock_timeout`'s.
 fn is_lock_wait(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("55P03"))
 }
 
 impl PgBackend {
+    /// The clauses each strategy's SQL (`sql.rs`) relies on: the SKU row is locked `FOR NO KEY
+    /// UPDATE` by the locking strategies, `NoWait` adds `NOWAIT`, and `Sharded` picks buckets
+    /// with `SKIP LOCKED`.
+    pub(crate) fn clauses_of(strategy: Strategy) -> &'static [LockFeature] {
+        match strategy {
+            Strategy::Pessimistic | Strategy::Coalesced => &[LockFeature::ForNoKeyUpdate],
+            Strategy::NoWait => &[LockFeature::ForNoKeyUpdate, LockFeature::NoWait],
+            Strategy::Sharded => &[LockFeature::ForNoKeyUpdate, LockFeature::SkipLocked],
+            _ => &[],
+        }
+    }
+
     pub(crate) async fn probe_server(&self) -> Result<ServerProbe, DeductError> {
         let failed = |e| crate::error::fault(e, "probing the server", false).into_error();
         let pool = self.pool.inner();
