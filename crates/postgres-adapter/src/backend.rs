@@ -1,7 +1,6 @@
 //! The engine's primitives on PostgreSQL: each one a statement (or a few) from `sql.rs`.
 
 use std::str::FromStr;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::Connection;
@@ -29,10 +28,6 @@ const KEYS_PER_LOOKUP: usize = 1_000;
 pub struct PgBackend {
     pub(crate) pool: common::TimedPool<Postgres>,
     config: PgConfig,
-}
-
-fn millis(duration: Duration) -> u128 {
-    duration.as_millis().max(1)
 }
 
 pub(crate) fn written((ledger_id, stock_after): (i64, i64)) -> Written {
@@ -77,14 +72,17 @@ impl Backend for PgBackend {
         let options = PgConnectOptions::from_str(&config.url)
             .map_err(|e| DeductError::internal("parsing the PostgreSQL URL", e))?
             .options([
-                ("lock_timeout", format!("{}ms", millis(config.lock_timeout))),
+                (
+                    "lock_timeout",
+                    format!("{}ms", crate::config::millis(config.lock_timeout)),
+                ),
                 (
                     "statement_timeout",
-                    format!("{}ms", millis(config.statement_timeout)),
+                    format!("{}ms", crate::config::millis(config.statement_timeout)),
                 ),
                 (
                     "idle_in_transaction_session_timeout",
-                    format!("{}ms", millis(config.idle_in_transaction_timeout)),
+                    format!("{}ms", crate::config::millis(config.idle_in_transaction_timeout)),
                 ),
                 // JIT compiles any plan estimated above `jit_above_cost`. No statement here
                 // needs it, and the incremental audit's per-SKU index ranges are estimated

@@ -54,3 +54,8 @@ impl PgConfig {
         }
     }
 }
+
+/// A session timeout in whole milliseconds, never 0 (which PostgreSQL reads as "no limit").
+pub(crate) fn millis(duration: Duration) -> u128 {
+    duration.as_millis().max(1)
+}

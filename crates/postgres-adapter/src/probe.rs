@@ -67,3 +67,26 @@ impl PgBackend {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use stockguard_core::InventoryStore;
+
+    use super::*;
+    use crate::{PgConfig, PgStore};
+
+    /// The adapter's own probe statements and lock-error test, judged against statements that
+    /// behave as a misbehaving server would (see `assert_judges_misbehaviour`).
+    #[tokio::test]
+    async fn the_probe_calls_a_clause_that_waits_or_returns_the_held_row_ignored() {
+        let Some(database) = stockguard_testkit::TestDatabase::postgres().await else {
+            return;
+        };
+        let store = PgStore::connect(PgConfig::new(database.url()))
+            .await
+            .expect("connect");
+        store.migrate().await.expect("migrate");
+        probe::assert_judges_misbehaviour(store.adapter().pool(), PROBE_SQL, is_lock_wait).await;
+        store.close().await;
+    }
+}

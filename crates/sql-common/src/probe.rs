@@ -121,3 +121,39 @@ pub fn accepted(result: Result<usize, sqlx::Error>) -> Support {
         },
     }
 }
+
+/// Checks the judging against statements that behave as a misbehaving server would, on a
+/// real server whose schema has the probe row: a plain `FOR UPDATE` waits (as an ignored
+/// `SKIP LOCKED` or `NOWAIT` does), a plain `SELECT` returns the held row (as TiDB's ignored
+/// `SKIP LOCKED` does), and an unknown clause is refused. Panics on a wrong verdict.
+#[cfg(feature = "test-utils")]
+pub async fn assert_judges_misbehaviour<DB>(
+    pool: &Pool<DB>,
+    sql: ProbeSql,
+    is_lock_wait: fn(&sqlx::Error) -> bool,
+) where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let attempt = |statement| attempt_on_held_row(pool, sql, statement);
+    let waits = "SELECT id FROM stockguard_probe WHERE id = 1 FOR UPDATE";
+    let waited = |found: &Support| matches!(found, Support::Ignored { how } if how.starts_with("waited"));
+    let found = skip_locked(attempt(waits).await.expect("attempt"), is_lock_wait);
+    assert!(waited(&found), "a SKIP LOCKED that waits: {found:?}");
+    let found = nowait(attempt(waits).await.expect("attempt"), is_lock_wait);
+    assert!(waited(&found), "a NOWAIT that waits: {found:?}");
+    let reads = "SELECT id FROM stockguard_probe WHERE id = 1";
+    let found = skip_locked(attempt(reads).await.expect("attempt"), is_lock_wait);
+    assert_eq!(
+        found,
+        Support::Ignored {
+            how: RETURNED_HELD_ROW.to_owned()
+        }
+    );
+    let unknown = "SELECT id FROM stockguard_probe WHERE id = 1 FOR UPDATE SKIP EVERYTHING";
+    let found = skip_locked(attempt(unknown).await.expect("attempt"), is_lock_wait);
+    assert!(
+        matches!(found, Support::Unsupported { .. }),
+        "an unknown clause: {found:?}"
+    );
+}
