@@ -74,7 +74,7 @@ pub struct GaleraResult {
     pub topology: Topology,
     /// The harness's figures and audit for the case.
     pub case: CaseResult,
-    /// Certification failures and deadlocks the engine retried, warm-up included.
+    /// Certification failures and deadlocks the engine retried in the measured run.
     pub certification_retries: u64,
     /// Answers given as outcome unknown (must be 0: a certification failure is a rollback).
     pub outcome_unknown: u64,
@@ -320,20 +320,32 @@ async fn run_in(spec: &GaleraSpec, urls: &[String], name: &str) -> anyhow::Resul
         by_sku: spec.topology == Topology::SkuAffinity,
         next: AtomicUsize::new(0),
     });
-    let counted = stores.clone();
+    // `measure` reads the counters once just before the measured run and once just after
+    // it; the retries are sampled with them, so they cover the measured run alone.
+    let retry_samples = Arc::new(std::sync::Mutex::new(Vec::with_capacity(2)));
+    let (counted, samples) = (stores.clone(), Arc::clone(&retry_samples));
     let result = measure(case, &admin, deductor, &sku_names, move || {
+        samples
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(deadlock_retries(&counted));
         counted
             .iter()
             .map(|store| coalescer_counters(store))
             .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
     })
     .await;
-    let certification_retries = stores
-        .iter()
-        .flat_map(|store| store.engine_stats().retries().collect::<Vec<_>>())
-        .filter(|(cause, _)| *cause == RetryCause::Deadlock)
-        .map(|(_, count)| count)
-        .sum();
+    let samples = retry_samples
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let certification_retries = match samples.as_slice() {
+        [before, after] => after - before,
+        _ => bail!(
+            "the counters were read {} times, not before and after the run",
+            samples.len()
+        ),
+    };
     let outcome_unknown = stores
         .iter()
         .map(|store| store.engine_stats().outcome_unknown())
@@ -348,4 +360,14 @@ async fn run_in(spec: &GaleraSpec, urls: &[String], name: &str) -> anyhow::Resul
         certification_retries,
         outcome_unknown,
     })
+}
+
+/// Certification failures and deadlocks the stores' engines have retried so far.
+fn deadlock_retries(stores: &[Arc<AnyStore>]) -> u64 {
+    stores
+        .iter()
+        .flat_map(|store| store.engine_stats().retries().collect::<Vec<_>>())
+        .filter(|(cause, _)| *cause == RetryCause::Deadlock)
+        .map(|(_, count)| count)
+        .sum()
 }

@@ -19,8 +19,8 @@ pub(super) fn galera_section(md: &mut String, results: &Results) -> std::fmt::Re
          instance i on node i and round-robins requests over them; *sku_affinity* routes each \
          SKU to one node. *standalone* is the same three instances on one private MariaDB \
          without Galera. A write that conflicts with another node's fails at COMMIT \
-         (certification) and is retried: *retries* counts those and deadlocks, warm-up \
-         included. *Unknown* must be 0.\n"
+         (certification) and is retried: *retries* counts those and deadlocks in the measured \
+         run. *Unknown* must be 0.\n"
     )?;
     writeln!(
         md,
