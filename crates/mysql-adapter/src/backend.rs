@@ -56,30 +56,14 @@ impl MySqlBackend {
     }
 
     pub(crate) fn fault(&self, context: &'static str) -> impl FnOnce(sqlx::Error) -> Fault + '_ {
-        move |e| error::fault(e, context, self.pool.size() < self.config.max_connections)
-    }
-
-    /// Commits a self-contained write on success; rolls back explicitly on failure. On a lock
-    /// wait timeout (1205) InnoDB undoes only the failed statement, not the transaction: its
-    /// earlier writes and row locks would stay until the connection's next use.
-    pub(crate) async fn finish<T>(
-        &self,
-        tx: MySqlTx,
-        outcome: Result<Option<T>, Fault>,
-    ) -> Result<Option<T>, Fault> {
-        match outcome {
-            Ok(Some(value)) => {
-                tx.commit().await.map_err(self.fault("committing"))?;
-                Ok(Some(value))
+        move |e| {
+            // On Galera, a row read in a transaction a replicated write is aborting once came
+            // back impossible (NULL in a NOT NULL column): that transaction is rolled back, as
+            // after a certification failure, and the engine retries it (see `galera.rs`).
+            if self.galera && matches!(e, sqlx::Error::ColumnDecode { .. }) {
+                return Fault::new(FaultKind::Deadlock, context, e);
             }
-            Ok(None) => {
-                self.rollback(tx).await;
-                Ok(None)
-            }
-            Err(fault) => {
-                self.rollback(tx).await;
-                Err(fault)
-            }
+            error::fault(e, context, self.pool.size() < self.config.max_connections)
         }
     }
 

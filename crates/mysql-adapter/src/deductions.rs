@@ -2,13 +2,37 @@
 //! transaction: `Guarded`'s conditional decrement, a restock, and `Optimistic`'s
 //! compare-and-set. Each is an `UPDATE`, a read-back under the lock it took, and the ledger row.
 
-use stockguard_core::engine::{Change, Fault, VersionedRow, Written};
+use stockguard_core::engine::{Backend, Change, Fault, VersionedRow, Written};
 use stockguard_core::{LedgerReason, STOCK_MAX};
 
 use crate::backend::{MySqlBackend, MySqlTx};
 use crate::sql;
 
 impl MySqlBackend {
+    /// Commits a self-contained write on success; rolls back explicitly on failure. On a lock
+    /// wait timeout (1205) InnoDB undoes only the failed statement, not the transaction: its
+    /// earlier writes and row locks would stay until the connection's next use.
+    pub(crate) async fn finish<T>(
+        &self,
+        tx: MySqlTx,
+        outcome: Result<Option<T>, Fault>,
+    ) -> Result<Option<T>, Fault> {
+        match outcome {
+            Ok(Some(value)) => {
+                tx.commit().await.map_err(self.fault("committing"))?;
+                Ok(Some(value))
+            }
+            Ok(None) => {
+                self.rollback(tx).await;
+                Ok(None)
+            }
+            Err(fault) => {
+                self.rollback(tx).await;
+                Err(fault)
+            }
+        }
+    }
+
     pub(crate) async fn guarded_in(
         &self,
         tx: &mut MySqlTx,
