@@ -39,6 +39,8 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct CellSpec {
     /// The database.
     pub backend: Backend,
+    /// On a private 3-node MariaDB Galera cluster (`backend` is MySQL) rather than one server.
+    pub galera: bool,
     /// The strategy.
     pub strategy: Strategy,
     /// With the Redis admission gate in front (on a private Redis; `redis_kill` applies).
@@ -50,11 +52,20 @@ pub struct CellSpec {
 }
 
 impl CellSpec {
+    /// The database's name in cells: `postgres`, `mysql`, `sqlite`, or `galera`.
+    pub fn db_label(&self) -> String {
+        if self.galera {
+            "galera".to_owned()
+        } else {
+            self.backend.to_string()
+        }
+    }
+
     /// `db:strategy` (`+gate` when gated), as `--cell` takes it.
     pub fn name(&self) -> String {
         format!(
             "{}:{}{}",
-            self.backend,
+            self.db_label(),
             self.strategy,
             if self.gated { "+gate" } else { "" }
         )
@@ -142,7 +153,7 @@ pub async fn run_cell(spec: CellSpec, options: &CellOptions) -> anyhow::Result<C
         let path = sqlite_file.path().display().to_string();
         (path.clone(), path)
     } else {
-        let started = ServerUnderTest::start(spec.backend).await?;
+        let started = ServerUnderTest::start(spec.backend, spec.galera).await?;
         let urls = (started.service_url(), started.direct_url());
         server = Some(started);
         urls
@@ -179,7 +190,7 @@ pub async fn run_cell(spec: CellSpec, options: &CellOptions) -> anyhow::Result<C
         Arc::clone(&recorder),
         options.mutant,
     )?);
-    let key_prefix = format!("{}-{}-s{}", spec.backend, spec.strategy, spec.seed);
+    let key_prefix = format!("{}-{}-s{}", spec.db_label(), spec.strategy, spec.seed);
     let patient_ms = u64::try_from((REQUEST_TIMEOUT + CLIENT_MARGIN).as_millis()).unwrap_or(u64::MAX);
     let plan = Arc::new(LoadPlan::standard(key_prefix, patient_ms));
     for (index, sku) in plan.skus.iter().enumerate() {
@@ -200,7 +211,7 @@ pub async fn run_cell(spec: CellSpec, options: &CellOptions) -> anyhow::Result<C
         spec.seed,
         stopped,
     ));
-    let kinds = FaultKind::for_cell(spec.backend, spec.gated);
+    let kinds = FaultKind::for_cell(spec.backend, spec.gated, spec.galera);
     let schedule = schedule::plan(&kinds, Duration::from_secs(spec.duration_s), spec.seed);
     let mut faults = Vec::new();
     let mut crashes = Vec::new();

@@ -287,6 +287,17 @@ async fn fire_on_server(
                 ),
             ))
         }
+        FaultKind::PeerCrash => {
+            let started = Instant::now();
+            server.crash_peer().await?;
+            Ok(Effect::new(
+                1,
+                format!(
+                    "SIGKILL of Galera node 1, restarted, rejoined and synced after {} ms",
+                    started.elapsed().as_millis()
+                ),
+            ))
+        }
         FaultKind::ProxyReset => {
             let proxy = server.proxy();
             let refused_before = proxy.connections_refused();

@@ -46,13 +46,14 @@ pub struct ChaosArgs {
     /// faults.jsonl and the service's log).
     #[arg(long, short)]
     pub out: PathBuf,
-    /// smoke: guarded and coalesced on PostgreSQL and MariaDB, and coalesced behind the Redis
-    /// gate on PostgreSQL, one seed, 20 s each (CI); full: every strategy on PostgreSQL and
-    /// MariaDB plus SQLite, and coalesced behind the gate on each, 3 seeds, 60 s each.
+    /// smoke: guarded and coalesced on PostgreSQL and MariaDB, coalesced behind the Redis
+    /// gate on PostgreSQL, and coalesced on a 3-node Galera cluster, one seed, 20 s each (CI);
+    /// full: every strategy on PostgreSQL and MariaDB plus SQLite, coalesced behind the gate
+    /// on each, and coalesced, guarded and pessimistic on Galera, 3 seeds, 60 s each.
     #[arg(long, value_enum, default_value = "smoke")]
     pub profile: ChaosProfile,
     /// Run only these cells, `db:strategy` (e.g. `postgres:guarded`, `mariadb:coalesced`,
-    /// `sqlite:pessimistic`), with `+gate` for the Redis admission gate in front
+    /// `sqlite:pessimistic`, `galera:coalesced`), with `+gate` for the Redis admission gate in front
     /// (`postgres:coalesced+gate`); repeatable. Replaces the profile's cells.
     #[arg(long = "cell")]
     pub cells: Vec<String>,
@@ -86,13 +87,55 @@ pub enum ChaosProfile {
     Full,
 }
 
+/// A cell before its seed: the database, the strategy, and the gate or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cell {
+    /// The database.
+    pub backend: Backend,
+    /// On a private 3-node Galera cluster (`backend` is MySQL).
+    pub galera: bool,
+    /// The strategy.
+    pub strategy: Strategy,
+    /// Behind the Redis admission gate.
+    pub gated: bool,
+}
+
+impl Cell {
+    fn on(backend: Backend, strategy: Strategy) -> Self {
+        Self {
+            backend,
+            galera: false,
+            strategy,
+            gated: false,
+        }
+    }
+
+    fn galera(strategy: Strategy) -> Self {
+        Self {
+            galera: true,
+            ..Self::on(Backend::MySql, strategy)
+        }
+    }
+
+    fn gated(self) -> Self {
+        Self { gated: true, ..self }
+    }
+}
+
+/// The strategies the Galera cells run: the one the Galera bench recommends (`coalesced`,
+/// fewest certification retries), the plain statement, and the seed's lock.
+const GALERA_STRATEGIES: [Strategy; 3] = [Strategy::Coalesced, Strategy::Guarded, Strategy::Pessimistic];
+
 impl ChaosProfile {
-    fn cells(self) -> Vec<(Backend, Strategy, bool)> {
+    fn cells(self) -> Vec<Cell> {
         match self {
             ChaosProfile::Smoke => [Backend::Postgres, Backend::MySql]
                 .into_iter()
-                .flat_map(|db| [(db, Strategy::Guarded, false), (db, Strategy::Coalesced, false)])
-                .chain([(Backend::Postgres, Strategy::Coalesced, true)])
+                .flat_map(|db| [Cell::on(db, Strategy::Guarded), Cell::on(db, Strategy::Coalesced)])
+                .chain([
+                    Cell::on(Backend::Postgres, Strategy::Coalesced).gated(),
+                    Cell::galera(Strategy::Coalesced),
+                ])
                 .collect(),
             ChaosProfile::Full => Backend::ALL
                 .into_iter()
@@ -100,9 +143,10 @@ impl ChaosProfile {
                     Strategy::ALL
                         .into_iter()
                         .filter(move |s| db != Backend::Sqlite || *s != Strategy::Sharded)
-                        .map(move |s| (db, s, false))
-                        .chain([(db, Strategy::Coalesced, true)])
+                        .map(move |s| Cell::on(db, s))
+                        .chain([Cell::on(db, Strategy::Coalesced).gated()])
                 })
+                .chain(GALERA_STRATEGIES.map(Cell::galera))
                 .collect(),
         }
     }
@@ -122,8 +166,9 @@ impl ChaosProfile {
     }
 }
 
-/// Parses `db:strategy`, with `+gate` for a gated cell.
-pub fn parse_cell(raw: &str) -> anyhow::Result<(Backend, Strategy, bool)> {
+/// Parses `db:strategy`, with `+gate` for a gated cell; `galera:strategy` runs on a private
+/// Galera cluster.
+pub fn parse_cell(raw: &str) -> anyhow::Result<Cell> {
     let (raw, gated) = match raw.strip_suffix("+gate") {
         Some(cell) => (cell, true),
         None => (raw, false),
@@ -131,12 +176,16 @@ pub fn parse_cell(raw: &str) -> anyhow::Result<(Backend, Strategy, bool)> {
     let (db, strategy) = raw
         .split_once(':')
         .with_context(|| format!("--cell {raw:?}: expected db:strategy, e.g. postgres:guarded"))?;
-    let backend: Backend = db.parse().map_err(anyhow::Error::msg)?;
     let strategy: Strategy = strategy.parse()?;
-    if backend == Backend::Sqlite && strategy == Strategy::Sharded {
+    let cell = if db == "galera" {
+        Cell::galera(strategy)
+    } else {
+        Cell::on(db.parse().map_err(anyhow::Error::msg)?, strategy)
+    };
+    if cell.backend == Backend::Sqlite && strategy == Strategy::Sharded {
         bail!("sharded does not run on SQLite");
     }
-    Ok((backend, strategy, gated))
+    Ok(if gated { cell.gated() } else { cell })
 }
 
 /// Runs the chaos matrix; exit status 0 only when every cell ran and found nothing wrong.
@@ -182,19 +231,22 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         cell_errors: Vec::new(),
     };
     for &seed in &seeds {
-        for &(backend, strategy, gated) in &cells {
+        for cell in &cells {
             let spec = CellSpec {
-                backend,
-                strategy,
-                gated,
+                backend: cell.backend,
+                galera: cell.galera,
+                strategy: cell.strategy,
+                gated: cell.gated,
                 seed,
                 duration_s,
             };
             let options = CellOptions {
                 service_bin: service_bin.clone(),
                 dir: args.out.join(format!(
-                    "{backend}-{strategy}{}-s{seed}",
-                    if gated { "-gate" } else { "" }
+                    "{}-{}{}-s{seed}",
+                    spec.db_label(),
+                    spec.strategy,
+                    if spec.gated { "-gate" } else { "" }
                 )),
                 mutant: args.mutant,
             };
@@ -257,23 +309,25 @@ mod tests {
 
     #[test]
     fn profiles_have_the_cells_the_issue_asks_for() {
-        // Plus one gated cell.
-        assert_eq!(ChaosProfile::Smoke.cells().len(), 5);
-        // 6 strategies on each server, 5 on SQLite (no sharded), and coalesced behind the
-        // gate on each.
-        assert_eq!(ChaosProfile::Full.cells().len(), 20);
+        // Plus one gated cell and one on Galera.
+        assert_eq!(ChaosProfile::Smoke.cells().len(), 6);
+        // 6 strategies on each server, 5 on SQLite (no sharded), coalesced behind the gate on
+        // each, and 3 strategies on Galera.
+        assert_eq!(ChaosProfile::Full.cells().len(), 23);
         assert_eq!(
             parse_cell("mariadb:coalesced").unwrap(),
-            (Backend::MySql, Strategy::Coalesced, false)
+            Cell::on(Backend::MySql, Strategy::Coalesced)
         );
         assert_eq!(
             parse_cell("pg:no_wait").unwrap(),
-            (Backend::Postgres, Strategy::NoWait, false)
+            Cell::on(Backend::Postgres, Strategy::NoWait)
         );
         assert_eq!(
             parse_cell("postgres:coalesced+gate").unwrap(),
-            (Backend::Postgres, Strategy::Coalesced, true)
+            Cell::on(Backend::Postgres, Strategy::Coalesced).gated()
         );
+        let galera = parse_cell("galera:guarded").unwrap();
+        assert!(galera.galera && galera.backend == Backend::MySql && !galera.gated);
         assert!(parse_cell("sqlite:sharded").is_err());
         assert!(parse_cell("guarded").is_err());
         assert!(parse_cell("oracle:guarded").is_err());

@@ -46,11 +46,14 @@ pub enum FaultKind {
     PoolExhaustion,
     /// SIGKILL the gate's Redis and start it again empty (`+gate` cells only).
     RedisKill,
+    /// SIGKILL a Galera node the service does not use, start it again and wait until it has
+    /// rejoined (`galera:` cells only; `db_restart` and `db_crash` hit the service's node).
+    PeerCrash,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 13] = [
+    pub const ALL: [FaultKind; 14] = [
         FaultKind::KillSessions,
         FaultKind::Pause,
         FaultKind::ServiceKill,
@@ -64,6 +67,7 @@ impl FaultKind {
         FaultKind::ClientAbandon,
         FaultKind::PoolExhaustion,
         FaultKind::RedisKill,
+        FaultKind::PeerCrash,
     ];
 
     /// The name in logs and reports.
@@ -82,27 +86,38 @@ impl FaultKind {
             FaultKind::ClientAbandon => "client_abandon",
             FaultKind::PoolExhaustion => "pool_exhaustion",
             FaultKind::RedisKill => "redis_kill",
+            FaultKind::PeerCrash => "peer_crash",
         }
     }
 
     /// Whether the kind applies to a cell: embedded SQLite has no server, sessions or
-    /// network, so it gets the service and client faults only; `redis_kill` needs the gate.
-    pub fn applies_to(self, backend: Backend, gated: bool) -> bool {
-        if self == FaultKind::RedisKill {
-            return gated;
+    /// network, so it gets the service and client faults only; `redis_kill` needs the gate;
+    /// `peer_crash` needs a Galera cluster, whose nodes keep MariaDB's default connection
+    /// limit (151), too many slots to fill for `connection_limit`.
+    pub fn applies_to(self, backend: Backend, gated: bool, galera: bool) -> bool {
+        match self {
+            FaultKind::RedisKill => gated,
+            FaultKind::PeerCrash => galera,
+            FaultKind::ConnectionLimit if galera => false,
+            _ => {
+                backend != Backend::Sqlite
+                    || matches!(
+                        self,
+                        FaultKind::Pause
+                            | FaultKind::ServiceKill
+                            | FaultKind::ServiceTerm
+                            | FaultKind::ClientAbandon
+                    )
+            }
         }
-        backend != Backend::Sqlite
-            || matches!(
-                self,
-                FaultKind::Pause | FaultKind::ServiceKill | FaultKind::ServiceTerm | FaultKind::ClientAbandon
-            )
     }
 
-    /// The kinds that apply to a cell on `backend`, with the gate or without.
-    pub fn for_cell(backend: Backend, gated: bool) -> Vec<FaultKind> {
+    /// The kinds that apply to a cell on `backend`, with the gate or without, on a Galera
+    /// cluster or not.
+    pub fn for_cell(backend: Backend, gated: bool, galera: bool) -> Vec<FaultKind> {
         Self::ALL
             .into_iter()
-            .filter(|k| k.applies_to(backend, gated))
+            .filter(|k| k.applies_to(backend, gated, galera))
             .collect()
     }
 
@@ -116,6 +131,8 @@ impl FaultKind {
             FaultKind::ServiceTerm => 1_500,
             FaultKind::DbRestart => 2_500,
             FaultKind::DbCrash => 3_000,
+            // A killed node's restart, rejoin and sync: 15 s in the first run here.
+            FaultKind::PeerCrash => 15_000,
         }
     }
 
@@ -188,11 +205,11 @@ mod tests {
 
     #[test]
     fn every_kind_fires_at_least_once_and_the_plan_is_seeded() {
-        let kinds = FaultKind::for_cell(Backend::Postgres, true);
-        assert_eq!(kinds.len(), FaultKind::ALL.len());
+        let kinds = FaultKind::for_cell(Backend::Postgres, true, false);
+        assert_eq!(kinds.len(), FaultKind::ALL.len() - 1, "all but peer_crash");
         assert_eq!(
-            FaultKind::for_cell(Backend::Postgres, false).len(),
-            FaultKind::ALL.len() - 1
+            FaultKind::for_cell(Backend::Postgres, false, false).len(),
+            FaultKind::ALL.len() - 2
         );
         let short = plan(&kinds, Duration::from_secs(1), 7);
         for kind in &kinds {
@@ -213,9 +230,18 @@ mod tests {
     }
 
     #[test]
+    fn galera_swaps_connection_limit_for_peer_crash() {
+        let kinds = FaultKind::for_cell(Backend::MySql, false, true);
+        assert!(kinds.contains(&FaultKind::PeerCrash));
+        assert!(kinds.contains(&FaultKind::DbCrash));
+        assert!(!kinds.contains(&FaultKind::ConnectionLimit));
+        assert!(!FaultKind::for_cell(Backend::MySql, false, false).contains(&FaultKind::PeerCrash));
+    }
+
+    #[test]
     fn sqlite_gets_the_service_and_client_faults_only() {
         assert_eq!(
-            FaultKind::for_cell(Backend::Sqlite, false),
+            FaultKind::for_cell(Backend::Sqlite, false, false),
             vec![
                 FaultKind::Pause,
                 FaultKind::ServiceKill,

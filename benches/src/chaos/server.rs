@@ -10,7 +10,8 @@ use sqlx::mysql::{MySqlConnection, MySqlDatabaseError};
 use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Connection, Executor};
 use stockguard_testkit::{
-    Backend, FaultProxy, MariaDbOptions, PostgresOptions, PrivateMariaDb, PrivatePostgres, with_database,
+    Backend, FaultProxy, MariaDbOptions, PostgresOptions, PrivateGalera, PrivateMariaDb, PrivatePostgres,
+    with_database,
 };
 
 /// The database the service works in, on the private server.
@@ -60,10 +61,30 @@ const LOCK_EVERY_ROW: [&str; 2] = [
 /// How long the holder itself may wait for a row the service holds.
 const HOLDER_LOCK_WAIT_S: u32 = 3;
 
+/// Nodes of a `galera:` cell's cluster. The service and the runner talk to the first; the
+/// others replicate every write and are killed and rejoined by `peer_crash`.
+pub const GALERA_NODES: usize = 3;
+/// The node the service is connected to.
+const SERVICE_NODE: usize = 0;
+/// The node `peer_crash` kills.
+const PEER_NODE: usize = 1;
+
 #[derive(Debug)]
 enum Private {
     Postgres(PrivatePostgres),
     MariaDb(PrivateMariaDb),
+    Galera(PrivateGalera),
+}
+
+impl Private {
+    /// The MariaDB server the service talks to: the standalone one, or the service's node.
+    fn mariadb(&self) -> Option<&PrivateMariaDb> {
+        match self {
+            Private::Postgres(_) => None,
+            Private::MariaDb(server) => Some(server),
+            Private::Galera(cluster) => cluster.nodes().get(SERVICE_NODE),
+        }
+    }
 }
 
 /// A private server with one database, behind a fault proxy.
@@ -74,20 +95,27 @@ pub struct ServerUnderTest {
 }
 
 impl ServerUnderTest {
-    /// Starts a private server for `backend` (PostgreSQL or MySQL/MariaDB), creates the
-    /// database and puts a proxy in front of it.
-    pub async fn start(backend: Backend) -> anyhow::Result<Self> {
+    /// Starts a private server for `backend` (PostgreSQL or MySQL/MariaDB), or with `galera`
+    /// a private MariaDB Galera cluster of [`GALERA_NODES`], creates the database and puts a
+    /// proxy in front of it (of the service's node, on Galera).
+    pub async fn start(backend: Backend, galera: bool) -> anyhow::Result<Self> {
         let private = match backend {
-            Backend::Postgres => Private::Postgres(
+            Backend::Postgres if !galera => Private::Postgres(
                 PrivatePostgres::start(PostgresOptions::new().max_connections(MAX_CONNECTIONS))
                     .await
                     .context("starting a private PostgreSQL")?,
+            ),
+            Backend::MySql if galera => Private::Galera(
+                PrivateGalera::start(GALERA_NODES)
+                    .await
+                    .context("starting a private Galera cluster")?,
             ),
             Backend::MySql => Private::MariaDb(
                 PrivateMariaDb::start(MariaDbOptions::new().max_connections(MAX_CONNECTIONS))
                     .await
                     .context("starting a private MariaDB")?,
             ),
+            Backend::Postgres => bail!("Galera is a MariaDB cluster"),
             Backend::Sqlite => bail!("SQLite has no server"),
         };
         let proxy = FaultProxy::start(format!("127.0.0.1:{}", port(&private)))
@@ -101,7 +129,7 @@ impl ServerUnderTest {
     fn create_database_sql(&self) -> String {
         match self.private {
             Private::Postgres(_) => format!("CREATE DATABASE {DATABASE}"),
-            Private::MariaDb(_) => {
+            Private::MariaDb(_) | Private::Galera(_) => {
                 format!("CREATE DATABASE {DATABASE} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
             }
         }
@@ -111,14 +139,20 @@ impl ServerUnderTest {
     pub fn backend(&self) -> Backend {
         match self.private {
             Private::Postgres(_) => Backend::Postgres,
-            Private::MariaDb(_) => Backend::MySql,
+            Private::MariaDb(_) | Private::Galera(_) => Backend::MySql,
         }
     }
 
+    /// Whether this is a Galera cluster.
+    pub fn is_galera(&self) -> bool {
+        matches!(self.private, Private::Galera(_))
+    }
+
     fn admin_url(&self) -> String {
-        match &self.private {
-            Private::Postgres(server) => server.url(),
-            Private::MariaDb(server) => server.url(),
+        match (&self.private, self.private.mariadb()) {
+            (Private::Postgres(server), _) => server.url(),
+            (_, Some(server)) => server.url(),
+            (_, None) => String::new(),
         }
     }
 
@@ -139,21 +173,24 @@ impl ServerUnderTest {
 
     /// The server process's id (a new one after every restart).
     pub fn pid(&self) -> Option<u32> {
-        match &self.private {
-            Private::Postgres(server) => server.pid(),
-            Private::MariaDb(server) => server.pid(),
+        match (&self.private, self.private.mariadb()) {
+            (Private::Postgres(server), _) => server.pid(),
+            (_, server) => server.and_then(PrivateMariaDb::pid),
         }
     }
 
     /// When the running server started, as the server itself reports it.
     pub async fn started_at(&self) -> anyhow::Result<SystemTime> {
-        Ok(match &self.private {
-            Private::Postgres(server) => server.started_at().await?,
-            Private::MariaDb(server) => server.started_at().await?,
+        Ok(match (&self.private, self.private.mariadb()) {
+            (Private::Postgres(server), _) => server.started_at().await?,
+            (_, Some(server)) => server.started_at().await?,
+            (_, None) => bail!("the Galera cluster has no service node"),
         })
     }
 
-    /// Restarts the server: a clean shutdown, or (`crash`) SIGKILL and crash recovery.
+    /// Restarts the server: a clean shutdown, or (`crash`) SIGKILL and crash recovery. On
+    /// Galera, the service's node, which then rejoins the cluster (IST from a peer), and the
+    /// restart ends once it is synced again.
     pub async fn restart(&mut self, crash: bool) -> anyhow::Result<()> {
         match &mut self.private {
             Private::Postgres(server) => {
@@ -168,8 +205,19 @@ impl ServerUnderTest {
                 }
                 server.restart().await?;
             }
+            Private::Galera(cluster) => restart_node(cluster, SERVICE_NODE, crash).await?,
         }
         Ok(())
+    }
+
+    /// Galera only: SIGKILLs a node the service does not talk to, starts it again and waits
+    /// until it has rejoined and synced. Meanwhile the service's node stays primary (2 of 3)
+    /// and keeps certifying writes.
+    pub async fn crash_peer(&mut self) -> anyhow::Result<()> {
+        match &mut self.private {
+            Private::Galera(cluster) => restart_node(cluster, PEER_NODE, true).await,
+            _ => bail!("peer_crash needs a Galera cluster"),
+        }
     }
 
     /// Ids of the sessions in the service's database, other than the runner's own.
@@ -187,7 +235,7 @@ impl ServerUnderTest {
                 conn.close().await?;
                 ids
             }
-            Private::MariaDb(_) => {
+            Private::MariaDb(_) | Private::Galera(_) => {
                 let mut conn = my(&url).await?;
                 let ids = sqlx::query_scalar(
                     "SELECT CAST(ID AS SIGNED) FROM information_schema.PROCESSLIST \
@@ -217,7 +265,7 @@ impl ServerUnderTest {
                 }
                 conn.close().await?;
             }
-            Private::MariaDb(_) => {
+            Private::MariaDb(_) | Private::Galera(_) => {
                 let mut conn = my(&url).await?;
                 for id in ids {
                     // 1094: unknown thread id, i.e. the session ended on its own meanwhile.
@@ -250,7 +298,7 @@ impl ServerUnderTest {
                 conn.close().await?;
                 busy
             }
-            Private::MariaDb(_) => {
+            Private::MariaDb(_) | Private::Galera(_) => {
                 let mut conn = my(&url).await?;
                 let busy = sqlx::query_scalar(
                     "SELECT COUNT(*) FROM information_schema.PROCESSLIST p \
@@ -286,7 +334,7 @@ impl ServerUnderTest {
                 }
                 (Held::Pg(conn), locked)
             }
-            Private::MariaDb(_) => {
+            Private::MariaDb(_) | Private::Galera(_) => {
                 let mut conn = my(&url).await?;
                 conn.execute(AssertSqlSafe(format!(
                     "SET SESSION innodb_lock_wait_timeout = {HOLDER_LOCK_WAIT_S}"
@@ -317,7 +365,7 @@ impl ServerUnderTest {
                 conn.close().await?;
                 waiting
             }
-            Private::MariaDb(_) => {
+            Private::MariaDb(_) | Private::Galera(_) => {
                 let mut conn = my(&url).await?;
                 let waiting = sqlx::query_scalar(
                     "SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT'",
@@ -339,7 +387,7 @@ impl ServerUnderTest {
         for _ in 0..MAX_CONNECTIONS + 5 {
             let attempt = match self.private {
                 Private::Postgres(_) => pg(&url).await.map(Held::Pg),
-                Private::MariaDb(_) => my(&url).await.map(Held::My),
+                Private::MariaDb(_) | Private::Galera(_) => my(&url).await.map(Held::My),
             };
             match attempt {
                 Ok(conn) => held.push(conn),
@@ -394,7 +442,7 @@ impl ServerUnderTest {
                 conn.execute(AssertSqlSafe(sql.to_owned())).await?;
                 conn.close().await?;
             }
-            Private::MariaDb(_) => {
+            Private::MariaDb(_) | Private::Galera(_) => {
                 let mut conn = my(&url).await?;
                 conn.execute(AssertSqlSafe(sql.to_owned())).await?;
                 conn.close().await?;
@@ -408,14 +456,39 @@ impl ServerUnderTest {
         match &self.private {
             Private::Postgres(server) => server.log_tail(),
             Private::MariaDb(server) => server.log_tail(),
+            Private::Galera(cluster) => cluster
+                .nodes()
+                .iter()
+                .enumerate()
+                .map(|(index, node)| format!("--- node {index}\n{}", node.log_tail()))
+                .collect(),
         }
     }
 }
 
+/// Kills (`crash`) or cleanly stops a Galera node, starts it again and waits until it is
+/// synced in a primary component of every node.
+async fn restart_node(cluster: &mut PrivateGalera, index: usize, crash: bool) -> anyhow::Result<()> {
+    let node = cluster
+        .node_mut(index)
+        .with_context(|| format!("no Galera node {index}"))?;
+    if crash {
+        node.kill().await;
+    }
+    node.restart()
+        .await
+        .with_context(|| format!("restarting Galera node {index}"))?;
+    cluster
+        .wait_synced(index, GALERA_NODES)
+        .await
+        .with_context(|| format!("Galera node {index} rejoining"))?;
+    Ok(())
+}
+
 fn port(private: &Private) -> u16 {
-    match private {
-        Private::Postgres(server) => server.port(),
-        Private::MariaDb(server) => server.port(),
+    match (private, private.mariadb()) {
+        (Private::Postgres(server), _) => server.port(),
+        (_, server) => server.map_or(0, PrivateMariaDb::port),
     }
 }
 
