@@ -28,8 +28,9 @@ bench out=results:
 
 # The thorough benchmark (long; not for CI).
 bench-full out="bench-results/full":
+    @[ -f /usr/lib/galera/libgalera_smm.so ] && command -v rsync >/dev/null && command -v haproxy >/dev/null || apt-get install -y -q galera-4 rsync haproxy
     cargo build --release -p stockguard-api -p stockguard-bench
-    cargo run --release -p stockguard-bench -- --profile full --galera on --out {{out}}
+    cargo run --release -p stockguard-bench -- --profile full --galera on --instances on --out {{out}}
 
 # A few seconds per case on PostgreSQL and MariaDB: catches a broken harness or audit, not slowness.
 bench-smoke out="target/bench-smoke":
@@ -42,6 +43,13 @@ bench-galera out="bench-results/galera":
     @[ -f /usr/lib/galera/libgalera_smm.so ] && command -v rsync >/dev/null || apt-get install -y -q galera-4 rsync
     cargo build --release -p stockguard-api -p stockguard-bench
     cargo run --release -p stockguard-bench -- --galera only --service-memory off --out {{out}}
+
+# One and three HTTP service instances on one PostgreSQL behind a private haproxy: one instance,
+# round-robin, SKU affinity (needs haproxy; a few minutes warm).
+bench-instances out="bench-results/instances":
+    @command -v haproxy >/dev/null || apt-get install -y -q haproxy
+    cargo build --release -p stockguard-api -p stockguard-bench
+    cargo run --release -p stockguard-bench -- --instances only --service-memory off --out {{out}}
 
 # The service's resident set at idle and with 100 and 1 000 open keep-alive connections (PostgreSQL; a few seconds).
 bench-memory out="bench-results/service-memory":
@@ -165,6 +173,16 @@ pre-pr:
 matrix *rows:
     @[ -f /usr/lib/galera/libgalera_smm.so ] && command -v rsync >/dev/null || apt-get install -y -q galera-4 rsync
     bash .ci/matrix {{rows}}
+
+# Three `stockguard serve` instances on one fresh PostgreSQL database behind haproxy with the
+# recommended configuration (docs/deploy/haproxy.cfg): http://127.0.0.1:8080, instances on
+# 8081-8083, in the background. `just cluster-down` stops them and drops the database.
+cluster-up:
+    bash .ci/cluster up
+
+# Stops what `just cluster-up` started and drops its database.
+cluster-down:
+    bash .ci/cluster down
 
 # A private MariaDB Galera cluster on loopback (galera-4; nodes run as `mysql`, rsync SST), in
 # the background: prints each node as 127.0.0.1:PORT (also in target/galera/nodes). Stop it

@@ -19,6 +19,7 @@ use stockguard_bench::checkout::{CheckoutSpec, checkout_specs, run_checkout};
 use stockguard_bench::db;
 use stockguard_bench::flash_plan::{FlashInputs, FlashPlan, plan_flash, run_flash_cases};
 use stockguard_bench::galera::{GaleraSpec, galera_specs, run_galera_cases};
+use stockguard_bench::instances::{InstancesSpec, instances_specs, run_instances_cases};
 use stockguard_bench::profile::{Profile, WorkloadRun, transports_for};
 use stockguard_bench::report::{self, MachineInfo, Results};
 use stockguard_bench::runner::run_case;
@@ -119,11 +120,13 @@ struct Args {
     /// Skip the audit-scaling cases (full vs incremental audit as the ledger grows), or run only them.
     #[arg(long, value_enum, default_value = "on")]
     audit_scaling: WorkloadRun,
-    /// A hot SKU on a private 3-node MariaDB Galera cluster by topology (one node, spread,
-    /// SKU affinity) against a standalone MariaDB: run it (`on`, as `bench-full` does), or
-    /// run only it. Needs galera-4 and rsync.
+    /// A hot SKU on a private 3-node Galera cluster by topology (one node, spread, SKU
+    /// affinity) vs a standalone MariaDB: `on` (as `bench-full`), or `only`. Needs galera-4.
     #[arg(long, value_enum, default_value = "off")]
     galera: WorkloadRun,
+    /// 1 vs 3 service instances behind haproxy (round-robin, SKU affinity): `on`, or `only`.
+    #[arg(long, value_enum, default_value = "off")]
+    instances: WorkloadRun,
     /// Skip the service's memory at idle, 100 and 1 000 open connections (a real `stockguard
     /// serve` beside this binary, on PostgreSQL), or run only it.
     #[arg(long, value_enum, default_value = "on")]
@@ -157,6 +160,7 @@ struct Plan {
     flash: FlashPlan,
     audit_scaling: Vec<AuditScalingSpec>,
     galera: Vec<GaleraSpec>,
+    instances: Vec<InstancesSpec>,
     service_memory: bool,
     results: Results,
     out: PathBuf,
@@ -368,12 +372,17 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
         WorkloadRun::Off => Vec::new(),
         _ => galera_specs(&template),
     };
+    let mut instances = match args.instances {
+        WorkloadRun::Off => Vec::new(),
+        _ => instances_specs(&template),
+    };
     let runs = [
         args.checkout,
         args.flash,
         args.anchors,
         args.audit_scaling,
         args.galera,
+        args.instances,
         args.service_memory,
     ];
     let only = runs.contains(&WorkloadRun::Only);
@@ -396,6 +405,9 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
     if dropped(args.galera) {
         galera.clear();
     }
+    if dropped(args.instances) {
+        instances.clear();
+    }
 
     let mut environments = BTreeMap::new();
     for backend in &databases {
@@ -409,6 +421,7 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
         flash,
         audit_scaling,
         galera,
+        instances,
         service_memory: args.service_memory != WorkloadRun::Off && !dropped(args.service_memory),
         out: args.out.context("--out is required")?,
         results: Results {
@@ -435,6 +448,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         flash,
         audit_scaling,
         galera,
+        instances,
         service_memory,
         mut results,
         out,
@@ -525,6 +539,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     run_flash_cases(flash, &log, &mut results).await;
     run_audit_scaling_cases(audit_scaling, &log, &mut results).await;
     run_galera_cases(galera, &log, &mut results).await;
+    run_instances_cases(instances, &log, &mut results).await;
     if service_memory {
         run_service_memory_section(&out, &log, &mut results).await;
     }

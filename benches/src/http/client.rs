@@ -51,12 +51,31 @@ impl HttpDeductor {
         strategy: Strategy,
         requesters: usize,
     ) -> anyhow::Result<Self> {
-        let client = Arc::new(LeanClient::connect(service.address(), requesters).await?);
+        Self::to(
+            service.address(),
+            service.auth_token(),
+            sku_names,
+            strategy,
+            requesters,
+        )
+        .await
+    }
+
+    /// [`HttpDeductor::new`] for a service at `address` (or a proxy in front of several)
+    /// that accepts `auth_token`.
+    pub async fn to(
+        address: std::net::SocketAddr,
+        auth_token: &str,
+        sku_names: &[String],
+        strategy: Strategy,
+        requesters: usize,
+    ) -> anyhow::Result<Self> {
+        let client = Arc::new(LeanClient::connect(address, requesters).await?);
         let deduct_paths = sku_names
             .iter()
             .map(|sku| format!("/v1/skus/{sku}/deduct"))
             .collect();
-        let authorization = HeaderValue::from_str(&format!("Bearer {}", service.auth_token()))
+        let authorization = HeaderValue::from_str(&format!("Bearer {auth_token}"))
             .context("the auth token is a valid header value")?;
         Ok(Self {
             client,

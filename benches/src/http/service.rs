@@ -62,6 +62,19 @@ impl ServiceUnderTest {
         strategy: Option<stockguard_core::Strategy>,
         redis_gate: Option<stockguard_redis_gate::GateConfig>,
     ) -> anyhow::Result<Self> {
+        let auth_token = format!("bench-{}", uuid::Uuid::new_v4().simple());
+        Self::start_with_token(store_settings, requesters, strategy, redis_gate, auth_token).await
+    }
+
+    /// [`ServiceUnderTest::start_for`] with a given auth token, so that several instances
+    /// behind one proxy accept the same client.
+    pub async fn start_with_token(
+        store_settings: StoreSettings,
+        requesters: usize,
+        strategy: Option<stockguard_core::Strategy>,
+        redis_gate: Option<stockguard_redis_gate::GateConfig>,
+        auth_token: String,
+    ) -> anyhow::Result<Self> {
         // Worker threads default to the number of cores, as `stockguard serve` would get in
         // its own process.
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -69,7 +82,6 @@ impl ServiceUnderTest {
             .enable_all()
             .build()
             .context("starting the service runtime")?;
-        let auth_token = format!("bench-{}", uuid::Uuid::new_v4().simple());
         let mut settings = service_settings(requesters, strategy, &store_settings, &auth_token);
         settings.redis_gate = redis_gate;
         // The store is opened on the service runtime: the coalescer spawns its batch leaders

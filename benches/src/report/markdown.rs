@@ -12,6 +12,7 @@ use super::checkout_table::checkout_section;
 use super::flash_table::flash_section;
 use super::galera_table::galera_section;
 use super::http_table::http_table;
+use super::instances_table::instances_section;
 use super::keyed_table::keyed_table;
 use super::results::Results;
 use super::service_memory_table::service_memory_section;
@@ -194,6 +195,7 @@ pub fn write_markdown(results: &Results, path: &Path) -> anyhow::Result<()> {
     flash_section(&mut md, results)?;
     audit_scaling_section(&mut md, results)?;
     galera_section(&mut md, results)?;
+    instances_section(&mut md, results)?;
     service_memory_section(&mut md, results)?;
     std::fs::write(path, md).with_context(|| format!("writing {}", path.display()))
 }

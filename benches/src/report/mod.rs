@@ -6,6 +6,7 @@ mod checkout_table;
 mod flash_table;
 mod galera_table;
 mod http_table;
+mod instances_table;
 mod keyed_table;
 mod markdown;
 mod plots;

@@ -14,6 +14,7 @@ use crate::flash_faults::FlashFaultResult;
 use crate::flash_http::FlashHttpResult;
 use crate::galera::GaleraResult;
 use crate::gate_overhead::OverheadResult;
+use crate::instances::InstancesResult;
 use crate::redis_lock::LockResult;
 use crate::service_memory::ServiceMemoryResult;
 
@@ -88,6 +89,8 @@ pub struct Results {
     pub audit_scaling: Vec<AuditScalingResult>,
     /// A hot SKU on a private Galera cluster, by topology (`--galera`).
     pub galera: Vec<GaleraResult>,
+    /// One or three service instances behind haproxy, by routing (`--instances`).
+    pub instances: Vec<InstancesResult>,
     /// The `stockguard serve` process's resident set at idle and with 100 and 1 000 open
     /// keep-alive connections.
     pub service_memory: Option<ServiceMemoryResult>,
