@@ -67,7 +67,11 @@ pub fn config(balance: Balance, bind: SocketAddr, instances: &[SocketAddr]) -> S
          timeout connect 2s\n    \
          timeout client 35s\n    \
          timeout server 35s\n    \
-         timeout http-keep-alive 35s\n\
+         timeout http-keep-alive 35s\n    \
+         # A connection an instance refuses (it is restarting) is retried, the last time on\n    \
+         # another instance; no request is ever sent twice, only connects are retried.\n    \
+         retries 2\n    \
+         option redispatch\n\
          \n",
     );
     cfg.push_str(&format!(

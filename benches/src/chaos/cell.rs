@@ -25,6 +25,7 @@ use super::schedule::{self, FaultKind};
 use super::server::ServerUnderTest;
 use super::service::{Service, ServiceConfig, free_port};
 use super::snapshot;
+use crate::haproxy::{Balance, Haproxy};
 
 /// The service's request timeout; its engine deadline is 90 % of it. Short, so that faults
 /// turn into answers (and quiescence comes) quickly.
@@ -33,6 +34,12 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(3_000);
 const CLIENT_MARGIN: Duration = Duration::from_millis(2_000);
 /// Timeout of resolution retries and probes.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Instances in a `+haproxy` cell.
+pub const HAPROXY_INSTANCES: usize = 3;
+/// Each service's pool: one instance alone, or each of a `+haproxy` cell's (together they
+/// stay below the private server's 24 connection slots, with room for the runner's own).
+const POOL_SIZE: u32 = 8;
+const POOL_SIZE_PER_HAPROXY_INSTANCE: u32 = 4;
 
 /// Which cell, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -45,6 +52,9 @@ pub struct CellSpec {
     pub strategy: Strategy,
     /// With the Redis admission gate in front (on a private Redis; `redis_kill` applies).
     pub gated: bool,
+    /// Service instances: 1, or [`HAPROXY_INSTANCES`] behind a private haproxy with the
+    /// recommended configuration (SKU affinity), the service faults hitting one at a time.
+    pub instances: usize,
     /// The seed of the load and the fault schedule.
     pub seed: u64,
     /// Planned load time (at least one round of every applicable fault runs).
@@ -64,10 +74,11 @@ impl CellSpec {
     /// `db:strategy` (`+gate` when gated), as `--cell` takes it.
     pub fn name(&self) -> String {
         format!(
-            "{}:{}{}",
+            "{}:{}{}{}",
             self.db_label(),
             self.strategy,
-            if self.gated { "+gate" } else { "" }
+            if self.gated { "+gate" } else { "" },
+            if self.instances > 1 { "+haproxy" } else { "" }
         )
     }
 }
@@ -164,27 +175,55 @@ pub async fn run_cell(spec: CellSpec, options: &CellOptions) -> anyhow::Result<C
         None
     };
     let token = format!("chaos-{}", uuid::Uuid::new_v4().simple());
-    let mut service = Service::start(ServiceConfig {
-        bin: options.service_bin.clone(),
-        port: free_port()?,
-        database_url: service_url,
-        strategy: spec.strategy,
-        token: token.clone(),
-        log: options.dir.join("service.log"),
-        request_timeout: REQUEST_TIMEOUT,
-        pool_size: 8,
-        acquire_timeout: Duration::from_millis(1_000),
-        lock_timeout: Duration::from_millis(1_000),
-        shutdown_grace: Duration::from_millis(5_000),
-        redis_url: redis.as_ref().map(ChaosRedis::url),
-    })
-    .await
-    .context("starting stockguard serve")?;
+    let instances = spec.instances.max(1);
+    let mut services = Vec::with_capacity(instances);
+    for index in 0..instances {
+        let log = match instances {
+            1 => options.dir.join("service.log"),
+            _ => options.dir.join(format!("service{index}.log")),
+        };
+        let service = Service::start(ServiceConfig {
+            bin: options.service_bin.clone(),
+            port: free_port()?,
+            database_url: service_url.clone(),
+            strategy: spec.strategy,
+            token: token.clone(),
+            log,
+            request_timeout: REQUEST_TIMEOUT,
+            pool_size: if instances == 1 {
+                POOL_SIZE
+            } else {
+                POOL_SIZE_PER_HAPROXY_INSTANCE
+            },
+            acquire_timeout: Duration::from_millis(1_000),
+            lock_timeout: Duration::from_millis(1_000),
+            shutdown_grace: Duration::from_millis(5_000),
+            redis_url: redis.as_ref().map(ChaosRedis::url),
+        })
+        .await
+        .context("starting stockguard serve")?;
+        services.push(service);
+    }
+    // The recommended deployment in front of several: docs/deploy/haproxy.cfg's balance.
+    let haproxy = match instances {
+        1 => None,
+        _ => {
+            let addresses = services
+                .iter()
+                .map(|service| std::net::SocketAddr::from(([127, 0, 0, 1], service.config().port)))
+                .collect::<Vec<_>>();
+            Some(Haproxy::start(Balance::SkuAffinity, &addresses).await?)
+        }
+    };
+    let base_url = match &haproxy {
+        Some(proxy) => format!("http://{}", proxy.address()),
+        None => services[0].base_url(),
+    };
 
     let started = Instant::now();
     let recorder = Arc::new(Recorder::new());
     let api = Arc::new(Api::new(
-        service.base_url(),
+        base_url,
         &token,
         started,
         Arc::clone(&recorder),
@@ -216,10 +255,12 @@ pub async fn run_cell(spec: CellSpec, options: &CellOptions) -> anyhow::Result<C
     let mut faults = Vec::new();
     let mut crashes = Vec::new();
     let label = format!("{} seed {}", spec.name(), spec.seed);
-    for planned in &schedule {
-        wait_watching(&mut service, &mut crashes, started, planned.at_ms).await?;
+    for (index, planned) in schedule.iter().enumerate() {
+        wait_watching(&mut services, &mut crashes, started, planned.at_ms).await?;
+        // Service faults take the instances in turn; only one is down at a time.
+        let target = index % services.len();
         let mut env = Env {
-            service: &mut service,
+            service: &mut services[target],
             server: server.as_mut(),
             knobs: &knobs,
             redis: redis.as_mut(),
@@ -241,22 +282,27 @@ pub async fn run_cell(spec: CellSpec, options: &CellOptions) -> anyhow::Result<C
         faults.push(event);
     }
     let end_ms = spec.duration_s * 1000;
-    wait_watching(&mut service, &mut crashes, started, end_ms).await?;
+    wait_watching(&mut services, &mut crashes, started, end_ms).await?;
     stop.send_replace(true);
     let sent = load.await.context("the load panicked")?;
     let load_s = started.elapsed().as_secs_f64();
-    watch_crash(&mut service, &mut crashes).await?;
+    watch_crash(&mut services, &mut crashes).await?;
 
     let quiescence = resolve::quiesce(server.as_ref(), REQUEST_TIMEOUT).await?;
     let mut resolve = resolve::resolve(&api, RESOLVE_TIMEOUT).await;
     resolve.probes = resolve::probe_replays(&api, spec.seed, RESOLVE_TIMEOUT).await;
-    watch_crash(&mut service, &mut crashes).await?;
+    watch_crash(&mut services, &mut crashes).await?;
     // After a run under every fault, every series the dashboard and the alerts read must be
     // there: an operator gets the same service on a bad day.
-    let metrics_missing = metrics::missing_from(
-        &metrics::named_in_ops_docs().context("reading docs/ops")?,
-        &service.scrape_metrics().await?,
-    );
+    let named = metrics::named_in_ops_docs().context("reading docs/ops")?;
+    let mut metrics_missing = Vec::new();
+    for service in &services {
+        for missing in metrics::missing_from(&named, &service.scrape_metrics().await?) {
+            if !metrics_missing.contains(&missing) {
+                metrics_missing.push(missing);
+            }
+        }
+    }
     if !metrics_missing.is_empty() {
         eprintln!("{label}: /metrics lacks what docs/ops names: {metrics_missing:?}");
     }
@@ -264,7 +310,10 @@ pub async fn run_cell(spec: CellSpec, options: &CellOptions) -> anyhow::Result<C
         // The reconciler's grace for stranded records, then passes to pick up what is left.
         tokio::time::sleep(gate::unknown_grace(REQUEST_TIMEOUT) + 3 * gate::RECONCILE_INTERVAL).await;
     }
-    service.stop().await?;
+    for service in &mut services {
+        service.stop().await?;
+    }
+    drop(haproxy);
 
     let (audit_exit, audit_output) = snapshot::run_audit(&options.service_bin, &direct_url).await?;
     let db = snapshot::read_state(spec.backend, &direct_url)
@@ -331,29 +380,31 @@ pub async fn run_cell(spec: CellSpec, options: &CellOptions) -> anyhow::Result<C
     Ok(report)
 }
 
-/// Sleeps until `at_ms` after `started`, checking every 100 ms that the service lives.
+/// Sleeps until `at_ms` after `started`, checking every 100 ms that the services live.
 async fn wait_watching(
-    service: &mut Service,
+    services: &mut [Service],
     crashes: &mut Vec<String>,
     started: Instant,
     at_ms: u64,
 ) -> anyhow::Result<()> {
     let at = started + Duration::from_millis(at_ms);
     while Instant::now() < at {
-        watch_crash(service, crashes).await?;
+        watch_crash(services, crashes).await?;
         tokio::time::sleep((at - Instant::now()).min(Duration::from_millis(100))).await;
     }
     Ok(())
 }
 
-async fn watch_crash(service: &mut Service, crashes: &mut Vec<String>) -> anyhow::Result<()> {
-    if let Some(crash) = service.check_crashed().await? {
-        let line = format!(
-            "pid {} exited with {} without being told to",
-            crash.pid, crash.status
-        );
-        eprintln!("CRASH: {line}");
-        crashes.push(line);
+async fn watch_crash(services: &mut [Service], crashes: &mut Vec<String>) -> anyhow::Result<()> {
+    for service in services {
+        if let Some(crash) = service.check_crashed().await? {
+            let line = format!(
+                "pid {} exited with {} without being told to",
+                crash.pid, crash.status
+            );
+            eprintln!("CRASH: {line}");
+            crashes.push(line);
+        }
     }
     Ok(())
 }

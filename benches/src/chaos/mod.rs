@@ -47,13 +47,15 @@ pub struct ChaosArgs {
     #[arg(long, short)]
     pub out: PathBuf,
     /// smoke: guarded and coalesced on PostgreSQL and MariaDB, coalesced behind the Redis
-    /// gate on PostgreSQL, and coalesced on a 3-node Galera cluster, one seed, 20 s each (CI);
-    /// full: every strategy on PostgreSQL and MariaDB plus SQLite, coalesced behind the gate
-    /// on each, and coalesced, guarded and pessimistic on Galera, 3 seeds, 60 s each.
+    /// gate on PostgreSQL, coalesced on a 3-node Galera cluster, and coalesced on three
+    /// instances behind haproxy on PostgreSQL, one seed, 20 s each (CI); full: every strategy
+    /// on PostgreSQL and MariaDB plus SQLite, coalesced behind the gate on each, coalesced,
+    /// guarded and pessimistic on Galera, and coalesced behind haproxy on each server, 3
+    /// seeds, 60 s each.
     #[arg(long, value_enum, default_value = "smoke")]
     pub profile: ChaosProfile,
     /// Run only these cells, `db:strategy` (e.g. `postgres:guarded`, `mariadb:coalesced`,
-    /// `sqlite:pessimistic`, `galera:coalesced`), with `+gate` for the Redis admission gate in front
+    /// `sqlite:pessimistic`, `galera:coalesced`, `postgres:coalesced+haproxy`), with `+gate` for the Redis admission gate in front
     /// (`postgres:coalesced+gate`); repeatable. Replaces the profile's cells.
     #[arg(long = "cell")]
     pub cells: Vec<String>,
@@ -98,6 +100,8 @@ pub struct Cell {
     pub strategy: Strategy,
     /// Behind the Redis admission gate.
     pub gated: bool,
+    /// Service instances (3 behind haproxy, or 1).
+    pub instances: usize,
 }
 
 impl Cell {
@@ -107,6 +111,7 @@ impl Cell {
             galera: false,
             strategy,
             gated: false,
+            instances: 1,
         }
     }
 
@@ -119,6 +124,13 @@ impl Cell {
 
     fn gated(self) -> Self {
         Self { gated: true, ..self }
+    }
+
+    fn behind_haproxy(self) -> Self {
+        Self {
+            instances: cell::HAPROXY_INSTANCES,
+            ..self
+        }
     }
 }
 
@@ -135,6 +147,7 @@ impl ChaosProfile {
                 .chain([
                     Cell::on(Backend::Postgres, Strategy::Coalesced).gated(),
                     Cell::galera(Strategy::Coalesced),
+                    Cell::on(Backend::Postgres, Strategy::Coalesced).behind_haproxy(),
                 ])
                 .collect(),
             ChaosProfile::Full => Backend::ALL
@@ -147,6 +160,10 @@ impl ChaosProfile {
                         .chain([Cell::on(db, Strategy::Coalesced).gated()])
                 })
                 .chain(GALERA_STRATEGIES.map(Cell::galera))
+                .chain(
+                    [Backend::Postgres, Backend::MySql]
+                        .map(|db| Cell::on(db, Strategy::Coalesced).behind_haproxy()),
+                )
                 .collect(),
         }
     }
@@ -166,9 +183,13 @@ impl ChaosProfile {
     }
 }
 
-/// Parses `db:strategy`, with `+gate` for a gated cell; `galera:strategy` runs on a private
-/// Galera cluster.
+/// Parses `db:strategy`, with `+gate` for a gated cell or `+haproxy` for three instances
+/// behind haproxy; `galera:strategy` runs on a private Galera cluster.
 pub fn parse_cell(raw: &str) -> anyhow::Result<Cell> {
+    let (raw, haproxy) = match raw.strip_suffix("+haproxy") {
+        Some(cell) => (cell, true),
+        None => (raw, false),
+    };
     let (raw, gated) = match raw.strip_suffix("+gate") {
         Some(cell) => (cell, true),
         None => (raw, false),
@@ -185,7 +206,11 @@ pub fn parse_cell(raw: &str) -> anyhow::Result<Cell> {
     if cell.backend == Backend::Sqlite && strategy == Strategy::Sharded {
         bail!("sharded does not run on SQLite");
     }
-    Ok(if gated { cell.gated() } else { cell })
+    if haproxy && (gated || cell.backend == Backend::Sqlite) {
+        bail!("+haproxy runs on a database server, without the gate");
+    }
+    let cell = if gated { cell.gated() } else { cell };
+    Ok(if haproxy { cell.behind_haproxy() } else { cell })
 }
 
 /// Runs the chaos matrix; exit status 0 only when every cell ran and found nothing wrong.
@@ -237,16 +262,18 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
                 galera: cell.galera,
                 strategy: cell.strategy,
                 gated: cell.gated,
+                instances: cell.instances,
                 seed,
                 duration_s,
             };
             let options = CellOptions {
                 service_bin: service_bin.clone(),
                 dir: args.out.join(format!(
-                    "{}-{}{}-s{seed}",
+                    "{}-{}{}{}-s{seed}",
                     spec.db_label(),
                     spec.strategy,
-                    if spec.gated { "-gate" } else { "" }
+                    if spec.gated { "-gate" } else { "" },
+                    if spec.instances > 1 { "-haproxy" } else { "" }
                 )),
                 mutant: args.mutant,
             };
@@ -309,11 +336,11 @@ mod tests {
 
     #[test]
     fn profiles_have_the_cells_the_issue_asks_for() {
-        // Plus one gated cell and one on Galera.
-        assert_eq!(ChaosProfile::Smoke.cells().len(), 6);
+        // Plus one gated cell, one on Galera and one with three instances behind haproxy.
+        assert_eq!(ChaosProfile::Smoke.cells().len(), 7);
         // 6 strategies on each server, 5 on SQLite (no sharded), coalesced behind the gate on
-        // each, and 3 strategies on Galera.
-        assert_eq!(ChaosProfile::Full.cells().len(), 23);
+        // each, 3 strategies on Galera, and coalesced behind haproxy on each server.
+        assert_eq!(ChaosProfile::Full.cells().len(), 25);
         assert_eq!(
             parse_cell("mariadb:coalesced").unwrap(),
             Cell::on(Backend::MySql, Strategy::Coalesced)
@@ -328,6 +355,9 @@ mod tests {
         );
         let galera = parse_cell("galera:guarded").unwrap();
         assert!(galera.galera && galera.backend == Backend::MySql && !galera.gated);
+        assert_eq!(parse_cell("pg:coalesced+haproxy").unwrap().instances, 3);
+        assert!(parse_cell("pg:coalesced+gate+haproxy").is_err());
+        assert!(parse_cell("sqlite:guarded+haproxy").is_err());
         assert!(parse_cell("sqlite:sharded").is_err());
         assert!(parse_cell("guarded").is_err());
         assert!(parse_cell("oracle:guarded").is_err());
