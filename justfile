@@ -174,6 +174,20 @@ matrix *rows:
     @[ -f /usr/lib/galera/libgalera_smm.so ] && command -v rsync >/dev/null || apt-get install -y -q galera-4 rsync
     bash .ci/matrix {{rows}}
 
+# A private PostgreSQL HA cluster on loopback: a primary and a synchronous standby under Patroni
+# (etcd, synchronous_mode_strict), haproxy routing to the primary; prints the primary's URL
+# (also in /tmp/stockguard-pgha/url). Installs Patroni (PyPI), etcd and haproxy when missing.
+pg-ha-up:
+    bash .ci/pg-ha up
+
+# Kills the primary of `just pg-ha-up`'s cluster (a machine's death): the standby takes over.
+pg-ha-kill-primary:
+    bash .ci/pg-ha kill-primary
+
+# Stops `just pg-ha-up`'s cluster and deletes its data.
+pg-ha-down:
+    bash .ci/pg-ha down
+
 # Three `stockguard serve` instances on one fresh PostgreSQL database behind haproxy with the
 # recommended configuration (docs/deploy/haproxy.cfg): http://127.0.0.1:8080, instances on
 # 8081-8083, in the background. `just cluster-down` stops them and drops the database.

@@ -22,7 +22,7 @@ use super::inject::{Env, FaultEvent, inject};
 use super::load::{self, LoadPlan};
 use super::resolve::{self, Quiescence, ResolveSummary};
 use super::schedule::{self, FaultKind};
-use super::server::ServerUnderTest;
+use super::server::{Cluster, ServerUnderTest};
 use super::service::{Service, ServiceConfig, free_port};
 use super::snapshot;
 use crate::haproxy::{Balance, Haproxy};
@@ -46,8 +46,8 @@ const POOL_SIZE_PER_HAPROXY_INSTANCE: u32 = 4;
 pub struct CellSpec {
     /// The database.
     pub backend: Backend,
-    /// On a private 3-node MariaDB Galera cluster (`backend` is MySQL) rather than one server.
-    pub galera: bool,
+    /// On a private cluster of `backend`'s kind (Galera, PostgreSQL HA) rather than one server.
+    pub cluster: Option<Cluster>,
     /// The strategy.
     pub strategy: Strategy,
     /// With the Redis admission gate in front (on a private Redis; `redis_kill` applies).
@@ -62,12 +62,11 @@ pub struct CellSpec {
 }
 
 impl CellSpec {
-    /// The database's name in cells: `postgres`, `mysql`, `sqlite`, or `galera`.
+    /// The database's name in cells: `postgres`, `mysql`, `sqlite`, `galera` or `pgha`.
     pub fn db_label(&self) -> String {
-        if self.galera {
-            "galera".to_owned()
-        } else {
-            self.backend.to_string()
+        match self.cluster {
+            Some(cluster) => cluster.as_str().to_owned(),
+            None => self.backend.to_string(),
         }
     }
 
@@ -164,7 +163,7 @@ pub async fn run_cell(spec: CellSpec, options: &CellOptions) -> anyhow::Result<C
         let path = sqlite_file.path().display().to_string();
         (path.clone(), path)
     } else {
-        let started = ServerUnderTest::start(spec.backend, spec.galera).await?;
+        let started = ServerUnderTest::start(spec.backend, spec.cluster).await?;
         let urls = (started.service_url(), started.direct_url());
         server = Some(started);
         urls
@@ -250,7 +249,7 @@ pub async fn run_cell(spec: CellSpec, options: &CellOptions) -> anyhow::Result<C
         spec.seed,
         stopped,
     ));
-    let kinds = FaultKind::for_cell(spec.backend, spec.gated, spec.galera);
+    let kinds = FaultKind::for_cell(spec.backend, spec.gated, spec.cluster);
     let schedule = schedule::plan(&kinds, Duration::from_secs(spec.duration_s), spec.seed);
     let mut faults = Vec::new();
     let mut crashes = Vec::new();

@@ -265,7 +265,7 @@ async fn fire_on_server(
             let crash = planned.kind == FaultKind::DbCrash;
             let (old_pid, old_start) = (server.pid(), server.started_at().await?);
             let started = Instant::now();
-            server.restart(crash).await?;
+            let what = server.restart(crash).await?;
             let (new_pid, new_start) = (server.pid(), server.started_at().await?);
             // MariaDB reports its start in whole seconds: the new pid tells two starts apart.
             let later = match server.backend() {
@@ -275,12 +275,7 @@ async fn fire_on_server(
             Ok(Effect::new(
                 u64::from(later && new_pid.is_some() && new_pid != old_pid),
                 format!(
-                    "{}: server pid {old_pid:?} → {new_pid:?}, start time {:?} → {:?}, back after {} ms",
-                    if crash {
-                        "SIGKILL and crash recovery"
-                    } else {
-                        "clean restart"
-                    },
+                    "{what}: server pid {old_pid:?} → {new_pid:?}, start time {:?} → {:?}, back after {} ms",
                     unix_ms(old_start),
                     unix_ms(new_start),
                     started.elapsed().as_millis()

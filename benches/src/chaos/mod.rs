@@ -8,7 +8,8 @@
 //!
 //! Modules, in dependency order (no cycles): `history` (records and what an answer means),
 //! `checker` (the verdict, pure), `controls` (negative controls), `snapshot` (reading the
-//! database), `server` (private server and proxy), `gate` (the gate's Redis, in `+gate`
+//! database), `pg_ha` (the PostgreSQL HA cluster), `server` (private server or cluster, and
+//! proxy), `gate` (the gate's Redis, in `+gate`
 //! cells), `service` (the process), `client` (HTTP),
 //! `load`, `resolve`, `schedule`, `inject`, `cell`, `report`, and this CLI.
 
@@ -20,6 +21,7 @@ pub mod gate;
 pub mod history;
 pub mod inject;
 pub mod load;
+pub mod pg_ha;
 pub mod report;
 pub mod resolve;
 pub mod schedule;
@@ -38,6 +40,7 @@ use stockguard_testkit::Backend;
 
 use cell::{CellOptions, CellSpec, run_cell};
 use report::RunReport;
+use server::Cluster;
 
 /// Options of `stockguard-bench chaos`.
 #[derive(Debug, Clone, clap::Args)]
@@ -47,15 +50,17 @@ pub struct ChaosArgs {
     #[arg(long, short)]
     pub out: PathBuf,
     /// smoke: guarded and coalesced on PostgreSQL and MariaDB, coalesced behind the Redis
-    /// gate on PostgreSQL, coalesced on a 3-node Galera cluster, and coalesced on three
-    /// instances behind haproxy on PostgreSQL, one seed, 20 s each (CI); full: every strategy
-    /// on PostgreSQL and MariaDB plus SQLite, coalesced behind the gate on each, coalesced,
-    /// guarded and pessimistic on Galera, and coalesced behind haproxy on each server, 3
-    /// seeds, 60 s each.
+    /// gate on PostgreSQL, coalesced on a 3-node Galera cluster, coalesced on three instances
+    /// behind haproxy on PostgreSQL, and coalesced on PostgreSQL HA (Patroni), one seed, 20 s
+    /// each (CI); full: every strategy on PostgreSQL and MariaDB plus SQLite, coalesced
+    /// behind the gate on each, coalesced, guarded and pessimistic on Galera, coalesced
+    /// behind haproxy on each server, and coalesced and guarded on PostgreSQL HA, 3 seeds,
+    /// 60 s each.
     #[arg(long, value_enum, default_value = "smoke")]
     pub profile: ChaosProfile,
     /// Run only these cells, `db:strategy` (e.g. `postgres:guarded`, `mariadb:coalesced`,
-    /// `sqlite:pessimistic`, `galera:coalesced`, `postgres:coalesced+haproxy`), with `+gate` for the Redis admission gate in front
+    /// `sqlite:pessimistic`, `galera:coalesced`, `pgha:coalesced`, `postgres:coalesced+haproxy`),
+    /// with `+gate` for the Redis admission gate in front
     /// (`postgres:coalesced+gate`); repeatable. Replaces the profile's cells.
     #[arg(long = "cell")]
     pub cells: Vec<String>,
@@ -94,8 +99,8 @@ pub enum ChaosProfile {
 pub struct Cell {
     /// The database.
     pub backend: Backend,
-    /// On a private 3-node Galera cluster (`backend` is MySQL).
-    pub galera: bool,
+    /// On a private cluster of `backend`'s kind rather than one server.
+    pub cluster: Option<Cluster>,
     /// The strategy.
     pub strategy: Strategy,
     /// Behind the Redis admission gate.
@@ -108,18 +113,22 @@ impl Cell {
     fn on(backend: Backend, strategy: Strategy) -> Self {
         Self {
             backend,
-            galera: false,
+            cluster: None,
             strategy,
             gated: false,
             instances: 1,
         }
     }
 
-    fn galera(strategy: Strategy) -> Self {
+    fn on_cluster(cluster: Cluster, strategy: Strategy) -> Self {
         Self {
-            galera: true,
-            ..Self::on(Backend::MySql, strategy)
+            cluster: Some(cluster),
+            ..Self::on(cluster.backend(), strategy)
         }
+    }
+
+    fn galera(strategy: Strategy) -> Self {
+        Self::on_cluster(Cluster::Galera, strategy)
     }
 
     fn gated(self) -> Self {
@@ -137,6 +146,8 @@ impl Cell {
 /// The strategies the Galera cells run: the one the Galera bench recommends (`coalesced`,
 /// fewest certification retries), the plain statement, and the seed's lock.
 const GALERA_STRATEGIES: [Strategy; 3] = [Strategy::Coalesced, Strategy::Guarded, Strategy::Pessimistic];
+/// The strategies the PostgreSQL HA cells run: the batch, and the plain statement.
+const PG_HA_STRATEGIES: [Strategy; 2] = [Strategy::Coalesced, Strategy::Guarded];
 
 impl ChaosProfile {
     fn cells(self) -> Vec<Cell> {
@@ -148,6 +159,7 @@ impl ChaosProfile {
                     Cell::on(Backend::Postgres, Strategy::Coalesced).gated(),
                     Cell::galera(Strategy::Coalesced),
                     Cell::on(Backend::Postgres, Strategy::Coalesced).behind_haproxy(),
+                    Cell::on_cluster(Cluster::PgHa, Strategy::Coalesced),
                 ])
                 .collect(),
             ChaosProfile::Full => Backend::ALL
@@ -160,6 +172,7 @@ impl ChaosProfile {
                         .chain([Cell::on(db, Strategy::Coalesced).gated()])
                 })
                 .chain(GALERA_STRATEGIES.map(Cell::galera))
+                .chain(PG_HA_STRATEGIES.map(|s| Cell::on_cluster(Cluster::PgHa, s)))
                 .chain(
                     [Backend::Postgres, Backend::MySql]
                         .map(|db| Cell::on(db, Strategy::Coalesced).behind_haproxy()),
@@ -198,10 +211,10 @@ pub fn parse_cell(raw: &str) -> anyhow::Result<Cell> {
         .split_once(':')
         .with_context(|| format!("--cell {raw:?}: expected db:strategy, e.g. postgres:guarded"))?;
     let strategy: Strategy = strategy.parse()?;
-    let cell = if db == "galera" {
-        Cell::galera(strategy)
-    } else {
-        Cell::on(db.parse().map_err(anyhow::Error::msg)?, strategy)
+    let cell = match db {
+        "galera" => Cell::galera(strategy),
+        "pgha" => Cell::on_cluster(Cluster::PgHa, strategy),
+        _ => Cell::on(db.parse().map_err(anyhow::Error::msg)?, strategy),
     };
     if cell.backend == Backend::Sqlite && strategy == Strategy::Sharded {
         bail!("sharded does not run on SQLite");
@@ -259,7 +272,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         for cell in &cells {
             let spec = CellSpec {
                 backend: cell.backend,
-                galera: cell.galera,
+                cluster: cell.cluster,
                 strategy: cell.strategy,
                 gated: cell.gated,
                 instances: cell.instances,
@@ -336,11 +349,13 @@ mod tests {
 
     #[test]
     fn profiles_have_the_cells_the_issue_asks_for() {
-        // Plus one gated cell, one on Galera and one with three instances behind haproxy.
-        assert_eq!(ChaosProfile::Smoke.cells().len(), 7);
+        // Plus one gated cell, one on Galera, one with three instances behind haproxy, and one
+        // on PostgreSQL HA.
+        assert_eq!(ChaosProfile::Smoke.cells().len(), 8);
         // 6 strategies on each server, 5 on SQLite (no sharded), coalesced behind the gate on
-        // each, 3 strategies on Galera, and coalesced behind haproxy on each server.
-        assert_eq!(ChaosProfile::Full.cells().len(), 25);
+        // each, 3 strategies on Galera, coalesced behind haproxy on each server, and 2 strategies
+        // on PostgreSQL HA.
+        assert_eq!(ChaosProfile::Full.cells().len(), 27);
         assert_eq!(
             parse_cell("mariadb:coalesced").unwrap(),
             Cell::on(Backend::MySql, Strategy::Coalesced)
@@ -354,7 +369,9 @@ mod tests {
             Cell::on(Backend::Postgres, Strategy::Coalesced).gated()
         );
         let galera = parse_cell("galera:guarded").unwrap();
-        assert!(galera.galera && galera.backend == Backend::MySql && !galera.gated);
+        assert!(galera.cluster == Some(Cluster::Galera) && galera.backend == Backend::MySql && !galera.gated);
+        let pg_ha = parse_cell("pgha:coalesced").unwrap();
+        assert!(pg_ha.cluster == Some(Cluster::PgHa) && pg_ha.backend == Backend::Postgres);
         assert_eq!(parse_cell("pg:coalesced+haproxy").unwrap().instances, 3);
         assert!(parse_cell("pg:coalesced+gate+haproxy").is_err());
         assert!(parse_cell("sqlite:guarded+haproxy").is_err());

@@ -10,6 +10,8 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use stockguard_testkit::Backend;
 
+use super::server::Cluster;
+
 /// Load before the first fault, so the pool is warm and stock is moving.
 pub const WARMUP: Duration = Duration::from_millis(1_000);
 
@@ -92,13 +94,14 @@ impl FaultKind {
 
     /// Whether the kind applies to a cell: embedded SQLite has no server, sessions or
     /// network, so it gets the service and client faults only; `redis_kill` needs the gate;
-    /// `peer_crash` needs a Galera cluster, whose nodes keep MariaDB's default connection
-    /// limit (151), too many slots to fill for `connection_limit`.
-    pub fn applies_to(self, backend: Backend, gated: bool, galera: bool) -> bool {
+    /// `peer_crash` needs a Galera cluster. `connection_limit` runs on single servers only:
+    /// Galera's nodes keep MariaDB's default limit (151), too many slots to fill, and filling
+    /// a Patroni member's slots would starve Patroni's own session and fail it over.
+    pub fn applies_to(self, backend: Backend, gated: bool, cluster: Option<Cluster>) -> bool {
         match self {
             FaultKind::RedisKill => gated,
-            FaultKind::PeerCrash => galera,
-            FaultKind::ConnectionLimit if galera => false,
+            FaultKind::PeerCrash => cluster == Some(Cluster::Galera),
+            FaultKind::ConnectionLimit if cluster.is_some() => false,
             _ => {
                 backend != Backend::Sqlite
                     || matches!(
@@ -114,10 +117,10 @@ impl FaultKind {
 
     /// The kinds that apply to a cell on `backend`, with the gate or without, on a Galera
     /// cluster or not.
-    pub fn for_cell(backend: Backend, gated: bool, galera: bool) -> Vec<FaultKind> {
+    pub fn for_cell(backend: Backend, gated: bool, cluster: Option<Cluster>) -> Vec<FaultKind> {
         Self::ALL
             .into_iter()
-            .filter(|k| k.applies_to(backend, gated, galera))
+            .filter(|k| k.applies_to(backend, gated, cluster))
             .collect()
     }
 
@@ -205,10 +208,10 @@ mod tests {
 
     #[test]
     fn every_kind_fires_at_least_once_and_the_plan_is_seeded() {
-        let kinds = FaultKind::for_cell(Backend::Postgres, true, false);
+        let kinds = FaultKind::for_cell(Backend::Postgres, true, None);
         assert_eq!(kinds.len(), FaultKind::ALL.len() - 1, "all but peer_crash");
         assert_eq!(
-            FaultKind::for_cell(Backend::Postgres, false, false).len(),
+            FaultKind::for_cell(Backend::Postgres, false, None).len(),
             FaultKind::ALL.len() - 2
         );
         let short = plan(&kinds, Duration::from_secs(1), 7);
@@ -231,17 +234,20 @@ mod tests {
 
     #[test]
     fn galera_swaps_connection_limit_for_peer_crash() {
-        let kinds = FaultKind::for_cell(Backend::MySql, false, true);
+        let kinds = FaultKind::for_cell(Backend::MySql, false, Some(Cluster::Galera));
         assert!(kinds.contains(&FaultKind::PeerCrash));
         assert!(kinds.contains(&FaultKind::DbCrash));
         assert!(!kinds.contains(&FaultKind::ConnectionLimit));
-        assert!(!FaultKind::for_cell(Backend::MySql, false, false).contains(&FaultKind::PeerCrash));
+        assert!(!FaultKind::for_cell(Backend::MySql, false, None).contains(&FaultKind::PeerCrash));
+        let pg_ha = FaultKind::for_cell(Backend::Postgres, false, Some(Cluster::PgHa));
+        assert!(pg_ha.contains(&FaultKind::DbCrash) && !pg_ha.contains(&FaultKind::PeerCrash));
+        assert!(!pg_ha.contains(&FaultKind::ConnectionLimit));
     }
 
     #[test]
     fn sqlite_gets_the_service_and_client_faults_only() {
         assert_eq!(
-            FaultKind::for_cell(Backend::Sqlite, false, false),
+            FaultKind::for_cell(Backend::Sqlite, false, None),
             vec![
                 FaultKind::Pause,
                 FaultKind::ServiceKill,

@@ -5,7 +5,9 @@
 
 use std::time::{Duration, SystemTime};
 
+use super::pg_ha::PgHa;
 use anyhow::{Context, bail};
+use serde::Serialize;
 use sqlx::mysql::{MySqlConnection, MySqlDatabaseError};
 use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Connection, Executor};
@@ -61,6 +63,35 @@ const LOCK_EVERY_ROW: [&str; 2] = [
 /// How long the holder itself may wait for a row the service holds.
 const HOLDER_LOCK_WAIT_S: u32 = 3;
 
+/// A cell's database when it is a cluster rather than one server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cluster {
+    /// A private 3-node MariaDB Galera cluster (`galera:` cells).
+    Galera,
+    /// A private PostgreSQL primary with a synchronous standby under Patroni, behind haproxy
+    /// (`pgha:` cells; `.ci/pg-ha`).
+    PgHa,
+}
+
+impl Cluster {
+    /// The name in cells.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cluster::Galera => "galera",
+            Cluster::PgHa => "pgha",
+        }
+    }
+
+    /// The database kind its nodes run.
+    pub fn backend(self) -> Backend {
+        match self {
+            Cluster::Galera => Backend::MySql,
+            Cluster::PgHa => Backend::Postgres,
+        }
+    }
+}
+
 /// Nodes of a `galera:` cell's cluster. The service and the runner talk to the first; the
 /// others replicate every write and are killed and rejoined by `peer_crash`.
 pub const GALERA_NODES: usize = 3;
@@ -74,13 +105,14 @@ enum Private {
     Postgres(PrivatePostgres),
     MariaDb(PrivateMariaDb),
     Galera(PrivateGalera),
+    PgHa(PgHa),
 }
 
 impl Private {
     /// The MariaDB server the service talks to: the standalone one, or the service's node.
     fn mariadb(&self) -> Option<&PrivateMariaDb> {
         match self {
-            Private::Postgres(_) => None,
+            Private::Postgres(_) | Private::PgHa(_) => None,
             Private::MariaDb(server) => Some(server),
             Private::Galera(cluster) => cluster.nodes().get(SERVICE_NODE),
         }
@@ -95,28 +127,33 @@ pub struct ServerUnderTest {
 }
 
 impl ServerUnderTest {
-    /// Starts a private server for `backend` (PostgreSQL or MySQL/MariaDB), or with `galera`
-    /// a private MariaDB Galera cluster of [`GALERA_NODES`], creates the database and puts a
-    /// proxy in front of it (of the service's node, on Galera).
-    pub async fn start(backend: Backend, galera: bool) -> anyhow::Result<Self> {
-        let private = match backend {
-            Backend::Postgres if !galera => Private::Postgres(
+    /// Starts a private server for `backend` (PostgreSQL or MySQL/MariaDB), or a private
+    /// `cluster` of its kind, creates the database and puts a proxy in front of it (of the
+    /// service's node on Galera, of haproxy on PostgreSQL HA).
+    pub async fn start(backend: Backend, cluster: Option<Cluster>) -> anyhow::Result<Self> {
+        if let Some(cluster) = cluster
+            && cluster.backend() != backend
+        {
+            bail!("a {} cluster runs {}", cluster.as_str(), cluster.backend());
+        }
+        let private = match (backend, cluster) {
+            (Backend::Postgres, None) => Private::Postgres(
                 PrivatePostgres::start(PostgresOptions::new().max_connections(MAX_CONNECTIONS))
                     .await
                     .context("starting a private PostgreSQL")?,
             ),
-            Backend::MySql if galera => Private::Galera(
+            (Backend::Postgres, Some(_)) => Private::PgHa(PgHa::start().await?),
+            (Backend::MySql, Some(_)) => Private::Galera(
                 PrivateGalera::start(GALERA_NODES)
                     .await
                     .context("starting a private Galera cluster")?,
             ),
-            Backend::MySql => Private::MariaDb(
+            (Backend::MySql, None) => Private::MariaDb(
                 PrivateMariaDb::start(MariaDbOptions::new().max_connections(MAX_CONNECTIONS))
                     .await
                     .context("starting a private MariaDB")?,
             ),
-            Backend::Postgres => bail!("Galera is a MariaDB cluster"),
-            Backend::Sqlite => bail!("SQLite has no server"),
+            (Backend::Sqlite, _) => bail!("SQLite has no server"),
         };
         let proxy = FaultProxy::start(format!("127.0.0.1:{}", port(&private)))
             .await
@@ -128,7 +165,7 @@ impl ServerUnderTest {
 
     fn create_database_sql(&self) -> String {
         match self.private {
-            Private::Postgres(_) => format!("CREATE DATABASE {DATABASE}"),
+            Private::Postgres(_) | Private::PgHa(_) => format!("CREATE DATABASE {DATABASE}"),
             Private::MariaDb(_) | Private::Galera(_) => {
                 format!("CREATE DATABASE {DATABASE} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
             }
@@ -138,19 +175,15 @@ impl ServerUnderTest {
     /// Which backend.
     pub fn backend(&self) -> Backend {
         match self.private {
-            Private::Postgres(_) => Backend::Postgres,
+            Private::Postgres(_) | Private::PgHa(_) => Backend::Postgres,
             Private::MariaDb(_) | Private::Galera(_) => Backend::MySql,
         }
-    }
-
-    /// Whether this is a Galera cluster.
-    pub fn is_galera(&self) -> bool {
-        matches!(self.private, Private::Galera(_))
     }
 
     fn admin_url(&self) -> String {
         match (&self.private, self.private.mariadb()) {
             (Private::Postgres(server), _) => server.url(),
+            (Private::PgHa(cluster), _) => cluster.url.clone(),
             (_, Some(server)) => server.url(),
             (_, None) => String::new(),
         }
@@ -175,6 +208,7 @@ impl ServerUnderTest {
     pub fn pid(&self) -> Option<u32> {
         match (&self.private, self.private.mariadb()) {
             (Private::Postgres(server), _) => server.pid(),
+            (Private::PgHa(cluster), _) => cluster.primary_pid(),
             (_, server) => server.and_then(PrivateMariaDb::pid),
         }
     }
@@ -183,6 +217,7 @@ impl ServerUnderTest {
     pub async fn started_at(&self) -> anyhow::Result<SystemTime> {
         Ok(match (&self.private, self.private.mariadb()) {
             (Private::Postgres(server), _) => server.started_at().await?,
+            (Private::PgHa(cluster), _) => cluster.started_at().await?,
             (_, Some(server)) => server.started_at().await?,
             (_, None) => bail!("the Galera cluster has no service node"),
         })
@@ -190,8 +225,10 @@ impl ServerUnderTest {
 
     /// Restarts the server: a clean shutdown, or (`crash`) SIGKILL and crash recovery. On
     /// Galera, the service's node, which then rejoins the cluster (IST from a peer), and the
-    /// restart ends once it is synced again.
-    pub async fn restart(&mut self, crash: bool) -> anyhow::Result<()> {
+    /// restart ends once it is synced again. On PostgreSQL HA, the primary, and the restart
+    /// ends once the promoted standby has the old primary back as its synchronous standby.
+    /// Returns what it did, in words.
+    pub async fn restart(&mut self, crash: bool) -> anyhow::Result<&'static str> {
         match &mut self.private {
             Private::Postgres(server) => {
                 if crash {
@@ -206,8 +243,20 @@ impl ServerUnderTest {
                 server.restart().await?;
             }
             Private::Galera(cluster) => restart_node(cluster, SERVICE_NODE, crash).await?,
+            Private::PgHa(cluster) => {
+                cluster.fail_over(crash).await?;
+                return Ok(if crash {
+                    "WAL senders stalled, primary SIGKILLed, standby promoted, old primary rejoined"
+                } else {
+                    "primary stopped, standby promoted, old primary rejoined"
+                });
+            }
         }
-        Ok(())
+        Ok(if crash {
+            "SIGKILL and crash recovery"
+        } else {
+            "clean restart"
+        })
     }
 
     /// Galera only: SIGKILLs a node the service does not talk to, starts it again and waits
@@ -224,7 +273,7 @@ impl ServerUnderTest {
     pub async fn service_sessions(&self) -> anyhow::Result<Vec<i64>> {
         let url = self.admin_url();
         Ok(match self.private {
-            Private::Postgres(_) => {
+            Private::Postgres(_) | Private::PgHa(_) => {
                 let mut conn = pg(&url).await?;
                 let ids = sqlx::query_scalar(
                     "SELECT pid::bigint FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
@@ -255,7 +304,7 @@ impl ServerUnderTest {
     pub async fn kill_sessions(&self, ids: &[i64]) -> anyhow::Result<()> {
         let url = self.admin_url();
         match self.private {
-            Private::Postgres(_) => {
+            Private::Postgres(_) | Private::PgHa(_) => {
                 let mut conn = pg(&url).await?;
                 for id in ids {
                     sqlx::query("SELECT pg_terminate_backend($1::int)")
@@ -286,7 +335,7 @@ impl ServerUnderTest {
     pub async fn busy_sessions(&self) -> anyhow::Result<i64> {
         let url = self.admin_url();
         Ok(match self.private {
-            Private::Postgres(_) => {
+            Private::Postgres(_) | Private::PgHa(_) => {
                 let mut conn = pg(&url).await?;
                 let busy = sqlx::query_scalar(
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
@@ -322,7 +371,7 @@ impl ServerUnderTest {
         let url = self.direct_url();
         let mut locked = 0;
         Ok(match self.private {
-            Private::Postgres(_) => {
+            Private::Postgres(_) | Private::PgHa(_) => {
                 let mut conn = pg(&url).await?;
                 conn.execute(AssertSqlSafe(format!(
                     "SET lock_timeout = '{HOLDER_LOCK_WAIT_S}s'"
@@ -353,7 +402,7 @@ impl ServerUnderTest {
     pub async fn lock_waiters(&self) -> anyhow::Result<i64> {
         let url = self.admin_url();
         Ok(match self.private {
-            Private::Postgres(_) => {
+            Private::Postgres(_) | Private::PgHa(_) => {
                 let mut conn = pg(&url).await?;
                 let waiting = sqlx::query_scalar(
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
@@ -386,7 +435,7 @@ impl ServerUnderTest {
         let mut held = Vec::new();
         for _ in 0..MAX_CONNECTIONS + 5 {
             let attempt = match self.private {
-                Private::Postgres(_) => pg(&url).await.map(Held::Pg),
+                Private::Postgres(_) | Private::PgHa(_) => pg(&url).await.map(Held::Pg),
                 Private::MariaDb(_) | Private::Galera(_) => my(&url).await.map(Held::My),
             };
             match attempt {
@@ -437,7 +486,7 @@ impl ServerUnderTest {
     async fn admin_execute(&self, sql: &str) -> anyhow::Result<()> {
         let url = self.admin_url();
         match self.private {
-            Private::Postgres(_) => {
+            Private::Postgres(_) | Private::PgHa(_) => {
                 let mut conn = pg(&url).await?;
                 conn.execute(AssertSqlSafe(sql.to_owned())).await?;
                 conn.close().await?;
@@ -462,6 +511,7 @@ impl ServerUnderTest {
                 .enumerate()
                 .map(|(index, node)| format!("--- node {index}\n{}", node.log_tail()))
                 .collect(),
+            Private::PgHa(cluster) => cluster.log_tail(),
         }
     }
 }
@@ -488,6 +538,7 @@ async fn restart_node(cluster: &mut PrivateGalera, index: usize, crash: bool) ->
 fn port(private: &Private) -> u16 {
     match (private, private.mariadb()) {
         (Private::Postgres(server), _) => server.port(),
+        (Private::PgHa(cluster), _) => cluster.port,
         (_, server) => server.map_or(0, PrivateMariaDb::port),
     }
 }
