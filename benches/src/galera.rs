@@ -86,27 +86,13 @@ impl GaleraResult {
     pub fn failure(&self) -> Option<String> {
         let spec = &self.case.spec;
         let label = format!("{} {} at {}", self.topology.as_str(), spec.variant, spec.level);
-        let fatal: u64 = self
-            .case
-            .errors
-            .iter()
-            .filter(|(kind, _)| crate::tally::is_fatal_error_kind(kind))
-            .map(|(_, count)| *count)
-            .sum();
-        if !self.case.audit.passed() {
-            Some(format!("{label}: audit: {}", self.case.audit.messages.join("; ")))
-        } else if self.outcome_unknown > 0 {
+        if !self.case.audit.passed() || self.outcome_unknown == 0 {
+            self.case.failure(&label)
+        } else {
             Some(format!(
                 "{label}: {} answers given as outcome unknown",
                 self.outcome_unknown
             ))
-        } else if fatal > 0 {
-            Some(format!(
-                "{label}: {fatal} unexpected errors: {:?}",
-                self.case.errors
-            ))
-        } else {
-            None
         }
     }
 }

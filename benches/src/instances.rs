@@ -90,23 +90,7 @@ impl InstancesResult {
     pub fn failure(&self) -> Option<String> {
         let spec = &self.case.spec;
         let label = format!("{} {} at {}", self.setup.as_str(), spec.variant, spec.level);
-        let fatal: u64 = self
-            .case
-            .errors
-            .iter()
-            .filter(|(kind, _)| crate::tally::is_fatal_error_kind(kind))
-            .map(|(_, count)| *count)
-            .sum();
-        if !self.case.audit.passed() {
-            Some(format!("{label}: audit: {}", self.case.audit.messages.join("; ")))
-        } else if fatal > 0 {
-            Some(format!(
-                "{label}: {fatal} unexpected errors: {:?}",
-                self.case.errors
-            ))
-        } else {
-            None
-        }
+        self.case.failure(&label)
     }
 }
 

@@ -21,6 +21,8 @@ pub mod http;
 pub mod instances;
 pub mod key_contract;
 pub mod measure;
+pub mod pg_ha;
+pub mod pg_ha_cluster;
 pub mod profile;
 pub mod raw;
 pub mod redis_lock;

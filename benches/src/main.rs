@@ -15,11 +15,12 @@ use stockguard_bench::anchors::{AnchorPlan, plan_anchors, run_anchor_plan};
 use stockguard_bench::audit_scaling::{AuditScalingSpec, audit_scaling_specs, run_audit_scaling_cases};
 use stockguard_bench::case::{Bounds, CaseSpec, StockSizing, Transport, Variant};
 use stockguard_bench::chaos::ChaosArgs;
-use stockguard_bench::checkout::{CheckoutSpec, checkout_specs, run_checkout};
+use stockguard_bench::checkout::{CheckoutSpec, checkout_specs, run_checkout_cases};
 use stockguard_bench::db;
 use stockguard_bench::flash_plan::{FlashInputs, FlashPlan, plan_flash, run_flash_cases};
 use stockguard_bench::galera::{GaleraSpec, galera_specs, run_galera_cases};
 use stockguard_bench::instances::{InstancesSpec, instances_specs, run_instances_cases};
+use stockguard_bench::pg_ha::{PgHaSpec, pg_ha_specs, run_pg_ha_cases};
 use stockguard_bench::profile::{Profile, WorkloadRun, transports_for};
 use stockguard_bench::report::{self, MachineInfo, Results};
 use stockguard_bench::runner::run_case;
@@ -127,6 +128,10 @@ struct Args {
     /// 1 vs 3 service instances behind haproxy (round-robin, SKU affinity): `on`, or `only`.
     #[arg(long, value_enum, default_value = "off")]
     instances: WorkloadRun,
+    /// A standalone PostgreSQL vs a Patroni cluster's primary (synchronous or asynchronous
+    /// standby, straight or through haproxy; `.ci/pg-ha`): `on` (as `bench-full`), or `only`.
+    #[arg(long, value_enum, default_value = "off")]
+    pg_ha: WorkloadRun,
     /// Skip the service's memory at idle, 100 and 1 000 open connections (a real `stockguard
     /// serve` beside this binary, on PostgreSQL), or run only it.
     #[arg(long, value_enum, default_value = "on")]
@@ -161,6 +166,7 @@ struct Plan {
     audit_scaling: Vec<AuditScalingSpec>,
     galera: Vec<GaleraSpec>,
     instances: Vec<InstancesSpec>,
+    pg_ha: Vec<PgHaSpec>,
     service_memory: bool,
     results: Results,
     out: PathBuf,
@@ -316,9 +322,23 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
         }
     }
 
-    let mut checkout = match args.checkout {
-        WorkloadRun::Off => Vec::new(),
-        WorkloadRun::On | WorkloadRun::Only => checkout_specs(
+    let workloads = [
+        args.checkout,
+        args.flash,
+        args.anchors,
+        args.audit_scaling,
+        args.galera,
+        args.instances,
+        args.pg_ha,
+        args.service_memory,
+    ];
+    // With any `only`, the deduction cases and every workload not named `only` are dropped.
+    let only = workloads.contains(&WorkloadRun::Only);
+    let dropped = |run: WorkloadRun| only && run != WorkloadRun::Only;
+    let runs = |run: WorkloadRun| run == WorkloadRun::Only || (run == WorkloadRun::On && !only);
+    let checkout = match runs(args.checkout) {
+        false => Vec::new(),
+        true => checkout_specs(
             &databases,
             requesters,
             pool_size,
@@ -359,54 +379,37 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
             .await?
         }
     };
-    // With any `only`, the deduction cases and every workload not named `only` are dropped.
     let audit_rows = match args.audit_ledger_rows.is_empty() {
         true => profile.audit_ledger_rows,
         false => args.audit_ledger_rows,
     };
-    let mut audit_scaling = match args.audit_scaling {
-        WorkloadRun::Off => Vec::new(),
-        _ => audit_scaling_specs(&databases, &audit_rows, AUDIT_SCALING_SKUS),
+    let audit_scaling = match runs(args.audit_scaling) {
+        false => Vec::new(),
+        true => audit_scaling_specs(&databases, &audit_rows, AUDIT_SCALING_SKUS),
     };
-    let mut galera = match args.galera {
-        WorkloadRun::Off => Vec::new(),
-        _ => galera_specs(&template),
+    let galera = if runs(args.galera) {
+        galera_specs(&template)
+    } else {
+        Vec::new()
     };
-    let mut instances = match args.instances {
-        WorkloadRun::Off => Vec::new(),
-        _ => instances_specs(&template),
+    let instances = if runs(args.instances) {
+        instances_specs(&template)
+    } else {
+        Vec::new()
     };
-    let runs = [
-        args.checkout,
-        args.flash,
-        args.anchors,
-        args.audit_scaling,
-        args.galera,
-        args.instances,
-        args.service_memory,
-    ];
-    let only = runs.contains(&WorkloadRun::Only);
-    let dropped = |run: WorkloadRun| only && run != WorkloadRun::Only;
+    let pg_ha = if runs(args.pg_ha) {
+        pg_ha_specs(&template)
+    } else {
+        Vec::new()
+    };
     if only {
         specs.clear();
-    }
-    if dropped(args.checkout) {
-        checkout.clear();
     }
     if dropped(args.flash) {
         flash.clear();
     }
     if dropped(args.anchors) {
         anchors = AnchorPlan::default();
-    }
-    if dropped(args.audit_scaling) {
-        audit_scaling.clear();
-    }
-    if dropped(args.galera) {
-        galera.clear();
-    }
-    if dropped(args.instances) {
-        instances.clear();
     }
 
     let mut environments = BTreeMap::new();
@@ -422,7 +425,8 @@ async fn plan(args: Args) -> anyhow::Result<Plan> {
         audit_scaling,
         galera,
         instances,
-        service_memory: args.service_memory != WorkloadRun::Off && !dropped(args.service_memory),
+        pg_ha,
+        service_memory: runs(args.service_memory),
         out: args.out.context("--out is required")?,
         results: Results {
             started_at: chrono::Utc::now().to_rfc3339(),
@@ -449,6 +453,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         audit_scaling,
         galera,
         instances,
+        pg_ha,
         service_memory,
         mut results,
         out,
@@ -522,24 +527,12 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         bar.inc(1);
     }
-    for spec in checkout {
-        let label = spec.label();
-        match run_checkout(spec).await {
-            Ok(case) => {
-                log(format!("{label:<52} {}", case.summary()));
-                results.checkout.push(case);
-            }
-            Err(error) => {
-                let message = format!("{label} (seed {seed}): {error:#}");
-                log(format!("CASE FAILED: {message}"));
-                results.case_errors.push(message);
-            }
-        }
-    }
+    run_checkout_cases(checkout, &log, &mut results).await;
     run_flash_cases(flash, &log, &mut results).await;
     run_audit_scaling_cases(audit_scaling, &log, &mut results).await;
     run_galera_cases(galera, &log, &mut results).await;
     run_instances_cases(instances, &log, &mut results).await;
+    run_pg_ha_cases(pg_ha, &log, &mut results).await;
     if service_memory {
         run_service_memory_section(&out, &log, &mut results).await;
     }

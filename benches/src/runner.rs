@@ -85,6 +85,20 @@ impl Deductor for RawDeductor {
 
 /// Runs one case in a fresh database and drops the database afterwards, whatever happens.
 pub async fn run_case(spec: CaseSpec) -> anyhow::Result<CaseResult> {
+    check_transport(&spec)?;
+    let database = FreshDatabase::create(spec.backend).await?;
+    run_case_in(spec, database).await
+}
+
+/// Runs one case in a fresh database on the server at `admin_url` (a private server or
+/// cluster), and drops the database afterwards.
+pub async fn run_case_on(spec: CaseSpec, admin_url: &str) -> anyhow::Result<CaseResult> {
+    check_transport(&spec)?;
+    let database = FreshDatabase::create_on(spec.backend, admin_url).await?;
+    run_case_in(spec, database).await
+}
+
+fn check_transport(spec: &CaseSpec) -> anyhow::Result<()> {
     if !spec.transport.carries(spec.variant) {
         bail!(
             "{} bypasses the library, so it cannot run over {}",
@@ -92,7 +106,10 @@ pub async fn run_case(spec: CaseSpec) -> anyhow::Result<CaseResult> {
             spec.transport
         );
     }
-    let database = FreshDatabase::create(spec.backend).await?;
+    Ok(())
+}
+
+async fn run_case_in(spec: CaseSpec, database: FreshDatabase) -> anyhow::Result<CaseResult> {
     let result = run_in(&spec, &database).await;
     let name = database.name();
     database.drop_now().await?;

@@ -83,6 +83,9 @@ pub fn failures(results: &Results) -> Vec<String> {
     for failure in results.instances.iter().filter_map(|case| case.failure()) {
         failures.push(format!("INSTANCES CASE FAILED (seed {seed}): {failure}"));
     }
+    for failure in results.pg_ha.iter().filter_map(|case| case.failure()) {
+        failures.push(format!("PG HA CASE FAILED (seed {seed}): {failure}"));
+    }
     for problem in &results.anchor_problems {
         failures.push(format!("ANCHOR CHECK FAILED: {problem}"));
     }

@@ -8,8 +8,7 @@
 //!
 //! Modules, in dependency order (no cycles): `history` (records and what an answer means),
 //! `checker` (the verdict, pure), `controls` (negative controls), `snapshot` (reading the
-//! database), `pg_ha` (the PostgreSQL HA cluster), `server` (private server or cluster, and
-//! proxy), `gate` (the gate's Redis, in `+gate`
+//! database), `server` (private server or cluster, and proxy), `gate` (the gate's Redis, in `+gate`
 //! cells), `service` (the process), `client` (HTTP),
 //! `load`, `resolve`, `schedule`, `inject`, `cell`, `report`, and this CLI.
 
@@ -21,7 +20,6 @@ pub mod gate;
 pub mod history;
 pub mod inject;
 pub mod load;
-pub mod pg_ha;
 pub mod report;
 pub mod resolve;
 pub mod schedule;

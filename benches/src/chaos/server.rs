@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::pg_ha::PgHa;
+use crate::pg_ha_cluster::PgHa;
 use anyhow::{Context, bail};
 use serde::Serialize;
 use sqlx::mysql::{MySqlConnection, MySqlDatabaseError};

@@ -96,15 +96,21 @@ impl FreshDatabase {
     /// environment, or the local default).
     pub async fn create(backend: Backend) -> anyhow::Result<Self> {
         match backend.server() {
-            Some(server) => {
-                let admin_url = server.admin_url();
-                let database = TestDatabase::create_at(server, &admin_url, DATABASE_PREFIX)
-                    .await
-                    .with_context(|| format!("creating a fresh {backend} database on {admin_url}"))?;
-                Ok(Self::Server(database))
-            }
+            Some(server) => Self::create_on(backend, &server.admin_url()).await,
             None => Ok(Self::Sqlite(TestSqliteFile::new())),
         }
+    }
+
+    /// Creates one on the server at `admin_url` (a private server or cluster of `backend`'s
+    /// kind).
+    pub async fn create_on(backend: Backend, admin_url: &str) -> anyhow::Result<Self> {
+        let server = backend
+            .server()
+            .with_context(|| format!("{backend} has no server"))?;
+        let database = TestDatabase::create_at(server, admin_url, DATABASE_PREFIX)
+            .await
+            .with_context(|| format!("creating a fresh {backend} database on {admin_url}"))?;
+        Ok(Self::Server(database))
     }
 
     /// Which backend it is on.

@@ -3,9 +3,10 @@
 
 use std::fmt::Write as _;
 
-use crate::galera::{GaleraResult, Topology};
+use crate::galera::Topology;
 
 use super::results::Results;
+use super::setup_table::ratio_to_reference;
 
 pub(super) fn galera_section(md: &mut String, results: &Results) -> std::fmt::Result {
     if results.galera.is_empty() {
@@ -29,7 +30,6 @@ pub(super) fn galera_section(md: &mut String, results: &Results) -> std::fmt::Re
     writeln!(md, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")?;
     for case in &results.galera {
         let spec = &case.case.spec;
-        let reference = reference(&results.galera, case);
         writeln!(
             md,
             "| {} | {} | {} | {:.0} | {} | {:.1} | {} | {:.2} | {} | {} | {} |",
@@ -37,9 +37,13 @@ pub(super) fn galera_section(md: &mut String, results: &Results) -> std::fmt::Re
             spec.level.sku_count,
             case.topology.as_str(),
             case.case.successes_per_s,
-            reference.map_or_else(
-                || "—".to_owned(),
-                |r| format!("{:.2}×", case.case.successes_per_s / r.max(1e-9))
+            ratio_to_reference(
+                results
+                    .galera
+                    .iter()
+                    .filter(|other| other.topology == Topology::Standalone)
+                    .map(|other| &other.case),
+                &case.case
             ),
             case.case.latency_us_p99 as f64 / 1000.0,
             case.certification_retries,
@@ -50,17 +54,4 @@ pub(super) fn galera_section(md: &mut String, results: &Results) -> std::fmt::Re
         )?;
     }
     Ok(())
-}
-
-/// The standalone case's rate for the same strategy and SKU count.
-fn reference(cases: &[GaleraResult], case: &GaleraResult) -> Option<f64> {
-    let spec = &case.case.spec;
-    cases
-        .iter()
-        .find(|other| {
-            other.topology == Topology::Standalone
-                && other.case.spec.variant == spec.variant
-                && other.case.spec.level.sku_count == spec.level.sku_count
-        })
-        .map(|other| other.case.successes_per_s)
 }

@@ -2,9 +2,10 @@
 
 use std::fmt::Write as _;
 
-use crate::instances::{InstancesResult, Setup};
+use crate::instances::Setup;
 
 use super::results::Results;
+use super::setup_table::{SetupRow, setup_table};
 
 pub(super) fn instances_section(md: &mut String, results: &Results) -> std::fmt::Result {
     if results.instances.is_empty() {
@@ -19,45 +20,14 @@ pub(super) fn instances_section(md: &mut String, results: &Results) -> std::fmt:
          docs/deploy/haproxy.cfg). The three share one instance's pool size, a third each, as \
          the server's connection limit makes a deployment size them. The proxy hop is in every set-up, so *÷ one instance* compares like with like.\n"
     )?;
-    writeln!(
-        md,
-        "| strategy | SKUs | set-up | deductions/s | ÷ one instance | p99 ms | mean batch | errors | audit |"
-    )?;
-    writeln!(md, "|---|---:|---|---:|---:|---:|---:|---:|---|")?;
-    for case in &results.instances {
-        let spec = &case.case.spec;
-        let reference = reference(&results.instances, case);
-        writeln!(
-            md,
-            "| {} | {} | {} | {:.0} | {} | {:.1} | {} | {} | {} |",
-            spec.variant,
-            spec.level.sku_count,
-            case.setup.as_str(),
-            case.case.successes_per_s,
-            reference.map_or_else(
-                || "—".to_owned(),
-                |r| format!("{:.2}×", case.case.successes_per_s / r.max(1e-9))
-            ),
-            case.case.latency_us_p99 as f64 / 1000.0,
-            case.case
-                .coalesced_mean_batch
-                .map_or_else(|| "—".to_owned(), |b| format!("{b:.1}")),
-            case.case.errors.values().sum::<u64>(),
-            case.case.audit.verdict(),
-        )?;
-    }
-    Ok(())
-}
-
-/// The one-instance case's rate for the same strategy and SKU count.
-fn reference(cases: &[InstancesResult], case: &InstancesResult) -> Option<f64> {
-    let spec = &case.case.spec;
-    cases
+    let rows: Vec<SetupRow<'_>> = results
+        .instances
         .iter()
-        .find(|other| {
-            other.setup == Setup::OneInstance
-                && other.case.spec.variant == spec.variant
-                && other.case.spec.level.sku_count == spec.level.sku_count
+        .map(|case| SetupRow {
+            setup: case.setup.as_str(),
+            reference: case.setup == Setup::OneInstance,
+            case: &case.case,
         })
-        .map(|other| other.case.successes_per_s)
+        .collect();
+    setup_table(md, "one instance", &rows)
 }

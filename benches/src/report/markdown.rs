@@ -14,6 +14,7 @@ use super::galera_table::galera_section;
 use super::http_table::http_table;
 use super::instances_table::instances_section;
 use super::keyed_table::keyed_table;
+use super::pg_ha_table::pg_ha_section;
 use super::results::Results;
 use super::service_memory_table::service_memory_section;
 use super::tables::{hot_point_table, ratios, recommendation};
@@ -196,6 +197,7 @@ pub fn write_markdown(results: &Results, path: &Path) -> anyhow::Result<()> {
     audit_scaling_section(&mut md, results)?;
     galera_section(&mut md, results)?;
     instances_section(&mut md, results)?;
+    pg_ha_section(&mut md, results)?;
     service_memory_section(&mut md, results)?;
     std::fs::write(path, md).with_context(|| format!("writing {}", path.display()))
 }

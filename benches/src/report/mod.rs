@@ -9,9 +9,11 @@ mod http_table;
 mod instances_table;
 mod keyed_table;
 mod markdown;
+mod pg_ha_table;
 mod plots;
 mod results;
 mod service_memory_table;
+mod setup_table;
 mod tables;
 mod view;
 

@@ -15,6 +15,7 @@ use crate::flash_http::FlashHttpResult;
 use crate::galera::GaleraResult;
 use crate::gate_overhead::OverheadResult;
 use crate::instances::InstancesResult;
+use crate::pg_ha::PgHaResult;
 use crate::redis_lock::LockResult;
 use crate::service_memory::ServiceMemoryResult;
 
@@ -91,6 +92,9 @@ pub struct Results {
     pub galera: Vec<GaleraResult>,
     /// One or three service instances behind haproxy, by routing (`--instances`).
     pub instances: Vec<InstancesResult>,
+    /// A standalone PostgreSQL against a Patroni cluster's primary, synchronous and
+    /// asynchronous, straight and through haproxy (`--pg-ha`).
+    pub pg_ha: Vec<PgHaResult>,
     /// The `stockguard serve` process's resident set at idle and with 100 and 1 000 open
     /// keep-alive connections.
     pub service_memory: Option<ServiceMemoryResult>,

@@ -1,8 +1,9 @@
-//! A `pgha:` cell's database: a private PostgreSQL primary with a synchronous standby under
-//! Patroni (with etcd), behind haproxy, as `.ci/pg-ha` starts it (`just pg-ha-up` runs the
-//! same script). The cell reaches the primary through haproxy, wherever it is.
+//! A private PostgreSQL primary with a synchronous standby under Patroni (with etcd), behind
+//! haproxy, as `.ci/pg-ha` starts it (`just pg-ha-up` runs the same script): the database of
+//! the chaos runner's `pgha:` cells and of the bench's PostgreSQL HA section. Clients reach
+//! the primary through haproxy, wherever it is.
 //!
-//! `db_crash` stalls the primary's WAL senders for [`STANDBY_STALL_MS`] (the standby falls
+//! In a `pgha:` cell, `db_crash` stalls the primary's WAL senders for [`STANDBY_STALL_MS`] (the standby falls
 //! behind, as behind a slow link) and then SIGKILLs the primary's Patroni and every process of
 //! its PostgreSQL (a machine's death); `db_restart` stops them cleanly; either way the standby is promoted, the old
 //! primary is started again and rejoins as the synchronous standby, and the fault ends only
@@ -110,6 +111,18 @@ impl PgHa {
         script(&self.dir, &["restart-member", &old]).await?;
         script(&self.dir, &["wait-sync", SYNC_WAIT_S]).await?;
         Ok(())
+    }
+
+    /// The primary's URL straight to its port, past haproxy (to the `postgres` database).
+    pub async fn primary_direct_url(&self) -> anyhow::Result<String> {
+        Ok(script(&self.dir, &["primary-url"]).await?.trim().to_owned())
+    }
+
+    /// Switches the running cluster to synchronous replication in strict mode (`sync`), or to
+    /// Patroni's default asynchronous replication, and waits until it is in effect.
+    pub async fn set_replication(&self, sync: bool) -> anyhow::Result<()> {
+        let mode = if sync { "sync" } else { "async" };
+        script(&self.dir, &["replication", mode]).await.map(drop)
     }
 
     /// The members' logs, last lines, for a failure message.
