@@ -14,9 +14,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
+use redis::aio::ConnectionLike;
+use redis::cluster::ClusterClient;
 use serde::Serialize;
 use stockguard_core::InventoryStore;
+use stockguard_redis_gate::RedisTarget;
 use stockguard_testkit::Backend;
 
 use crate::db::{FreshDatabase, RawPool, in_fresh_database};
@@ -124,12 +127,37 @@ pub fn lock_specs(databases: &[Backend], redis_url: &str) -> Vec<LockSpec> {
         .collect()
 }
 
-/// Runs one case in a fresh database and drops it afterwards, whatever happens.
+/// Runs one case in a fresh database and drops it afterwards, whatever happens. The lock
+/// lives on one Redis node, or on a Redis Cluster when `redis_url` names one
+/// (`redis+cluster://host:port,...`, as the service's `--redis-url` does): the lock and its
+/// fence counter share a hash tag, so each script runs in one slot.
 pub async fn run_lock(spec: LockSpec) -> anyhow::Result<LockResult> {
-    in_fresh_database(spec.backend, async |database| run_in(&spec, database).await).await
+    let target = RedisTarget::parse(&spec.redis_url).context("the lock's Redis URL")?;
+    match target {
+        RedisTarget::Single(url) => {
+            let redis = redis::Client::open(url.as_str())?
+                .get_multiplexed_async_connection()
+                .await?;
+            in_fresh_database(spec.backend, async |database| {
+                run_in(&spec, database, redis).await
+            })
+            .await
+        }
+        RedisTarget::Cluster(nodes) => {
+            let redis = ClusterClient::new(nodes)?.get_async_connection().await?;
+            in_fresh_database(spec.backend, async |database| {
+                run_in(&spec, database, redis).await
+            })
+            .await
+        }
+        RedisTarget::Sentinel { .. } => bail!("the redis_lock case runs on one node or a cluster"),
+    }
 }
 
-async fn run_in(spec: &LockSpec, database: &FreshDatabase) -> anyhow::Result<LockResult> {
+async fn run_in<R>(spec: &LockSpec, database: &FreshDatabase, mut redis: R) -> anyhow::Result<LockResult>
+where
+    R: ConnectionLike + Clone + Send + Sync + 'static,
+{
     // Opening the store migrates the fresh database; its audit reads the result.
     let mut settings = stockguard_api::store::StoreSettings::new(database.target()?);
     settings.pool_size = 2;
@@ -139,8 +167,6 @@ async fn run_in(spec: &LockSpec, database: &FreshDatabase) -> anyhow::Result<Loc
     pool.reset_inventory(std::slice::from_ref(&sku), &[SUPPLY])
         .await?;
     pool.create_fence(&sku).await.context("creating the fence")?;
-    let client = redis::Client::open(spec.redis_url.as_str())?;
-    let redis = client.get_multiplexed_async_connection().await?;
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let keys = Arc::new((
         format!("bench-lock:{{{tag}}}:lock"),
@@ -220,11 +246,10 @@ async fn run_in(spec: &LockSpec, database: &FreshDatabase) -> anyhow::Result<Loc
     let elapsed = started.elapsed();
     let audit = store.audit().await?;
     store.close().await;
-    let mut cleanup = client.get_multiplexed_async_connection().await?;
     let _: i64 = redis::cmd("DEL")
         .arg(&keys.0)
         .arg(&keys.1)
-        .query_async(&mut cleanup)
+        .query_async(&mut redis)
         .await?;
     let sold = sold.load(Ordering::Relaxed);
     Ok(LockResult {
