@@ -16,8 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
-use sqlx::Connection;
-use sqlx::postgres::PgConnection;
+use stockguard_testkit::postgres_started_at;
 
 /// How long a failover and the rejoin after it may take (Patroni's leader key expires after
 /// its TTL, 20 s at the least, when the primary dies without releasing it).
@@ -64,12 +63,7 @@ impl PgHa {
 
     /// The primary's postmaster pid, from its lock file (a new one after every failover).
     pub fn primary_pid(&self) -> Option<u32> {
-        let output = Command::new("bash")
-            .arg(script_path())
-            .arg("leader")
-            .env("PGHA_DIR", &self.dir)
-            .output()
-            .ok()?;
+        let output = script_blocking(&self.dir, "leader").output().ok()?;
         let member = String::from_utf8_lossy(&output.stdout).trim().to_owned();
         let lock = std::fs::read_to_string(self.dir.join(member).join("postmaster.pid")).ok()?;
         lock.lines().next()?.trim().parse().ok()
@@ -77,13 +71,7 @@ impl PgHa {
 
     /// When the primary's postmaster started, as it reports it.
     pub async fn started_at(&self) -> anyhow::Result<SystemTime> {
-        let mut conn = PgConnection::connect(&self.url).await?;
-        let micros: i64 =
-            sqlx::query_scalar("SELECT (extract(epoch FROM pg_postmaster_start_time()) * 1e6)::bigint")
-                .fetch_one(&mut conn)
-                .await?;
-        conn.close().await?;
-        Ok(SystemTime::UNIX_EPOCH + Duration::from_micros(u64::try_from(micros).unwrap_or(0)))
+        Ok(postgres_started_at(&self.url).await?)
     }
 
     /// Kills (`crash`) or stops the primary, waits until the standby has taken over, starts
@@ -143,15 +131,19 @@ impl PgHa {
 
 impl Drop for PgHa {
     fn drop(&mut self) {
-        let stopped = Command::new("bash")
-            .arg(script_path())
-            .arg("down")
-            .env("PGHA_DIR", &self.dir)
-            .status();
+        let stopped = script_blocking(&self.dir, "down").status();
         if !matches!(stopped, Ok(status) if status.success()) {
             eprintln!("warning: .ci/pg-ha down failed for {}", self.dir.display());
         }
     }
+}
+
+/// `.ci/pg-ha COMMAND` for the cluster in `dir`, run on the calling thread (for `Drop` and
+/// the synchronous pid lookup).
+fn script_blocking(dir: &std::path::Path, command: &str) -> Command {
+    let mut script = Command::new("bash");
+    script.arg(script_path()).arg(command).env("PGHA_DIR", dir);
+    script
 }
 
 fn script_path() -> PathBuf {

@@ -467,6 +467,7 @@ pub mod proxy;
 pub use private_server::{
     MariaDbOptions, PostgresOptions, PrivateGalera, PrivateMariaDb, PrivatePostgres, PrivateRedis,
     PrivateRedisCluster, PrivateRedisNode, PrivateRedisSentinel, SENTINEL_SERVICE, ServerError,
+    postgres_started_at,
 };
 pub use proxy::{CutHandle, CutMode, CutPlan, CutReport, FaultProxy};
 

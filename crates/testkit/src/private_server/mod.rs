@@ -24,7 +24,7 @@ use std::time::Duration;
 
 pub use galera::{GALERA_NODES_MAX, GALERA_PROVIDER_ENV, PrivateGalera};
 pub use mariadb::{MARIADBD_ENV, MariaDbOptions, PrivateMariaDb};
-pub use postgres::{PG_BINDIR_ENV, PostgresOptions, PrivatePostgres};
+pub use postgres::{PG_BINDIR_ENV, PostgresOptions, PrivatePostgres, postgres_started_at};
 pub use process::NO_TEMPLATE_ENV;
 pub use redis::{PrivateRedis, PrivateRedisCluster, PrivateRedisNode};
 pub use redis_sentinel::{PrivateRedisSentinel, SENTINEL_SERVICE};

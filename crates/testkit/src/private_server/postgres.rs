@@ -150,13 +150,7 @@ impl PrivatePostgres {
     /// When the running server started, from `pg_postmaster_start_time()` (microseconds):
     /// observable proof, from the client's side, that a restart happened.
     pub async fn started_at(&self) -> Result<SystemTime, sqlx::Error> {
-        let mut conn = sqlx::PgConnection::connect(&self.url()).await?;
-        let epoch_s: f64 =
-            sqlx::query_scalar("SELECT extract(epoch FROM pg_postmaster_start_time())::float8")
-                .fetch_one(&mut conn)
-                .await?;
-        conn.close().await?;
-        Ok(SystemTime::UNIX_EPOCH + Duration::from_secs_f64(epoch_s))
+        postgres_started_at(&self.url()).await
     }
 
     /// Fast shutdown (SIGINT: sessions are terminated, then a checkpoint), then a start on the
@@ -397,4 +391,15 @@ fn bin_dir() -> Result<PathBuf, ServerError> {
                  or on PATH; install the server or set {PG_BINDIR_ENV}"
             ))
         })
+}
+
+/// When the PostgreSQL server at `url` started, from `pg_postmaster_start_time()`: whichever
+/// server answers there (a private one, or a cluster's primary behind a proxy).
+pub async fn postgres_started_at(url: &str) -> Result<SystemTime, sqlx::Error> {
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    let epoch_s: f64 = sqlx::query_scalar("SELECT extract(epoch FROM pg_postmaster_start_time())::float8")
+        .fetch_one(&mut conn)
+        .await?;
+    conn.close().await?;
+    Ok(SystemTime::UNIX_EPOCH + Duration::from_secs_f64(epoch_s))
 }
