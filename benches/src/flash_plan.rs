@@ -210,10 +210,12 @@ pub async fn run_flash_cases(plan: FlashPlan, log: impl Fn(String), results: &mu
         match run_flash_http(spec).await {
             Ok(case) => {
                 log(format!(
-                    "{label:<52} {:>9.0} refusals/s  GET ceiling {:>9.0}/s  share {:.2}",
+                    "{label:<52} {:>9.0} refusals/s ({:.0} without the hint)  GET ceiling {:>9.0}/s  share {:.2} ({:.2})",
                     case.refusals_per_s,
+                    case.refusals_without_hint_per_s,
                     case.ceiling_per_s,
-                    case.share()
+                    case.share(),
+                    case.share_without_hint()
                 ));
                 results.flash_http.push(case);
             }

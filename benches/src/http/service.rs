@@ -130,6 +130,12 @@ impl ServiceUnderTest {
         &self.auth_token
     }
 
+    /// The service's admission gate, when it has one (for the gate's counters).
+    pub fn gate(&self) -> Option<Arc<stockguard_redis_gate::Gate>> {
+        let (_, server) = self.running.as_ref()?;
+        server.state().gate().cloned()
+    }
+
     /// The store the service runs on (for the coalescer counters).
     pub fn store(&self) -> Arc<AnyStore> {
         Arc::clone(&self.store)

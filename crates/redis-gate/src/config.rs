@@ -31,6 +31,8 @@ pub const REPLAY_WINDOW_MIN: Duration = Duration::from_secs(1);
 pub const REPLAY_WINDOW_MAX: Duration = Duration::from_secs(30 * 24 * 3_600);
 /// Most keys a done hash may be allowed to hold.
 pub const DONE_MAX_LIMIT: u32 = 10_000_000;
+/// Longest accepted sold-out hint.
+pub const SOLD_OUT_HINT_MAX: Duration = Duration::from_secs(10);
 /// Longest accepted key namespace.
 pub const NAMESPACE_MAX_LEN: usize = 32;
 
@@ -67,13 +69,17 @@ pub struct GateConfig {
     /// and the SKU marked partial for the replay window: its short admissions then check their
     /// key in the database, so a replay is still answered.
     pub done_max: u32,
+    /// How long a sold-out snapshot refuses a SKU's requests without a Redis call (see
+    /// `sold_out.rs`); zero turns the hint off. It bounds how long a counter raised by another
+    /// instance goes unseen here, so it must not exceed the reconcile interval.
+    pub sold_out_hint: Duration,
 }
 
 impl GateConfig {
     /// Defaults for everything but the target: namespace `stockguard`, 250 ms per Redis call,
     /// fail open, 60 s grace (the engine's deadline is at most 30 s), a reconcile pass of at
     /// most 1,000 SKUs every 5 s, every SKU gated, a replay window of 24 h, at most 100,000
-    /// keys (about 6 MB) in a SKU's done hash.
+    /// keys (about 6 MB) in a SKU's done hash, a sold-out hint of 100 ms.
     pub fn new(target: RedisTarget) -> Self {
         Self {
             target,
@@ -86,6 +92,7 @@ impl GateConfig {
             scope: GateScope::Every,
             replay_window: Duration::from_secs(24 * 3_600),
             done_max: 100_000,
+            sold_out_hint: Duration::from_millis(100),
         }
     }
 
@@ -144,6 +151,12 @@ impl GateConfig {
             self.reconcile_interval,
             Duration::from_millis(10),
             RECONCILE_INTERVAL_MAX,
+        )?;
+        within(
+            "sold_out_hint_ms",
+            self.sold_out_hint,
+            Duration::ZERO,
+            SOLD_OUT_HINT_MAX.min(self.reconcile_interval),
         )
     }
 }
@@ -186,9 +199,18 @@ mod tests {
         let mut bad = good.clone();
         bad.done_max = 0;
         assert!(bad.validate().is_err());
-        let mut bad = good;
+        let mut bad = good.clone();
         bad.reconcile_batch = 0;
         assert!(bad.validate().is_err());
+        let mut bad = good.clone();
+        bad.sold_out_hint = bad.reconcile_interval + Duration::from_millis(1);
+        assert!(
+            bad.validate().is_err(),
+            "a hint longer than the reconcile interval"
+        );
+        let mut off = good;
+        off.sold_out_hint = Duration::ZERO;
+        assert!(off.validate().is_ok());
     }
 
     #[test]

@@ -110,6 +110,8 @@ impl Gate {
         let reconciled = self.link.invoke(&invocation, self.timeout()).await;
         self.stats.saw(&reconciled);
         let (before, after, in_flight): (i64, i64, i64) = reconciled?;
+        // The counter may have been raised: a sold-out snapshot no longer holds.
+        self.hints.forget(sku);
         let register = redis::cmd("SADD")
             .arg(self.registry_key())
             .arg(sku.as_str())
@@ -145,6 +147,10 @@ impl Gate {
     /// pass stopped (a pass that reaches the end starts over next time); returns how many
     /// were reconciled and the first error (the pass goes on past a failed SKU).
     pub async fn reconcile_all<S: InventoryStore>(&self, store: &S) -> (usize, Option<ReconcileError>) {
+        // Sales made without a record while Redis was down go to the done hash first.
+        if let Err(error) = self.flush_bypassed().await {
+            return (0, Some(error.into()));
+        }
         let batch = usize::try_from(self.config.reconcile_batch).unwrap_or(usize::MAX);
         let mut cursor = self.reconcile_cursor.load(Ordering::Relaxed);
         let (mut done, mut visited) = (0, 0);

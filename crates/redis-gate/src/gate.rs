@@ -12,9 +12,11 @@ use std::time::Duration;
 use stockguard_core::engine::UNAVAILABLE_RETRY_AFTER;
 use stockguard_core::{DeductError, IdempotencyKey, InventoryStore, SkuId};
 
+use crate::bypassed::Bypassed;
 use crate::config::{GateConfig, RedisDownPolicy};
 use crate::link::{Link, LinkError};
 use crate::scripts::Scripts;
+use crate::sold_out::SoldOutHints;
 use crate::stats::GateStats;
 
 /// What the gate decided for one line.
@@ -28,10 +30,15 @@ pub enum Admission {
         /// Units the counter holds.
         available: i64,
     },
-    /// Go to the database with no record (Redis down under fail-open, a SKU the database does
-    /// not know, the key in flight for other units, or a key that committed through the gate
-    /// before, so the database replays it even after sell-out); nothing to finish.
+    /// Go to the database with no record: a key that committed through the gate before (so
+    /// the database replays it even after sell-out), a SKU whose done hash is partial, or a
+    /// SKU outside the scope. Nothing to finish.
     Pass,
+    /// Go to the database with no record, where a commit would be one the done hash does not
+    /// know: Redis down under fail-open, a counter that could not be warmed, or the key in
+    /// flight for other units. [`Gate::finish_bypassed`] must be told how it ended, so that a
+    /// later replay of the key is answered, not refused (see `bypassed.rs`).
+    Bypassed,
 }
 
 /// How a request the gate admitted ended at the database.
@@ -94,6 +101,10 @@ pub struct Gate {
     pub(crate) stats: GateStats,
     /// Where the next reconcile pass resumes its walk of the SKU list (an SSCAN cursor).
     pub(crate) reconcile_cursor: AtomicU64,
+    /// Sales made without a record, until their keys are in the done hash.
+    pub(crate) bypassed: Bypassed,
+    /// Local sold-out snapshots (`sold_out.rs`).
+    pub(crate) hints: SoldOutHints,
 }
 
 impl Gate {
@@ -116,6 +127,8 @@ impl Gate {
             scripts: Scripts::new(),
             stats: GateStats::default(),
             reconcile_cursor: AtomicU64::new(0),
+            bypassed: Bypassed::default(),
+            hints: SoldOutHints::default(),
         };
         if !gate.ping().await {
             tracing::warn!(
@@ -195,16 +208,20 @@ impl Gate {
             GateStats::bump(&self.stats.ungated);
             return Ok(Admission::Pass);
         }
+        // Sales made without a record reach the done hash before anything is refused.
+        if let Err(error) = self.flush_bypassed().await {
+            return self.redis_down(error);
+        }
         match self.try_admit(store, sku, key, units).await {
             Ok(Some(admission)) => Ok(admission),
             // Cold: compute the counter from the database, then try once more.
             Ok(None) => match self.reconcile(store, sku).await {
                 Ok(_) => match self.try_admit(store, sku, key, units).await {
                     Ok(Some(admission)) => Ok(admission),
-                    Ok(None) => Ok(self.pass()),
+                    Ok(None) => Ok(self.bypass()),
                     Err(error) => self.redis_down(error),
                 },
-                Err(ReconcileError::Database(_)) => Ok(self.pass()),
+                Err(ReconcileError::Database(_)) => Ok(self.bypass()),
                 Err(ReconcileError::Redis(reason)) => {
                     tracing::warn!(%sku, %reason, "admission gate: warm-up failed");
                     self.redis_down(LinkError::TimedOut)
@@ -255,7 +272,8 @@ impl Gate {
                     _ => Some(self.pass()),
                 }
             }
-            _ => Some(self.pass()),
+            5 => Some(self.pass()),
+            _ => Some(self.bypass()),
         })
     }
 
@@ -264,13 +282,19 @@ impl Gate {
         Admission::Pass
     }
 
+    fn bypass(&self) -> Admission {
+        GateStats::bump(&self.stats.passed);
+        GateStats::bump(&self.stats.bypassed);
+        Admission::Bypassed
+    }
+
     /// Applies the Redis-down policy after a failed call.
     fn redis_down(&self, error: LinkError) -> Result<Admission, DeductError> {
         GateStats::bump(&self.stats.redis_errors);
         match self.config.when_down {
             RedisDownPolicy::FailOpen => {
                 tracing::debug!(%error, "admission gate: redis down, going to the database");
-                Ok(self.pass())
+                Ok(self.bypass())
             }
             RedisDownPolicy::FailClosed => {
                 GateStats::bump(&self.stats.refused_redis_down);

@@ -83,18 +83,36 @@ impl<S: InventoryStore> InventoryStore for GatedStore<S> {
     async fn deduct(&self, mut request: DeductRequest) -> Result<Receipt, DeductError> {
         // The record must carry the key the ledger row will carry, so one is made here when
         // the client sent none.
+        let client_key = request.idempotency_key.is_some();
         let key = request
             .idempotency_key
             .get_or_insert_with(IdempotencyKey::generate)
             .clone();
         let units = request.quantity.get();
         let sku = request.sku.clone();
-        match self.gate.admit(&self.store, &sku, &key, units).await? {
-            Admission::Refused { available } => Err(DeductError::InsufficientStock {
+        if self.gate.covers(&sku) && self.gate.refused_by_hint(&sku, &key, client_key) {
+            return Err(DeductError::InsufficientStock {
                 requested: units,
-                available,
-            }),
+                available: 0,
+            });
+        }
+        match self.gate.admit(&self.store, &sku, &key, units).await? {
+            Admission::Refused { available } => {
+                if available == 0 {
+                    self.gate.take_hint(&sku).await;
+                }
+                Err(DeductError::InsufficientStock {
+                    requested: units,
+                    available,
+                })
+            }
             Admission::Pass => self.store.deduct(request).await,
+            Admission::Bypassed => {
+                let answer = self.store.deduct(request).await;
+                let outcome = Outcome::of(&answer, |receipt| receipt.replayed);
+                self.gate.finish_bypassed(&sku, &key, units, outcome).await;
+                answer
+            }
             Admission::Admitted => {
                 let answer = self.store.deduct(request).await;
                 let outcome = Outcome::of(&answer, |receipt| receipt.replayed);
@@ -109,11 +127,21 @@ impl<S: InventoryStore> InventoryStore for GatedStore<S> {
     async fn place_order(&self, order: OrderRequest) -> Result<OrderReceipt, DeductError> {
         let key = order.order_id().idempotency_key();
         let mut admitted = Vec::with_capacity(order.lines().len());
+        let mut bypassed = Vec::new();
         let mut short = Vec::new();
         for (sku, units) in order.lines() {
+            if self.gate.covers(sku) && self.gate.refused_by_hint(sku, &key, true) {
+                short.push(ShortLine {
+                    sku: sku.clone(),
+                    requested: *units,
+                    available: 0,
+                });
+                continue;
+            }
             match self.gate.admit(&self.store, sku, &key, *units).await {
                 Ok(Admission::Admitted) => admitted.push(sku.clone()),
                 Ok(Admission::Pass) => {}
+                Ok(Admission::Bypassed) => bypassed.push((sku.clone(), *units)),
                 Ok(Admission::Refused { available }) => short.push(ShortLine {
                     sku: sku.clone(),
                     requested: *units,
@@ -133,6 +161,9 @@ impl<S: InventoryStore> InventoryStore for GatedStore<S> {
         let outcome = Outcome::of(&answer, |receipt| receipt.replayed);
         for sku in &admitted {
             self.gate.finish(sku, &key, outcome).await;
+        }
+        for (sku, units) in &bypassed {
+            self.gate.finish_bypassed(sku, &key, *units, outcome).await;
         }
         answer
     }

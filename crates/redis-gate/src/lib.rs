@@ -26,6 +26,7 @@
 //! # }
 //! ```
 
+mod bypassed;
 mod config;
 mod counters;
 mod gate;
@@ -34,11 +35,14 @@ mod link;
 mod reconciler;
 mod scope;
 mod scripts;
+mod sold_out;
 mod stats;
 
+pub use bypassed::BYPASSED_KEYS_MAX;
 pub use config::{
     DONE_MAX_LIMIT, GateConfig, NAMESPACE_MAX_LEN, RECONCILE_BATCH_MAX, RECONCILE_INTERVAL_MAX,
-    REDIS_TIMEOUT_MAX, REPLAY_WINDOW_MAX, REPLAY_WINDOW_MIN, RedisDownPolicy, UNKNOWN_GRACE_MAX,
+    REDIS_TIMEOUT_MAX, REPLAY_WINDOW_MAX, REPLAY_WINDOW_MIN, RedisDownPolicy, SOLD_OUT_HINT_MAX,
+    UNKNOWN_GRACE_MAX,
 };
 pub use counters::{PRIME_IN_FLIGHT_MAX, Reconciled};
 pub use gate::{Admission, Gate, Outcome, ReconcileError};
@@ -46,4 +50,5 @@ pub use gated_store::GatedStore;
 pub use link::RedisTarget;
 pub use reconciler::Reconciler;
 pub use scope::{GateScope, SCOPE_ENTRIES_MAX};
+pub use sold_out::{HINT_KEYS_MAX, HINTED_SKUS_MAX};
 pub use stats::GateStats;

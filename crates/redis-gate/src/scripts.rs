@@ -78,6 +78,36 @@ end
 return 1
 ";
 
+/// Recording sales that reached the database without a record (Redis was down, see
+/// `bypassed.rs`): their keys go to the done hash, bounded as by [`SETTLE`]. KEYS: done,
+/// partial. ARGV: most keys in the done hash, replay window ms, then `key, units` pairs.
+/// Returns 1, or 2 when the done hash was trimmed.
+pub(crate) const RECORD_DONE: &str = r"
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if redis.call('HLEN', KEYS[1]) > tonumber(ARGV[1]) then
+  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+  return 2
+end
+return 1
+";
+
+/// The sold-out snapshot behind the local hint (`sold_out.rs`). KEYS: units, in-flight, done,
+/// partial. ARGV: most done keys returned. Returns `{counter (-1 when cold), records in
+/// flight, complete, done keys}`: the keys only when the counter is 0 with nothing in flight,
+/// and `complete` 1 only then, with no partial mark and at most that many keys.
+pub(crate) const SOLD_OUT: &str = r"
+local units = redis.call('GET', KEYS[1])
+if not units then return {-1, 0, 0, {}} end
+units = tonumber(units)
+local in_flight = redis.call('HLEN', KEYS[2])
+if units ~= 0 or in_flight ~= 0 then return {units, in_flight, 0, {}} end
+if redis.call('EXISTS', KEYS[4]) == 1 or redis.call('HLEN', KEYS[3]) > tonumber(ARGV[1]) then
+  return {0, 0, 0, {}}
+end
+return {0, 0, 1, redis.call('HKEYS', KEYS[3])}
+";
+
 /// Reconciliation: settles the records found committed, drops the stale ones that never
 /// committed, then sets the counter to the database's available units less every record still
 /// in flight, atomically against admissions. A cold counter warmed with a partial window
@@ -137,6 +167,8 @@ pub(crate) struct Scripts {
     pub(crate) settle: Script,
     pub(crate) reconcile: Script,
     pub(crate) in_flight: Script,
+    pub(crate) record_done: Script,
+    pub(crate) sold_out: Script,
 }
 
 impl Scripts {
@@ -147,6 +179,8 @@ impl Scripts {
             settle: Script::new(SETTLE),
             reconcile: Script::new(RECONCILE),
             in_flight: Script::new(IN_FLIGHT),
+            record_done: Script::new(RECORD_DONE),
+            sold_out: Script::new(SOLD_OUT),
         }
     }
 }

@@ -37,6 +37,20 @@ pub struct GateStats {
     /// In-flight records older than the grace whose key the database did not know: dropped,
     /// their units back in the counter.
     pub resolved_stale: AtomicU64,
+    /// Lines sent to the database without a record because Redis did not answer (fail open),
+    /// the counter could not be warmed, or the key was in flight for other units: their
+    /// outcome is kept until Redis answers.
+    pub bypassed: AtomicU64,
+    /// Keys of sales made without a record, written to the done hash once Redis answered.
+    pub bypass_recorded: AtomicU64,
+    /// SKUs marked partial because a sale made without a record had an unknown outcome, or
+    /// too many waited ([`BYPASSED_KEYS_MAX`](crate::BYPASSED_KEYS_MAX)).
+    pub bypass_partial_marks: AtomicU64,
+    /// Refusals answered by the local sold-out hint, without a Redis call (counted in
+    /// `refused` too).
+    pub refused_by_hint: AtomicU64,
+    /// Sold-out snapshots kept as hints.
+    pub hints_taken: AtomicU64,
     /// Requests refused with 503 because Redis was down and the policy is fail closed.
     pub refused_redis_down: AtomicU64,
     /// Whether the last Redis call of a request, a reconcile or a ping failed.

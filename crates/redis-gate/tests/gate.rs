@@ -3,6 +3,7 @@
 //! give units back; orders are admitted line by line; unknown outcomes are resolved by key;
 //! drift either way is reconciled to the database's truth.
 
+#[macro_use]
 mod support;
 
 use std::sync::Arc;
@@ -518,38 +519,6 @@ async fn reconcile_passes_are_bounded_and_resume() {
     assert!(visited >= skus.len(), "{visited} visits in {passes} passes");
     assert!(passes >= 2, "one pass recomputed all 300");
     gate.forget_all().await.expect("forget all");
-}
-
-macro_rules! on_every_database {
-    ($($case:ident),+ $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    let Some((store, _guard)) = crate::support::sqlite().await else { return };
-                    crate::$case(store).await;
-                }
-            )+
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    let Some((store, _guard)) = crate::support::postgres().await else { return };
-                    crate::$case(store).await;
-                }
-            )+
-        }
-        mod mariadb {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    let Some((store, _guard)) = crate::support::mariadb().await else { return };
-                    crate::$case(store).await;
-                }
-            )+
-        }
-    };
 }
 
 on_every_database!(

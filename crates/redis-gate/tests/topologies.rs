@@ -119,7 +119,8 @@ async fn redis_down_fails_open_or_closed() {
 
 /// On a 3-master cluster: a flash sale sells exactly its supply; an order over SKUs in
 /// different slots is admitted line by line, and a short one gives every admitted line back;
-/// one script over two slots is refused (CROSSSLOT), which is why lines go one by one.
+/// one script over two slots is refused (CROSSSLOT), which is why lines go one by one. After
+/// sell-out, the sold-out hint's snapshot runs on the cluster too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cluster_admits_across_slots() {
     let Some(cluster) = started(
@@ -132,7 +133,7 @@ async fn cluster_admits_across_slots() {
     let Some((store, _guard)) = support::postgres().await else {
         return;
     };
-    let Some(gate) = gate_on(&cluster.url(), |_| {}).await else {
+    let Some(gate) = gate_on(&cluster.url(), |c| c.sold_out_hint = Duration::from_secs(2)).await else {
         return;
     };
     let store = Arc::new(GatedStore::new(store, Arc::clone(&gate)));
@@ -159,6 +160,16 @@ async fn cluster_admits_across_slots() {
     }
     assert_eq!(sold, 20);
     assert_eq!(GateStats::get(&gate.stats().refused), 100);
+    // The sold-out snapshot is a one-slot script too; the hint then refuses without Redis.
+    for _ in 0..3 {
+        assert!(is_short(
+            &store
+                .deduct(DeductRequest::new(hot.clone(), qty(1), Strategy::Guarded))
+                .await
+        ));
+    }
+    assert!(GateStats::get(&gate.stats().hints_taken) >= 1);
+    assert!(GateStats::get(&gate.stats().refused_by_hint) >= 2);
 
     // Six SKUs: their hash tags spread them over the three masters' slots.
     let skus: Vec<_> = (0..6).map(|n| sku(&format!("cluster-line-{n}"))).collect();

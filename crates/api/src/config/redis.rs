@@ -48,6 +48,11 @@ pub struct RedisArgs {
     /// replay window.
     #[arg(long, env = "STOCKGUARD_REDIS_DONE_MAX", value_name = "N")]
     pub redis_done_max: Option<u32>,
+    /// How long, in ms, a SKU that Redis found sold out (counter 0, nothing in flight) is
+    /// refused locally without a Redis call (default 100; 0 turns it off; at most the
+    /// reconcile interval and 10000). A committed key is still replayed.
+    #[arg(long, env = "STOCKGUARD_REDIS_SOLD_OUT_HINT_MS", value_name = "MS")]
+    pub redis_sold_out_hint_ms: Option<u64>,
 }
 
 impl RedisArgs {
@@ -64,7 +69,8 @@ impl RedisArgs {
                     && self.redis_unknown_grace_ms.is_none()
                     && self.redis_gate_skus.is_none()
                     && self.redis_replay_window_s.is_none()
-                    && self.redis_done_max.is_none(),
+                    && self.redis_done_max.is_none()
+                    && self.redis_sold_out_hint_ms.is_none(),
                 "the --redis-* settings need --redis-url (STOCKGUARD_REDIS_URL)"
             );
             return Ok(None);
@@ -91,6 +97,9 @@ impl RedisArgs {
         }
         if let Some(most) = self.redis_done_max {
             config.done_max = most;
+        }
+        if let Some(ms) = self.redis_sold_out_hint_ms {
+            config.sold_out_hint = Duration::from_millis(ms);
         }
         if let Some(seconds) = self.redis_replay_window_s {
             config.replay_window = Duration::from_secs(seconds);

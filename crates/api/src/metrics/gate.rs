@@ -63,6 +63,31 @@ pub(crate) fn render(out: &mut String, gate: &Gate) {
             "Short admissions checked against the database because the done hash was partial (a counter warmed for a SKU with ledger rows, as after Redis lost its data): a key the database has goes on as a replay.",
             &stats.replay_lookups,
         ),
+        (
+            "stockguard_gate_refused_by_hint_total",
+            "Refusals answered by the local sold-out hint without a Redis call (counted in refused too).",
+            &stats.refused_by_hint,
+        ),
+        (
+            "stockguard_gate_sold_out_hints_total",
+            "Sold-out snapshots kept as local hints (--redis-sold-out-hint-ms).",
+            &stats.hints_taken,
+        ),
+        (
+            "stockguard_gate_bypassed_total",
+            "Lines passed to the database without a record (counted in passed too): Redis down and failing open, a counter that could not be warmed, a key in flight for other units.",
+            &stats.bypassed,
+        ),
+        (
+            "stockguard_gate_bypass_recorded_total",
+            "Keys of sales made without a record, written to the done hash once Redis answered, so their replays are answered after sell-out.",
+            &stats.bypass_recorded,
+        ),
+        (
+            "stockguard_gate_bypass_partial_marks_total",
+            "SKUs marked partial because a sale made without a record had an unknown outcome, or too many keys waited.",
+            &stats.bypass_partial_marks,
+        ),
     ] {
         let _ = writeln!(
             out,

@@ -2,7 +2,7 @@
 //! database. The machine's Redis is `STOCKGUARD_REDIS_URL` (default 127.0.0.1:6379); like the
 //! databases, it is required when `STOCKGUARD_REQUIRE_DB` is set (CI), skipped loudly otherwise.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_macros)]
 
 use std::io::Write;
 use std::sync::Arc;
@@ -125,4 +125,38 @@ pub async fn mariadb() -> Option<(MySqlStore, Guard)> {
     let store = MySqlStore::connect(config).await.expect("connect");
     store.migrate().await.expect("migrate");
     Some((store, Box::new(database)))
+}
+
+/// One `#[tokio::test]` per case and database: `crate::$case(store)` on a fresh SQLite,
+/// PostgreSQL and MariaDB store.
+macro_rules! on_every_database {
+    ($($case:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let Some((store, _guard)) = crate::support::sqlite().await else { return };
+                    crate::$case(store).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let Some((store, _guard)) = crate::support::postgres().await else { return };
+                    crate::$case(store).await;
+                }
+            )+
+        }
+        mod mariadb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let Some((store, _guard)) = crate::support::mariadb().await else { return };
+                    crate::$case(store).await;
+                }
+            )+
+        }
+    };
 }

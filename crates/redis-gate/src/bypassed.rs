@@ -1,0 +1,133 @@
+//! Sales that reached the database without a record: Redis did not answer (fail open), the
+//! counter could not be warmed, or the key was in flight for other units. Their keys never
+//! reached the SKU's done hash. Left there, a client retrying such a key after sell-out would
+//! be refused at the gate (`insufficient_stock`) although its first request committed: an
+//! untrue answer. So the gate remembers them, and writes them to the done hash, or marks the
+//! SKU partial, before it decides any admission once Redis answers again.
+//!
+//! Another instance that never lost Redis does not know them until this one writes them: it
+//! flushes on its next Redis call (the next admission or reconcile pass), so the window is
+//! at most one reconcile interval after Redis is back (docs/redis.md).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use stockguard_core::{IdempotencyKey, SkuId};
+
+use crate::gate::{Gate, Outcome};
+use crate::link::LinkError;
+use crate::stats::GateStats;
+
+/// Most keys kept per process while Redis is down; past it, the SKU is marked partial
+/// instead (its short admissions then check their key in the database).
+pub const BYPASSED_KEYS_MAX: usize = 10_000;
+/// Most keys written to a done hash by one script call.
+const KEYS_PER_CALL: usize = 500;
+
+/// What waits to be written to Redis.
+#[derive(Debug, Default)]
+pub(crate) struct Bypassed {
+    /// Set while anything waits, so an admission reads one atomic on the fast path.
+    pending: AtomicBool,
+    /// Held across a flush, so an admission that finds something pending waits for the
+    /// flush in progress instead of deciding before it.
+    unrecorded: tokio::sync::Mutex<Unrecorded>,
+}
+
+impl Bypassed {
+    /// Whether a sale made without a record waits to be written.
+    pub(crate) fn is_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Unrecorded {
+    /// Committed keys and their units, per SKU.
+    committed: BTreeMap<SkuId, Vec<(IdempotencyKey, i64)>>,
+    keys: usize,
+    /// SKUs with a sale whose outcome is unknown, or past the bound: marked partial.
+    partial: BTreeSet<SkuId>,
+}
+
+impl Gate {
+    /// Tells the gate how a request it let through without a record ended. A commit's key is
+    /// remembered until it is written to the done hash; an unknown outcome marks the SKU
+    /// partial. Written at once when Redis was answering, else before the next admission.
+    pub async fn finish_bypassed(&self, sku: &SkuId, key: &IdempotencyKey, units: i64, outcome: Outcome) {
+        // A snapshot without this key must not refuse its replay.
+        self.hints.forget(sku);
+        {
+            let mut unrecorded = self.bypassed.unrecorded.lock().await;
+            match outcome {
+                Outcome::NothingChanged => return,
+                Outcome::Committed if unrecorded.keys < BYPASSED_KEYS_MAX => {
+                    unrecorded
+                        .committed
+                        .entry(sku.clone())
+                        .or_default()
+                        .push((key.clone(), units));
+                    unrecorded.keys += 1;
+                }
+                Outcome::Committed | Outcome::Unknown => {
+                    unrecorded.partial.insert(sku.clone());
+                }
+            }
+            self.bypassed.pending.store(true, Ordering::Release);
+        }
+        // While Redis is down this would only add a timeout to the request.
+        if self.stats.redis_up()
+            && let Err(error) = self.flush_bypassed().await
+        {
+            tracing::debug!(%error, "admission gate: bypassed sales left for the next call");
+        }
+    }
+
+    /// Writes what [`Gate::finish_bypassed`] remembered. Every admission and reconcile pass
+    /// calls this first; with nothing pending it is one atomic load.
+    pub(crate) async fn flush_bypassed(&self) -> Result<(), LinkError> {
+        if !self.bypassed.pending.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut unrecorded = self.bypassed.unrecorded.lock().await;
+        let window_ms = u64::try_from(self.config.replay_window.as_millis()).unwrap_or(u64::MAX);
+        while let Some(sku) = unrecorded.partial.first().cloned() {
+            let mark = redis::cmd("SET")
+                .arg(self.partial_key(&sku))
+                .arg(1)
+                .arg("PX")
+                .arg(window_ms)
+                .to_owned();
+            let marked = self.link.query::<String>(&mark, self.timeout()).await;
+            self.stats.saw(&marked);
+            marked?;
+            unrecorded.partial.remove(&sku);
+            GateStats::bump(&self.stats.bypass_partial_marks);
+        }
+        while let Some((sku, mut keys)) = unrecorded.committed.pop_first() {
+            while !keys.is_empty() {
+                let chunk = keys.len().min(KEYS_PER_CALL);
+                let mut invocation = self.scripts.record_done.prepare_invoke();
+                invocation
+                    .key(self.done_key(&sku))
+                    .key(self.partial_key(&sku))
+                    .arg(self.config.done_max)
+                    .arg(window_ms);
+                for (key, units) in &keys[keys.len() - chunk..] {
+                    invocation.arg(key.as_str()).arg(*units);
+                }
+                let recorded = self.link.invoke::<i64>(&invocation, self.timeout()).await;
+                self.stats.saw(&recorded);
+                if let Err(error) = recorded {
+                    unrecorded.committed.insert(sku, keys);
+                    return Err(error);
+                }
+                keys.truncate(keys.len() - chunk);
+                unrecorded.keys -= chunk;
+                GateStats::add(&self.stats.bypass_recorded, chunk as u64);
+            }
+        }
+        self.bypassed.pending.store(false, Ordering::Release);
+        Ok(())
+    }
+}
