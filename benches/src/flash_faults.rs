@@ -4,7 +4,9 @@
 //! left and admissions are in flight when the fault fires):
 //! - `redis_killed`: SIGKILL the node, and start it again empty 500 ms later;
 //! - `sentinel_failover`: SIGKILL the primary of a primary + replica + 3 sentinels, and wait
-//!   for the sentinels to promote the replica (the gate follows them).
+//!   for the sentinels to promote the replica (the gate follows them);
+//! - `service_killed`: the same sale over HTTP through a `stockguard serve` process, SIGKILLed
+//!   mid-sale and started again (`flash_service_kill.rs`).
 //!
 //! The gate fails open meanwhile, so the database answers alone. After the sale: one reconcile
 //! must leave the counter at the database's stock (what the fault left of drift is measured),
@@ -45,6 +47,9 @@ pub enum FlashFault {
     RedisKilled,
     /// SIGKILL the primary; the sentinels promote the replica.
     SentinelFailover,
+    /// SIGKILL the `stockguard` service with admissions in flight, and start it again
+    /// (`flash_service_kill.rs`: the sale goes over HTTP).
+    ServiceKilled,
 }
 
 impl FlashFault {
@@ -53,6 +58,7 @@ impl FlashFault {
         match self {
             FlashFault::RedisKilled => "redis_killed",
             FlashFault::SentinelFailover => "sentinel_failover",
+            FlashFault::ServiceKilled => "service_killed",
         }
     }
 }
@@ -97,6 +103,8 @@ pub struct FlashFaultResult {
     pub fault_ms: u64,
     /// Requests that went straight to the database while Redis was away.
     pub passed: u64,
+    /// Tries repeated with the same key after an answer was lost (the service killed).
+    pub retried: u64,
     /// |counter − the database's stock| the reconcile found after the sale.
     pub drift_units: i64,
     /// Milliseconds from the end of the sale until a reconcile left nothing in flight.
@@ -132,9 +140,13 @@ pub fn flash_fault_specs(sales: &[FlashSpec], failover_on_every_database: bool) 
     let mut specs = Vec::new();
     for (index, sale) in gated.into_iter().enumerate() {
         let faults: &[FlashFault] = if index == 0 || failover_on_every_database {
-            &[FlashFault::RedisKilled, FlashFault::SentinelFailover]
+            &[
+                FlashFault::RedisKilled,
+                FlashFault::ServiceKilled,
+                FlashFault::SentinelFailover,
+            ]
         } else {
-            &[FlashFault::RedisKilled]
+            &[FlashFault::RedisKilled, FlashFault::ServiceKilled]
         };
         specs.extend(faults.iter().map(|&fault| FlashFaultSpec {
             sale: sale.clone(),
@@ -153,7 +165,9 @@ enum PrivateRedis {
 impl PrivateRedis {
     fn start(fault: FlashFault) -> anyhow::Result<Self> {
         Ok(match fault {
-            FlashFault::RedisKilled => PrivateRedis::Node(PrivateRedisNode::start()?),
+            FlashFault::RedisKilled | FlashFault::ServiceKilled => {
+                PrivateRedis::Node(PrivateRedisNode::start()?)
+            }
             FlashFault::SentinelFailover => PrivateRedis::Sentinel(PrivateRedisSentinel::start()?),
         })
     }
@@ -182,6 +196,9 @@ impl PrivateRedis {
 
 /// Runs one case in a fresh database and drops it afterwards, whatever happens.
 pub async fn run_flash_fault(spec: FlashFaultSpec) -> anyhow::Result<FlashFaultResult> {
+    if spec.fault == FlashFault::ServiceKilled {
+        return crate::flash_service_kill::run_service_killed(spec).await;
+    }
     in_fresh_database(spec.sale.backend, async |database| run_in(&spec, database).await).await
 }
 
@@ -303,6 +320,7 @@ async fn run_in(spec: &FlashFaultSpec, database: &FreshDatabase) -> anyhow::Resu
         answer_all_s: tally.elapsed.as_secs_f64(),
         fault_ms,
         passed,
+        retried: 0,
         drift_units: drift_units.unwrap_or(0),
         reconciled_after_ms,
         problems,

@@ -57,8 +57,8 @@ pub struct FlashHttpResult {
     pub refusals_per_s: f64,
     /// The same with the hint off: every refusal is a Redis call.
     pub refusals_without_hint_per_s: f64,
-    /// Refusals the hint answered, of all refusals with it on.
-    pub refused_by_hint: u64,
+    /// The share of the refusals (hint on) that the hint answered without a Redis call.
+    pub hint_share: f64,
     /// `GET /healthz` answers per second, same client.
     pub ceiling_per_s: f64,
     /// Answers other than a refusal (none expected).
@@ -136,7 +136,7 @@ async fn run_in(spec: &FlashHttpSpec, database: &FreshDatabase) -> anyhow::Resul
         spec: spec.clone(),
         refusals_per_s: with_hint.refusals_per_s,
         refusals_without_hint_per_s: without_hint.refusals_per_s,
-        refused_by_hint: with_hint.refused_by_hint,
+        hint_share: with_hint.hint_share,
         ceiling_per_s: with_hint.ceiling_per_s,
         other_answers: with_hint.other_answers + without_hint.other_answers,
         ledger_rows: with_hint.ledger_rows.max(without_hint.ledger_rows),
@@ -146,7 +146,7 @@ async fn run_in(spec: &FlashHttpSpec, database: &FreshDatabase) -> anyhow::Resul
 /// What one service measured.
 struct Phase {
     refusals_per_s: f64,
-    refused_by_hint: u64,
+    hint_share: f64,
     ceiling_per_s: f64,
     other_answers: u64,
     ledger_rows: i64,
@@ -179,9 +179,10 @@ async fn refusals_through_service(
         Ok(()) => drive(spec, &service, name, sold_out_hint).await,
         Err(error) => Err(error),
     };
-    let refused_by_hint = service
-        .gate()
-        .map_or(0, |gate| GateStats::get(&gate.stats().refused_by_hint));
+    let hint_share = service.gate().map_or(0.0, |gate| {
+        let stats = gate.stats();
+        GateStats::get(&stats.refused_by_hint) as f64 / GateStats::get(&stats.refused).max(1) as f64
+    });
     let ledger_rows = service
         .store()
         .snapshot()
@@ -196,7 +197,7 @@ async fn refusals_through_service(
     stopped?;
     Ok(Phase {
         refusals_per_s,
-        refused_by_hint,
+        hint_share,
         ceiling_per_s,
         other_answers,
         ledger_rows: ledger_rows?,

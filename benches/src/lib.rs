@@ -14,6 +14,7 @@ pub mod flash;
 pub mod flash_faults;
 pub mod flash_http;
 pub mod flash_plan;
+pub mod flash_service_kill;
 pub mod galera;
 pub mod gate_overhead;
 pub mod haproxy;

@@ -74,7 +74,7 @@ pub fn failures(results: &Results) -> Vec<String> {
     }
     for failure in results.flash_faults.iter().filter_map(|case| case.failure()) {
         failures.push(format!(
-            "FLASH SALE UNDER A REDIS FAULT FAILED (seed {seed}): {failure}"
+            "FLASH SALE UNDER A FAULT FAILED (seed {seed}): {failure}"
         ));
     }
     for failure in results.galera.iter().filter_map(|case| case.failure()) {

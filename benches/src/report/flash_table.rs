@@ -142,16 +142,16 @@ fn http_refusal_table(md: &mut String, cases: &[FlashHttpResult]) -> std::fmt::R
     )?;
     writeln!(
         md,
-        "| database | refusals/s (hint) | of them by the hint | refusals/s (no hint) | GET /healthz /s | refusals / ceiling | no hint / ceiling | check |"
+        "| database | refusals/s (hint) | answered by the hint | refusals/s (no hint) | GET /healthz /s | refusals / ceiling | no hint / ceiling | check |"
     )?;
     writeln!(md, "|---|---|---|---|---|---|---|---|")?;
     for case in cases {
         writeln!(
             md,
-            "| {} | {:.0} | {} | {:.0} | {:.0} | **{:.2}×** ({}) | {:.2}× | {} |",
+            "| {} | {:.0} | {:.1} % | {:.0} | {:.0} | **{:.2}×** ({}) | {:.2}× | {} |",
             case.spec.backend,
             case.refusals_per_s,
-            case.refused_by_hint,
+            case.hint_share * 100.0,
             case.refusals_without_hint_per_s,
             case.ceiling_per_s,
             case.share(),
@@ -172,30 +172,35 @@ fn fault_table(md: &mut String, cases: &[FlashFaultResult]) -> std::fmt::Result 
     let Some(first) = cases.first() else {
         return Ok(());
     };
-    writeln!(md, "\n## Flash sale under Redis faults\n")?;
+    writeln!(md, "\n## Flash sale under faults\n")?;
     writeln!(
         md,
         "The gate + `coalesced` sale ({} units, {} attempts, {} clients) on a private Redis, faulted mid-sale, once \
          attempts for half the supply are taken: `redis_killed` (SIGKILL, restarted empty 500 ms later) and `sentinel_failover` \
-         (SIGKILL of the primary of a primary + replica + 3 sentinels). The gate fails open meanwhile. After the \
-         sale, a reconcile must leave the counter at the database's stock; a last wave then sells what is left. \
-         Check: sold = supply, stock 0, one ledger row per sale, audit clean.\n",
+         (SIGKILL of the primary of a primary + replica + 3 sentinels); the gate fails open meanwhile. And \
+         `service_killed`: the sale over HTTP through a `stockguard serve` process with the gate (64 keep-alive \
+         clients), SIGKILLed with admissions in flight and started again on its port; a client whose answer was \
+         lost retries with its key until it gets a definite one. After the sale, a reconcile must leave the \
+         counter at the database's stock; a last wave then sells what is left. Check: sold = supply, stock 0, \
+         one ledger row per sale, audit clean; for `service_killed`, every key answered 200 is in the ledger and \
+         no key answered 409 is.\n",
         first.spec.sale.supply, first.spec.sale.attempts, first.spec.sale.clients
     )?;
     writeln!(
         md,
-        "| database | fault | fault lasted ms | straight to the database | sold in the sale | drift fixed by the reconcile | sold after it | sold = supply | reconciled after ms | check |"
+        "| database | fault | fault lasted ms | straight to the database | retried with the key | sold in the sale | drift fixed by the reconcile | sold after it | sold = supply | reconciled after ms | check |"
     )?;
-    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|")?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|")?;
     for case in cases {
         let sold = case.sold_in_sale + case.sold_after_reconcile;
         writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             case.spec.sale.backend,
             case.spec.fault.name(),
             case.fault_ms,
             case.passed,
+            case.retried,
             case.sold_in_sale,
             case.drift_units,
             case.sold_after_reconcile,
