@@ -3,7 +3,9 @@
 //! each attempt keyed. Per database:
 //! - `db_coalesced`: every attempt goes to the database (`coalesced`);
 //! - `gate_coalesced`: the Redis admission gate in front, `coalesced` behind it;
-//! - `db_pessimistic`: the seed's `SELECT … FOR UPDATE` flow.
+//! - `db_pessimistic`: the seed's `SELECT … FOR UPDATE` flow;
+//! - `redis_lock`: the seed's layered lock, a per-SKU Redis lock with a fencing token around
+//!   an unguarded read-modify-write (flash_lock.rs).
 //!
 //! After each case: sold = supply exactly, the stock is 0, the ledger holds one row per sale
 //! and the audit is clean. The gate case then sends a burst of attempts that are all refused
@@ -27,6 +29,7 @@ use stockguard_redis_gate::{Gate, GateConfig, GateScope, GateStats, GatedStore, 
 use stockguard_testkit::Backend;
 
 use crate::db::{FreshDatabase, RawPool, in_fresh_database};
+use crate::flash_lock::LockedSale;
 use crate::measure::open_store;
 use crate::tally::LATENCY_MAX_US;
 
@@ -40,6 +43,8 @@ pub enum FlashPath {
     GateCoalesced,
     /// Every attempt to the database, `pessimistic` (the seed's flow).
     DbPessimistic,
+    /// Every attempt takes the SKU's fenced Redis lock, then reads and writes unguarded.
+    RedisLock,
 }
 
 impl FlashPath {
@@ -49,6 +54,7 @@ impl FlashPath {
             FlashPath::DbCoalesced => "db_coalesced",
             FlashPath::GateCoalesced => "gate_coalesced",
             FlashPath::DbPessimistic => "db_pessimistic",
+            FlashPath::RedisLock => "redis_lock",
         }
     }
 }
@@ -104,8 +110,11 @@ pub struct FlashResult {
     /// Attempts that reached the database: all of them without the gate; with it, the ones
     /// it admitted or passed.
     pub database_calls: u64,
-    /// Gate cases: refusals per second in a burst after sell-out (every one at Redis).
+    /// Gate cases: refusals per second in a burst after sell-out, the gate's sold-out hint
+    /// on (most answered without a Redis call).
     pub gate_refusals_per_s: Option<f64>,
+    /// The same burst with the hint off: every refusal at Redis.
+    pub gate_refusals_without_hint_per_s: Option<f64>,
     /// What the checks found wrong; empty when the case passed.
     pub problems: Vec<String>,
 }
@@ -149,6 +158,7 @@ pub fn flash_specs(databases: &[Backend], attempts: u64, pool_size: u32, redis_u
             FlashPath::DbCoalesced,
             FlashPath::GateCoalesced,
             FlashPath::DbPessimistic,
+            FlashPath::RedisLock,
         ] {
             specs.push(FlashSpec {
                 backend: *backend,
@@ -161,7 +171,9 @@ pub fn flash_specs(databases: &[Backend], attempts: u64, pool_size: u32, redis_u
                 } else {
                     pool_size
                 },
-                time_cap: Duration::from_secs(120),
+                // The layered lock answers one attempt at a time (about 1–2 ms each here):
+                // the full profile's 100,000 attempts need minutes.
+                time_cap: Duration::from_secs(if path == FlashPath::RedisLock { 600 } else { 120 }),
                 redis_url: redis_url.to_owned(),
             });
         }
@@ -219,10 +231,17 @@ async fn run_in(spec: &FlashSpec, database: &FreshDatabase) -> anyhow::Result<Fl
             .await
             .context("warming the counter")?;
         (Sale::Gated(Arc::clone(&gated)), Some(gate))
+    } else if spec.path == FlashPath::RedisLock {
+        let pool_size = spec.pool_size;
+        let locked = LockedSale::open(database, &spec.redis_url, &sku, pool_size, spec.time_cap).await?;
+        (Sale::Locked(Arc::new(locked)), None)
     } else {
         (Sale::Direct(Arc::new(store.clone())), None)
     };
     let tally = attack(&sale, &sku, strategy, spec, "fs").await;
+    if let Sale::Locked(locked) = &sale {
+        locked.close().await;
+    }
     let mut problems = Vec::new();
     if tally.answered() < spec.attempts {
         problems.push(format!(
@@ -251,26 +270,33 @@ async fn run_in(spec: &FlashSpec, database: &FreshDatabase) -> anyhow::Result<Fl
     if !audit.is_clean() {
         problems.push(format!("the library's audit is not clean: {audit:?}"));
     }
-    let (database_calls, gate_refusals_per_s) = match &gate {
+    let (database_calls, gate_refusals_per_s, gate_refusals_without_hint_per_s) = match &gate {
         Some(gate) => {
             let stats = gate.stats();
             let calls = GateStats::get(&stats.admitted) + GateStats::get(&stats.passed);
-            // The refusal burst: every attempt is refused at Redis (the counter is at 0).
+            // The refusal bursts (the counter is at 0): with the gate's sold-out hint, as
+            // configured, then with a gate on the same keys whose hint is off, so that every
+            // refusal is a Redis call.
             let burst = FlashSpec {
                 attempts: spec.attempts,
                 ..spec.clone()
             };
             let refusals = attack(&sale, &sku, strategy, &burst, "fr").await;
-            if refusals.refused != refusals.answered() {
-                problems.push(format!("the refusal burst got {:?}", refusals.errors));
+            let mut config = gate.config().clone();
+            config.sold_out_hint = Duration::ZERO;
+            let unhinted = Arc::new(Gate::connect(config).await?);
+            let unhinted = Sale::Gated(Arc::new(GatedStore::new(store.clone(), unhinted)));
+            let refusals_without_hint = attack(&unhinted, &sku, strategy, &burst, "fn").await;
+            for burst in [&refusals, &refusals_without_hint] {
+                if burst.refused != burst.answered() {
+                    problems.push(format!("a refusal burst got {:?}", burst.errors));
+                }
             }
             gate.forget(&sku).await.context("dropping the gate's keys")?;
-            (
-                calls,
-                Some(refusals.refused as f64 / refusals.elapsed.as_secs_f64()),
-            )
+            let per_s = |tally: &Tally| tally.refused as f64 / tally.elapsed.as_secs_f64();
+            (calls, Some(per_s(&refusals)), Some(per_s(&refusals_without_hint)))
         }
-        None => (tally.answered(), None),
+        None => (tally.answered(), None, None),
     };
     store.close().await;
     Ok(FlashResult {
@@ -284,14 +310,18 @@ async fn run_in(spec: &FlashSpec, database: &FreshDatabase) -> anyhow::Result<Fl
         errors: tally.errors,
         database_calls,
         gate_refusals_per_s,
+        gate_refusals_without_hint_per_s,
         problems,
     })
 }
 
 /// The store the attempts go through.
+#[derive(Clone)]
 pub(crate) enum Sale {
     Direct(Arc<AnyStore>),
     Gated(Arc<GatedStore<AnyStore>>),
+    /// The seed's layered lock (one unit per attempt; the key is not written).
+    Locked(Arc<LockedSale>),
 }
 
 impl Sale {
@@ -299,6 +329,7 @@ impl Sale {
         match self {
             Sale::Direct(store) => store.deduct(request).await.map(|_| ()),
             Sale::Gated(store) => store.deduct(request).await.map(|_| ()),
+            Sale::Locked(sale) => sale.deduct().await,
         }
     }
 }
@@ -358,10 +389,7 @@ pub(crate) async fn attack_counted(
     let clients: Vec<_> = (0..spec.clients)
         .map(|_| {
             let (next, sku, attempts) = (Arc::clone(&next), sku.clone(), spec.attempts);
-            let sale = match sale {
-                Sale::Direct(store) => Sale::Direct(Arc::clone(store)),
-                Sale::Gated(store) => Sale::Gated(Arc::clone(store)),
-            };
+            let sale = sale.clone();
             let prefix = prefix.to_owned();
             tokio::spawn(async move {
                 let mut tally = Tally::new();

@@ -13,6 +13,7 @@ pub mod db;
 pub mod flash;
 pub mod flash_faults;
 pub mod flash_http;
+mod flash_lock;
 pub mod flash_plan;
 pub mod flash_service_kill;
 pub mod galera;

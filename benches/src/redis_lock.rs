@@ -39,10 +39,10 @@ const PAUSE_EVERY: u64 = 7;
 const TIME_CAP: Duration = Duration::from_secs(60);
 
 /// Takes the lock and, when taken, issues the next fencing token; 0 when the lock is held.
-const ACQUIRE: &str = "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then \
+pub(crate) const ACQUIRE: &str = "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then \
                        return redis.call('INCR', KEYS[2]) else return 0 end";
 /// Releases the lock only if the caller still owns it.
-const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) \
+pub(crate) const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) \
                        else return 0 end";
 
 /// One `redis_lock` case.

@@ -200,11 +200,16 @@ fn redis_rows(md: &mut String, results: &Results) -> anyhow::Result<()> {
             fmt_ratio(Some(own / tool.units_per_s))
         )?;
     }
-    for sale in results.flash.iter().filter(|s| s.gate_refusals_per_s.is_some()) {
-        let per_s = sale.gate_refusals_per_s.unwrap_or_default();
+    for sale in results
+        .flash
+        .iter()
+        .filter(|s| s.gate_refusals_without_hint_per_s.is_some())
+    {
+        let per_s = sale.gate_refusals_without_hint_per_s.unwrap_or_default();
         writeln!(
             md,
-            "- {} {}: the gate refused {}/s after sell-out, {} of redis-benchmark's `lua_refuse`.",
+            "- {} {}: the gate refused {}/s after sell-out with every refusal a Redis call (the sold-out \
+             hint off), {} of redis-benchmark's `lua_refuse`.",
             sale.spec.backend,
             sale.spec.path.name(),
             fmt_rate(per_s),
