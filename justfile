@@ -5,6 +5,9 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 # Where `just bench` writes report.md, results.json and the plots.
 results := "bench-results/latest"
 
+# Where cargo puts the binaries the recipes start (CARGO_TARGET_DIR, as cargo reads it).
+target_dir := env_var_or_default("CARGO_TARGET_DIR", "target")
+
 # List the recipes.
 default:
     @just --list
@@ -137,7 +140,7 @@ fuzz examples="100":
 example-checkout:
     cargo build -p stockguard-api
     python3 -m pip install --quiet --disable-pip-version-check -r examples/fastapi-checkout/requirements.txt
-    STOCKGUARD_BIN=target/debug/stockguard python3 -m pytest -q -p no:cacheprovider examples/fastapi-checkout
+    STOCKGUARD_BIN={{target_dir}}/debug/stockguard python3 -m pytest -q -p no:cacheprovider examples/fastapi-checkout
 
 # Check the Prometheus alert rules and run their promtool unit tests (docs/ops; promtool from PATH or Debian's package, unpacked).
 ops-check:
@@ -216,7 +219,7 @@ galera-up nodes="3":
     @cargo build -q -p stockguard-testkit --bin stockguard-cluster
     @mkdir -p target/galera && rm -f target/galera/nodes
     @if [ -f target/galera/pid ] && kill -0 "$(cat target/galera/pid)" 2>/dev/null; then echo "already up (pid $(cat target/galera/pid)); just galera-down first"; exit 1; fi
-    @nohup target/debug/stockguard-cluster galera --nodes {{nodes}} --ready-file target/galera/nodes > target/galera/cluster.log 2>&1 & echo $! > target/galera/pid
+    @nohup {{target_dir}}/debug/stockguard-cluster galera --nodes {{nodes}} --ready-file target/galera/nodes > target/galera/cluster.log 2>&1 & echo $! > target/galera/pid
     @for _ in $(seq 1 180); do [ -s target/galera/nodes ] && break; kill -0 "$(cat target/galera/pid)" 2>/dev/null || { cat target/galera/cluster.log; exit 1; }; sleep 1; done
     @cat target/galera/nodes
 

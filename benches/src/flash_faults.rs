@@ -195,10 +195,12 @@ impl PrivateRedis {
 }
 
 /// Runs one case in a fresh database and drops it afterwards, whatever happens.
+/// The `service_killed` fault runs in `flash_service_kill.rs` instead.
 pub async fn run_flash_fault(spec: FlashFaultSpec) -> anyhow::Result<FlashFaultResult> {
-    if spec.fault == FlashFault::ServiceKilled {
-        return crate::flash_service_kill::run_service_killed(spec).await;
-    }
+    anyhow::ensure!(
+        spec.fault != FlashFault::ServiceKilled,
+        "service_killed runs in flash_service_kill.rs"
+    );
     in_fresh_database(spec.sale.backend, async |database| run_in(&spec, database).await).await
 }
 

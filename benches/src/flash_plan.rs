@@ -8,8 +8,9 @@ use std::time::Duration;
 use stockguard_testkit::Backend;
 
 use crate::flash::{FlashSpec, flash_specs, raw_lua_refusals, run_flash};
-use crate::flash_faults::{FlashFaultSpec, flash_fault_specs, run_flash_fault};
+use crate::flash_faults::{FlashFault, FlashFaultSpec, flash_fault_specs, run_flash_fault};
 use crate::flash_http::{FlashHttpSpec, flash_http_specs, run_flash_http};
+use crate::flash_service_kill::run_service_killed;
 use crate::gate_overhead::{OverheadSpec, overhead_specs, run_overhead};
 use crate::redis_lock::{LockSpec, lock_specs, run_lock};
 
@@ -186,7 +187,12 @@ pub async fn run_flash_cases(plan: FlashPlan, log: impl Fn(String), results: &mu
     }
     for spec in plan.faults {
         let label = spec.label();
-        match run_flash_fault(spec).await {
+        let ran = if spec.fault == FlashFault::ServiceKilled {
+            run_service_killed(spec).await
+        } else {
+            run_flash_fault(spec).await
+        };
+        match ran {
             Ok(case) => {
                 log(format!(
                     "{label:<52} fault {:>5} ms  sold {} + {} after reconcile  drift {}  check {}",

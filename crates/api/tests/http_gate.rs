@@ -114,18 +114,8 @@ async fn flash_sale_through_the_gate(backend: Backend) {
 /// service reports itself not ready; the counters say why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fail_closed_when_redis_is_down() {
-    let mut redis = match tokio::task::spawn_blocking(stockguard_testkit::PrivateRedisNode::start)
-        .await
-        .unwrap()
-    {
-        Ok(redis) => redis,
-        Err(stockguard_testkit::ServerError::NotInstalled(reason))
-            if !stockguard_testkit::database_required() =>
-        {
-            eprintln!("\n*** SKIPPED PRIVATE REDIS TEST *** {reason}\n");
-            return;
-        }
-        Err(error) => panic!("private redis: {error}"),
+    let Some(mut redis) = stockguard_testkit::PrivateRedisNode::start_or_skip().await else {
+        return;
     };
     let Some(mut config) = gate_config(&redis.node.url()) else {
         return;

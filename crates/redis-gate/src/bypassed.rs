@@ -9,46 +9,14 @@
 //! flushes on its next Redis call (the next admission or reconcile pass), so the window is
 //! at most one reconcile interval after Redis is back (docs/redis.md).
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use stockguard_core::{IdempotencyKey, SkuId};
 
 use crate::gate::{Gate, Outcome};
 use crate::link::LinkError;
 use crate::stats::GateStats;
 
-/// Most keys kept per process while Redis is down; past it, the SKU is marked partial
-/// instead (its short admissions then check their key in the database).
-pub const BYPASSED_KEYS_MAX: usize = 10_000;
 /// Most keys written to a done hash by one script call.
 const KEYS_PER_CALL: usize = 500;
-
-/// What waits to be written to Redis.
-#[derive(Debug, Default)]
-pub(crate) struct Bypassed {
-    /// Set while anything waits, so an admission reads one atomic on the fast path.
-    pending: AtomicBool,
-    /// Held across a flush, so an admission that finds something pending waits for the
-    /// flush in progress instead of deciding before it.
-    unrecorded: tokio::sync::Mutex<Unrecorded>,
-}
-
-impl Bypassed {
-    /// Whether a sale made without a record waits to be written.
-    pub(crate) fn is_pending(&self) -> bool {
-        self.pending.load(Ordering::Acquire)
-    }
-}
-
-#[derive(Debug, Default)]
-struct Unrecorded {
-    /// Committed keys and their units, per SKU.
-    committed: BTreeMap<SkuId, Vec<(IdempotencyKey, i64)>>,
-    keys: usize,
-    /// SKUs with a sale whose outcome is unknown, or past the bound: marked partial.
-    partial: BTreeSet<SkuId>,
-}
 
 impl Gate {
     /// Tells the gate how a request it let through without a record ended. A commit's key is
@@ -61,19 +29,12 @@ impl Gate {
             let mut unrecorded = self.bypassed.unrecorded.lock().await;
             match outcome {
                 Outcome::NothingChanged => return,
-                Outcome::Committed if unrecorded.keys < BYPASSED_KEYS_MAX => {
-                    unrecorded
-                        .committed
-                        .entry(sku.clone())
-                        .or_default()
-                        .push((key.clone(), units));
-                    unrecorded.keys += 1;
-                }
-                Outcome::Committed | Outcome::Unknown => {
+                Outcome::Committed => unrecorded.committed(sku, key, units),
+                Outcome::Unknown => {
                     unrecorded.partial.insert(sku.clone());
                 }
             }
-            self.bypassed.pending.store(true, Ordering::Release);
+            self.bypassed.set_pending();
         }
         // While Redis is down this would only add a timeout to the request.
         if self.stats.redis_up()
@@ -86,7 +47,7 @@ impl Gate {
     /// Writes what [`Gate::finish_bypassed`] remembered. Every admission and reconcile pass
     /// calls this first; with nothing pending it is one atomic load.
     pub(crate) async fn flush_bypassed(&self) -> Result<(), LinkError> {
-        if !self.bypassed.pending.load(Ordering::Acquire) {
+        if !self.bypassed.is_pending() {
             return Ok(());
         }
         let mut unrecorded = self.bypassed.unrecorded.lock().await;
@@ -127,7 +88,7 @@ impl Gate {
                 GateStats::add(&self.stats.bypass_recorded, chunk as u64);
             }
         }
-        self.bypassed.pending.store(false, Ordering::Release);
+        self.bypassed.clear_pending();
         Ok(())
     }
 }

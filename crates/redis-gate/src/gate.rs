@@ -12,11 +12,11 @@ use std::time::Duration;
 use stockguard_core::engine::UNAVAILABLE_RETRY_AFTER;
 use stockguard_core::{DeductError, IdempotencyKey, InventoryStore, SkuId};
 
-use crate::bypassed::Bypassed;
+use crate::bypass_log::Bypassed;
 use crate::config::{GateConfig, RedisDownPolicy};
+use crate::hints::SoldOutHints;
 use crate::link::{Link, LinkError};
 use crate::scripts::Scripts;
-use crate::sold_out::SoldOutHints;
 use crate::stats::GateStats;
 
 /// What the gate decided for one line.

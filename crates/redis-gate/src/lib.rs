@@ -26,11 +26,13 @@
 //! # }
 //! ```
 
+mod bypass_log;
 mod bypassed;
 mod config;
 mod counters;
 mod gate;
 mod gated_store;
+mod hints;
 mod link;
 mod reconciler;
 mod scope;
@@ -38,7 +40,7 @@ mod scripts;
 mod sold_out;
 mod stats;
 
-pub use bypassed::BYPASSED_KEYS_MAX;
+pub use bypass_log::BYPASSED_KEYS_MAX;
 pub use config::{
     DONE_MAX_LIMIT, GateConfig, NAMESPACE_MAX_LEN, RECONCILE_BATCH_MAX, RECONCILE_INTERVAL_MAX,
     REDIS_TIMEOUT_MAX, REPLAY_WINDOW_MAX, REPLAY_WINDOW_MIN, RedisDownPolicy, SOLD_OUT_HINT_MAX,
@@ -47,8 +49,8 @@ pub use config::{
 pub use counters::{PRIME_IN_FLIGHT_MAX, Reconciled};
 pub use gate::{Admission, Gate, Outcome, ReconcileError};
 pub use gated_store::GatedStore;
+pub use hints::{HINT_KEYS_MAX, HINTED_SKUS_MAX};
 pub use link::RedisTarget;
 pub use reconciler::Reconciler;
 pub use scope::{GateScope, SCOPE_ENTRIES_MAX};
-pub use sold_out::{HINT_KEYS_MAX, HINTED_SKUS_MAX};
 pub use stats::GateStats;

@@ -16,72 +16,24 @@
 //! - A sale this instance made without a record (see `bypassed.rs`) drops the hint, and while
 //!   one waits to be written no hint is used.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::RwLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashSet;
 use std::time::Instant;
 
 use stockguard_core::{IdempotencyKey, SkuId};
 
 use crate::gate::Gate;
+use crate::hints::{HINT_KEYS_MAX, Hint};
 use crate::stats::GateStats;
-
-/// Most done keys a snapshot carries; past it, only requests without a client key use it.
-pub const HINT_KEYS_MAX: usize = 10_000;
-/// Most SKUs with a hint at once (expired ones are dropped to make room).
-pub const HINTED_SKUS_MAX: usize = 10_000;
-
-/// One SKU's sold-out snapshot.
-#[derive(Debug)]
-struct Hint {
-    taken_at: Instant,
-    /// The done hash's keys, or `None` when it is partial or too large.
-    done: Option<HashSet<String>>,
-}
-
-/// The hints of one gate.
-#[derive(Debug, Default)]
-pub(crate) struct SoldOutHints {
-    hints: RwLock<HashMap<SkuId, Hint>>,
-    /// Bumped by every [`SoldOutHints::forget`]: a snapshot taken across one is not kept,
-    /// since the counter may have been raised after Redis answered it.
-    generation: AtomicU64,
-}
-
-impl SoldOutHints {
-    /// Drops the SKU's hint (its counter may have been raised).
-    pub(crate) fn forget(&self, sku: &SkuId) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        let mut hints = self
-            .hints
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        hints.remove(sku);
-    }
-}
 
 impl Gate {
     /// Whether the SKU's fresh hint refuses `key`: `client_key` says the client sent it (so
     /// it may be a replay). Never with the hint off or with sales waiting in `bypassed.rs`.
     pub(crate) fn refused_by_hint(&self, sku: &SkuId, key: &IdempotencyKey, client_key: bool) -> bool {
         let ttl = self.config.sold_out_hint;
-        if ttl.is_zero() || self.bypassed_pending() {
+        if ttl.is_zero() || self.bypassed.is_pending() {
             return false;
         }
-        let hints = self
-            .hints
-            .hints
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(hint) = hints.get(sku) else { return false };
-        if hint.taken_at.elapsed() >= ttl {
-            return false;
-        }
-        let refused = match (&hint.done, client_key) {
-            (_, false) => true,
-            (Some(done), true) => !done.contains(key.as_str()),
-            (None, true) => false,
-        };
+        let refused = self.hints.refuses(sku, key, client_key, ttl);
         if refused {
             GateStats::bump(&self.stats.refused);
             GateStats::bump(&self.stats.refused_by_hint);
@@ -94,25 +46,12 @@ impl Gate {
     /// only means no hint.
     pub(crate) async fn take_hint(&self, sku: &SkuId) {
         let ttl = self.config.sold_out_hint;
-        if ttl.is_zero() {
+        // Taken lately: by a concurrent refusal, or fresh.
+        if ttl.is_zero() || self.hints.has_younger_than(sku, ttl / 2) {
             return;
         }
-        {
-            let hints = self
-                .hints
-                .hints
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            // Taken lately: by a concurrent refusal, or fresh.
-            if hints
-                .get(sku)
-                .is_some_and(|hint| hint.taken_at.elapsed() < ttl / 2)
-            {
-                return;
-            }
-        }
         let taken_at = Instant::now();
-        let generation = self.hints.generation.load(Ordering::Acquire);
+        let generation = self.hints.generation();
         let mut invocation = self.scripts.sold_out.prepare_invoke();
         invocation
             .key(self.units_key(sku))
@@ -128,29 +67,12 @@ impl Gate {
         let Ok((units, in_flight, complete, keys)) = snapshot else {
             return;
         };
-        if units != 0 || in_flight != 0 || self.bypassed_pending() {
+        if units != 0 || in_flight != 0 || self.bypassed.is_pending() {
             return;
         }
         let done = (complete == 1).then(|| keys.into_iter().collect::<HashSet<_>>());
-        let mut hints = self
-            .hints
-            .hints
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if self.hints.generation.load(Ordering::Acquire) != generation {
-            return;
+        if self.hints.keep(sku, Hint { taken_at, done }, generation, ttl) {
+            GateStats::bump(&self.stats.hints_taken);
         }
-        if hints.len() >= HINTED_SKUS_MAX && !hints.contains_key(sku) {
-            hints.retain(|_, hint| hint.taken_at.elapsed() < ttl);
-            if hints.len() >= HINTED_SKUS_MAX {
-                return;
-            }
-        }
-        hints.insert(sku.clone(), Hint { taken_at, done });
-        GateStats::bump(&self.stats.hints_taken);
-    }
-
-    fn bypassed_pending(&self) -> bool {
-        self.bypassed.is_pending()
     }
 }

@@ -73,18 +73,8 @@ on_every_database!(sales_without_a_record_replay_after_sell_out);
 /// before deciding the next admission. A new key is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_sale_while_redis_is_paused_is_replayed_after_sell_out() {
-    let redis = match tokio::task::spawn_blocking(PrivateRedisNode::start)
-        .await
-        .unwrap()
-    {
-        Ok(redis) => redis,
-        Err(stockguard_testkit::ServerError::NotInstalled(reason))
-            if !stockguard_testkit::database_required() =>
-        {
-            eprintln!("\n*** SKIPPED PRIVATE REDIS TEST *** {reason}\n");
-            return;
-        }
-        Err(error) => panic!("could not start a private Redis: {error}"),
+    let Some(redis) = PrivateRedisNode::start_or_skip().await else {
+        return;
     };
     let url = redis.node.url();
     let Some(gate) = gate_on(&url, |c| c.redis_timeout = Duration::from_millis(300)).await else {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use stockguard_core::{
     DeductError, DeductRequest, IdempotencyKey, InventoryStore, RestockRequest, SkuId, Strategy,
 };
-use stockguard_redis_gate::{GateStats, GatedStore};
+use stockguard_redis_gate::{Gate, GateStats, GatedStore};
 use support::{gate, is_short, order, qty, sku, stock};
 
 const HINT: Duration = Duration::from_secs(2);
@@ -29,15 +29,17 @@ fn unkeyed(s: &SkuId) -> DeductRequest {
     DeductRequest::new(s.clone(), qty(1), Strategy::Guarded)
 }
 
-async fn the_sold_out_hint_refuses_locally_and_keeps_replays<S: InventoryStore>(store: S) {
-    let Some(gate) = gate(|config| {
+/// A gate whose hint lasts [`HINT`], in a fresh namespace.
+async fn hinted_gate() -> Option<Arc<Gate>> {
+    gate(|config| {
         config.reconcile_interval = Duration::from_secs(10);
         config.sold_out_hint = HINT;
     })
     .await
-    else {
-        return;
-    };
+}
+
+async fn the_sold_out_hint_refuses_locally_and_keeps_replays<S: InventoryStore>(store: S) {
+    let Some(gate) = hinted_gate().await else { return };
     let store = GatedStore::new(store, Arc::clone(&gate));
     let s = sku("hinted");
     store.create_sku(&s, 2).await.expect("create");
@@ -97,14 +99,7 @@ async fn the_sold_out_hint_refuses_locally_and_keeps_replays<S: InventoryStore>(
 /// (the bounded staleness, shorter than the reconcile interval), then sells. A SKU whose done
 /// hash is partial keeps the hint for requests without a client key only.
 async fn the_hint_expires_and_respects_a_partial_done_hash<S: InventoryStore>(store: S) {
-    let Some(gate) = gate(|config| {
-        config.reconcile_interval = Duration::from_secs(10);
-        config.sold_out_hint = HINT;
-    })
-    .await
-    else {
-        return;
-    };
+    let Some(gate) = hinted_gate().await else { return };
     let namespace = gate.config().namespace.clone();
     let Some(other_gate) = support::gate(|config| config.namespace = namespace).await else {
         return;

@@ -238,4 +238,10 @@ impl PrivateRedisNode {
         let node = PrivateRedis::start_single(dir.path())?;
         Ok(Self { node, _dir: dir })
     }
+
+    /// [`PrivateRedisNode::start`] off the caller's runtime, or `None` after a loud message
+    /// when Redis is not installed and no database is required; panics on other failures.
+    pub async fn start_or_skip() -> Option<Self> {
+        super::started_or_skip("Redis", super::off_runtime(Self::start).await)
+    }
 }
