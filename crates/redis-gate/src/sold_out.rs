@@ -8,10 +8,12 @@
 //!   can raise the counter. Only a reconcile (a restock, an adjustment, a release, drift
 //!   fixed) can, and the gate drops its hint whenever it reconciles the SKU itself. A counter
 //!   raised by another instance is seen once the hint expires: the same kind of short
-//!   undersell the reconciler already bounds, shorter than one interval.
-//! - No key can commit through the gate meanwhile, so the done hash is frozen. The snapshot
-//!   holds its keys, and a client's key found there goes to Redis and on to the database as
-//!   a replay. A SKU whose done hash is partial, or larger than [`HINT_KEYS_MAX`], keeps the
+//!   undersell the reconciler already bounds, shorter than one interval. One window is left
+//!   (docs/redis.md): a key sold through that other instance meanwhile, and retried here
+//!   before the hint expires, is refused.
+//! - Absent that, no key can commit through the gate meanwhile: the done hash is frozen. The
+//!   snapshot holds its keys, and a client's key found there goes to Redis and on to the
+//!   database as a replay. A SKU whose done hash is partial, or larger than [`HINT_KEYS_MAX`], keeps the
 //!   hint for requests without a client key only (a key the server made cannot be a replay).
 //! - A sale this instance made without a record (see `bypassed.rs`) drops the hint, and while
 //!   one waits to be written no hint is used.
