@@ -13,8 +13,9 @@
 //!   before the hint expires, is refused.
 //! - Absent that, no key can commit through the gate meanwhile: the done hash is frozen. The
 //!   snapshot holds its keys, and a client's key found there goes to Redis and on to the
-//!   database as a replay. A SKU whose done hash is partial, or larger than [`HINT_KEYS_MAX`], keeps the
-//!   hint for requests without a client key only (a key the server made cannot be a replay).
+//!   database as a replay. A SKU whose done hash is partial, or larger than
+//!   [`HINT_KEYS_MAX`], keeps the hint for requests without a client key only (a key the
+//!   server made cannot be a replay).
 //! - A sale this instance made without a record (see `bypassed.rs`) drops the hint, and while
 //!   one waits to be written no hint is used.
 
