@@ -38,6 +38,10 @@ const REDIS_TIMEOUT: Duration = Duration::from_millis(300);
 const UNKNOWN_GRACE: Duration = Duration::from_secs(9);
 /// Bound on waiting, after the sale, for a reconcile that leaves nothing in flight.
 const RECONCILE_WAIT: Duration = Duration::from_secs(20);
+/// After a reconcile that raised a sold-out counter, the hold until every sold-out hint has
+/// expired (the default hint, 100 ms, and the hold's 20 ms), with a margin: the last wave
+/// starts after it, or it would be refused.
+pub(crate) const HOLD_WAIT: Duration = Duration::from_millis(300);
 
 /// Which fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -276,6 +280,7 @@ async fn run_in(spec: &FlashFaultSpec, database: &FreshDatabase) -> anyhow::Resu
             "after a reconcile the counter is {other:?}, the stock {left}"
         )),
     }
+    tokio::time::sleep(HOLD_WAIT).await;
     // The last wave: the rest of the supply, plus as many again, all through the gate.
     let wave = FlashSpec {
         attempts: u64::try_from(left)? * 2 + 10,

@@ -26,7 +26,7 @@ use tokio::sync::Mutex;
 use crate::chaos::service::{Service, ServiceConfig, find_binary, free_port};
 use crate::db::{FreshDatabase, in_fresh_database};
 use crate::flash::open_sale;
-use crate::flash_faults::{FlashFaultResult, FlashFaultSpec};
+use crate::flash_faults::{FlashFaultResult, FlashFaultSpec, HOLD_WAIT};
 
 /// The fault fires once this share of the supply, in percent, has been attempted.
 const FAULT_AT_PERCENT_OF_SUPPLY: u64 = 50;
@@ -139,6 +139,7 @@ async fn run_in(spec: &FlashFaultSpec, database: &FreshDatabase) -> anyhow::Resu
             "after a reconcile the counter is {other:?}, the stock {left}"
         )),
     }
+    tokio::time::sleep(HOLD_WAIT).await;
     // The last wave: the rest of the supply, plus as many again.
     let wave_attempts = u64::try_from(left)? * 2 + 10;
     let last = client

@@ -62,6 +62,8 @@ impl Gate {
             let marked = self.link.query::<String>(&mark, self.timeout()).await;
             self.stats.saw(&marked);
             marked?;
+            // A snapshot taken before this mark must not be kept (see below).
+            self.hints.forget(&sku);
             unrecorded.partial.remove(&sku);
             GateStats::bump(&self.stats.bypass_partial_marks);
         }
@@ -87,6 +89,12 @@ impl Gate {
                 unrecorded.keys -= chunk;
                 GateStats::add(&self.stats.bypass_recorded, chunk as u64);
             }
+            // A sold-out snapshot taken before these keys were written lacks them: forgetting
+            // the SKU's hint bumps the hints' generation, so a snapshot still on its way back
+            // is not kept, and the next one holds the keys. Without this, a replay of such a
+            // key was refused once the flush had cleared `pending` (found by the chaos
+            // suite's `+gate` cell: a replay of an acknowledged key answered 409).
+            self.hints.forget(&sku);
         }
         self.bypassed.clear_pending();
         Ok(())

@@ -101,6 +101,8 @@ impl Gate {
             .key(self.in_flight_key(sku))
             .key(self.done_key(sku))
             .key(self.partial_key(sku))
+            .key(self.hinted_key(sku))
+            .key(self.hold_key(sku))
             .arg(available)
             .arg(partial_ms)
             .arg(committed.len());

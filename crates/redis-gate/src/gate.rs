@@ -174,6 +174,16 @@ impl Gate {
         format!("{}:{{{}}}:partial", self.config.namespace, sku)
     }
 
+    /// The SKU's hinted mark: while it exists, some instance may hold a sold-out hint for it.
+    pub fn hinted_key(&self, sku: &SkuId) -> String {
+        format!("{}:{{{}}}:hinted", self.config.namespace, sku)
+    }
+
+    /// The SKU's hold: while it exists, a restock from zero is not admitted yet.
+    pub fn hold_key(&self, sku: &SkuId) -> String {
+        format!("{}:{{{}}}:hold", self.config.namespace, sku)
+    }
+
     /// `DEL` of every key of the SKU (one slot).
     pub(crate) fn delete_keys_of(&self, sku: &SkuId) -> redis::Cmd {
         redis::cmd("DEL")
@@ -181,6 +191,8 @@ impl Gate {
             .arg(self.in_flight_key(sku))
             .arg(self.done_key(sku))
             .arg(self.partial_key(sku))
+            .arg(self.hinted_key(sku))
+            .arg(self.hold_key(sku))
             .to_owned()
     }
 
@@ -247,6 +259,7 @@ impl Gate {
             .key(self.in_flight_key(sku))
             .key(self.done_key(sku))
             .key(self.partial_key(sku))
+            .key(self.hold_key(sku))
             .arg(key.as_str())
             .arg(units);
         let admitted = self.link.invoke(&invocation, self.timeout()).await;
@@ -260,6 +273,12 @@ impl Gate {
             0 => {
                 GateStats::bump(&self.stats.refused);
                 Some(Admission::Refused { available: left })
+            }
+            // A restock from zero, held until every sold-out hint has expired.
+            7 => {
+                GateStats::bump(&self.stats.refused);
+                GateStats::bump(&self.stats.refused_held);
+                Some(Admission::Refused { available: 0 })
             }
             3 => None,
             6 => {

@@ -12,7 +12,7 @@
 
 use redis::Script;
 
-/// Admission. KEYS: units, in-flight, done, partial. ARGV: key, units.
+/// Admission. KEYS: units, in-flight, done, partial, hold. ARGV: key, units.
 ///
 /// Returns `{status, units left}`:
 /// - `1` admitted: the counter was decremented and the record written;
@@ -24,7 +24,11 @@ use redis::Script;
 /// - `5` the key committed through the gate before: nothing changed, the database answers
 ///   (a replay of the first receipt, or a refusal of a reused key), even after sell-out;
 /// - `6` short (second value) while the done hash is partial: nothing changed; refused unless
-///   the database has the key (a replay the done hash does not know).
+///   the database has the key (a replay the done hash does not know);
+/// - `7` enough units, but a restock from zero is held while a sold-out hint may still live
+///   somewhere (see [`RECONCILE`]): nothing changed, refused. With the done hash partial, the
+///   hold answers `6` (0 units) instead, so that a replay the done hash does not know is
+///   still looked up in the database and answered.
 pub(crate) const ADMIT: &str = r"
 local held = redis.call('HGET', KEYS[2], ARGV[1])
 if held then
@@ -40,6 +44,10 @@ local asked = tonumber(ARGV[2])
 if units < asked then
   if redis.call('EXISTS', KEYS[4]) == 1 then return {6, units} end
   return {0, units}
+end
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  if redis.call('EXISTS', KEYS[4]) == 1 then return {6, 0} end
+  return {7, units}
 end
 local now = redis.call('TIME')
 redis.call('DECRBY', KEYS[1], asked)
@@ -93,15 +101,20 @@ return 1
 ";
 
 /// The sold-out snapshot behind the local hint (`sold_out.rs`). KEYS: units, in-flight, done,
-/// partial. ARGV: most done keys returned. Returns `{counter (-1 when cold), records in
-/// flight, complete, done keys}`: the keys only when the counter is 0 with nothing in flight,
-/// and `complete` 1 only then, with no partial mark and at most that many keys.
+/// partial, hinted. ARGV: most done keys returned, the hint's life in ms. Returns `{counter
+/// (-1 when cold), records in flight, complete, done keys}`: the keys only when the counter
+/// is 0 with nothing in flight, and `complete` 1 only then, with no partial mark and at most
+/// that many keys. A usable snapshot marks the SKU hinted for the hint's life (the longest
+/// asked), so that a restock from zero is held until every hint has expired.
 pub(crate) const SOLD_OUT: &str = r"
 local units = redis.call('GET', KEYS[1])
 if not units then return {-1, 0, 0, {}} end
 units = tonumber(units)
 local in_flight = redis.call('HLEN', KEYS[2])
 if units ~= 0 or in_flight ~= 0 then return {units, in_flight, 0, {}} end
+if redis.call('PTTL', KEYS[5]) < tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[5], '1', 'PX', ARGV[2])
+end
 if redis.call('EXISTS', KEYS[4]) == 1 or redis.call('HLEN', KEYS[3]) > tonumber(ARGV[1]) then
   return {0, 0, 0, {}}
 end
@@ -112,8 +125,12 @@ return {0, 0, 1, redis.call('HKEYS', KEYS[3])}
 /// committed, then sets the counter to the database's available units less every record still
 /// in flight, atomically against admissions. A cold counter warmed with a partial window
 /// (`> 0` ms: the SKU has ledger rows the done hash does not hold) marks the done hash partial
-/// for that long. KEYS: units, in-flight, done, partial. ARGV: available, partial window ms,
-/// number of committed keys `n`, `n` committed keys, then the stale keys.
+/// for that long. A counter raised from 0 while the SKU is marked hinted (a sold-out hint may
+/// still live in some instance) is held until the mark expires, plus 20 ms for the instances'
+/// clocks: the admissions it holds back are what could otherwise commit a key that such a hint
+/// would refuse to replay. KEYS: units, in-flight, done, partial, hinted, hold. ARGV:
+/// available, partial window ms, number of committed keys `n`, `n` committed keys, then the
+/// stale keys.
 /// Returns `{counter before (-1 when cold), counter after, units still in flight}`.
 pub(crate) const RECONCILE: &str = r"
 local committed = tonumber(ARGV[3])
@@ -138,6 +155,10 @@ else
 end
 local units = tonumber(ARGV[1]) - pending
 if units < 0 then units = 0 end
+if before == 0 and units > 0 then
+  local hinted = redis.call('PTTL', KEYS[5])
+  if hinted > 0 then redis.call('SET', KEYS[6], '1', 'PX', hinted + 20) end
+end
 redis.call('SET', KEYS[1], string.format('%d', units))
 return {before, units, pending}
 ";

@@ -8,10 +8,10 @@
 //!   can raise the counter. Only a reconcile (a restock, an adjustment, a release, drift
 //!   fixed) can, and the gate drops its hint whenever it reconciles the SKU itself. A counter
 //!   raised by another instance is seen once the hint expires: the same kind of short
-//!   undersell the reconciler already bounds, shorter than one interval. One window is left
-//!   (docs/redis.md): a key sold through that other instance meanwhile, and retried here
-//!   before the hint expires, is refused.
-//! - Absent that, no key can commit through the gate meanwhile: the done hash is frozen. The
+//!   undersell the reconciler already bounds, shorter than one interval. Nothing can be sold
+//!   there meanwhile: the snapshot marks the SKU hinted in Redis, and a reconcile that raises
+//!   the counter from 0 holds admissions until the mark expires (`scripts.rs`).
+//! - So no key can commit through the gate meanwhile: the done hash is frozen. The
 //!   snapshot holds its keys, and a client's key found there goes to Redis and on to the
 //!   database as a replay. A SKU whose done hash is partial, or larger than
 //!   [`HINT_KEYS_MAX`], keeps the hint for requests without a client key only (a key the
@@ -61,7 +61,9 @@ impl Gate {
             .key(self.in_flight_key(sku))
             .key(self.done_key(sku))
             .key(self.partial_key(sku))
-            .arg(HINT_KEYS_MAX);
+            .key(self.hinted_key(sku))
+            .arg(HINT_KEYS_MAX)
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
         let snapshot = self
             .link
             .invoke::<(i64, i64, i64, Vec<String>)>(&invocation, self.timeout())

@@ -51,6 +51,9 @@ pub struct GateStats {
     pub refused_by_hint: AtomicU64,
     /// Sold-out snapshots kept as hints.
     pub hints_taken: AtomicU64,
+    /// Admissions refused because a restock from zero was held until every sold-out hint had
+    /// expired (counted in `refused` too).
+    pub refused_held: AtomicU64,
     /// Requests refused with 503 because Redis was down and the policy is fail closed.
     pub refused_redis_down: AtomicU64,
     /// Whether the last Redis call of a request, a reconcile or a ping failed.

@@ -69,6 +69,11 @@ pub(crate) fn render(out: &mut String, gate: &Gate) {
             &stats.refused_by_hint,
         ),
         (
+            "stockguard_gate_refused_held_total",
+            "Admissions refused while a restock from zero was held until every sold-out hint had expired (counted in refused too).",
+            &stats.refused_held,
+        ),
+        (
             "stockguard_gate_sold_out_hints_total",
             "Sold-out snapshots kept as local hints (--redis-sold-out-hint-ms).",
             &stats.hints_taken,
