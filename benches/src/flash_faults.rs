@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::Serialize;
-use stockguard_core::{InventoryStore, Strategy};
+use stockguard_core::{InventoryStore, SkuId, Strategy};
 use stockguard_redis_gate::{Gate, GateConfig, GateStats, GatedStore, RedisTarget};
 use stockguard_testkit::{PrivateRedisNode, PrivateRedisSentinel};
 
@@ -198,6 +198,59 @@ impl PrivateRedis {
     }
 }
 
+/// What the reconciles after a faulted sale found.
+pub(crate) struct Settled {
+    /// The stock left in the database.
+    pub(crate) left: i64,
+    /// |counter − the truth| the first reconcile corrected: the drift the fault left.
+    pub(crate) drift_units: i64,
+    /// Milliseconds until a reconcile left nothing in flight.
+    pub(crate) after_ms: u64,
+    /// What was wrong: records still in flight, or a counter that is not the stock.
+    pub(crate) problems: Vec<String>,
+}
+
+/// After a faulted sale: reconciles until no record is left in flight (a record a fault
+/// stranded goes once its key is found committed, or after the grace), bounded by
+/// [`RECONCILE_WAIT`]; the counter must then equal the database's stock.
+pub(crate) async fn settle_after_sale<S: InventoryStore>(
+    gate: &Gate,
+    store: &S,
+    sku: &SkuId,
+) -> anyhow::Result<Settled> {
+    let sale_ended = Instant::now();
+    let (mut drift_units, mut settled) = (None, false);
+    while !settled && sale_ended.elapsed() < RECONCILE_WAIT {
+        if let Ok(done) = gate.reconcile(store, sku).await {
+            drift_units.get_or_insert(done.before.map_or(0, |before| (before - done.after).abs()));
+            settled = done.in_flight == 0;
+        }
+        if !settled {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let after_ms = u64::try_from(sale_ended.elapsed().as_millis())?;
+    let mut problems = Vec::new();
+    if !settled {
+        problems.push(format!(
+            "records still in flight {RECONCILE_WAIT:?} after the sale"
+        ));
+    }
+    let left = store.stock(sku).await?.stock;
+    match gate.counter(sku).await {
+        Ok(Some(counter)) if counter == left => {}
+        other => problems.push(format!(
+            "after a reconcile the counter is {other:?}, the stock {left}"
+        )),
+    }
+    Ok(Settled {
+        left,
+        drift_units: drift_units.unwrap_or(0),
+        after_ms,
+        problems,
+    })
+}
+
 /// Runs one case in a fresh database and drops it afterwards, whatever happens.
 /// The `service_killed` fault runs in `flash_service_kill.rs` instead.
 pub async fn run_flash_fault(spec: FlashFaultSpec) -> anyhow::Result<FlashFaultResult> {
@@ -256,30 +309,9 @@ async fn run_in(spec: &FlashFaultSpec, database: &FreshDatabase) -> anyhow::Resu
     // Reconcile once the gate reaches Redis again, until no record is left in flight (a
     // record a fault stranded goes once its key is found committed, or after the grace): the
     // counter is then the truth. The first reconcile's correction is the drift.
-    let sale_ended = Instant::now();
-    let mut drift_units = None;
-    let mut settled = false;
-    while !settled && sale_ended.elapsed() < RECONCILE_WAIT {
-        if let Ok(done) = gate.reconcile(&*gated, &sku).await {
-            drift_units.get_or_insert(done.before.map_or(0, |before| (before - done.after).abs()));
-            settled = done.in_flight == 0;
-        }
-        if !settled {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    let reconciled_after_ms = u64::try_from(sale_ended.elapsed().as_millis())?;
-    anyhow::ensure!(
-        settled,
-        "no reconcile left nothing in flight within {RECONCILE_WAIT:?} of the sale's end"
-    );
-    let left = store.stock(&sku).await?.stock;
-    match gate.counter(&sku).await {
-        Ok(Some(counter)) if counter == left => {}
-        other => problems.push(format!(
-            "after a reconcile the counter is {other:?}, the stock {left}"
-        )),
-    }
+    let settled = settle_after_sale(&gate, &*gated, &sku).await?;
+    problems.extend(settled.problems);
+    let (left, drift_units, reconciled_after_ms) = (settled.left, settled.drift_units, settled.after_ms);
     tokio::time::sleep(HOLD_WAIT).await;
     // The last wave: the rest of the supply, plus as many again, all through the gate.
     let wave = FlashSpec {
@@ -328,7 +360,7 @@ async fn run_in(spec: &FlashFaultSpec, database: &FreshDatabase) -> anyhow::Resu
         fault_ms,
         passed,
         retried: 0,
-        drift_units: drift_units.unwrap_or(0),
+        drift_units,
         reconciled_after_ms,
         problems,
     })

@@ -26,7 +26,7 @@ use tokio::sync::Mutex;
 use crate::chaos::service::{Service, ServiceConfig, find_binary, free_port};
 use crate::db::{FreshDatabase, in_fresh_database};
 use crate::flash::open_sale;
-use crate::flash_faults::{FlashFaultResult, FlashFaultSpec, HOLD_WAIT};
+use crate::flash_faults::{FlashFaultResult, FlashFaultSpec, HOLD_WAIT, settle_after_sale};
 
 /// The fault fires once this share of the supply, in percent, has been attempted.
 const FAULT_AT_PERCENT_OF_SUPPLY: u64 = 50;
@@ -39,8 +39,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 const TRIES_MAX: u32 = 200;
 /// Pause before a retry with the same key.
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
-/// Bound on waiting, after the sale, for a reconcile that leaves nothing in flight.
-const RECONCILE_WAIT: Duration = Duration::from_secs(20);
 
 /// Runs one case in a fresh database and drops it afterwards, whatever happens.
 pub async fn run_service_killed(spec: FlashFaultSpec) -> anyhow::Result<FlashFaultResult> {
@@ -114,31 +112,9 @@ async fn run_in(spec: &FlashFaultSpec, database: &FreshDatabase) -> anyhow::Resu
     let mut gate_config = GateConfig::new(RedisTarget::parse(&redis.node.url())?);
     gate_config.unknown_grace = crate::chaos::gate::unknown_grace(REQUEST_TIMEOUT);
     let gate = Gate::connect(gate_config).await.context("connecting the gate")?;
-    let sale_ended = Instant::now();
-    let (mut drift_units, mut settled) = (None, false);
-    while !settled && sale_ended.elapsed() < RECONCILE_WAIT {
-        if let Ok(done) = gate.reconcile(&store, &sku).await {
-            drift_units.get_or_insert(done.before.map_or(0, |before| (before - done.after).abs()));
-            settled = done.in_flight == 0;
-        }
-        if !settled {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    let reconciled_after_ms = u64::try_from(sale_ended.elapsed().as_millis())?;
-    let mut problems = Vec::new();
-    if !settled {
-        problems.push(format!(
-            "records still in flight {RECONCILE_WAIT:?} after the sale"
-        ));
-    }
-    let left = store.stock(&sku).await?.stock;
-    match gate.counter(&sku).await {
-        Ok(Some(counter)) if counter == left => {}
-        other => problems.push(format!(
-            "after a reconcile the counter is {other:?}, the stock {left}"
-        )),
-    }
+    let settled = settle_after_sale(&gate, &store, &sku).await?;
+    let mut problems = settled.problems;
+    let left = settled.left;
     tokio::time::sleep(HOLD_WAIT).await;
     // The last wave: the rest of the supply, plus as many again.
     let wave_attempts = u64::try_from(left)? * 2 + 10;
@@ -196,8 +172,8 @@ async fn run_in(spec: &FlashFaultSpec, database: &FreshDatabase) -> anyhow::Resu
         fault_ms,
         passed: 0,
         retried: in_sale.retried + last.retried,
-        drift_units: drift_units.unwrap_or(0),
-        reconciled_after_ms,
+        drift_units: settled.drift_units,
+        reconciled_after_ms: settled.after_ms,
         problems,
     })
 }
