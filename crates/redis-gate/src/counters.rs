@@ -96,11 +96,7 @@ impl Gate {
             0
         };
         let mut invocation = self.scripts.reconcile.prepare_invoke();
-        invocation
-            .key(self.units_key(sku))
-            .key(self.in_flight_key(sku))
-            .key(self.done_key(sku))
-            .key(self.partial_key(sku))
+        self.with_sku_keys(&mut invocation, sku)
             .key(self.hinted_key(sku))
             .key(self.hold_key(sku))
             .arg(available)

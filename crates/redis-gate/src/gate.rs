@@ -184,6 +184,20 @@ impl Gate {
         format!("{}:{{{}}}:hold", self.config.namespace, sku)
     }
 
+    /// Adds the SKU's counter, in-flight, done and partial keys, in that order: the first
+    /// four `KEYS` of the admission, reconcile and sold-out scripts.
+    pub(crate) fn with_sku_keys<'a, 'script>(
+        &self,
+        invocation: &'a mut redis::ScriptInvocation<'script>,
+        sku: &SkuId,
+    ) -> &'a mut redis::ScriptInvocation<'script> {
+        invocation
+            .key(self.units_key(sku))
+            .key(self.in_flight_key(sku))
+            .key(self.done_key(sku))
+            .key(self.partial_key(sku))
+    }
+
     /// `DEL` of every key of the SKU (one slot).
     pub(crate) fn delete_keys_of(&self, sku: &SkuId) -> redis::Cmd {
         redis::cmd("DEL")
@@ -254,11 +268,7 @@ impl Gate {
         units: i64,
     ) -> Result<Option<Admission>, LinkError> {
         let mut invocation = self.scripts.admit.prepare_invoke();
-        invocation
-            .key(self.units_key(sku))
-            .key(self.in_flight_key(sku))
-            .key(self.done_key(sku))
-            .key(self.partial_key(sku))
+        self.with_sku_keys(&mut invocation, sku)
             .key(self.hold_key(sku))
             .arg(key.as_str())
             .arg(units);

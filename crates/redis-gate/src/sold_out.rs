@@ -56,11 +56,7 @@ impl Gate {
         let taken_at = Instant::now();
         let generation = self.hints.generation();
         let mut invocation = self.scripts.sold_out.prepare_invoke();
-        invocation
-            .key(self.units_key(sku))
-            .key(self.in_flight_key(sku))
-            .key(self.done_key(sku))
-            .key(self.partial_key(sku))
+        self.with_sku_keys(&mut invocation, sku)
             .key(self.hinted_key(sku))
             .arg(HINT_KEYS_MAX)
             .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
