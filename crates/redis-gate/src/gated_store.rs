@@ -81,21 +81,25 @@ impl<S: InventoryStore> InventoryStore for GatedStore<S> {
     }
 
     async fn deduct(&self, mut request: DeductRequest) -> Result<Receipt, DeductError> {
-        // The record must carry the key the ledger row will carry, so one is made here when
-        // the client sent none.
-        let client_key = request.idempotency_key.is_some();
-        let key = request
-            .idempotency_key
-            .get_or_insert_with(IdempotencyKey::generate)
-            .clone();
         let units = request.quantity.get();
-        let sku = request.sku.clone();
-        if self.gate.covers(&sku) && self.gate.refused_by_hint(&sku, &key, client_key) {
+        // Checked before a key is made: a refusal from the hint needs none.
+        if self.gate.covers(&request.sku)
+            && self
+                .gate
+                .refused_by_hint(&request.sku, request.idempotency_key.as_ref())
+        {
             return Err(DeductError::InsufficientStock {
                 requested: units,
                 available: 0,
             });
         }
+        // The record must carry the key the ledger row will carry, so one is made here when
+        // the client sent none.
+        let key = request
+            .idempotency_key
+            .get_or_insert_with(IdempotencyKey::generate)
+            .clone();
+        let sku = request.sku.clone();
         match self.gate.admit(&self.store, &sku, &key, units).await? {
             Admission::Refused { available } => {
                 if available == 0 {
@@ -130,7 +134,7 @@ impl<S: InventoryStore> InventoryStore for GatedStore<S> {
         let mut bypassed = Vec::new();
         let mut short = Vec::new();
         for (sku, units) in order.lines() {
-            if self.gate.covers(sku) && self.gate.refused_by_hint(sku, &key, true) {
+            if self.gate.covers(sku) && self.gate.refused_by_hint(sku, Some(&key)) {
                 short.push(ShortLine {
                     sku: sku.clone(),
                     requested: *units,

@@ -53,18 +53,18 @@ impl SoldOutHints {
         hints.get(sku).is_some_and(|hint| hint.taken_at.elapsed() < age)
     }
 
-    /// Whether the SKU's hint, younger than `ttl`, refuses `key`; `client_key` says the
-    /// client sent it, so it may be a replay, which only a complete snapshot can rule out.
-    pub(crate) fn refuses(&self, sku: &SkuId, key: &IdempotencyKey, client_key: bool, ttl: Duration) -> bool {
+    /// Whether the SKU's hint, younger than `ttl`, refuses a request with `client_key`: a key
+    /// the client sent may be a replay, which only a complete snapshot can rule out.
+    pub(crate) fn refuses(&self, sku: &SkuId, client_key: Option<&IdempotencyKey>, ttl: Duration) -> bool {
         let hints = self.hints.read().unwrap_or_else(PoisonError::into_inner);
         let Some(hint) = hints.get(sku) else { return false };
         if hint.taken_at.elapsed() >= ttl {
             return false;
         }
         match (&hint.done, client_key) {
-            (_, false) => true,
-            (Some(done), true) => !done.contains(key.as_str()),
-            (None, true) => false,
+            (_, None) => true,
+            (Some(done), Some(key)) => !done.contains(key.as_str()),
+            (None, Some(_)) => false,
         }
     }
 

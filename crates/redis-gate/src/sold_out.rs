@@ -29,14 +29,14 @@ use crate::hints::{HINT_KEYS_MAX, Hint};
 use crate::stats::GateStats;
 
 impl Gate {
-    /// Whether the SKU's fresh hint refuses `key`: `client_key` says the client sent it (so
-    /// it may be a replay). Never with the hint off or with sales waiting in `bypassed.rs`.
-    pub(crate) fn refused_by_hint(&self, sku: &SkuId, key: &IdempotencyKey, client_key: bool) -> bool {
+    /// Whether the SKU's fresh hint refuses a request with `client_key` (a key the client
+    /// sent may be a replay). Never with the hint off or with sales waiting in `bypassed.rs`.
+    pub(crate) fn refused_by_hint(&self, sku: &SkuId, client_key: Option<&IdempotencyKey>) -> bool {
         let ttl = self.config.sold_out_hint;
         if ttl.is_zero() || self.bypassed.is_pending() {
             return false;
         }
-        let refused = self.hints.refuses(sku, key, client_key, ttl);
+        let refused = self.hints.refuses(sku, client_key, ttl);
         if refused {
             GateStats::bump(&self.stats.refused);
             GateStats::bump(&self.stats.refused_by_hint);
