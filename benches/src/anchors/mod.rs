@@ -361,6 +361,12 @@ mod tests {
             );
         }
         assert!(quick.iter().any(|s| s.case == STRETCH_CEILING && s.clients == 1));
+        assert!(
+            quick
+                .iter()
+                .any(|s| s.case == AnchorCase::Batch { size: 32 } && s.sku_count == 1 && s.clients == 2),
+            "batch32 at the requesters' units in flight (64 / 32 clients)"
+        );
         let full = anchor_specs(AnchorSet::Full, &[Backend::MySql], 64);
         assert!(full.len() > quick.len() && full.iter().all(|s| s.seconds == 10));
         assert!(

@@ -52,9 +52,15 @@ pub fn anchor_specs(set: AnchorSet, databases: &[Backend], requesters: usize) ->
             hot_clients.dedup();
             wide_clients.sort_unstable();
             wide_clients.dedup();
-            for clients in hot_clients {
-                cases.extend(per_request.map(|case| (case, 1, clients)));
-                cases.push((batch32, 1, clients));
+            for clients in &hot_clients {
+                cases.extend(per_request.map(|case| (case, 1, *clients)));
+                cases.push((batch32, 1, *clients));
+            }
+            // batch32 with as many units in flight as the requesters (one unit each): what
+            // the database alone reaches with the library's own concurrency.
+            let equal_in_flight = requesters / 32;
+            if requesters.is_multiple_of(32) && !hot_clients.contains(&equal_in_flight) {
+                cases.push((batch32, 1, equal_in_flight));
             }
             // The single-client batches: the round trip alone, no lock wait at all.
             cases.extend([64, 128].map(|size| (AnchorCase::Batch { size }, 1, 1)));

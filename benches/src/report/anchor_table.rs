@@ -23,6 +23,9 @@ pub struct AnchorComparison<'a> {
     pub ceiling: &'a AnchorResult,
     /// For the coalescing strategies: batch-128 from one client.
     pub stretch: Option<&'a AnchorResult>,
+    /// For the coalescing strategies: the batch ceiling with as many units in flight as the
+    /// case (`requesters / 32` clients of 32 units), when that divides.
+    pub equal_in_flight: Option<&'a AnchorResult>,
 }
 
 impl AnchorComparison<'_> {
@@ -35,6 +38,12 @@ impl AnchorComparison<'_> {
     pub fn stretch_ratio(&self) -> Option<f64> {
         let stretch = self.stretch?;
         (stretch.units_per_s > 0.0).then(|| self.case.successes_per_s / stretch.units_per_s)
+    }
+
+    /// The case's units/s ÷ the batch ceiling's at equal units in flight.
+    pub fn equal_in_flight_ratio(&self) -> Option<f64> {
+        let anchor = self.equal_in_flight?;
+        (anchor.units_per_s > 0.0).then(|| self.case.successes_per_s / anchor.units_per_s)
     }
 }
 
@@ -76,10 +85,21 @@ pub fn anchor_comparisons(results: &Results) -> Vec<AnchorComparison<'_>> {
                 .then(|| anchor(&results.anchors, engine, STRETCH_CEILING, 1, 1))
                 .flatten()
                 .filter(|_| case.spec.level.sku_count == 1);
+            let equal_in_flight = match pattern {
+                AnchorCase::Batch { size } if case.spec.requesters.is_multiple_of(size as usize) => anchor(
+                    &results.anchors,
+                    engine,
+                    pattern,
+                    case.spec.level.sku_count,
+                    case.spec.requesters / size as usize,
+                ),
+                _ => None,
+            };
             Some(AnchorComparison {
                 case,
                 ceiling,
                 stretch,
+                equal_in_flight,
             })
         })
         .collect()
@@ -130,18 +150,22 @@ pub(super) fn anchor_section(md: &mut String, results: &Results) -> anyhow::Resu
              A per-request strategy chases the same pattern done by the database alone; `coalesced` and \
              `sharded` chase `batch32` at the same clients (targets: ≥ {PG_BATCH_TARGET:.1}× on PostgreSQL, \
              ≥ {MYSQL_BATCH_TARGET:.1}× on MariaDB at the hot SKU), and stretch for {} from one client. \
-             The raw baselines show what a bare sqlx pool reaches with the same pattern.\n",
+             The raw baselines show what a bare sqlx pool reaches with the same pattern.\n\n\
+             `batch32` at the same clients keeps 32 times the case's units in flight: each of its \
+             clients holds 32 units, each requester one. The last column is `batch32` at requesters \
+             ÷ 32 clients, the same units in flight, so it tells the database's own batch cycle from \
+             the library's concurrency.\n",
             STRETCH_CEILING.name()
         )?;
         writeln!(
             md,
-            "| database | level | requesters | strategy | ok/s | chases | ceiling units/s | ratio | stretch ratio |"
+            "| database | level | requesters | strategy | ok/s | chases | ceiling units/s | ratio | stretch ratio | ratio at equal units in flight |"
         )?;
-        writeln!(md, "|---|---|---|---|---|---|---|---|---|")?;
+        writeln!(md, "|---|---|---|---|---|---|---|---|---|---|")?;
         for row in rows {
             writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} {} | {} | {} | {} | {} |",
                 row.case.spec.backend,
                 row.case.spec.level,
                 row.case.spec.requesters,
@@ -153,6 +177,15 @@ pub(super) fn anchor_section(md: &mut String, results: &Results) -> anyhow::Resu
                 fmt_ratio(row.ratio()),
                 row.stretch
                     .map_or_else(|| "–".to_owned(), |_| fmt_ratio(row.stretch_ratio())),
+                row.equal_in_flight.map_or_else(
+                    || "–".to_owned(),
+                    |a| format!(
+                        "{} (÷ {} at {} clients)",
+                        fmt_ratio(row.equal_in_flight_ratio()),
+                        fmt_rate(a.units_per_s),
+                        a.clients
+                    )
+                ),
             )?;
         }
     }
@@ -260,6 +293,7 @@ mod tests {
                 anchor_result("postgres", AnchorCase::Batch { size: 32 }, 1, 64, 16_000.0),
                 anchor_result("postgres", AnchorCase::Guarded, 1, 64, 1000.0),
                 anchor_result("postgres", STRETCH_CEILING, 1, 1, 32_000.0),
+                anchor_result("postgres", AnchorCase::Batch { size: 32 }, 1, 2, 10_000.0),
                 anchor_result("mysql", AnchorCase::Guarded, 1, 64, 5.0),
             ],
             ..Results::default()
@@ -268,19 +302,26 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].ratio(), Some(0.5));
         assert_eq!(rows[0].stretch_ratio(), Some(0.25));
+        assert_eq!(
+            rows[0].equal_in_flight_ratio(),
+            Some(0.8),
+            "batch32 at 64 / 32 clients"
+        );
         assert_eq!(rows[1].ratio(), Some(0.9));
-        assert!(rows[1].stretch.is_none());
+        assert!(rows[1].stretch.is_none() && rows[1].equal_in_flight.is_none());
 
         let mut md = String::new();
         anchor_section(&mut md, &results).unwrap();
         assert!(
             md.contains(
-                "| postgres | 1xuniform | 64 | coalesced | 8000 | pgbench batch32 | 16000 | 0.50× | 0.25× |"
+                "| postgres | 1xuniform | 64 | coalesced | 8000 | pgbench batch32 | 16000 | 0.50× | 0.25× | 0.80× (÷ 10000 at 2 clients) |"
             ),
             "{md}"
         );
         assert!(
-            md.contains("| postgres | 1xuniform | 64 | guarded | 900 | pgbench guarded | 1000 | 0.90× | – |"),
+            md.contains(
+                "| postgres | 1xuniform | 64 | guarded | 900 | pgbench guarded | 1000 | 0.90× | – | – |"
+            ),
             "{md}"
         );
 

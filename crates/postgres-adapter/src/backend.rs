@@ -418,22 +418,19 @@ impl Backend for PgBackend {
     }
 
     fn write_batch(&self, tx: &mut Self::Tx, sku: &SkuId, plan: &BatchPlan) -> impl Step<Vec<i64>> {
-        let quantities: Vec<i64> = plan.new_rows.iter().map(|r| r.quantity).collect();
-        let stock_afters: Vec<i64> = plan.new_rows.iter().map(|r| r.stock_after).collect();
-        let keys: Vec<&str> = plan.new_rows.iter().map(|r| r.idempotency_key.as_str()).collect();
-        async move {
-            let rows: Vec<(i64, String)> = sqlx::query_as(sql::WRITE_BATCH)
-                .bind(sku.as_str())
-                .bind(plan.stock_after)
-                .bind(&quantities)
-                .bind(&stock_afters)
-                .bind(&keys)
-                .fetch_all(&mut **tx)
-                .await
-                .map_err(self.fault("writing a batch"))?;
-            // Ids by key: RETURNING's order is not guaranteed.
-            Ok(common::ids_in_key_order(plan.new_keys(), &rows))
-        }
+        async move { self.write_batch_in(tx, sku, plan).await }
+    }
+
+    fn writes_batch_alone(&self) -> bool {
+        true
+    }
+
+    fn write_batch_alone(
+        &self,
+        sku: &SkuId,
+        rows: &[(i64, &IdempotencyKey)],
+    ) -> impl Step<Option<Vec<(i64, i64)>>> {
+        async move { self.write_batch_alone_in(sku, rows).await }
     }
 
     fn claim_order(

@@ -8,7 +8,7 @@
 //! | `NoWait` | as `Pessimistic` with `FOR NO KEY UPDATE NOWAIT` (55P03 → `LockTimeout` at once) |
 //! | `Optimistic` | `SELECT stock, version`; then one CTE: `UPDATE … WHERE version = $v` + ledger insert; retried on a miss |
 //! | `Guarded` | one CTE: `UPDATE … SET stock = stock − q WHERE stock >= q` + ledger insert (one round trip, keyed or not) |
-//! | `Coalesced` | per batch: `BEGIN; SELECT … FOR NO KEY UPDATE;` one CTE: `UPDATE` + `INSERT … SELECT FROM UNNEST(…)`; `COMMIT`. A batch of one runs the `Guarded` statement. |
+//! | `Coalesced` | per batch, first one autocommit CTE that applies it whole if the row covers it: `UPDATE … WHERE stock >= total AND NOT sharded` + `INSERT … SELECT FROM UNNEST(…)`; otherwise `BEGIN; SELECT … FOR NO KEY UPDATE;` one CTE: `UPDATE` + `INSERT … SELECT FROM UNNEST(…)`; `COMMIT`. A batch of one runs the `Guarded` statement. |
 //! | `Sharded` | one CTE: take from a free bucket with room (`FOR UPDATE SKIP LOCKED`), or from the free row of an unsharded SKU, and insert the ledger row; else wait for one random bucket with room; else `BEGIN;` lock the SKU row (`FOR NO KEY UPDATE`) and every bucket, deduct from the total, re-spread it; `COMMIT` |
 //!
 //! Every ledger row carries a key (the client's or a generated one); a repeated key fails the
@@ -17,6 +17,7 @@
 
 mod audit;
 mod backend;
+mod batch;
 mod checkout;
 mod config;
 mod error;

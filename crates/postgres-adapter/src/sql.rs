@@ -166,6 +166,18 @@ pub(crate) const WRITE_ROW: &str = "WITH u AS (UPDATE inventory SET stock = $2, 
      INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
      VALUES ($1, -$3, $4, 'deduct', $5) RETURNING id, stock_after";
 
+/// `Coalesced`, self-contained: `$1` sku, `$2` the batch's units, `$3` units[], `$4` units
+/// up to and including each request[], `$5` keys[]. Applies only when the unsharded row
+/// covers all of it (no row: nothing written, nothing returned). Each ledger row's stock
+/// after is the row's stock before the batch less the units up to it. Returns each row's
+/// id, stock after and key, so rows are matched by key, never assumed in order.
+pub(crate) const WRITE_BATCH_ALONE: &str = "WITH u AS (UPDATE inventory SET stock = stock - $2, version = version + 1 \
+                WHERE sku = $1 AND stock >= $2 AND NOT sharded RETURNING sku, stock) \
+     INSERT INTO inventory_ledger (sku, delta, stock_after, reason, idempotency_key) \
+     SELECT u.sku, -t.q, u.stock + $2 - t.upto, 'deduct', t.k \
+     FROM u, UNNEST($3::bigint[], $4::bigint[], $5::varchar[]) WITH ORDINALITY AS t(q, upto, k, ord) \
+     ORDER BY t.ord RETURNING id, stock_after, idempotency_key";
+
 /// `$1` sku, `$2` row stock after, `$3` units[], `$4` stock_after[], `$5` keys[]. Returns
 /// each row's id with its key, so ids are matched by key, never assumed in order.
 pub(crate) const WRITE_BATCH: &str = "WITH u AS (UPDATE inventory SET stock = $2, version = version + 1 WHERE sku = $1 RETURNING sku) \

@@ -271,8 +271,9 @@ where
 
 /// A coalesced batch of several requests whose COMMIT answer is lost on the wire: every
 /// request of the batch is resolved together, applied exactly once. `store` must batch
-/// concurrent requests (a `max_wait` of some milliseconds); `arm_commit` cuts at the next
-/// COMMIT after the server applied it.
+/// concurrent requests (a `max_wait` of some milliseconds); `arm_commit` cuts after the
+/// server applied the batch's committing write (its COMMIT, or the self-contained batch
+/// statement where the backend sends one).
 pub async fn lost_batch_commit_on_the_wire<B, A, F>(store: Arc<Engine<B>>, arm_commit: A)
 where
     B: Backend,

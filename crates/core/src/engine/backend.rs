@@ -384,6 +384,28 @@ pub trait Backend: AuditCheckpoints + Send + Sync + Sized + 'static {
         unsupported("take_from_bucket")
     }
 
+    /// Whether [`Backend::write_batch_alone`] exists: a coalesced batch is then first sent
+    /// as one self-contained statement, so the row is held by the server alone (no client
+    /// round trip inside the lock), and planned under the lock only when that statement does
+    /// not apply it.
+    fn writes_batch_alone(&self) -> bool {
+        false
+    }
+
+    /// `Coalesced`, self-contained (commits on success): when the SKU's unsharded row covers
+    /// every request of `rows` (units, key) together, takes their sum from it and writes one
+    /// ledger row per request, FIFO, each with its stock after. Returns `(ledger id, stock
+    /// after)` per request in `rows` order, or `None` with nothing written when the row is
+    /// missing, sharded or short. A key already in the ledger fails it whole (`KeyTaken`).
+    fn write_batch_alone(
+        &self,
+        sku: &SkuId,
+        rows: &[(i64, &IdempotencyKey)],
+    ) -> impl Step<Option<Vec<(i64, i64)>>> {
+        let _ = (sku, rows);
+        unsupported("write_batch_alone")
+    }
+
     // Transaction steps. Only `commit` may commit.
 
     /// Starts a transaction. `wait` matters where the lock is taken at BEGIN (SQLite).

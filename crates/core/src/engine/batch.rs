@@ -35,7 +35,18 @@ impl<B: Backend> BatchExecutor for BatchRunner<B> {
             // takes the guarded write and client keys are looked up before the lock.
             return self.0.execute_batch(sku, source.take()).await;
         }
-        self.0.run_batch(sku, &|| source.take(), Taken::UnderLock).await
+        // A batch behind a committing one is taken only once the row lock is granted, even
+        // where a batch can be sent alone: taken at once it would be smaller (measured).
+        let deadline = Instant::now() + self.0.config.deadline;
+        self.0
+            .run_batch(
+                sku,
+                &|| source.take(),
+                Taken::UnderLock,
+                Lookup::OnRefusal,
+                deadline,
+            )
+            .await
     }
 
     fn add_queue_wait(receipt: &mut Receipt, queued_us: u64) {
@@ -63,27 +74,33 @@ impl<B: Backend> Core<B> {
             let deadline = Instant::now() + self.config.deadline;
             return vec![self.alone(sku, item, deadline).await];
         }
-        self.run_batch(sku, &|| items, Taken::BeforeLock).await
+        let deadline = Instant::now() + self.config.deadline;
+        if self.backend.writes_batch_alone() {
+            return self.batch_alone_first(sku, items, deadline).await;
+        }
+        self.run_batch(sku, &|| items, Taken::BeforeLock, Lookup::OnRefusal, deadline)
+            .await
     }
 
     /// The locked batch flow over the requests `take` yields once the row lock is granted
     /// (the same ones on every call). A failure before then takes them too and answers each.
-    async fn run_batch<'s>(
+    /// `first` is the first attempt's lookup; later attempts look client keys up first.
+    pub(super) async fn run_batch<'s>(
         &self,
         sku: &SkuId,
         take: &(dyn Fn() -> &'s [BatchItem] + Sync),
         taken: Taken,
+        first: Lookup,
+        deadline: Instant,
     ) -> Vec<Result<Receipt, DeductError>> {
-        let deadline = Instant::now() + self.config.deadline;
         let exposure = Exposure::default();
         // The first attempt writes client keys without looking them up: a retry of a key this
         // engine committed was answered from memory before it queued, and any other used key
         // is refused by the ledger's unique index, which runs the batch again (with lookups).
         let attempts = self.run(deadline, |attempt| {
-            let lookup = if attempt == 1 {
-                Lookup::OnRefusal
-            } else {
-                Lookup::First
+            let lookup = match (attempt, first) {
+                (1, first) | (_, first @ Lookup::EveryKey) => first,
+                _ => Lookup::First,
             };
             self.batch_attempt(sku, take, taken, lookup, &exposure, deadline)
         });
@@ -162,8 +179,8 @@ impl<B: Backend> Core<B> {
         // the attempt runs again (`IdempotencyRace`) with a lookup, before the lock when the
         // batch is known then. A key committed after that lookup is caught the same way.
         let looked_up = match (lookup, taken) {
-            (Lookup::First, Taken::BeforeLock) => {
-                Some(self.client_key_priors(take()).await.map_err(Fault::definite)?)
+            (Lookup::First | Lookup::EveryKey, Taken::BeforeLock) => {
+                Some(self.key_priors(take(), lookup).await.map_err(Fault::definite)?)
             }
             _ => None,
         };
@@ -193,7 +210,7 @@ impl<B: Backend> Core<B> {
         let stock = locked.map(|row| row.stock);
         let mut plan = match (lookup, looked_up) {
             (_, Some(prior)) => BatchPlan::new(sku, stock, items, &prior),
-            (Lookup::First, None) => match self.client_key_priors(items).await {
+            (Lookup::First | Lookup::EveryKey, None) => match self.key_priors(items, lookup).await {
                 Ok(prior) => BatchPlan::new(sku, stock, items, &prior),
                 Err(fault) => return self.abandon(tx, fault.definite()).await,
             },
@@ -201,7 +218,7 @@ impl<B: Backend> Core<B> {
                 let blind = BatchPlan::new(sku, stock, items, &[]);
                 if blind.refuses_client_key(items) {
                     // A refusal is final, and a client's key may have committed before.
-                    match self.client_key_priors(items).await {
+                    match self.key_priors(items, Lookup::First).await {
                         Ok(prior) => BatchPlan::new(sku, stock, items, &prior),
                         Err(fault) => return self.abandon(tx, fault.definite()).await,
                     }
@@ -270,20 +287,23 @@ impl<B: Backend> Core<B> {
     }
 }
 
-/// When a batch attempt looks its client keys up in the ledger.
-#[derive(Debug, Clone, Copy)]
-enum Lookup {
-    /// Before planning (before the lock when the batch is known then): a retried attempt,
-    /// which may follow a key refused by the ledger's unique index.
+/// When a batch attempt looks its keys up in the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lookup {
+    /// Client keys, before planning (before the lock when the batch is known then): a
+    /// retried attempt, which may follow a key refused by the ledger's unique index.
     First,
-    /// Only if the plan would refuse a client-keyed request: the first attempt, which writes
-    /// keys blind and lets the unique index catch a used one.
+    /// Client keys, only if the plan would refuse a client-keyed request: the first attempt,
+    /// which writes keys blind and lets the unique index catch a used one.
     OnRefusal,
+    /// Every key, generated ones too, before planning, on every attempt: after a lost answer
+    /// of a self-contained batch, whose rows may all be in the ledger.
+    EveryKey,
 }
 
 /// When a batch's requests were taken from the queue.
 #[derive(Debug, Clone, Copy)]
-enum Taken {
+pub(super) enum Taken {
     /// Before its transaction began: the sole leader of the SKU.
     BeforeLock,
     /// Once the row lock was granted: another batch of the SKU was committing ahead of it.
@@ -291,11 +311,16 @@ enum Taken {
 }
 
 impl<B: Backend> Core<B> {
-    /// The ledger entries already written under the batch's client keys (none without any).
-    async fn client_key_priors(&self, items: &[BatchItem]) -> Result<Vec<super::LedgerEntry>, Fault> {
+    /// The ledger entries already written under the batch's client keys (every key with
+    /// `Lookup::EveryKey`; none without any).
+    async fn key_priors(
+        &self,
+        items: &[BatchItem],
+        lookup: Lookup,
+    ) -> Result<Vec<super::LedgerEntry>, Fault> {
         let client_keys: Vec<&IdempotencyKey> = items
             .iter()
-            .filter(|item| item.client_key)
+            .filter(|item| item.client_key || lookup == Lookup::EveryKey)
             .map(|item| &item.idempotency_key)
             .collect();
         if client_keys.is_empty() {

@@ -23,6 +23,7 @@
 mod adjust;
 mod backend;
 mod batch;
+mod batch_alone;
 mod checkpoints;
 mod config;
 mod deduct;
