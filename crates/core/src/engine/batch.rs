@@ -318,15 +318,15 @@ impl<B: Backend> Core<B> {
         items: &[BatchItem],
         lookup: Lookup,
     ) -> Result<Vec<super::LedgerEntry>, Fault> {
-        let client_keys: Vec<&IdempotencyKey> = items
+        let keys: Vec<&IdempotencyKey> = items
             .iter()
             .filter(|item| item.client_key || lookup == Lookup::EveryKey)
             .map(|item| &item.idempotency_key)
             .collect();
-        if client_keys.is_empty() {
+        if keys.is_empty() {
             return Ok(Vec::new());
         }
-        self.backend.find_keys(&client_keys).await
+        self.backend.find_keys(&keys).await
     }
 }
 
