@@ -36,13 +36,15 @@ const SQLITE_ON_CONFLICT: &str = " ON CONFLICT (sku) DO UPDATE SET stock = exclu
                                   initial_stock = excluded.initial_stock, version = 0";
 
 // Per SKU: total stock (row plus `Sharded` buckets), initial stock, Σ ledger deltas, ledger
-// rows, computed by the database itself. SQLite has no buckets.
-const PG_AUDIT_ROWS: &str = "SELECT i.sku::text, \
-         (i.stock + COALESCE((SELECT SUM(b.stock) FROM inventory_bucket b WHERE b.sku = i.sku), 0))::bigint, \
-         i.initial_stock, COALESCE(SUM(l.delta), 0)::bigint, COUNT(l.id)::bigint, \
+// rows, computed by the database itself. SQLite has no buckets. PostgreSQL's ledger has no
+// foreign key to inventory, so a SKU only the ledger names comes back too (with stock and
+// initial stock 0), and the audit reports it as a SKU the harness never made.
+const PG_AUDIT_ROWS: &str = "SELECT COALESCE(i.sku, l.sku)::text, \
+         COALESCE(i.stock + COALESCE((SELECT SUM(b.stock) FROM inventory_bucket b WHERE b.sku = i.sku), 0), 0)::bigint, \
+         COALESCE(i.initial_stock, 0), COALESCE(SUM(l.delta), 0)::bigint, COUNT(l.id)::bigint, \
          COUNT(DISTINCT l.idempotency_key)::bigint \
-     FROM inventory i LEFT JOIN inventory_ledger l ON l.sku = i.sku \
-     GROUP BY i.sku, i.stock, i.initial_stock";
+     FROM inventory i FULL JOIN inventory_ledger l ON l.sku = i.sku \
+     GROUP BY COALESCE(i.sku, l.sku), i.sku, i.stock, i.initial_stock";
 const MYSQL_AUDIT_ROWS: &str = "SELECT i.sku, \
          CAST(i.stock + COALESCE((SELECT SUM(b.stock) FROM inventory_bucket b WHERE b.sku = i.sku), 0) AS SIGNED), \
          i.initial_stock, CAST(COALESCE(SUM(l.delta), 0) AS SIGNED), CAST(COUNT(l.id) AS SIGNED), \

@@ -94,5 +94,8 @@ fn print_discrepancies(discrepancies: &[Discrepancy]) {
             d.ledger_gap,
             if d.negative_stock { ", NEGATIVE STOCK" } else { "" }
         );
+        if d.missing_sku {
+            println!("    the ledger names this SKU, but inventory has no row for it");
+        }
     }
 }

@@ -12,8 +12,8 @@ use stockguard_core::engine::{
 };
 use stockguard_core::{
     BatchPlan, Capabilities, DeductError, EngineConfig, HoldCheck, HoldId, HoldState, IdempotencyKey,
-    LedgerEntry, LedgerPage, LockFeature, OrderCheck, OrderId, PoolStatus, STOCK_MAX, ServerProbe, SkuId,
-    SkuSnapshot, StockLevel, Strategy,
+    LedgerEntry, LedgerPage, LockFeature, OrderCheck, OrderId, OrphanLedger, PoolStatus, STOCK_MAX,
+    ServerProbe, SkuId, SkuSnapshot, StockLevel, Strategy,
 };
 
 use stockguard_sql as common;
@@ -183,6 +183,10 @@ impl Backend for PgBackend {
                 .map_err(self.fault("auditing"))?;
             common::snapshots(rows)
         }
+    }
+
+    fn orphan_ledger(&self) -> impl Step<Vec<OrphanLedger>> {
+        self.orphan_ledger_rows()
     }
 
     fn order_check(&self) -> impl Step<OrderCheck> {

@@ -255,6 +255,9 @@ pub struct AuditDiscrepancy {
     pub negative_stock: bool,
     /// `initial + Σ deltas − stock`.
     pub ledger_gap: i64,
+    /// Ledger rows name this SKU, but inventory has no row for it (initial stock and stock
+    /// read 0).
+    pub missing_sku: bool,
 }
 
 /// An order whose ledger rows are not exactly its lines.
@@ -331,6 +334,7 @@ impl From<AuditReport> for AuditResponse {
                     ledger_rows: d.snapshot.ledger_rows,
                     negative_stock: d.negative_stock,
                     ledger_gap: d.ledger_gap,
+                    missing_sku: d.missing_sku,
                 })
                 .collect(),
             orders_checked: report.orders_checked,

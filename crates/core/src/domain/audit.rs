@@ -50,6 +50,10 @@ pub struct Discrepancy {
     pub negative_stock: bool,
     /// `initial + Σ ledger deltas − stock`: 0 when the ledger reconciles.
     pub ledger_gap: i64,
+    /// True when ledger rows name a SKU that has no inventory row (`snapshot` then reads
+    /// initial stock and stock as 0). Only a schema whose ledger has no foreign key to
+    /// inventory can hold such rows: PostgreSQL's (its migration 0008).
+    pub missing_sku: bool,
 }
 
 impl Discrepancy {
@@ -62,8 +66,36 @@ impl Discrepancy {
             snapshot: snapshot.clone(),
             negative_stock,
             ledger_gap,
+            missing_sku: false,
         })
     }
+
+    /// Ledger rows of `sku`, which has no inventory row: a discrepancy whatever they sum to.
+    pub fn missing_sku(orphan: OrphanLedger) -> Self {
+        Discrepancy {
+            snapshot: SkuSnapshot {
+                sku: orphan.sku,
+                initial_stock: 0,
+                stock: 0,
+                ledger_delta_sum: orphan.ledger_delta_sum,
+                ledger_rows: orphan.ledger_rows,
+            },
+            negative_stock: false,
+            ledger_gap: orphan.ledger_delta_sum,
+            missing_sku: true,
+        }
+    }
+}
+
+/// Ledger rows that name a SKU missing from inventory, summed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrphanLedger {
+    /// The SKU the rows name.
+    pub sku: SkuId,
+    /// Σ of their deltas.
+    pub ledger_delta_sum: i64,
+    /// How many there are.
+    pub ledger_rows: i64,
 }
 
 /// An order whose ledger rows are not exactly its lines: some lines applied without the

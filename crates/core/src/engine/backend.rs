@@ -24,8 +24,8 @@ pub use super::miss_facts::{MissFacts, StoredMissFacts};
 use crate::coalesce::BatchPlan;
 use crate::domain::{
     Capabilities, HoldCheck, HoldId, HoldState, IdempotencyKey, LedgerEntry, LedgerPage, LedgerReason,
-    LockFeature, OrderCheck, OrderId, PoolStatus, Quantity, ServerProbe, SkuId, SkuSnapshot, StockLevel,
-    Strategy,
+    LockFeature, OrderCheck, OrderId, OrphanLedger, PoolStatus, Quantity, ServerProbe, SkuId, SkuSnapshot,
+    StockLevel, Strategy,
 };
 use crate::error::DeductError;
 
@@ -323,6 +323,11 @@ pub trait Backend: AuditCheckpoints + Send + Sync + Sized + 'static {
     fn ledger(&self, sku: &SkuId, page: LedgerPage) -> impl Step<Vec<LedgerEntry>>;
     /// The per-SKU figures the audit reconciles, in one query.
     fn snapshot(&self) -> impl Step<Vec<SkuSnapshot>>;
+    /// Ledger rows whose SKU has no inventory row, per SKU. Both audits ask. A schema whose
+    /// ledger has a foreign key to inventory holds none, so the default reads nothing.
+    fn orphan_ledger(&self) -> impl Step<Vec<OrphanLedger>> {
+        std::future::ready(Ok(Vec::new()))
+    }
     /// The orders the audit checks: how many, and every one whose `order` ledger rows are not
     /// exactly its line count (including rows whose reference no order claimed).
     fn order_check(&self) -> impl Step<OrderCheck>;

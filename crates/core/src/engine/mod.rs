@@ -522,7 +522,8 @@ impl<B: Backend> InventoryStore for Engine<B> {
     }
 
     async fn audit(&self) -> Result<AuditReport, DeductError> {
-        let report = AuditReport::from_snapshots(&self.snapshot().await?);
+        let mut report = AuditReport::from_snapshots(&self.snapshot().await?);
+        report.discrepancies.extend(self.orphan_ledger().await?);
         let orders = self.core.read(|| self.core.backend.order_check()).await?;
         let holds = self.core.read(|| self.core.backend.hold_check()).await?;
         Ok(report.with_orders(orders).with_holds(holds))
